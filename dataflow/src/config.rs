@@ -1,0 +1,53 @@
+//! The knobs of the KPI dataflow.
+
+use std::time::Duration;
+
+use crate::window::WindowSize;
+
+/// How the dataflow cuts time and decides what is late.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DataflowConfig {
+    /// Length of the tumbling event-time windows (default one minute).
+    pub window: WindowSize,
+    /// How far behind its partition's newest event an event may be and still count
+    /// (default 30 s).
+    pub allowed_lateness_ms: i64,
+    /// Inactivity (event time) after which a session is closed (default 30 min).
+    pub session_gap_ms: i64,
+}
+
+impl Default for DataflowConfig {
+    fn default() -> Self {
+        DataflowConfig {
+            window: WindowSize::from_millis(60_000),
+            allowed_lateness_ms: 30_000,
+            session_gap_ms: 30 * 60_000,
+        }
+    }
+}
+
+/// How the workers cut processing time and pace themselves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EpochConfig {
+    /// Length of one processing-time epoch; each closed epoch becomes one transaction.
+    pub epoch: Duration,
+    /// A caught-up Kafka partition that receives nothing for this long stops holding back
+    /// the pipeline's watermark (as Flink's idleness does).
+    pub idle_timeout: Duration,
+    /// How many epochs the sources may run ahead of the sink before they pause
+    /// (back-pressure instead of unbounded buffering).
+    pub max_epochs_in_flight: u64,
+    /// Most messages a worker takes from its source between two looks at the clock.
+    pub poll_batch: usize,
+}
+
+impl Default for EpochConfig {
+    fn default() -> Self {
+        EpochConfig {
+            epoch: Duration::from_millis(100),
+            idle_timeout: Duration::from_secs(5),
+            max_epochs_in_flight: 8,
+            poll_batch: 4096,
+        }
+    }
+}

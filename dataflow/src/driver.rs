@@ -1,0 +1,204 @@
+//! The loop each worker runs: read the source, judge lateness, feed the graph, cut epochs.
+//!
+//! ```text
+//!  loop {
+//!      poll the source (never waits) ─► partition clock ─► events / dead letters
+//!      every epoch (wall clock): report changed partitions, advance the inputs,
+//!                                pause while the sink is more than N epochs behind
+//!  }
+//!  end of input or stop request: report, close the inputs, run the graph dry
+//! ```
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use clickflow_sources::encode::encode;
+use clickflow_sources::{
+    DeadLetter, PartitionId, RejectKind, Rejection, Source, SourceBatch, SourceError,
+};
+use timely::worker::Worker;
+
+use crate::config::{DataflowConfig, EpochConfig};
+use crate::graph::GraphInputs;
+use crate::input::InputEvent;
+use crate::lateness::PartitionClock;
+use crate::watermark::PartitionReport;
+
+/// What one worker did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DriveStats {
+    /// Events accepted into the graph.
+    pub events: u64,
+    /// Payloads rejected at the source (decode failures and late events).
+    pub dead_letters: u64,
+    /// Of those, events late for their partition.
+    pub late: u64,
+    /// Epochs closed.
+    pub epochs: u64,
+}
+
+/// The state of one partition this worker reads.
+struct LocalPartition {
+    global: u32,
+    clock: PartitionClock,
+    next_offset: i64,
+    finished: bool,
+    caught_up_since: Option<Instant>,
+    changed: bool,
+    reported_idle: bool,
+}
+
+/// Runs `source` through the graph behind `inputs` until the source is finished or `stop` is
+/// set; then closes the inputs and steps the worker until every epoch is delivered.
+/// `global_index[i]` is the global partition index of the source's `i`-th partition.
+pub fn drive(
+    worker: &mut Worker,
+    mut inputs: GraphInputs,
+    source: &mut dyn Source,
+    global_index: &[u32],
+    dataflow: &DataflowConfig,
+    epochs: &EpochConfig,
+    stop: &AtomicBool,
+) -> Result<DriveStats, SourceError> {
+    let mut partitions: Vec<LocalPartition> = global_index
+        .iter()
+        .map(|&global| LocalPartition {
+            global,
+            clock: PartitionClock::default(),
+            next_offset: 0,
+            finished: false,
+            caught_up_since: None,
+            changed: false,
+            reported_idle: false,
+        })
+        .collect();
+    let mut stats = DriveStats::default();
+    let mut batch = SourceBatch::default();
+    let mut epoch_started = Instant::now();
+    loop {
+        batch.clear();
+        source.poll(&mut batch, epochs.poll_batch)?;
+        let idle_poll = batch.is_empty();
+        feed(
+            &mut batch,
+            source.partitions(),
+            &mut partitions,
+            &mut inputs,
+            dataflow,
+            &mut stats,
+        );
+
+        let finished = source.is_finished();
+        let stopping = stop.load(Ordering::Relaxed);
+        if epoch_started.elapsed() >= epochs.epoch || finished || stopping {
+            report(&mut partitions, &mut inputs, dataflow, epochs.idle_timeout);
+            let next = inputs.epoch() + 1;
+            inputs.advance_to(next);
+            stats.epochs += 1;
+            epoch_started = Instant::now();
+            // Back-pressure: let the sink catch up rather than buffer without bound.
+            let oldest_allowed = next.saturating_sub(epochs.max_epochs_in_flight);
+            while inputs.probe.less_than(&oldest_allowed) {
+                worker.step_or_park(Some(Duration::from_millis(1)));
+            }
+            if finished || stopping {
+                break;
+            }
+        }
+        if idle_poll {
+            worker.step_or_park(Some(Duration::from_millis(1)));
+        } else {
+            worker.step();
+        }
+    }
+    let probe = inputs.probe.clone();
+    drop(inputs);
+    while !probe.done() {
+        worker.step_or_park(Some(Duration::from_millis(1)));
+    }
+    Ok(stats)
+}
+
+/// Judges and sends one polled batch.
+fn feed(
+    batch: &mut SourceBatch,
+    names: &[PartitionId],
+    partitions: &mut [LocalPartition],
+    inputs: &mut GraphInputs,
+    config: &DataflowConfig,
+    stats: &mut DriveStats,
+) {
+    for sourced in batch.events.drain(..) {
+        let partition = &mut partitions[sourced.partition];
+        match partition.clock.observe(sourced.event.ts, config) {
+            None => {
+                stats.events += 1;
+                partition.changed = true;
+                inputs.events.send(InputEvent {
+                    partition: partition.global,
+                    offset: sourced.offset,
+                    event: sourced.event,
+                });
+            }
+            Some(watermark) => {
+                stats.late += 1;
+                stats.dead_letters += 1;
+                let end = config.window.window_of(sourced.event.ts).end;
+                let rejection = Rejection::new(
+                    RejectKind::Late,
+                    format!("window ending {end} ms closed: partition watermark is {watermark} ms"),
+                );
+                let payload = encode(&sourced.event);
+                let name = names[sourced.partition].clone();
+                inputs.dead_letters.send(DeadLetter::new(
+                    name,
+                    sourced.offset,
+                    rejection,
+                    &payload,
+                ));
+            }
+        }
+    }
+    for letter in batch.dead_letters.drain(..) {
+        stats.dead_letters += 1;
+        inputs.dead_letters.send(letter);
+    }
+    for progress in batch.progress.drain(..) {
+        let partition = &mut partitions[progress.partition];
+        partition.next_offset = progress.next_offset;
+        partition.finished |= progress.finished;
+        partition.caught_up_since = match (progress.caught_up, partition.caught_up_since) {
+            (true, Some(since)) => Some(since),
+            (true, None) => Some(Instant::now()),
+            (false, _) => None,
+        };
+        partition.changed = true;
+    }
+}
+
+/// Sends a report for every partition that changed (or became idle) during the epoch.
+fn report(
+    partitions: &mut [LocalPartition],
+    inputs: &mut GraphInputs,
+    config: &DataflowConfig,
+    idle_timeout: Duration,
+) {
+    for partition in partitions.iter_mut() {
+        let idle = !partition.finished
+            && partition
+                .caught_up_since
+                .is_some_and(|since| since.elapsed() >= idle_timeout);
+        if !partition.changed && idle == partition.reported_idle {
+            continue;
+        }
+        inputs.reports.send(PartitionReport {
+            partition: partition.global,
+            watermark: partition.clock.watermark(config),
+            next_offset: partition.next_offset,
+            finished: partition.finished,
+            idle,
+        });
+        partition.changed = false;
+        partition.reported_idle = idle;
+    }
+}

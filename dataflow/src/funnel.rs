@@ -1,0 +1,122 @@
+//! `funnel_summary`: exact distinct users per window and event type.
+//!
+//! Two keyed stages: the first keeps the set of `(window, type, user)` seen (partitioned by
+//! that triple, so no single worker holds a whole hot minute) and passes on only first
+//! sightings; the second sums those per `(window, type)`. Both evict a window once the
+//! pipeline watermark passes its end.
+
+use clickflow_sources::{EventTime, EventType};
+use compact_str::CompactString;
+use differential_dataflow::VecCollection;
+use timely::dataflow::operators::vec::Map;
+use timely::dataflow::StreamVec;
+
+use crate::input::InputEvent;
+use crate::rows::FunnelRow;
+use crate::stage::{aggregate_by_key, pre_aggregate, KeyedStage};
+use crate::watermark::PartitionReport;
+use crate::window::{Window, WindowSize};
+use crate::Epoch;
+
+/// First sightings of a user in a window, per event type.
+struct DistinctUsers;
+
+impl KeyedStage for DistinctUsers {
+    type Key = (Window, EventType, CompactString);
+    type Value = ();
+    type Row = (Window, EventType, CompactString);
+
+    fn row(key: &Self::Key, _: &(), _closed: bool) -> Self::Key {
+        key.clone()
+    }
+
+    fn closes_at(&self, (window, _, _): &Self::Key, _: &()) -> EventTime {
+        window.end
+    }
+
+    const EMITS_CLOSED_ROW: bool = false;
+}
+
+/// The number of distinct users per window and type.
+struct UserCounts;
+
+impl KeyedStage for UserCounts {
+    type Key = (Window, EventType);
+    type Value = i64;
+    type Row = FunnelRow;
+
+    fn row(&(window, event_type): &Self::Key, users: &i64, _closed: bool) -> FunnelRow {
+        FunnelRow {
+            window,
+            event_type,
+            unique_users: *users,
+        }
+    }
+
+    fn closes_at(&self, (window, _): &Self::Key, _: &i64) -> EventTime {
+        window.end
+    }
+
+    const EMITS_CLOSED_ROW: bool = false;
+}
+
+/// Computes `funnel_summary` from accepted events.
+pub trait Funnel<'scope> {
+    /// Distinct users per `(window, event_type)`, as row changes per epoch.
+    fn funnel(
+        self,
+        window: WindowSize,
+        reports: StreamVec<'scope, Epoch, PartitionReport>,
+        partitions: usize,
+    ) -> VecCollection<'scope, Epoch, FunnelRow>;
+}
+
+impl<'scope> Funnel<'scope> for StreamVec<'scope, Epoch, InputEvent> {
+    fn funnel(
+        self,
+        window: WindowSize,
+        reports: StreamVec<'scope, Epoch, PartitionReport>,
+        partitions: usize,
+    ) -> VecCollection<'scope, Epoch, FunnelRow> {
+        let sightings = pre_aggregate(
+            self,
+            "Funnel: pre-aggregate users",
+            move |input: &InputEvent, emit| {
+                let event = &input.event;
+                emit(
+                    (
+                        window.window_of(event.ts),
+                        event.event_type,
+                        event.user_id.clone(),
+                    ),
+                    (),
+                );
+            },
+        );
+        let first_sightings = aggregate_by_key(
+            DistinctUsers,
+            sightings,
+            reports.clone(),
+            partitions,
+            "Funnel: distinct users",
+        );
+        // A first sighting is only ever inserted (+1), never retracted: count the insertions.
+        let new_users = first_sightings
+            .inner
+            .map(|((window, event_type, _user), _epoch, diff)| ((window, event_type), diff as i64));
+        let new_users = pre_aggregate(
+            new_users,
+            "Funnel: pre-aggregate counts",
+            |update: &((Window, EventType), i64), emit| {
+                emit(update.0, update.1);
+            },
+        );
+        aggregate_by_key(
+            UserCounts,
+            new_users,
+            reports,
+            partitions,
+            "Funnel: users per window and type",
+        )
+    }
+}

@@ -1,0 +1,107 @@
+//! The whole KPI graph of one worker, with its inputs and probe.
+
+use std::sync::Arc;
+
+use clickflow_sources::{DeadLetter, PartitionId};
+use timely::dataflow::operators::vec::{Broadcast, Input, Map};
+use timely::dataflow::operators::{Concat, Concatenate, Probe};
+use timely::dataflow::{InputHandleVec, ProbeHandle};
+use timely::worker::Worker;
+
+use crate::config::DataflowConfig;
+use crate::funnel::Funnel;
+use crate::gate::closed_window_gate;
+use crate::input::InputEvent;
+use crate::output::{gather, Change, Deliver};
+use crate::sessions::Sessions;
+use crate::trends::EventTrends;
+use crate::watermark::PartitionReport;
+use crate::Epoch;
+
+/// The handles a worker feeds the graph through.
+pub struct GraphInputs {
+    /// Events accepted by their partition's clock.
+    pub events: InputHandleVec<Epoch, InputEvent>,
+    /// Payloads rejected at the source (undecodable, or late for their partition).
+    pub dead_letters: InputHandleVec<Epoch, DeadLetter>,
+    /// Partition progress, once per epoch for every partition that changed.
+    pub reports: InputHandleVec<Epoch, PartitionReport>,
+    /// Tells which epochs the output has completely delivered.
+    pub probe: ProbeHandle<Epoch>,
+}
+
+impl GraphInputs {
+    /// Moves every input to `epoch`: everything earlier is now complete on this worker.
+    pub fn advance_to(&mut self, epoch: Epoch) {
+        self.events.advance_to(epoch);
+        self.dead_letters.advance_to(epoch);
+        self.reports.advance_to(epoch);
+    }
+
+    /// The epoch the inputs are at.
+    pub fn epoch(&self) -> Epoch {
+        *self.events.time()
+    }
+}
+
+/// Builds the KPI graph on `worker`. `partitions` lists every partition of the input, indexed
+/// by the global partition index that events and reports carry; `deliver` receives the
+/// closed epochs (on worker 0 only).
+///
+/// ```text
+///  events ─► gate ─┬─► event_trends ───┐
+///                  ├─► funnel_summary ─┼─► gather (worker 0) ─► deliver
+///                  └─► session_features┘
+///  reports ─broadcast─► (every stateful stage, for the watermark)
+/// ```
+pub fn build_graph(
+    worker: &mut Worker,
+    config: DataflowConfig,
+    partitions: Arc<[PartitionId]>,
+    deliver: Option<Deliver>,
+) -> GraphInputs {
+    let mut events = InputHandleVec::new();
+    let mut dead_letters = InputHandleVec::new();
+    let mut reports = InputHandleVec::new();
+    let probe = ProbeHandle::new();
+    worker.dataflow_named::<Epoch, _, _>("clickflow", |scope| {
+        let count = partitions.len();
+        let event_stream = scope.input_from(&mut events);
+        let source_dead_letters = scope.input_from(&mut dead_letters);
+        let local_reports = scope.input_from(&mut reports);
+        let all_reports = local_reports.clone().broadcast();
+
+        let (accepted, gate_dead_letters) = closed_window_gate(
+            event_stream,
+            all_reports.clone(),
+            partitions.clone(),
+            config.window,
+        );
+        let trends = accepted
+            .clone()
+            .event_trends(config.window, all_reports.clone(), count);
+        let funnel = accepted
+            .clone()
+            .funnel(config.window, all_reports.clone(), count);
+        let sessions = accepted.session_features(config.session_gap_ms, all_reports, count);
+
+        let changes = scope.concatenate([
+            trends.inner.map(|(row, _, diff)| Change::Trend(row, diff)),
+            funnel.inner.map(|(row, _, diff)| Change::Funnel(row, diff)),
+            sessions
+                .inner
+                .map(|(row, _, diff)| Change::Session(row, diff)),
+            source_dead_letters
+                .concat(gate_dead_letters)
+                .map(Change::DeadLetter),
+            local_reports.map(Change::Progress),
+        ]);
+        gather(changes, partitions, deliver).probe_with(&probe);
+    });
+    GraphInputs {
+        events,
+        dead_letters,
+        reports,
+        probe,
+    }
+}

@@ -1,0 +1,162 @@
+//! Gathering each closed epoch's changes into one [`EpochOutput`] for the sink.
+//!
+//! ```text
+//!  trends ─┐
+//!  funnel ─┤
+//!  sessions┼─► Change ──exchange to worker 0──► Output: gather ──► deliver(EpochOutput)
+//!  dead letters ─┤                               (once the frontier passes the epoch)
+//!  partition reports ┘
+//! ```
+//!
+//! Worker 0 of process 0 receives everything. When the frontier passes an epoch, the
+//! epoch's changes are complete: they are consolidated (an insertion and a retraction of the
+//! same row cancel), put in a deterministic order, and handed over together with the offsets
+//! the epoch reached, so the sink can commit changes and offsets in one transaction.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use clickflow_sources::{DeadLetter, EventTime, PartitionId};
+use differential_dataflow::consolidation::consolidate;
+use serde::{Deserialize, Serialize};
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::StreamVec;
+
+use crate::rows::{FunnelRow, SessionRow, TrendRow};
+use crate::watermark::{PartitionReport, WatermarkTracker};
+use crate::Epoch;
+
+/// One change travelling to the gathering worker.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Change {
+    /// A change of `event_trends`.
+    Trend(TrendRow, isize),
+    /// A change of `funnel_summary`.
+    Funnel(FunnelRow, isize),
+    /// A change of `session_features`.
+    Session(SessionRow, isize),
+    /// A rejected payload.
+    DeadLetter(DeadLetter),
+    /// A partition's progress.
+    Progress(PartitionReport),
+}
+
+/// Everything one closed epoch changed, ready to be committed as one transaction.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct EpochOutput {
+    /// The epoch.
+    pub epoch: Epoch,
+    /// The pipeline watermark after the epoch.
+    pub watermark: EventTime,
+    /// Consolidated changes of `event_trends`, retractions (`-1`) and insertions (`+1`).
+    pub trends: Vec<(TrendRow, isize)>,
+    /// Consolidated changes of `funnel_summary`.
+    pub funnel: Vec<(FunnelRow, isize)>,
+    /// Consolidated changes of `session_features`.
+    pub sessions: Vec<(SessionRow, isize)>,
+    /// Payloads rejected in this epoch, ordered by partition and offset.
+    pub dead_letters: Vec<DeadLetter>,
+    /// The next offset of every partition that moved in this epoch.
+    pub offsets: Vec<(PartitionId, i64)>,
+}
+
+impl EpochOutput {
+    /// True when the epoch changed nothing at all.
+    pub fn is_empty(&self) -> bool {
+        self.trends.is_empty()
+            && self.funnel.is_empty()
+            && self.sessions.is_empty()
+            && self.dead_letters.is_empty()
+            && self.offsets.is_empty()
+    }
+
+    /// How many rows the epoch inserts or retracts, over all tables.
+    pub fn row_changes(&self) -> usize {
+        self.trends.len() + self.funnel.len() + self.sessions.len() + self.dead_letters.len()
+    }
+}
+
+/// Receives each closed epoch's output, in epoch order.
+pub type Deliver = Box<dyn FnMut(EpochOutput)>;
+
+/// Gathers `changes` on worker 0 and calls `deliver` once per closed epoch that changed
+/// something. Workers other than 0 (and processes other than 0) pass `None`.
+pub fn gather<'scope>(
+    changes: StreamVec<'scope, Epoch, Change>,
+    partitions: Arc<[PartitionId]>,
+    mut deliver: Option<Deliver>,
+) -> StreamVec<'scope, Epoch, ()> {
+    changes.unary_frontier::<CapacityContainerBuilder<Vec<()>>, _, _, _>(
+        Exchange::new(|_: &Change| 0),
+        "Output: gather",
+        move |_cap, _info| {
+            let mut pending: BTreeMap<Epoch, Vec<Change>> = BTreeMap::new();
+            let mut tracker = WatermarkTracker::new(partitions.len());
+            move |(input, frontier), _output| {
+                input.for_each_stamp(|stamp, batches| {
+                    if let Some(&epoch) = stamp.least() {
+                        pending
+                            .entry(epoch)
+                            .or_default()
+                            .extend(batches.flat_map(|b| b.drain(..)));
+                    }
+                });
+                while let Some(entry) = pending.first_entry() {
+                    if frontier.frontier().less_equal(entry.key()) {
+                        break;
+                    }
+                    let (epoch, changes) = entry.remove_entry();
+                    let output = assemble(epoch, changes, &partitions, &mut tracker);
+                    if let Some(deliver) = deliver.as_mut() {
+                        if !output.is_empty() {
+                            deliver(output);
+                        }
+                    }
+                }
+            }
+        },
+    )
+}
+
+fn assemble(
+    epoch: Epoch,
+    changes: Vec<Change>,
+    partitions: &[PartitionId],
+    tracker: &mut WatermarkTracker,
+) -> EpochOutput {
+    let mut output = EpochOutput {
+        epoch,
+        ..EpochOutput::default()
+    };
+    let mut offsets: HashMap<u32, i64> = HashMap::new();
+    for change in changes {
+        match change {
+            Change::Trend(row, diff) => output.trends.push((row, diff)),
+            Change::Funnel(row, diff) => output.funnel.push((row, diff)),
+            Change::Session(row, diff) => output.sessions.push((row, diff)),
+            Change::DeadLetter(letter) => output.dead_letters.push(letter),
+            Change::Progress(report) => {
+                let offset = offsets
+                    .entry(report.partition)
+                    .or_insert(report.next_offset);
+                *offset = (*offset).max(report.next_offset);
+                tracker.update(report);
+            }
+        }
+    }
+    output.watermark = tracker.advance();
+    consolidate(&mut output.trends);
+    consolidate(&mut output.funnel);
+    consolidate(&mut output.sessions);
+    output
+        .dead_letters
+        .sort_by(|a, b| (&a.partition, a.offset).cmp(&(&b.partition, b.offset)));
+    output.offsets = offsets
+        .into_iter()
+        .filter_map(|(index, offset)| Some((partitions.get(index as usize)?.clone(), offset)))
+        .collect();
+    output.offsets.sort();
+    output
+}

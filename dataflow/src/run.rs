@@ -1,0 +1,155 @@
+//! Running the graph on timely workers: threads of one process, or a cluster of processes.
+//!
+//! Partition `p` (Kafka partition or file split) is read by global worker `p % workers`,
+//! counting every worker of every process. Worker 0 of process 0 gathers the output and hands
+//! each closed epoch to the `deliver` callback; other processes pass `None`.
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+
+use clickflow_sources::decode::DecodeLimits;
+use clickflow_sources::file::{FileSource, FileSplits};
+use clickflow_sources::kafka::{KafkaSource, KafkaSourceConfig};
+use clickflow_sources::{PartitionId, Source, SourceError};
+
+use crate::config::{DataflowConfig, EpochConfig};
+use crate::driver::{drive, DriveStats};
+use crate::graph::build_graph;
+use crate::output::{Deliver, EpochOutput};
+
+/// Where the events come from.
+#[derive(Clone, Debug)]
+pub enum InputSpec {
+    /// A Kafka topic.
+    Kafka {
+        /// `bootstrap.servers`.
+        brokers: String,
+        /// The topic.
+        topic: String,
+        /// Its number of partitions.
+        partitions: i32,
+    },
+    /// A JSON-lines file, cut into splits.
+    File(FileSplits),
+}
+
+impl InputSpec {
+    /// Every partition of the input, by global index.
+    pub fn partitions(&self) -> Vec<PartitionId> {
+        match self {
+            InputSpec::Kafka {
+                topic, partitions, ..
+            } => {
+                let topic: Arc<str> = topic.as_str().into();
+                (0..*partitions)
+                    .map(|p| PartitionId::new(topic.clone(), p))
+                    .collect()
+            }
+            InputSpec::File(splits) => (0..splits.len()).map(|i| splits.partition(i)).collect(),
+        }
+    }
+}
+
+/// Everything a run needs besides its input.
+#[derive(Clone, Debug)]
+pub struct RunConfig {
+    /// Windows, lateness, sessions.
+    pub dataflow: DataflowConfig,
+    /// Epochs and pacing.
+    pub epochs: EpochConfig,
+    /// Decoding limits.
+    pub limits: DecodeLimits,
+    /// Where each partition resumes (`None`/absent: from its start).
+    pub resume: HashMap<PartitionId, i64>,
+}
+
+/// Why a run failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// timely could not start its workers (for example, a cluster peer did not connect).
+    #[error("cannot start the timely workers: {0}")]
+    Timely(String),
+    /// A source failed.
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    /// A worker panicked.
+    #[error("a worker failed: {0}")]
+    Worker(String),
+}
+
+/// The sum of what this process's workers did.
+pub type RunStats = DriveStats;
+
+/// Runs the pipeline over `input` until it is consumed (a file) or `stop` is set.
+pub fn run(
+    timely_config: timely::Config,
+    input: InputSpec,
+    config: RunConfig,
+    deliver: Option<Box<dyn FnMut(EpochOutput) + Send>>,
+    stop: Arc<AtomicBool>,
+) -> Result<RunStats, RunError> {
+    let partitions: Arc<[PartitionId]> = input.partitions().into();
+    let deliver = Arc::new(Mutex::new(deliver));
+    let guards = timely::execute(
+        timely_config,
+        move |worker| -> Result<DriveStats, SourceError> {
+            let (index, peers) = (worker.index(), worker.peers());
+            let own: Vec<u32> = (0..partitions.len() as u32)
+                .filter(|p| *p as usize % peers == index)
+                .collect();
+            let mut source = open_source(&input, &own, &config)?;
+            let sink: Option<Deliver> = if index == 0 {
+                deliver
+                    .lock()
+                    .ok()
+                    .and_then(|mut d| d.take())
+                    .map(|d| Box::new(d) as Deliver)
+            } else {
+                None
+            };
+            let inputs = build_graph(worker, config.dataflow, partitions.clone(), sink);
+            drive(
+                worker,
+                inputs,
+                source.as_mut(),
+                &own,
+                &config.dataflow,
+                &config.epochs,
+                &stop,
+            )
+        },
+    )
+    .map_err(RunError::Timely)?;
+    let mut total = DriveStats::default();
+    for result in guards.join() {
+        let stats = result.map_err(RunError::Worker)??;
+        total.events += stats.events;
+        total.dead_letters += stats.dead_letters;
+        total.late += stats.late;
+        total.epochs = total.epochs.max(stats.epochs);
+    }
+    Ok(total)
+}
+
+fn open_source(
+    input: &InputSpec,
+    own: &[u32],
+    config: &RunConfig,
+) -> Result<Box<dyn Source>, SourceError> {
+    let all = input.partitions();
+    let resume = |p: u32| config.resume.get(&all[p as usize]).copied();
+    Ok(match input {
+        InputSpec::Kafka { brokers, topic, .. } => Box::new(KafkaSource::new(KafkaSourceConfig {
+            brokers: brokers.clone(),
+            topic: topic.clone(),
+            partitions: own.iter().map(|&p| (p as i32, resume(p))).collect(),
+            limits: config.limits,
+        })?),
+        InputSpec::File(splits) => {
+            let assigned: Vec<(usize, Option<i64>)> =
+                own.iter().map(|&p| (p as usize, resume(p))).collect();
+            Box::new(FileSource::open(splits, &assigned, config.limits)?)
+        }
+    })
+}

@@ -1,0 +1,107 @@
+//! Processing a stream one whole epoch at a time, in epoch order, knowing the watermark.
+
+use std::collections::BTreeMap;
+
+use timely::dataflow::channels::pact::{ParallelizationContract, Pipeline};
+use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::Capability;
+use timely::dataflow::StreamVec;
+use timely::ExchangeData;
+
+use crate::watermark::{PartitionReport, WatermarkTracker};
+use crate::Epoch;
+
+/// The pipeline watermark around one epoch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EpochWatermarks {
+    /// `W(epoch - 1)`: windows ending at or before it were closed before this epoch.
+    pub before: clickflow_sources::EventTime,
+    /// `W(epoch)`: what is final once this epoch is applied.
+    pub after: clickflow_sources::EventTime,
+}
+
+struct Pending<D> {
+    capability: Capability<Epoch>,
+    data: Vec<D>,
+    reports: Vec<PartitionReport>,
+}
+
+/// Calls `logic(epoch, data, watermarks, output)` once per epoch, in epoch order, when both
+/// `data` (distributed by `pact`) and the broadcast `reports` are complete for that epoch.
+/// Every worker sees every epoch that has reports, so state can be evicted in epochs that
+/// bring no data.
+pub fn by_epoch<'scope, D, O, P, L>(
+    data: StreamVec<'scope, Epoch, D>,
+    pact: P,
+    reports: StreamVec<'scope, Epoch, PartitionReport>,
+    partitions: usize,
+    name: &str,
+    mut logic: L,
+) -> StreamVec<'scope, Epoch, O>
+where
+    D: ExchangeData + Clone,
+    O: ExchangeData + Clone,
+    P: ParallelizationContract<Epoch, Vec<D>>,
+    L: FnMut(Epoch, Vec<D>, EpochWatermarks, &mut Vec<O>) + 'static,
+{
+    data.binary_frontier(reports, pact, Pipeline, name, move |_capability, _info| {
+        let mut pending: BTreeMap<Epoch, Pending<D>> = BTreeMap::new();
+        let mut tracker = WatermarkTracker::new(partitions);
+        let mut produced = Vec::new();
+        move |(data_input, data_frontier), (report_input, report_frontier), output| {
+            data_input.for_each_stamp(|stamp, batches| {
+                if let Some(capability) = stamp.retain_least(output.output_index()) {
+                    let entry = pending
+                        .entry(*capability.time())
+                        .or_insert_with(|| Pending {
+                            capability,
+                            data: Vec::new(),
+                            reports: Vec::new(),
+                        });
+                    entry.data.extend(batches.flat_map(|b| b.drain(..)));
+                }
+            });
+            report_input.for_each_stamp(|stamp, batches| {
+                if let Some(capability) = stamp.retain_least(output.output_index()) {
+                    let entry = pending
+                        .entry(*capability.time())
+                        .or_insert_with(|| Pending {
+                            capability,
+                            data: Vec::new(),
+                            reports: Vec::new(),
+                        });
+                    entry.reports.extend(batches.flat_map(|b| b.drain(..)));
+                }
+            });
+            while let Some(entry) = pending.first_entry() {
+                let epoch = *entry.key();
+                if data_frontier.frontier().less_equal(&epoch)
+                    || report_frontier.frontier().less_equal(&epoch)
+                {
+                    break;
+                }
+                let Pending {
+                    capability,
+                    data,
+                    reports,
+                } = entry.remove();
+                let before = tracker.current();
+                for report in reports {
+                    tracker.update(report);
+                }
+                let after = tracker.advance();
+                logic(
+                    epoch,
+                    data,
+                    EpochWatermarks { before, after },
+                    &mut produced,
+                );
+                if !produced.is_empty() {
+                    output
+                        .session(&capability)
+                        .give_iterator(produced.drain(..));
+                }
+            }
+        }
+    })
+}

@@ -1,0 +1,21 @@
+//! The building blocks every KPI stage is made of.
+//!
+//! ```text
+//!  events ─► pre_aggregate ─exchange by key─► aggregate_by_key ─► (row, epoch, ±1)
+//!                                                    ▲
+//!  partition reports ──────────broadcast─────────────┘ (watermark: what is final)
+//! ```
+//!
+//! Shop events are only ever added, never retracted, so every KPI is a merge of per-key
+//! values (counts, sums, minima, maxima, sets) that can be kept in O(1) per key and updated
+//! in O(1) per event. The stages therefore keep one merged value per key, rather than every
+//! input record as a differential arrangement would; that is what lets a closed window or
+//! session leave the state without a retraction that the sink would see as a deletion.
+
+mod by_epoch;
+mod keyed;
+mod pre_aggregate;
+
+pub use by_epoch::{by_epoch, EpochWatermarks};
+pub use keyed::{aggregate_by_key, KeyedStage, Merge};
+pub use pre_aggregate::pre_aggregate;

@@ -1,0 +1,90 @@
+//! `event_trends`: events and revenue per window and event type.
+
+use clickflow_sources::{EventTime, EventType};
+use differential_dataflow::VecCollection;
+use serde::{Deserialize, Serialize};
+use timely::dataflow::StreamVec;
+
+use crate::input::InputEvent;
+use crate::rows::TrendRow;
+use crate::stage::{aggregate_by_key, pre_aggregate, KeyedStage, Merge};
+use crate::watermark::PartitionReport;
+use crate::window::{Window, WindowSize};
+use crate::Epoch;
+
+/// Count and revenue of one `(window, event_type)`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tally {
+    count: i64,
+    revenue_cents: i64,
+}
+
+impl Merge for Tally {
+    fn merge(&mut self, other: Tally) {
+        self.count += other.count;
+        self.revenue_cents += other.revenue_cents;
+    }
+}
+
+struct TrendStage;
+
+impl KeyedStage for TrendStage {
+    type Key = (Window, EventType);
+    type Value = Tally;
+    type Row = TrendRow;
+
+    fn row(&(window, event_type): &Self::Key, tally: &Tally, _closed: bool) -> TrendRow {
+        TrendRow {
+            window,
+            event_type,
+            count: tally.count,
+            revenue_cents: tally.revenue_cents,
+        }
+    }
+
+    fn closes_at(&self, (window, _): &Self::Key, _: &Tally) -> EventTime {
+        window.end
+    }
+
+    const EMITS_CLOSED_ROW: bool = false;
+}
+
+/// Computes `event_trends` from accepted events.
+pub trait EventTrends<'scope> {
+    /// Events and revenue per `(window, event_type)`, as row changes per epoch.
+    fn event_trends(
+        self,
+        window: WindowSize,
+        reports: StreamVec<'scope, Epoch, PartitionReport>,
+        partitions: usize,
+    ) -> VecCollection<'scope, Epoch, TrendRow>;
+}
+
+impl<'scope> EventTrends<'scope> for StreamVec<'scope, Epoch, InputEvent> {
+    fn event_trends(
+        self,
+        window: WindowSize,
+        reports: StreamVec<'scope, Epoch, PartitionReport>,
+        partitions: usize,
+    ) -> VecCollection<'scope, Epoch, TrendRow> {
+        let tallies = pre_aggregate(
+            self,
+            "Trends: pre-aggregate",
+            move |input: &InputEvent, emit| {
+                let event = &input.event;
+                let tally = Tally {
+                    count: 1,
+                    revenue_cents: event.price_cents.unwrap_or(0),
+                };
+                emit((window.window_of(event.ts), event.event_type), tally);
+            },
+        );
+        aggregate_by_key(
+            TrendStage,
+            tallies,
+            reports,
+            partitions,
+            "Trends: per window and type",
+        )
+    }
+}

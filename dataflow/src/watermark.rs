@@ -1,0 +1,82 @@
+//! The pipeline's watermark: the minimum over every source partition of its own watermark.
+//!
+//! Each worker reports, at the end of an epoch, every partition of its own that changed. The
+//! reports are broadcast, so every stateful stage on every worker folds the same reports in
+//! the same epoch order (see [`crate::stage::by_epoch`]) and computes the same `W(epoch)`: windows that end at or before
+//! it, and sessions inactive for the session gap before it, are final after that epoch and
+//! leave the dataflow's state. A finished partition (end of a file split) no longer holds the
+//! watermark back; so at the end of a finite input the watermark is `+infinity`. A Kafka
+//! partition that has been caught up and silent for the idle timeout is left out of the
+//! minimum, unless every partition is idle, in which case the watermark stays where it was.
+
+use clickflow_sources::EventTime;
+use serde::{Deserialize, Serialize};
+
+/// The watermark before any event: nothing is final.
+pub const NO_WATERMARK: EventTime = EventTime::MIN;
+/// The watermark after the end of a finite input: everything is final.
+pub const END_OF_INPUT: EventTime = EventTime::MAX;
+
+/// What a worker says about one of its partitions at the end of an epoch.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionReport {
+    /// Global index of the partition (Kafka partition number, or file split index).
+    pub partition: u32,
+    /// The partition's watermark, `None` before its first event.
+    pub watermark: Option<EventTime>,
+    /// The next offset to read in the partition.
+    pub next_offset: i64,
+    /// The partition will deliver nothing more (end of a file split).
+    pub finished: bool,
+    /// The partition has been caught up and silent for the idle timeout.
+    pub idle: bool,
+}
+
+/// Folds partition reports into the pipeline watermark.
+#[derive(Clone, Debug)]
+pub struct WatermarkTracker {
+    partitions: Vec<Option<PartitionReport>>,
+    current: EventTime,
+}
+
+impl WatermarkTracker {
+    /// A tracker over `partitions` partitions, none of which has reported yet.
+    pub fn new(partitions: usize) -> WatermarkTracker {
+        WatermarkTracker {
+            partitions: vec![None; partitions],
+            current: NO_WATERMARK,
+        }
+    }
+
+    /// Records a report.
+    pub fn update(&mut self, report: PartitionReport) {
+        let index = report.partition as usize;
+        if index >= self.partitions.len() {
+            self.partitions.resize(index + 1, None);
+        }
+        self.partitions[index] = Some(report);
+    }
+
+    /// Recomputes and returns the watermark; it never goes back.
+    pub fn advance(&mut self) -> EventTime {
+        let mut minimum = None::<EventTime>;
+        for report in &self.partitions {
+            let own = match report {
+                None => NO_WATERMARK,
+                Some(r) if r.finished => END_OF_INPUT,
+                Some(r) if r.idle => continue,
+                Some(r) => r.watermark.unwrap_or(NO_WATERMARK),
+            };
+            minimum = Some(minimum.map_or(own, |m| m.min(own)));
+        }
+        if let Some(minimum) = minimum {
+            self.current = self.current.max(minimum);
+        }
+        self.current
+    }
+
+    /// The watermark as of the last [`WatermarkTracker::advance`].
+    pub fn current(&self) -> EventTime {
+        self.current
+    }
+}

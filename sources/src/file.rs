@@ -1,0 +1,243 @@
+//! JSON-lines files as a source: backfills, replays and benchmarks.
+//!
+//! A file is cut into a fixed number of splits, byte ranges that start at line starts. Splits
+//! play the part of Kafka partitions: each is read in order by one worker, its progress is
+//! the byte offset of the next line, and a split that reaches its end is finished. The number
+//! of splits does not depend on the number of workers, so the same file yields the same
+//! per-split order, and so the same results, on any number of workers.
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::batch::{PartitionId, PartitionProgress, SourceBatch, SourcedEvent};
+use crate::dead_letter::DeadLetter;
+use crate::decode::{decode, DecodeLimits};
+
+/// Errors reading an input file.
+#[derive(Debug, thiserror::Error)]
+pub enum FileSourceError {
+    /// The file could not be opened, sought or read.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// The layout of an input file: its name as a topic, and where each split starts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileSplits {
+    /// `file:<canonical path>`, the topic under which offsets are stored.
+    pub topic: Arc<str>,
+    path: PathBuf,
+    /// Byte offset where each split starts; one more entry holds the file's length.
+    bounds: Vec<u64>,
+}
+
+impl FileSplits {
+    /// Cuts `path` into `splits` line-aligned byte ranges (some may be empty).
+    pub fn plan(path: &Path, splits: usize) -> Result<FileSplits, FileSourceError> {
+        let io_error = |source| FileSourceError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let path = path.canonicalize().map_err(io_error)?;
+        let mut file = File::open(&path).map_err(io_error)?;
+        let len = file.metadata().map_err(io_error)?.len();
+        let splits = splits.max(1) as u64;
+        let mut bounds = Vec::with_capacity(splits as usize + 1);
+        bounds.push(0);
+        for i in 1..splits {
+            let nominal = (len * i / splits).max(*bounds.last().expect("non-empty"));
+            bounds.push(next_line_start(&mut file, nominal, len).map_err(io_error)?);
+        }
+        bounds.push(len);
+        let topic = format!("file:{}", path.display()).into();
+        Ok(FileSplits {
+            topic,
+            path,
+            bounds,
+        })
+    }
+
+    /// How many splits there are.
+    pub fn len(&self) -> usize {
+        self.bounds.len() - 1
+    }
+
+    /// True if there are no splits (never: a plan has at least one).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The partition id of split `index`.
+    pub fn partition(&self, index: usize) -> PartitionId {
+        PartitionId::new(self.topic.clone(), index as i32)
+    }
+}
+
+/// The first line start at or after `offset` (a line start is 0 or just after a newline).
+fn next_line_start(file: &mut File, offset: u64, len: u64) -> io::Result<u64> {
+    if offset == 0 || offset >= len {
+        return Ok(offset.min(len));
+    }
+    file.seek(SeekFrom::Start(offset - 1))?;
+    let mut reader = BufReader::new(file);
+    let mut skipped = Vec::new();
+    let read = reader.read_until(b'\n', &mut skipped)?;
+    Ok((offset - 1 + read as u64).min(len))
+}
+
+struct OpenSplit {
+    reader: BufReader<File>,
+    offset: u64,
+    end: u64,
+}
+
+/// One worker's reader over some splits of a file.
+pub struct FileSource {
+    partitions: Vec<PartitionId>,
+    splits: Vec<OpenSplit>,
+    limits: DecodeLimits,
+    line: Vec<u8>,
+    reported_finished: Vec<bool>,
+}
+
+impl FileSource {
+    /// Opens the splits `assigned` of `plan`, each with the byte offset to resume from
+    /// (`None`: its start).
+    pub fn open(
+        plan: &FileSplits,
+        assigned: &[(usize, Option<i64>)],
+        limits: DecodeLimits,
+    ) -> Result<FileSource, FileSourceError> {
+        let io_error = |source| FileSourceError::Io {
+            path: plan.path.clone(),
+            source,
+        };
+        let mut splits = Vec::with_capacity(assigned.len());
+        for &(index, resume) in assigned {
+            let (start, end) = (plan.bounds[index], plan.bounds[index + 1]);
+            let offset = resume
+                .map(|o| (o.max(0) as u64).clamp(start, end))
+                .unwrap_or(start);
+            let mut file = File::open(&plan.path).map_err(io_error)?;
+            file.seek(SeekFrom::Start(offset)).map_err(io_error)?;
+            splits.push(OpenSplit {
+                reader: BufReader::with_capacity(1 << 20, file),
+                offset,
+                end,
+            });
+        }
+        Ok(FileSource {
+            partitions: assigned.iter().map(|&(i, _)| plan.partition(i)).collect(),
+            reported_finished: vec![false; splits.len()],
+            splits,
+            limits,
+            line: Vec::with_capacity(1024),
+        })
+    }
+
+    /// The splits this source reads, in the order `SourcedEvent::partition` indexes.
+    pub fn partitions(&self) -> &[PartitionId] {
+        &self.partitions
+    }
+
+    /// True once every split has been read to its end and reported finished.
+    pub fn is_finished(&self) -> bool {
+        self.reported_finished.iter().all(|f| *f)
+    }
+
+    /// Reads up to `max_lines` lines (shared fairly among the splits) into `batch`.
+    pub fn poll(
+        &mut self,
+        batch: &mut SourceBatch,
+        max_lines: usize,
+    ) -> Result<(), FileSourceError> {
+        let open = self
+            .splits
+            .iter()
+            .filter(|s| s.offset < s.end)
+            .count()
+            .max(1);
+        let share = (max_lines / open).max(1);
+        for (i, split) in self.splits.iter_mut().enumerate() {
+            if split.offset >= split.end {
+                if !self.reported_finished[i] {
+                    self.reported_finished[i] = true;
+                    batch.progress.push(finished_progress(i, split.offset));
+                }
+                continue;
+            }
+            for _ in 0..share {
+                if split.offset >= split.end {
+                    break;
+                }
+                self.line.clear();
+                let read = split
+                    .reader
+                    .read_until(b'\n', &mut self.line)
+                    .map_err(|source| FileSourceError::Io {
+                        path: PathBuf::from(&*self.partitions[i].topic),
+                        source,
+                    })?;
+                let offset = split.offset as i64;
+                split.offset += read as u64;
+                if read == 0 {
+                    // The file shrank under us: treat the split as ended here.
+                    split.end = split.offset;
+                    break;
+                }
+                let payload = trim_line(&self.line);
+                if payload.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                match decode(payload, None, &self.limits) {
+                    Ok(event) => batch.events.push(SourcedEvent {
+                        partition: i,
+                        offset,
+                        event,
+                    }),
+                    Err(rejection) => batch.dead_letters.push(DeadLetter::new(
+                        self.partitions[i].clone(),
+                        offset,
+                        rejection,
+                        payload,
+                    )),
+                }
+            }
+            let done = split.offset >= split.end;
+            if done {
+                self.reported_finished[i] = true;
+                batch.progress.push(finished_progress(i, split.offset));
+            } else {
+                batch.progress.push(PartitionProgress {
+                    partition: i,
+                    next_offset: split.offset as i64,
+                    caught_up: false,
+                    finished: false,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+fn finished_progress(partition: usize, offset: u64) -> PartitionProgress {
+    PartitionProgress {
+        partition,
+        next_offset: offset as i64,
+        caught_up: true,
+        finished: true,
+    }
+}
+
+fn trim_line(line: &[u8]) -> &[u8] {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    line.strip_suffix(b"\r").unwrap_or(line)
+}

@@ -1,0 +1,53 @@
+//! Errors of the Kafka side.
+
+use rdkafka::error::KafkaError;
+
+/// What went wrong talking to Kafka.
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaSourceError {
+    /// The client could not be created (bad configuration).
+    #[error("cannot create the Kafka client: {0}")]
+    Client(#[source] KafkaError),
+    /// The broker did not answer a metadata request for the topic in time.
+    #[error("cannot read metadata of topic {topic:?} from {brokers}: {source}")]
+    Metadata {
+        /// The topic asked about.
+        topic: String,
+        /// The bootstrap servers.
+        brokers: String,
+        /// The client's error.
+        #[source]
+        source: KafkaError,
+    },
+    /// The topic does not exist (or has no partitions).
+    #[error("topic {topic:?} does not exist on {brokers}; create it first")]
+    NoSuchTopic {
+        /// The topic asked about.
+        topic: String,
+        /// The bootstrap servers.
+        brokers: String,
+    },
+    /// Assigning partitions to the consumer failed.
+    #[error("cannot assign partitions: {0}")]
+    Assign(#[source] KafkaError),
+    /// Producing or flushing failed.
+    #[error("producing failed: {0}")]
+    Produce(#[source] KafkaError),
+    /// The embedded broker could not start.
+    #[error("cannot start the embedded broker: {0}")]
+    Embedded(#[source] KafkaError),
+    /// A consumer error while fetching.
+    #[error("fetching failed: {0}")]
+    Fetch(#[source] KafkaError),
+}
+
+impl KafkaSourceError {
+    /// Whether trying again later may succeed (a broker that is down, a timeout), as opposed
+    /// to a mistake in configuration that will not fix itself.
+    pub fn is_retriable(&self) -> bool {
+        matches!(
+            self,
+            KafkaSourceError::Metadata { .. } | KafkaSourceError::Fetch(_)
+        )
+    }
+}

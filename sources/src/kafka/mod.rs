@@ -1,0 +1,14 @@
+//! Kafka: the producer the synthetic shop writes with, the source the dataflow reads with,
+//! and the embedded broker used when no `--brokers` is given.
+
+mod embedded;
+mod error;
+mod metadata;
+mod producer;
+mod source;
+
+pub use embedded::EmbeddedBroker;
+pub use error::KafkaSourceError;
+pub use metadata::{partition_count, watermarks};
+pub use producer::{EventProducer, ProducerStats};
+pub use source::{KafkaSource, KafkaSourceConfig};

@@ -1,0 +1,66 @@
+//! The interface the dataflow's workers read any source through.
+
+use crate::batch::{PartitionId, SourceBatch};
+use crate::file::{FileSource, FileSourceError};
+use crate::kafka::{KafkaSource, KafkaSourceError};
+
+/// Why a source could not deliver.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// Kafka failed.
+    #[error(transparent)]
+    Kafka(#[from] KafkaSourceError),
+    /// Reading the input file failed.
+    #[error(transparent)]
+    File(#[from] FileSourceError),
+}
+
+impl SourceError {
+    /// Whether trying again later may succeed.
+    pub fn is_retriable(&self) -> bool {
+        match self {
+            SourceError::Kafka(error) => error.is_retriable(),
+            SourceError::File(_) => false,
+        }
+    }
+}
+
+/// A reader of some partitions of the input, owned by one worker.
+pub trait Source {
+    /// The partitions read, in the order `SourcedEvent::partition` indexes.
+    fn partitions(&self) -> &[PartitionId];
+
+    /// Moves up to `max` messages into `batch` without waiting for new ones.
+    fn poll(&mut self, batch: &mut SourceBatch, max: usize) -> Result<(), SourceError>;
+
+    /// True when nothing will ever arrive again (the end of a file); never for Kafka.
+    fn is_finished(&self) -> bool;
+}
+
+impl Source for KafkaSource {
+    fn partitions(&self) -> &[PartitionId] {
+        KafkaSource::partitions(self)
+    }
+
+    fn poll(&mut self, batch: &mut SourceBatch, max: usize) -> Result<(), SourceError> {
+        Ok(KafkaSource::poll(self, batch, max)?)
+    }
+
+    fn is_finished(&self) -> bool {
+        false
+    }
+}
+
+impl Source for FileSource {
+    fn partitions(&self) -> &[PartitionId] {
+        FileSource::partitions(self)
+    }
+
+    fn poll(&mut self, batch: &mut SourceBatch, max: usize) -> Result<(), SourceError> {
+        Ok(FileSource::poll(self, batch, max)?)
+    }
+
+    fn is_finished(&self) -> bool {
+        FileSource::is_finished(self)
+    }
+}
