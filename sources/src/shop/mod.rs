@@ -260,17 +260,30 @@ impl Shop {
             .collect()
     }
 
-    /// Exactly `count` records: the first `count` the shop would deliver, with the events
-    /// still held back delivered (late) at the end in place of the last ones. Convenient for
-    /// files, tests and benchmarks.
-    pub fn take_records(mut self, count: usize) -> Vec<ShopRecord> {
-        let mut records = Vec::with_capacity(count);
-        while records.len() + self.held_back.len() < count {
-            records.push(self.next_record());
-        }
-        records.extend(self.drain_held_back());
-        records.truncate(count);
-        records
+    /// Exactly `count` records, lazily: what the shop delivers, and at the end the events
+    /// still held back for late delivery, so a finite run ends with its stragglers rather
+    /// than losing them.
+    pub fn bounded(mut self, count: usize) -> impl Iterator<Item = ShopRecord> {
+        let mut emitted = 0;
+        let mut tail: std::vec::IntoIter<ShopRecord> = Vec::new().into_iter();
+        std::iter::from_fn(move || {
+            if emitted >= count {
+                return None;
+            }
+            emitted += 1;
+            if emitted + self.held_back.len() <= count && tail.len() == 0 {
+                return Some(self.next_record());
+            }
+            if tail.len() == 0 {
+                tail = self.drain_held_back().into_iter();
+            }
+            tail.next().or_else(|| Some(self.next_record()))
+        })
+    }
+
+    /// [`Shop::bounded`], collected.
+    pub fn take_records(self, count: usize) -> Vec<ShopRecord> {
+        self.bounded(count).collect()
     }
 }
 
