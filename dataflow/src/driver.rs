@@ -8,6 +8,9 @@
 //!  }
 //!  end of input or stop request: report, close the inputs, run the graph dry
 //! ```
+//!
+//! Until every partition of every worker has replayed its committed input (see
+//! [`crate::replay`]), each partition is held at its committed offset.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -22,6 +25,7 @@ use crate::config::{DataflowConfig, EpochConfig};
 use crate::graph::GraphInputs;
 use crate::input::InputEvent;
 use crate::lateness::PartitionClock;
+use crate::resume::PartitionResume;
 use crate::watermark::PartitionReport;
 
 /// What one worker did.
@@ -42,40 +46,67 @@ struct LocalPartition {
     global: u32,
     clock: PartitionClock,
     next_offset: i64,
+    committed: Option<i64>,
     finished: bool,
     caught_up_since: Option<Instant>,
     changed: bool,
     reported_idle: bool,
 }
 
+impl LocalPartition {
+    fn replaying(&self) -> bool {
+        let behind = self
+            .committed
+            .is_some_and(|committed| self.next_offset < committed);
+        // A partition caught up below its committed offset lost data to retention: there is
+        // nothing more to replay.
+        behind && !self.finished && self.caught_up_since.is_none()
+    }
+}
+
 /// Runs `source` through the graph behind `inputs` until the source is finished or `stop` is
 /// set; then closes the inputs and steps the worker until every epoch is delivered.
-/// `global_index[i]` is the global partition index of the source's `i`-th partition.
+/// `global_index[i]` and `resume[i]` are the global index and start of the source's `i`-th
+/// partition.
 pub fn drive(
     worker: &mut Worker,
     mut inputs: GraphInputs,
     source: &mut dyn Source,
     global_index: &[u32],
+    resume: &[PartitionResume],
     dataflow: &DataflowConfig,
     epochs: &EpochConfig,
     stop: &AtomicBool,
 ) -> Result<DriveStats, SourceError> {
     let mut partitions: Vec<LocalPartition> = global_index
         .iter()
-        .map(|&global| LocalPartition {
+        .zip(resume)
+        .map(|(&global, start)| LocalPartition {
             global,
-            clock: PartitionClock::default(),
-            next_offset: 0,
+            clock: PartitionClock::seeded(start.highest),
+            next_offset: start.start.unwrap_or(0),
+            committed: start.committed,
             finished: false,
             caught_up_since: None,
-            changed: false,
+            changed: true,
             reported_idle: false,
         })
         .collect();
+    // Hold every partition at its committed offset until the replay is over everywhere.
+    for (i, partition) in partitions.iter().enumerate() {
+        source.set_limit(i, Some(partition.committed.unwrap_or(-1)))?;
+    }
+    let mut holding = true;
     let mut stats = DriveStats::default();
     let mut batch = SourceBatch::default();
     let mut epoch_started = Instant::now();
     loop {
+        if holding && inputs.replayed.get() {
+            holding = false;
+            for i in 0..partitions.len() {
+                source.set_limit(i, None)?;
+            }
+        }
         batch.clear();
         source.poll(&mut batch, epochs.poll_batch)?;
         let idle_poll = batch.is_empty();
@@ -88,7 +119,7 @@ pub fn drive(
             &mut stats,
         );
 
-        let finished = source.is_finished();
+        let finished = source.is_finished() && !holding;
         let stopping = stop.load(Ordering::Relaxed);
         if epoch_started.elapsed() >= epochs.epoch || finished || stopping {
             report(&mut partitions, &mut inputs, dataflow, epochs.idle_timeout);
@@ -133,7 +164,6 @@ fn feed(
         match partition.clock.observe(sourced.event.ts, config) {
             None => {
                 stats.events += 1;
-                partition.changed = true;
                 inputs.events.send(InputEvent {
                     partition: partition.global,
                     offset: sourced.offset,
@@ -148,13 +178,12 @@ fn feed(
                     RejectKind::Late,
                     format!("window ending {end} ms closed: partition watermark is {watermark} ms"),
                 );
-                let payload = encode(&sourced.event);
                 let name = names[sourced.partition].clone();
                 inputs.dead_letters.send(DeadLetter::new(
                     name,
                     sourced.offset,
                     rejection,
-                    &payload,
+                    &encode(&sourced.event),
                 ));
             }
         }
@@ -194,9 +223,11 @@ fn report(
         inputs.reports.send(PartitionReport {
             partition: partition.global,
             watermark: partition.clock.watermark(config),
+            highest: partition.clock.highest(),
             next_offset: partition.next_offset,
             finished: partition.finished,
             idle,
+            replaying: partition.replaying(),
         });
         partition.changed = false;
         partition.reported_idle = idle;

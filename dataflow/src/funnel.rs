@@ -14,7 +14,7 @@ use timely::dataflow::StreamVec;
 use crate::input::InputEvent;
 use crate::rows::FunnelRow;
 use crate::stage::{aggregate_by_key, pre_aggregate, KeyedStage};
-use crate::watermark::PartitionReport;
+use crate::watermark::{PartitionReport, ProgressSeed};
 use crate::window::{Window, WindowSize};
 use crate::Epoch;
 
@@ -67,7 +67,7 @@ pub trait Funnel<'scope> {
         self,
         window: WindowSize,
         reports: StreamVec<'scope, Epoch, PartitionReport>,
-        partitions: usize,
+        seed: ProgressSeed,
     ) -> VecCollection<'scope, Epoch, FunnelRow>;
 }
 
@@ -76,7 +76,7 @@ impl<'scope> Funnel<'scope> for StreamVec<'scope, Epoch, InputEvent> {
         self,
         window: WindowSize,
         reports: StreamVec<'scope, Epoch, PartitionReport>,
-        partitions: usize,
+        seed: ProgressSeed,
     ) -> VecCollection<'scope, Epoch, FunnelRow> {
         let sightings = pre_aggregate(
             self,
@@ -93,11 +93,11 @@ impl<'scope> Funnel<'scope> for StreamVec<'scope, Epoch, InputEvent> {
                 );
             },
         );
-        let first_sightings = aggregate_by_key(
+        let (first_sightings, _) = aggregate_by_key(
             DistinctUsers,
             sightings,
             reports.clone(),
-            partitions,
+            seed,
             "Funnel: distinct users",
         );
         // A first sighting is only ever inserted (+1), never retracted: count the insertions.
@@ -115,8 +115,9 @@ impl<'scope> Funnel<'scope> for StreamVec<'scope, Epoch, InputEvent> {
             UserCounts,
             new_users,
             reports,
-            partitions,
+            seed,
             "Funnel: users per window and type",
         )
+        .0
     }
 }

@@ -4,7 +4,10 @@
 //! own partition has closed. What can still arrive is an event of a partition that had been
 //! idle, and so left out of the pipeline watermark, for a window the pipeline has since
 //! closed and evicted. Counting it would start that window again from zero and overwrite its
-//! final row with a wrong one, so it is dead-lettered as `late` instead.
+//! final row with a wrong one, so it is dead-lettered as `late` instead. The same holds for
+//! windows closed before a restart ([`ProgressSeed::committed_watermark`]). While the
+//! pipeline replays committed input the gate lets everything through: replay rebuilds state
+//! as the first run did, and its output is not applied.
 
 use std::sync::Arc;
 
@@ -16,7 +19,7 @@ use timely::dataflow::StreamVec;
 
 use crate::input::InputEvent;
 use crate::stage::by_epoch;
-use crate::watermark::PartitionReport;
+use crate::watermark::{PartitionReport, ProgressSeed};
 use crate::window::WindowSize;
 use crate::Epoch;
 
@@ -26,39 +29,40 @@ pub fn closed_window_gate<'scope>(
     events: StreamVec<'scope, Epoch, InputEvent>,
     reports: StreamVec<'scope, Epoch, PartitionReport>,
     partitions: Arc<[PartitionId]>,
+    seed: ProgressSeed,
     window: WindowSize,
 ) -> (
     StreamVec<'scope, Epoch, InputEvent>,
     StreamVec<'scope, Epoch, DeadLetter>,
 ) {
-    let count = partitions.len();
     let judged = by_epoch(
         events,
         Pipeline,
         reports,
-        count,
+        seed,
         "Gate: closed windows",
         move |_epoch, events, watermarks, out| {
+            let closed_before = watermarks.before.max(seed.committed_watermark);
             for input in events {
                 let end = window.window_of(input.event.ts).end;
-                if end <= watermarks.before {
-                    let rejection = Rejection::new(
-                    RejectKind::Late,
-                    format!("window ending {end} ms was already closed by the pipeline watermark {} ms", watermarks.before),
-                );
-                    let partition = partitions
-                        .get(input.partition as usize)
-                        .cloned()
-                        .unwrap_or_else(|| PartitionId::new("unknown", input.partition as i32));
-                    out.push(Err(DeadLetter::new(
-                        partition,
-                        input.offset,
-                        rejection,
-                        &encode(&input.event),
-                    )));
-                } else {
+                if watermarks.replaying || end > closed_before {
                     out.push(Ok(input));
+                    continue;
                 }
+                let rejection = Rejection::new(
+                RejectKind::Late,
+                format!("window ending {end} ms was already closed by the pipeline watermark {closed_before} ms"),
+            );
+                let partition = partitions
+                    .get(input.partition as usize)
+                    .cloned()
+                    .unwrap_or_else(|| PartitionId::new("unknown", input.partition as i32));
+                out.push(Err(DeadLetter::new(
+                    partition,
+                    input.offset,
+                    rejection,
+                    &encode(&input.event),
+                )));
             }
         },
     );

@@ -1,8 +1,10 @@
 //! The whole KPI graph of one worker, with its inputs and probe.
 
+use std::cell::Cell;
+use std::rc::Rc;
 use std::sync::Arc;
 
-use clickflow_sources::{DeadLetter, PartitionId};
+use clickflow_sources::{DeadLetter, EventTime, PartitionId};
 use timely::dataflow::operators::vec::{Broadcast, Input, Map};
 use timely::dataflow::operators::{Concat, Concatenate, Probe};
 use timely::dataflow::{InputHandleVec, ProbeHandle};
@@ -13,9 +15,10 @@ use crate::funnel::Funnel;
 use crate::gate::closed_window_gate;
 use crate::input::InputEvent;
 use crate::output::{gather, Change, Deliver};
+use crate::replay::replay_monitor;
 use crate::sessions::Sessions;
 use crate::trends::EventTrends;
-use crate::watermark::PartitionReport;
+use crate::watermark::{PartitionReport, ProgressSeed};
 use crate::Epoch;
 
 /// The handles a worker feeds the graph through.
@@ -28,6 +31,8 @@ pub struct GraphInputs {
     pub reports: InputHandleVec<Epoch, PartitionReport>,
     /// Tells which epochs the output has completely delivered.
     pub probe: ProbeHandle<Epoch>,
+    /// Turns true once no partition replays committed input any more.
+    pub replayed: Rc<Cell<bool>>,
 }
 
 impl GraphInputs {
@@ -45,45 +50,52 @@ impl GraphInputs {
 }
 
 /// Builds the KPI graph on `worker`. `partitions` lists every partition of the input, indexed
-/// by the global partition index that events and reports carry; `deliver` receives the
-/// closed epochs (on worker 0 only).
+/// by the global partition index that events and reports carry; `committed_watermark` is the
+/// watermark committed before a restart; `deliver` receives the closed epochs (on worker 0).
 ///
 /// ```text
-///  events ─► gate ─┬─► event_trends ───┐
-///                  ├─► funnel_summary ─┼─► gather (worker 0) ─► deliver
-///                  └─► session_features┘
-///  reports ─broadcast─► (every stateful stage, for the watermark)
+///  events ─► gate ─┬─► event_trends ────┐
+///                  ├─► funnel_summary ──┼─► gather (worker 0) ─► deliver
+///                  └─► session_features ┘
+///  reports ─broadcast─► every stateful stage (watermark), replay monitor
 /// ```
 pub fn build_graph(
     worker: &mut Worker,
     config: DataflowConfig,
     partitions: Arc<[PartitionId]>,
+    committed_watermark: EventTime,
     deliver: Option<Deliver>,
 ) -> GraphInputs {
+    let seed = ProgressSeed {
+        partitions: partitions.len(),
+        committed_watermark,
+    };
     let mut events = InputHandleVec::new();
     let mut dead_letters = InputHandleVec::new();
     let mut reports = InputHandleVec::new();
     let probe = ProbeHandle::new();
-    worker.dataflow_named::<Epoch, _, _>("clickflow", |scope| {
-        let count = partitions.len();
+    let replayed = worker.dataflow_named::<Epoch, _, _>("clickflow", |scope| {
         let event_stream = scope.input_from(&mut events);
         let source_dead_letters = scope.input_from(&mut dead_letters);
         let local_reports = scope.input_from(&mut reports);
         let all_reports = local_reports.clone().broadcast();
+        let replayed = replay_monitor(all_reports.clone(), seed.partitions);
 
         let (accepted, gate_dead_letters) = closed_window_gate(
             event_stream,
             all_reports.clone(),
             partitions.clone(),
+            seed,
             config.window,
         );
         let trends = accepted
             .clone()
-            .event_trends(config.window, all_reports.clone(), count);
+            .event_trends(config.window, all_reports.clone(), seed);
         let funnel = accepted
             .clone()
-            .funnel(config.window, all_reports.clone(), count);
-        let sessions = accepted.session_features(config.session_gap_ms, all_reports, count);
+            .funnel(config.window, all_reports.clone(), seed);
+        let (sessions, retention) =
+            accepted.session_features(config.session_gap_ms, all_reports, seed);
 
         let changes = scope.concatenate([
             trends.inner.map(|(row, _, diff)| Change::Trend(row, diff)),
@@ -95,13 +107,16 @@ pub fn build_graph(
                 .concat(gate_dead_letters)
                 .map(Change::DeadLetter),
             local_reports.map(Change::Progress),
+            retention.map(Change::Retention),
         ]);
-        gather(changes, partitions, deliver).probe_with(&probe);
+        gather(changes, partitions, seed, config.window, deliver).probe_with(&probe);
+        replayed
     });
     GraphInputs {
         events,
         dead_letters,
         reports,
         probe,
+        replayed,
     }
 }

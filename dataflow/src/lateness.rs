@@ -22,6 +22,16 @@ pub struct PartitionClock {
 }
 
 impl PartitionClock {
+    /// A clock that has already seen events up to `highest` (restored after a restart).
+    pub fn seeded(highest: Option<EventTime>) -> PartitionClock {
+        PartitionClock { highest }
+    }
+
+    /// The highest event time accepted so far.
+    pub fn highest(&self) -> Option<EventTime> {
+        self.highest
+    }
+
     /// The watermark: highest event time delivered minus the allowed lateness, or `None`
     /// before the first event.
     pub fn watermark(&self, config: &DataflowConfig) -> Option<EventTime> {

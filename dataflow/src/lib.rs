@@ -25,6 +25,8 @@ pub mod input;
 pub mod lateness;
 pub mod oracle;
 pub mod output;
+pub mod replay;
+pub mod resume;
 pub mod rows;
 pub mod run;
 pub mod sessions;

@@ -25,7 +25,9 @@ use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::StreamVec;
 
 use crate::rows::{FunnelRow, SessionRow, TrendRow};
-use crate::watermark::{PartitionReport, WatermarkTracker};
+use crate::stage::Retention;
+use crate::watermark::{PartitionReport, ProgressSeed, WatermarkTracker, END_OF_INPUT};
+use crate::window::WindowSize;
 use crate::Epoch;
 
 /// One change travelling to the gathering worker.
@@ -41,6 +43,19 @@ pub enum Change {
     DeadLetter(DeadLetter),
     /// A partition's progress.
     Progress(PartitionReport),
+    /// How far back a stage's state depends on events.
+    Retention(Retention),
+}
+
+/// Where a partition stands after an epoch: what the sink stores to resume from.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct PartitionState {
+    /// The partition.
+    pub partition: PartitionId,
+    /// The next offset to read.
+    pub next_offset: i64,
+    /// The highest event time it has delivered (its clock).
+    pub highest: Option<EventTime>,
 }
 
 /// Everything one closed epoch changed, ready to be committed as one transaction.
@@ -50,6 +65,12 @@ pub struct EpochOutput {
     pub epoch: Epoch,
     /// The pipeline watermark after the epoch.
     pub watermark: EventTime,
+    /// True while the pipeline replays input whose output was committed before a restart:
+    /// the sink must not apply such an epoch (its effects are already in the tables).
+    pub replay: bool,
+    /// The earliest event time the open windows and sessions depend on (`None`: nothing is
+    /// open). A restart replays each partition from a point before it.
+    pub retain_from: Option<EventTime>,
     /// Consolidated changes of `event_trends`, retractions (`-1`) and insertions (`+1`).
     pub trends: Vec<(TrendRow, isize)>,
     /// Consolidated changes of `funnel_summary`.
@@ -58,8 +79,8 @@ pub struct EpochOutput {
     pub sessions: Vec<(SessionRow, isize)>,
     /// Payloads rejected in this epoch, ordered by partition and offset.
     pub dead_letters: Vec<DeadLetter>,
-    /// The next offset of every partition that moved in this epoch.
-    pub offsets: Vec<(PartitionId, i64)>,
+    /// Every partition that moved in this epoch.
+    pub partitions: Vec<PartitionState>,
 }
 
 impl EpochOutput {
@@ -69,7 +90,7 @@ impl EpochOutput {
             && self.funnel.is_empty()
             && self.sessions.is_empty()
             && self.dead_letters.is_empty()
-            && self.offsets.is_empty()
+            && self.partitions.is_empty()
     }
 
     /// How many rows the epoch inserts or retracts, over all tables.
@@ -86,6 +107,8 @@ pub type Deliver = Box<dyn FnMut(EpochOutput)>;
 pub fn gather<'scope>(
     changes: StreamVec<'scope, Epoch, Change>,
     partitions: Arc<[PartitionId]>,
+    seed: ProgressSeed,
+    window: WindowSize,
     mut deliver: Option<Deliver>,
 ) -> StreamVec<'scope, Epoch, ()> {
     changes.unary_frontier::<CapacityContainerBuilder<Vec<()>>, _, _, _>(
@@ -93,7 +116,12 @@ pub fn gather<'scope>(
         "Output: gather",
         move |_cap, _info| {
             let mut pending: BTreeMap<Epoch, Vec<Change>> = BTreeMap::new();
-            let mut tracker = WatermarkTracker::new(partitions.len());
+            let mut progress = Progress {
+                tracker: WatermarkTracker::new(seed.partitions),
+                committed: seed.committed_watermark,
+                retention: HashMap::new(),
+                window,
+            };
             move |(input, frontier), _output| {
                 input.for_each_stamp(|stamp, batches| {
                     if let Some(&epoch) = stamp.least() {
@@ -108,7 +136,7 @@ pub fn gather<'scope>(
                         break;
                     }
                     let (epoch, changes) = entry.remove_entry();
-                    let output = assemble(epoch, changes, &partitions, &mut tracker);
+                    let output = assemble(epoch, changes, &partitions, &mut progress);
                     if let Some(deliver) = deliver.as_mut() {
                         if !output.is_empty() {
                             deliver(output);
@@ -120,17 +148,51 @@ pub fn gather<'scope>(
     )
 }
 
+/// What the gathering worker knows across epochs.
+struct Progress {
+    tracker: WatermarkTracker,
+    committed: EventTime,
+    /// The latest retention of each (stage, worker).
+    retention: HashMap<(String, usize), Option<EventTime>>,
+    window: WindowSize,
+}
+
+impl Progress {
+    /// The watermark, never behind the one committed before a restart.
+    fn watermark(&self) -> EventTime {
+        self.tracker.current().max(self.committed)
+    }
+
+    /// The earliest event time open state depends on: open windows end after the watermark,
+    /// so start after it minus a window; sessions report their own.
+    fn retain_from(&self) -> Option<EventTime> {
+        let watermark = self.watermark();
+        if watermark == END_OF_INPUT {
+            return None;
+        }
+        let windows = watermark.saturating_sub(self.window.millis());
+        Some(
+            self.retention
+                .values()
+                .flatten()
+                .fold(windows, |a, b| a.min(*b)),
+        )
+    }
+}
+
 fn assemble(
     epoch: Epoch,
     changes: Vec<Change>,
     partitions: &[PartitionId],
-    tracker: &mut WatermarkTracker,
+    progress: &mut Progress,
 ) -> EpochOutput {
     let mut output = EpochOutput {
         epoch,
         ..EpochOutput::default()
     };
-    let mut offsets: HashMap<u32, i64> = HashMap::new();
+    let mut moved: HashMap<u32, (i64, Option<EventTime>)> = HashMap::new();
+    // As in the stages: an epoch belongs to the replay unless the replay was over before it.
+    output.replay = !progress.tracker.all_replayed();
     for change in changes {
         match change {
             Change::Trend(row, diff) => output.trends.push((row, diff)),
@@ -138,25 +200,39 @@ fn assemble(
             Change::Session(row, diff) => output.sessions.push((row, diff)),
             Change::DeadLetter(letter) => output.dead_letters.push(letter),
             Change::Progress(report) => {
-                let offset = offsets
+                let state = moved
                     .entry(report.partition)
-                    .or_insert(report.next_offset);
-                *offset = (*offset).max(report.next_offset);
-                tracker.update(report);
+                    .or_insert((report.next_offset, report.highest));
+                *state = (state.0.max(report.next_offset), state.1.max(report.highest));
+                progress.tracker.update(report);
+            }
+            Change::Retention(retention) => {
+                progress
+                    .retention
+                    .insert((retention.stage, retention.worker), retention.since);
             }
         }
     }
-    output.watermark = tracker.advance();
+    progress.tracker.advance();
+    output.watermark = progress.watermark();
+    output.retain_from = progress.retain_from();
     consolidate(&mut output.trends);
     consolidate(&mut output.funnel);
     consolidate(&mut output.sessions);
     output
         .dead_letters
         .sort_by(|a, b| (&a.partition, a.offset).cmp(&(&b.partition, b.offset)));
-    output.offsets = offsets
+    output.partitions = moved
         .into_iter()
-        .filter_map(|(index, offset)| Some((partitions.get(index as usize)?.clone(), offset)))
+        .filter_map(|(index, (next_offset, highest))| {
+            let partition = partitions.get(index as usize)?.clone();
+            Some(PartitionState {
+                partition,
+                next_offset,
+                highest,
+            })
+        })
         .collect();
-    output.offsets.sort();
+    output.partitions.sort();
     output
 }

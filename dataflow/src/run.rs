@@ -4,7 +4,6 @@
 //! counting every worker of every process. Worker 0 of process 0 gathers the output and hands
 //! each closed epoch to the `deliver` callback; other processes pass `None`.
 
-use std::collections::HashMap;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
@@ -17,6 +16,7 @@ use crate::config::{DataflowConfig, EpochConfig};
 use crate::driver::{drive, DriveStats};
 use crate::graph::build_graph;
 use crate::output::{Deliver, EpochOutput};
+use crate::resume::{PartitionResume, ResumePlan};
 
 /// Where the events come from.
 #[derive(Clone, Debug)]
@@ -52,7 +52,7 @@ impl InputSpec {
 }
 
 /// Everything a run needs besides its input.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct RunConfig {
     /// Windows, lateness, sessions.
     pub dataflow: DataflowConfig,
@@ -60,8 +60,8 @@ pub struct RunConfig {
     pub epochs: EpochConfig,
     /// Decoding limits.
     pub limits: DecodeLimits,
-    /// Where each partition resumes (`None`/absent: from its start).
-    pub resume: HashMap<PartitionId, i64>,
+    /// Where each partition resumes.
+    pub resume: ResumePlan,
 }
 
 /// Why a run failed.
@@ -81,12 +81,15 @@ pub enum RunError {
 /// The sum of what this process's workers did.
 pub type RunStats = DriveStats;
 
+/// The callback receiving each closed epoch, on worker 0 of process 0.
+pub type EpochSink = Box<dyn FnMut(EpochOutput) + Send>;
+
 /// Runs the pipeline over `input` until it is consumed (a file) or `stop` is set.
 pub fn run(
     timely_config: timely::Config,
     input: InputSpec,
     config: RunConfig,
-    deliver: Option<Box<dyn FnMut(EpochOutput) + Send>>,
+    deliver: Option<EpochSink>,
     stop: Arc<AtomicBool>,
 ) -> Result<RunStats, RunError> {
     let partitions: Arc<[PartitionId]> = input.partitions().into();
@@ -98,7 +101,18 @@ pub fn run(
             let own: Vec<u32> = (0..partitions.len() as u32)
                 .filter(|p| *p as usize % peers == index)
                 .collect();
-            let mut source = open_source(&input, &own, &config)?;
+            let resume: Vec<PartitionResume> = own
+                .iter()
+                .map(|&p| {
+                    config
+                        .resume
+                        .partitions
+                        .get(&partitions[p as usize])
+                        .copied()
+                        .unwrap_or_default()
+                })
+                .collect();
+            let mut source = open_source(&input, &own, &resume, config.limits)?;
             let sink: Option<Deliver> = if index == 0 {
                 deliver
                     .lock()
@@ -108,12 +122,14 @@ pub fn run(
             } else {
                 None
             };
-            let inputs = build_graph(worker, config.dataflow, partitions.clone(), sink);
+            let committed = config.resume.committed_watermark;
+            let inputs = build_graph(worker, config.dataflow, partitions.clone(), committed, sink);
             drive(
                 worker,
                 inputs,
                 source.as_mut(),
                 &own,
+                &resume,
                 &config.dataflow,
                 &config.epochs,
                 &stop,
@@ -135,21 +151,21 @@ pub fn run(
 fn open_source(
     input: &InputSpec,
     own: &[u32],
-    config: &RunConfig,
+    resume: &[PartitionResume],
+    limits: DecodeLimits,
 ) -> Result<Box<dyn Source>, SourceError> {
-    let all = input.partitions();
-    let resume = |p: u32| config.resume.get(&all[p as usize]).copied();
+    let starts = own.iter().zip(resume).map(|(&p, r)| (p, r.start));
     Ok(match input {
         InputSpec::Kafka { brokers, topic, .. } => Box::new(KafkaSource::new(KafkaSourceConfig {
             brokers: brokers.clone(),
             topic: topic.clone(),
-            partitions: own.iter().map(|&p| (p as i32, resume(p))).collect(),
-            limits: config.limits,
+            partitions: starts.map(|(p, start)| (p as i32, start)).collect(),
+            limits,
         })?),
         InputSpec::File(splits) => {
             let assigned: Vec<(usize, Option<i64>)> =
-                own.iter().map(|&p| (p as usize, resume(p))).collect();
-            Box::new(FileSource::open(splits, &assigned, config.limits)?)
+                starts.map(|(p, start)| (p as usize, start)).collect();
+            Box::new(FileSource::open(splits, &assigned, limits)?)
         }
     })
 }

@@ -8,8 +8,8 @@ use timely::dataflow::StreamVec;
 
 use crate::input::InputEvent;
 use crate::rows::SessionRow;
-use crate::stage::{aggregate_by_key, pre_aggregate, KeyedStage, Merge};
-use crate::watermark::PartitionReport;
+use crate::stage::{aggregate_by_key, pre_aggregate, KeyedStage, Merge, Retention};
+use crate::watermark::{PartitionReport, ProgressSeed};
 use crate::Epoch;
 
 /// What is known of a session: mergeable in any order.
@@ -62,6 +62,10 @@ impl KeyedStage for SessionStage {
         s.last.saturating_add(self.gap_ms)
     }
 
+    fn depends_since(&self, _: &CompactString, s: &SessionSummary) -> Option<EventTime> {
+        Some(s.first)
+    }
+
     const EMITS_CLOSED_ROW: bool = true;
 }
 
@@ -70,13 +74,17 @@ pub trait Sessions<'scope> {
     /// One row per session, as row changes per epoch. A session closes (its row gets
     /// `closed = true` and becomes final) once the pipeline watermark is `gap_ms` past its
     /// last event; it then leaves the state. Should its id appear again later, a new
-    /// session with that id begins (and its row replaces the closed one).
+    /// session with that id begins (and its row replaces the closed one). Also reports the
+    /// earliest event time any open session depends on, which bounds a restart's replay.
     fn session_features(
         self,
         gap_ms: i64,
         reports: StreamVec<'scope, Epoch, PartitionReport>,
-        partitions: usize,
-    ) -> VecCollection<'scope, Epoch, SessionRow>;
+        seed: ProgressSeed,
+    ) -> (
+        VecCollection<'scope, Epoch, SessionRow>,
+        StreamVec<'scope, Epoch, Retention>,
+    );
 }
 
 impl<'scope> Sessions<'scope> for StreamVec<'scope, Epoch, InputEvent> {
@@ -84,8 +92,11 @@ impl<'scope> Sessions<'scope> for StreamVec<'scope, Epoch, InputEvent> {
         self,
         gap_ms: i64,
         reports: StreamVec<'scope, Epoch, PartitionReport>,
-        partitions: usize,
-    ) -> VecCollection<'scope, Epoch, SessionRow> {
+        seed: ProgressSeed,
+    ) -> (
+        VecCollection<'scope, Epoch, SessionRow>,
+        StreamVec<'scope, Epoch, Retention>,
+    ) {
         let summaries = pre_aggregate(
             self,
             "Sessions: pre-aggregate",
@@ -109,7 +120,7 @@ impl<'scope> Sessions<'scope> for StreamVec<'scope, Epoch, InputEvent> {
             SessionStage { gap_ms },
             summaries,
             reports,
-            partitions,
+            seed,
             "Sessions: per session",
         )
     }

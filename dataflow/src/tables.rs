@@ -38,8 +38,12 @@ pub struct InconsistentChange {
 }
 
 impl Tables {
-    /// Applies one epoch: retractions first, then insertions, as the sink does.
+    /// Applies one epoch: retractions first, then insertions, as the sink does. A replayed
+    /// epoch is skipped, as the sink skips it.
     pub fn apply(&mut self, output: &EpochOutput) -> Result<(), InconsistentChange> {
+        if output.replay {
+            return Ok(());
+        }
         let fail = |what: String| InconsistentChange {
             epoch: output.epoch,
             what,
@@ -58,8 +62,9 @@ impl Tables {
         .map_err(fail)?;
         self.dead_letters
             .extend(output.dead_letters.iter().cloned());
-        for (partition, offset) in &output.offsets {
-            self.offsets.insert(partition.clone(), *offset);
+        for state in &output.partitions {
+            self.offsets
+                .insert(state.partition.clone(), state.next_offset);
         }
         Ok(())
     }

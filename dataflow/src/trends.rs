@@ -8,7 +8,7 @@ use timely::dataflow::StreamVec;
 use crate::input::InputEvent;
 use crate::rows::TrendRow;
 use crate::stage::{aggregate_by_key, pre_aggregate, KeyedStage, Merge};
-use crate::watermark::PartitionReport;
+use crate::watermark::{PartitionReport, ProgressSeed};
 use crate::window::{Window, WindowSize};
 use crate::Epoch;
 
@@ -56,7 +56,7 @@ pub trait EventTrends<'scope> {
         self,
         window: WindowSize,
         reports: StreamVec<'scope, Epoch, PartitionReport>,
-        partitions: usize,
+        seed: ProgressSeed,
     ) -> VecCollection<'scope, Epoch, TrendRow>;
 }
 
@@ -65,7 +65,7 @@ impl<'scope> EventTrends<'scope> for StreamVec<'scope, Epoch, InputEvent> {
         self,
         window: WindowSize,
         reports: StreamVec<'scope, Epoch, PartitionReport>,
-        partitions: usize,
+        seed: ProgressSeed,
     ) -> VecCollection<'scope, Epoch, TrendRow> {
         let tallies = pre_aggregate(
             self,
@@ -83,8 +83,9 @@ impl<'scope> EventTrends<'scope> for StreamVec<'scope, Epoch, InputEvent> {
             TrendStage,
             tallies,
             reports,
-            partitions,
+            seed,
             "Trends: per window and type",
         )
+        .0
     }
 }

@@ -24,12 +24,27 @@ pub struct PartitionReport {
     pub partition: u32,
     /// The partition's watermark, `None` before its first event.
     pub watermark: Option<EventTime>,
+    /// The highest event time the partition has delivered (its clock, stored for resuming).
+    pub highest: Option<EventTime>,
     /// The next offset to read in the partition.
     pub next_offset: i64,
     /// The partition will deliver nothing more (end of a file split).
     pub finished: bool,
     /// The partition has been caught up and silent for the idle timeout.
     pub idle: bool,
+    /// The partition is still replaying input whose output was committed before a restart.
+    pub replaying: bool,
+}
+
+/// What the stages know before the first epoch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProgressSeed {
+    /// How many partitions the input has.
+    pub partitions: usize,
+    /// The watermark committed before a restart ([`NO_WATERMARK`] on a fresh start). Windows
+    /// and sessions it had closed have their final rows committed: replay may rebuild them
+    /// in part, but never emits them again, and the gate keeps them closed.
+    pub committed_watermark: EventTime,
 }
 
 /// Folds partition reports into the pipeline watermark.
@@ -73,6 +88,14 @@ impl WatermarkTracker {
             self.current = self.current.max(minimum);
         }
         self.current
+    }
+
+    /// True once every partition has reported and none is replaying: from then on the
+    /// sources read new input and the output is new.
+    pub fn all_replayed(&self) -> bool {
+        self.partitions
+            .iter()
+            .all(|r| r.as_ref().is_some_and(|r| !r.replaying))
     }
 
     /// The watermark as of the last [`WatermarkTracker::advance`].

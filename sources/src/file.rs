@@ -97,6 +97,8 @@ struct OpenSplit {
     reader: BufReader<File>,
     offset: u64,
     end: u64,
+    /// Lines at or after this offset are held back.
+    limit: Option<u64>,
 }
 
 /// One worker's reader over some splits of a file.
@@ -132,6 +134,7 @@ impl FileSource {
                 reader: BufReader::with_capacity(1 << 20, file),
                 offset,
                 end,
+                limit: None,
             });
         }
         Ok(FileSource {
@@ -151,6 +154,11 @@ impl FileSource {
     /// True once every split has been read to its end and reported finished.
     pub fn is_finished(&self) -> bool {
         self.reported_finished.iter().all(|f| *f)
+    }
+
+    /// Holds back lines of split `partition` at or after byte offset `limit`.
+    pub fn set_limit(&mut self, partition: usize, limit: Option<i64>) {
+        self.splits[partition].limit = limit.map(|l| l.max(0) as u64);
     }
 
     /// Reads up to `max_lines` lines (shared fairly among the splits) into `batch`.
@@ -174,8 +182,12 @@ impl FileSource {
                 }
                 continue;
             }
+            let stop = split.end.min(split.limit.unwrap_or(u64::MAX));
+            if split.offset >= stop && split.offset < split.end {
+                continue;
+            }
             for _ in 0..share {
-                if split.offset >= split.end {
+                if split.offset >= stop {
                     break;
                 }
                 self.line.clear();

@@ -35,6 +35,10 @@ pub trait Source {
 
     /// True when nothing will ever arrive again (the end of a file); never for Kafka.
     fn is_finished(&self) -> bool;
+
+    /// Holds back every message of partition `partition` at or after offset `limit`
+    /// (`None`: no limit). Lifting a limit delivers the held-back messages in order.
+    fn set_limit(&mut self, partition: usize, limit: Option<i64>) -> Result<(), SourceError>;
 }
 
 impl Source for KafkaSource {
@@ -49,6 +53,10 @@ impl Source for KafkaSource {
     fn is_finished(&self) -> bool {
         false
     }
+
+    fn set_limit(&mut self, partition: usize, limit: Option<i64>) -> Result<(), SourceError> {
+        Ok(KafkaSource::set_limit(self, partition, limit)?)
+    }
 }
 
 impl Source for FileSource {
@@ -62,5 +70,10 @@ impl Source for FileSource {
 
     fn is_finished(&self) -> bool {
         FileSource::is_finished(self)
+    }
+
+    fn set_limit(&mut self, partition: usize, limit: Option<i64>) -> Result<(), SourceError> {
+        FileSource::set_limit(self, partition, limit);
+        Ok(())
     }
 }

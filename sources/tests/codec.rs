@@ -6,35 +6,51 @@ use clickflow_sources::{Event, EventId, EventType, RejectKind};
 use compact_str::CompactString;
 use proptest::prelude::*;
 
-const LIMITS: DecodeLimits = DecodeLimits { max_payload_bytes: 64 * 1024, max_future_ms: 3_600_000 };
+const LIMITS: DecodeLimits = DecodeLimits {
+    max_payload_bytes: 64 * 1024,
+    max_future_ms: 3_600_000,
+};
 
 fn kind_of(payload: &str) -> RejectKind {
-    decode(payload.as_bytes(), None, &LIMITS).expect_err(payload).kind
+    decode(payload.as_bytes(), None, &LIMITS)
+        .expect_err(payload)
+        .kind
 }
 
 fn arb_id() -> impl Strategy<Value = CompactString> {
-    "[a-zA-Z0-9_\\-\"\\\\é ]{1,40}".prop_filter("not blank", |s| !s.trim().is_empty()).prop_map(CompactString::from)
+    "[a-zA-Z0-9_\\-\"\\\\é ]{1,40}"
+        .prop_filter("not blank", |s| !s.trim().is_empty())
+        .prop_map(CompactString::from)
 }
 
 fn arb_event() -> impl Strategy<Value = Event> {
     (
-        prop_oneof![arb_id().prop_map(EventId::Text), any::<i64>().prop_map(EventId::Number)],
+        prop_oneof![
+            arb_id().prop_map(EventId::Text),
+            any::<i64>().prop_map(EventId::Number)
+        ],
         arb_id(),
         arb_id(),
         proptest::option::of(arb_id()),
-        prop_oneof![Just(EventType::Click), Just(EventType::AddToCart), Just(EventType::Purchase)],
+        prop_oneof![
+            Just(EventType::Click),
+            Just(EventType::AddToCart),
+            Just(EventType::Purchase)
+        ],
         946_684_800_000i64..4_102_444_799_999,
         proptest::option::of(0i64..100_000_000_000),
     )
-        .prop_map(|(event_id, user_id, session_id, product_id, event_type, ts, price_cents)| Event {
-            event_id,
-            user_id,
-            session_id,
-            product_id,
-            event_type,
-            ts,
-            price_cents,
-        })
+        .prop_map(
+            |(event_id, user_id, session_id, product_id, event_type, ts, price_cents)| Event {
+                event_id,
+                user_id,
+                session_id,
+                product_id,
+                event_type,
+                ts,
+                price_cents,
+            },
+        )
 }
 
 proptest! {
@@ -71,12 +87,25 @@ fn the_contract_example_decodes() {
 
 #[test]
 fn integer_ids_epoch_millis_offsets_and_message_timestamps_are_accepted() {
-    let event = decode(br#"{"event_id":7,"user_id":"u","session_id":"s","event_type":"click","ts":1751952912345}"#, None, &LIMITS).unwrap();
-    assert_eq!((event.event_id, event.ts), (EventId::Number(7), 1_751_952_912_345));
+    let event = decode(
+        br#"{"event_id":7,"user_id":"u","session_id":"s","event_type":"click","ts":1751952912345}"#,
+        None,
+        &LIMITS,
+    )
+    .unwrap();
+    assert_eq!(
+        (event.event_id, event.ts),
+        (EventId::Number(7), 1_751_952_912_345)
+    );
     let event = decode(br#"{"event_id":"x","user_id":"u","session_id":"s","event_type":"click","ts":"2025-07-08T07:35:12.345+02:00"}"#, None, &LIMITS).unwrap();
     assert_eq!(event.ts, 1_751_952_912_345);
     let without_ts = br#"{"event_id":"x","user_id":"u","session_id":"s","event_type":"purchase"}"#;
-    assert_eq!(decode(without_ts, Some(1_751_952_912_000), &LIMITS).unwrap().ts, 1_751_952_912_000);
+    assert_eq!(
+        decode(without_ts, Some(1_751_952_912_000), &LIMITS)
+            .unwrap()
+            .ts,
+        1_751_952_912_000
+    );
 }
 
 #[test]
@@ -85,28 +114,95 @@ fn every_rejection_kind_is_reported() {
     assert_eq!(kind_of("not json at all"), RejectKind::NotJson);
     assert_eq!(kind_of(r#"{"event_id": "e1", oops"#), RejectKind::NotJson);
     assert_eq!(kind_of("[1,2,3]"), RejectKind::BadField);
-    assert_eq!(kind_of(r#"{"event_id":"e","session_id":"s","event_type":"click","ts":1751952912345}"#), RejectKind::MissingField);
-    assert_eq!(kind_of(r#"{"user_id":"u","session_id":"s","event_type":"click","ts":1751952912345}"#), RejectKind::MissingField);
-    assert_eq!(kind_of(&format!("{{{base}}}")), RejectKind::MissingField, "no ts and no message timestamp");
-    assert_eq!(kind_of(r#"{"event_id":"e","user_id":42,"session_id":"s","event_type":"click","ts":1751952912345}"#), RejectKind::BadField);
-    assert_eq!(kind_of(r#"{"event_id":"e","user_id":" ","session_id":"s","event_type":"click","ts":1751952912345}"#), RejectKind::BadField);
-    assert_eq!(kind_of(r#"{"event_id":1.5,"user_id":"u","session_id":"s","event_type":"click","ts":1751952912345}"#), RejectKind::BadField);
-    assert_eq!(kind_of(&format!("{{{base},\"ts\":1751952912345,\"price\":-3}}")), RejectKind::BadField);
-    assert_eq!(kind_of(&format!("{{{base},\"ts\":1751952912345,\"price\":\"free\"}}")), RejectKind::BadField);
-    assert_eq!(kind_of(r#"{"event_id":"e","user_id":"u","session_id":"s","event_type":"hover","ts":1751952912345}"#), RejectKind::UnknownEventType);
-    assert_eq!(kind_of(&format!("{{{base},\"ts\":\"yesterday\"}}")), RejectKind::BadTimestamp);
-    assert_eq!(kind_of(&format!("{{{base},\"ts\":1.75e12}}")), RejectKind::BadTimestamp);
-    assert_eq!(kind_of(&format!("{{{base},\"ts\":0}}")), RejectKind::AbsurdTimestamp);
-    assert_eq!(kind_of(&format!("{{{base},\"ts\":\"2150-01-01T00:00:00Z\"}}")), RejectKind::AbsurdTimestamp);
+    assert_eq!(
+        kind_of(r#"{"event_id":"e","session_id":"s","event_type":"click","ts":1751952912345}"#),
+        RejectKind::MissingField
+    );
+    assert_eq!(
+        kind_of(r#"{"user_id":"u","session_id":"s","event_type":"click","ts":1751952912345}"#),
+        RejectKind::MissingField
+    );
+    assert_eq!(
+        kind_of(&format!("{{{base}}}")),
+        RejectKind::MissingField,
+        "no ts and no message timestamp"
+    );
+    assert_eq!(
+        kind_of(
+            r#"{"event_id":"e","user_id":42,"session_id":"s","event_type":"click","ts":1751952912345}"#
+        ),
+        RejectKind::BadField
+    );
+    assert_eq!(
+        kind_of(
+            r#"{"event_id":"e","user_id":" ","session_id":"s","event_type":"click","ts":1751952912345}"#
+        ),
+        RejectKind::BadField
+    );
+    assert_eq!(
+        kind_of(
+            r#"{"event_id":1.5,"user_id":"u","session_id":"s","event_type":"click","ts":1751952912345}"#
+        ),
+        RejectKind::BadField
+    );
+    assert_eq!(
+        kind_of(&format!("{{{base},\"ts\":1751952912345,\"price\":-3}}")),
+        RejectKind::BadField
+    );
+    assert_eq!(
+        kind_of(&format!(
+            "{{{base},\"ts\":1751952912345,\"price\":\"free\"}}"
+        )),
+        RejectKind::BadField
+    );
+    assert_eq!(
+        kind_of(
+            r#"{"event_id":"e","user_id":"u","session_id":"s","event_type":"hover","ts":1751952912345}"#
+        ),
+        RejectKind::UnknownEventType
+    );
+    assert_eq!(
+        kind_of(&format!("{{{base},\"ts\":\"yesterday\"}}")),
+        RejectKind::BadTimestamp
+    );
+    assert_eq!(
+        kind_of(&format!("{{{base},\"ts\":1.75e12}}")),
+        RejectKind::BadTimestamp
+    );
+    assert_eq!(
+        kind_of(&format!("{{{base},\"ts\":0}}")),
+        RejectKind::AbsurdTimestamp
+    );
+    assert_eq!(
+        kind_of(&format!("{{{base},\"ts\":\"2150-01-01T00:00:00Z\"}}")),
+        RejectKind::AbsurdTimestamp
+    );
     let future = format!("{{{base},\"ts\":1751952912345}}");
-    let rejection = decode(future.as_bytes(), Some(1_751_952_912_345 - 2 * 3_600_000), &LIMITS).unwrap_err();
-    assert_eq!(rejection.kind, RejectKind::AbsurdTimestamp, "two hours after the message timestamp");
-    let oversized = format!("{{{base},\"ts\":1751952912345,\"pad\":\"{}\"}}", "x".repeat(70_000));
+    let rejection = decode(
+        future.as_bytes(),
+        Some(1_751_952_912_345 - 2 * 3_600_000),
+        &LIMITS,
+    )
+    .unwrap_err();
+    assert_eq!(
+        rejection.kind,
+        RejectKind::AbsurdTimestamp,
+        "two hours after the message timestamp"
+    );
+    let oversized = format!(
+        "{{{base},\"ts\":1751952912345,\"pad\":\"{}\"}}",
+        "x".repeat(70_000)
+    );
     assert_eq!(kind_of(&oversized), RejectKind::Oversized);
 }
 
 #[test]
 fn rejections_name_the_problem() {
-    let rejection = decode(br#"{"event_id":"e","session_id":"s","event_type":"click","ts":1}"#, None, &LIMITS).unwrap_err();
+    let rejection = decode(
+        br#"{"event_id":"e","session_id":"s","event_type":"click","ts":1}"#,
+        None,
+        &LIMITS,
+    )
+    .unwrap_err();
     assert_eq!(rejection.reason(), "missing_field: `user_id`");
 }

@@ -8,7 +8,7 @@ use timely::dataflow::operators::Capability;
 use timely::dataflow::StreamVec;
 use timely::ExchangeData;
 
-use crate::watermark::{PartitionReport, WatermarkTracker};
+use crate::watermark::{PartitionReport, ProgressSeed, WatermarkTracker};
 use crate::Epoch;
 
 /// The pipeline watermark around one epoch.
@@ -18,6 +18,8 @@ pub struct EpochWatermarks {
     pub before: clickflow_sources::EventTime,
     /// `W(epoch)`: what is final once this epoch is applied.
     pub after: clickflow_sources::EventTime,
+    /// True while some partition still replays committed input (see [`crate::replay`]).
+    pub replaying: bool,
 }
 
 struct Pending<D> {
@@ -34,7 +36,7 @@ pub fn by_epoch<'scope, D, O, P, L>(
     data: StreamVec<'scope, Epoch, D>,
     pact: P,
     reports: StreamVec<'scope, Epoch, PartitionReport>,
-    partitions: usize,
+    seed: ProgressSeed,
     name: &str,
     mut logic: L,
 ) -> StreamVec<'scope, Epoch, O>
@@ -46,7 +48,7 @@ where
 {
     data.binary_frontier(reports, pact, Pipeline, name, move |_capability, _info| {
         let mut pending: BTreeMap<Epoch, Pending<D>> = BTreeMap::new();
-        let mut tracker = WatermarkTracker::new(partitions);
+        let mut tracker = WatermarkTracker::new(seed.partitions);
         let mut produced = Vec::new();
         move |(data_input, data_frontier), (report_input, report_frontier), output| {
             data_input.for_each_stamp(|stamp, batches| {
@@ -86,6 +88,9 @@ where
                     reports,
                 } = entry.remove();
                 let before = tracker.current();
+                // An epoch is part of the replay unless the replay was over before it began:
+                // its input then lies entirely below the committed offsets.
+                let replaying = !tracker.all_replayed();
                 for report in reports {
                     tracker.update(report);
                 }
@@ -93,7 +98,11 @@ where
                 logic(
                     epoch,
                     data,
-                    EpochWatermarks { before, after },
+                    EpochWatermarks {
+                        before,
+                        after,
+                        replaying,
+                    },
                     &mut produced,
                 );
                 if !produced.is_empty() {

@@ -5,12 +5,14 @@ use std::hash::Hash;
 
 use clickflow_sources::EventTime;
 use differential_dataflow::{AsCollection, VecCollection};
+use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::core::OkErr;
 use timely::dataflow::StreamVec;
 use timely::ExchangeData;
 
 use super::by_epoch;
-use crate::watermark::PartitionReport;
+use crate::watermark::{PartitionReport, ProgressSeed};
 use crate::Epoch;
 
 /// A value that absorbs another of its kind (associative and commutative).
@@ -47,35 +49,68 @@ pub trait KeyedStage: 'static {
     /// the key leaves the state.
     fn closes_at(&self, key: &Self::Key, value: &Self::Value) -> EventTime;
 
+    /// The earliest event time the key's value depends on, for stages whose keys can depend
+    /// on events older than the watermark says (sessions); `None` for stages where the
+    /// watermark alone bounds it (windows). A restart must replay from before it.
+    fn depends_since(&self, _key: &Self::Key, _value: &Self::Value) -> Option<EventTime> {
+        None
+    }
+
     /// Whether closing a key changes its row (sessions get `closed = true`); if not, the
     /// last row simply stays as it is downstream.
     const EMITS_CLOSED_ROW: bool;
 }
 
+/// The earliest event time a worker's part of a stage still depends on, after an epoch.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Retention {
+    /// The stage (its operator name).
+    pub stage: String,
+    /// The worker.
+    pub worker: usize,
+    /// The earliest event time, or `None` when the worker holds no key of the stage.
+    pub since: Option<EventTime>,
+}
+
+type Output<R> = Result<(R, Epoch, isize), Retention>;
+
 /// Merges `(key, value)` updates into per-key state and emits, per epoch, the retraction of
 /// each changed key's old row and the insertion of its new row. Keys whose
 /// [`KeyedStage::closes_at`] the pipeline watermark has reached are evicted after the epoch,
-/// with no retraction: their last row stays final downstream.
+/// with no retraction: their last row stays final downstream. Stages that track
+/// [`KeyedStage::depends_since`] also report it whenever it changes.
+///
+/// Keys that close at or before the seed's committed watermark had their final rows committed
+/// before a restart; replay may rebuild them in part, and their rows are never emitted again.
 pub fn aggregate_by_key<'scope, S: KeyedStage>(
     stage: S,
     updates: StreamVec<'scope, Epoch, (S::Key, S::Value)>,
     reports: StreamVec<'scope, Epoch, PartitionReport>,
-    partitions: usize,
+    seed: ProgressSeed,
     name: &str,
-) -> VecCollection<'scope, Epoch, S::Row> {
+) -> (
+    VecCollection<'scope, Epoch, S::Row>,
+    StreamVec<'scope, Epoch, Retention>,
+) {
+    let worker = updates.scope().index();
+    let stage_name = name.to_string();
     let mut state: HashMap<S::Key, S::Value> = HashMap::new();
     // Keys by the event time at which they close, for eviction without a scan.
     let mut closing: BTreeSet<(EventTime, S::Key)> = BTreeSet::new();
+    // Keys by the earliest event time they depend on (stages that track it).
+    let mut depending: BTreeSet<(EventTime, S::Key)> = BTreeSet::new();
+    let mut reported_since: Option<Option<EventTime>> = None;
     // Per epoch: each changed key with its row and close time before the epoch.
-    let mut changed: HashMap<S::Key, Option<(S::Row, EventTime)>> = HashMap::new();
+    let mut changed: HashMap<S::Key, Option<(S::Row, EventTime, Option<EventTime>)>> =
+        HashMap::new();
     let pact = Exchange::new(|(key, _): &(S::Key, S::Value)| hash_of(key));
-    by_epoch(
+    let outputs = by_epoch(
         updates,
         pact,
         reports,
-        partitions,
+        seed,
         name,
-        move |epoch, updates, watermarks, out| {
+        move |epoch, updates, watermarks, out: &mut Vec<Output<S::Row>>| {
             for (key, value) in updates {
                 match state.get_mut(&key) {
                     Some(existing) => {
@@ -83,6 +118,7 @@ pub fn aggregate_by_key<'scope, S: KeyedStage>(
                             let before = (
                                 S::row(&key, existing, false),
                                 stage.closes_at(&key, existing),
+                                stage.depends_since(&key, existing),
                             );
                             changed.insert(key.clone(), Some(before));
                         }
@@ -94,35 +130,70 @@ pub fn aggregate_by_key<'scope, S: KeyedStage>(
                     }
                 }
             }
+            let committed = seed.committed_watermark;
             for (key, before) in changed.drain() {
                 let value = &state[&key];
                 let row = S::row(&key, value, false);
                 let closes_at = stage.closes_at(&key, value);
-                if let Some((old_row, old_closes_at)) = before {
+                let emit = closes_at > committed;
+                if let Some((old_row, old_closes_at, old_since)) = before {
                     if old_row == row {
                         continue;
                     }
-                    out.push((old_row, epoch, -1));
+                    if emit && old_closes_at > committed {
+                        out.push(Ok((old_row, epoch, -1)));
+                    }
                     closing.remove(&(old_closes_at, key.clone()));
+                    if let Some(since) = old_since {
+                        depending.remove(&(since, key.clone()));
+                    }
                 }
-                out.push((row, epoch, 1));
+                if emit {
+                    out.push(Ok((row, epoch, 1)));
+                }
+                if let Some(since) = stage.depends_since(&key, value) {
+                    depending.insert((since, key.clone()));
+                }
                 closing.insert((closes_at, key));
             }
-            while let Some(first) = closing.first() {
-                if first.0 > watermarks.after {
+            while let Some((closes_at, _)) = closing.first() {
+                if *closes_at > watermarks.after {
                     break;
                 }
-                let (_, key) = closing.pop_first().expect("first exists");
+                let (closes_at, key) = closing.pop_first().expect("first exists");
                 if let Some(value) = state.remove(&key) {
-                    if S::EMITS_CLOSED_ROW {
-                        out.push((S::row(&key, &value, false), epoch, -1));
-                        out.push((S::row(&key, &value, true), epoch, 1));
+                    if let Some(since) = stage.depends_since(&key, &value) {
+                        depending.remove(&(since, key.clone()));
+                    }
+                    if S::EMITS_CLOSED_ROW && closes_at > committed {
+                        out.push(Ok((S::row(&key, &value, false), epoch, -1)));
+                        out.push(Ok((S::row(&key, &value, true), epoch, 1)));
                     }
                 }
             }
+            let since = depending.first().map(|(since, _)| *since);
+            if reported_since != Some(since)
+                && stage_tracks_dependencies(&depending, reported_since)
+            {
+                out.push(Err(Retention {
+                    stage: stage_name.clone(),
+                    worker,
+                    since,
+                }));
+                reported_since = Some(since);
+            }
         },
-    )
-    .as_collection()
+    );
+    let (rows, retention) = outputs.ok_err(|output| output);
+    (rows.as_collection(), retention)
+}
+
+/// A stage reports its dependencies once it has had any, and on every change after that.
+fn stage_tracks_dependencies<K>(
+    depending: &BTreeSet<(EventTime, K)>,
+    reported: Option<Option<EventTime>>,
+) -> bool {
+    !depending.is_empty() || reported.is_some()
 }
 
 /// A stable hash for routing keys to workers (the same on every process).

@@ -17,5 +17,5 @@ mod keyed;
 mod pre_aggregate;
 
 pub use by_epoch::{by_epoch, EpochWatermarks};
-pub use keyed::{aggregate_by_key, KeyedStage, Merge};
+pub use keyed::{aggregate_by_key, KeyedStage, Merge, Retention};
 pub use pre_aggregate::pre_aggregate;

@@ -40,6 +40,11 @@ pub struct KafkaSource {
     index: HashMap<i32, usize>,
     next_offsets: Vec<Option<i64>>,
     caught_up: Vec<bool>,
+    /// Per partition: messages at or after this offset are held back.
+    holds: Vec<Option<i64>>,
+    /// Per partition: paused at this offset because a message reached the hold.
+    paused_at: Vec<Option<i64>>,
+    topic: String,
     limits: DecodeLimits,
 }
 
@@ -68,10 +73,13 @@ impl KafkaSource {
         };
         Ok(KafkaSource {
             consumer,
+            holds: vec![None; partitions.len()],
+            paused_at: vec![None; partitions.len()],
             partitions,
             index,
             next_offsets,
             caught_up,
+            topic: config.topic,
             limits: config.limits,
         })
     }
@@ -107,6 +115,40 @@ impl KafkaSource {
             .assign(&assignment)
             .map_err(KafkaSourceError::Assign)?;
         Ok(consumer)
+    }
+
+    fn one(&self, i: usize) -> Result<TopicPartitionList, KafkaSourceError> {
+        let mut list = TopicPartitionList::new();
+        list.add_partition(&self.topic, self.partitions[i].partition);
+        Ok(list)
+    }
+
+    /// Holds back messages of partition `i` at or after `limit` (`None`: releases it). A
+    /// partition that reached its hold is paused, and on release sought back to the first
+    /// message it held, so nothing is skipped and nothing buffers up meanwhile.
+    pub fn set_limit(&mut self, i: usize, limit: Option<i64>) -> Result<(), KafkaSourceError> {
+        self.holds[i] = limit;
+        let Some(consumer) = &self.consumer else {
+            return Ok(());
+        };
+        if let Some(paused_at) = self.paused_at[i] {
+            if limit.is_none_or(|hold| paused_at < hold) {
+                let partition = self.partitions[i].partition;
+                consumer
+                    .seek(
+                        &self.topic,
+                        partition,
+                        Offset::Offset(paused_at),
+                        Duration::from_secs(10),
+                    )
+                    .map_err(KafkaSourceError::Fetch)?;
+                consumer
+                    .resume(&self.one(i)?)
+                    .map_err(KafkaSourceError::Fetch)?;
+                self.paused_at[i] = None;
+            }
+        }
+        Ok(())
     }
 
     /// The partitions this source reads, in the order `SourcedEvent::partition` indexes.

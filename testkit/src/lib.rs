@@ -1,0 +1,15 @@
+//! Fixtures for clickflow's integration tests. Tests use real parts: a tansu broker (a
+//! separate Kafka-protocol server) started per test, and a private PostgreSQL database per test.
+#![deny(missing_docs)]
+
+mod tansu;
+
+pub use tansu::Tansu;
+
+/// A free TCP port on 127.0.0.1 (free when asked; good enough for tests).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("the loopback interface has free ports")
+}
