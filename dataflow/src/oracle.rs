@@ -7,7 +7,11 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use clickflow_sources::{Event, EventType};
+use std::fmt::Debug;
+
+use clickflow_sources::decode::DecodeLimits;
+use clickflow_sources::file::{FileSource, FileSourceError, FileSplits};
+use clickflow_sources::{Event, EventType, RejectKind, SourceBatch};
 use compact_str::CompactString;
 
 use crate::config::DataflowConfig;
@@ -101,4 +105,86 @@ fn add_to_session(sessions: &mut HashMap<CompactString, SessionRow>, event: &Eve
     row.user_id = row.user_id.clone().min(event.user_id.clone());
     row.session_start = row.session_start.min(event.ts);
     row.last_event = row.last_event.max(event.ts);
+}
+
+/// The oracle over an input file: each split read on its own, in order.
+pub fn recompute_file(
+    splits: &FileSplits,
+    config: &DataflowConfig,
+) -> Result<OracleTables, FileSourceError> {
+    let mut partitions = Vec::with_capacity(splits.len());
+    for index in 0..splits.len() {
+        let mut source = FileSource::open(splits, &[(index, None)], DecodeLimits::default())?;
+        let mut events = Vec::new();
+        let mut batch = SourceBatch::default();
+        while !source.is_finished() {
+            source.poll(&mut batch, 4096)?;
+            events.extend(batch.events.drain(..).map(|e| (e.offset, e.event)));
+            batch.clear();
+        }
+        partitions.push(events);
+    }
+    Ok(recompute(&partitions, config))
+}
+
+impl OracleTables {
+    /// How `tables` differ from the oracle: at most a few rows per table, described; empty
+    /// when they are equal (dead letters compared on the set of late offsets).
+    pub fn differences(&self, tables: &Tables) -> Vec<String> {
+        let mut found = Vec::new();
+        differ(
+            "event_trends",
+            &tables.trends,
+            &self.tables.trends,
+            &mut found,
+        );
+        differ(
+            "funnel_summary",
+            &tables.funnel,
+            &self.tables.funnel,
+            &mut found,
+        );
+        differ(
+            "session_features",
+            &tables.sessions,
+            &self.tables.sessions,
+            &mut found,
+        );
+        let late: BTreeSet<(u32, i64)> = tables
+            .dead_letters
+            .iter()
+            .filter(|d| d.rejection.kind == RejectKind::Late)
+            .map(|d| (d.partition.partition as u32, d.offset))
+            .collect();
+        for extra in late.difference(&self.late).take(3) {
+            found.push(format!(
+                "late: {extra:?} is late in the tables but not for the oracle"
+            ));
+        }
+        for missing in self.late.difference(&late).take(3) {
+            found.push(format!(
+                "late: {missing:?} is late for the oracle but not in the tables"
+            ));
+        }
+        found
+    }
+}
+
+fn differ<K: Ord + Debug, V: PartialEq + Debug>(
+    table: &str,
+    actual: &BTreeMap<K, V>,
+    oracle: &BTreeMap<K, V>,
+    found: &mut Vec<String>,
+) {
+    let keys: BTreeSet<&K> = actual.keys().chain(oracle.keys()).collect();
+    let differing = keys.into_iter().filter(|k| actual.get(k) != oracle.get(k));
+    for key in differing.take(3) {
+        found.push(format!(
+            "{table} ({} rows, oracle {}): {key:?}: got {:?}, oracle {:?}",
+            actual.len(),
+            oracle.len(),
+            actual.get(key),
+            oracle.get(key)
+        ));
+    }
 }

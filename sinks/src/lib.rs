@@ -1,1 +1,4 @@
-//! placeholder
+//! Where clickflow's results go: PostgreSQL, exactly once.
+#![deny(missing_docs)]
+
+pub mod postgres;

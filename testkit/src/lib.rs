@@ -2,8 +2,10 @@
 //! separate Kafka-protocol server) started per test, and a private PostgreSQL database per test.
 #![deny(missing_docs)]
 
+mod postgres;
 mod tansu;
 
+pub use postgres::{psql, server_url, TestDatabase};
 pub use tansu::Tansu;
 
 /// A free TCP port on 127.0.0.1 (free when asked; good enough for tests).

@@ -1,0 +1,356 @@
+//! Rows of an epoch turned into columns, and the statements that apply them.
+
+use std::collections::HashSet;
+use std::hash::Hash;
+
+use clickflow_dataflow::rows::{FunnelRow, SessionRow, TrendRow};
+use clickflow_dataflow::EpochOutput;
+use tokio_postgres::types::{ToSql, Type};
+
+/// One column of values.
+pub(super) enum Column {
+    Int8(Vec<i64>),
+    OptionalInt8(Vec<Option<i64>>),
+    Text(Vec<String>),
+    Float8(Vec<f64>),
+    Bool(Vec<bool>),
+}
+
+impl Column {
+    pub(super) fn pg_type(&self) -> Type {
+        match self {
+            Column::Int8(_) | Column::OptionalInt8(_) => Type::INT8,
+            Column::Text(_) => Type::TEXT,
+            Column::Float8(_) => Type::FLOAT8,
+            Column::Bool(_) => Type::BOOL,
+        }
+    }
+
+    pub(super) fn sql_type(&self) -> &'static str {
+        match self {
+            Column::Int8(_) | Column::OptionalInt8(_) => "bigint",
+            Column::Text(_) => "text",
+            Column::Float8(_) => "double precision",
+            Column::Bool(_) => "boolean",
+        }
+    }
+
+    /// The whole column, as an array parameter.
+    pub(super) fn as_array(&self) -> &(dyn ToSql + Sync) {
+        match self {
+            Column::Int8(v) => v,
+            Column::OptionalInt8(v) => v,
+            Column::Text(v) => v,
+            Column::Float8(v) => v,
+            Column::Bool(v) => v,
+        }
+    }
+
+    /// The value of row `i`.
+    pub(super) fn value(&self, i: usize) -> &(dyn ToSql + Sync) {
+        match self {
+            Column::Int8(v) => &v[i],
+            Column::OptionalInt8(v) => &v[i],
+            Column::Text(v) => &v[i],
+            Column::Float8(v) => &v[i],
+            Column::Bool(v) => &v[i],
+        }
+    }
+}
+
+/// A statement that applies staged rows, reading them from `{src}` (an `unnest` of array
+/// parameters, or a staging table filled by COPY).
+pub(super) struct Statement {
+    /// The staging table's name, for the COPY path.
+    pub(super) staging: &'static str,
+    /// The columns, as `{src}` exposes them.
+    pub(super) columns: &'static [&'static str],
+    /// The SQL, with `{src}` standing for the rows.
+    pub(super) sql: &'static str,
+}
+
+/// Rows staged for one statement.
+pub(super) struct Staged {
+    pub(super) statement: &'static Statement,
+    pub(super) values: Vec<Column>,
+}
+
+impl Staged {
+    pub(super) fn len(&self) -> usize {
+        match self.values.first() {
+            Some(Column::Int8(v)) => v.len(),
+            Some(Column::OptionalInt8(v)) => v.len(),
+            Some(Column::Text(v)) => v.len(),
+            Some(Column::Float8(v)) => v.len(),
+            Some(Column::Bool(v)) => v.len(),
+            None => 0,
+        }
+    }
+}
+
+const TRENDS_UPSERT: Statement = Statement {
+    staging: "clickflow_stage_trends",
+    columns: &[
+        "window_start",
+        "window_end",
+        "event_type",
+        "count",
+        "revenue_cents",
+    ],
+    sql:
+        "INSERT INTO event_trends (window_start, window_end, event_type, count, revenue, batch_time)
+          SELECT clickflow_ms(s.window_start), clickflow_ms(s.window_end), s.event_type, s.count,
+                 s.revenue_cents::numeric / 100, now()
+          FROM {src}
+          ON CONFLICT (window_start, event_type) DO UPDATE SET
+              window_end = EXCLUDED.window_end, count = EXCLUDED.count,
+              revenue = EXCLUDED.revenue, batch_time = EXCLUDED.batch_time",
+};
+
+const TRENDS_DELETE: Statement = Statement {
+    staging: "clickflow_stage_trends_gone",
+    columns: &["window_start", "event_type"],
+    sql: "DELETE FROM event_trends t USING {src}
+          WHERE t.window_start = clickflow_ms(s.window_start) AND t.event_type = s.event_type",
+};
+
+const FUNNEL_UPSERT: Statement = Statement {
+    staging: "clickflow_stage_funnel",
+    columns: &["window_start", "window_end", "event_type", "unique_users"],
+    sql:
+        "INSERT INTO funnel_summary (window_start, window_end, event_type, unique_users, batch_time)
+          SELECT clickflow_ms(s.window_start), clickflow_ms(s.window_end), s.event_type,
+                 s.unique_users, now()
+          FROM {src}
+          ON CONFLICT (window_start, event_type) DO UPDATE SET
+              window_end = EXCLUDED.window_end, unique_users = EXCLUDED.unique_users,
+              batch_time = EXCLUDED.batch_time",
+};
+
+const FUNNEL_DELETE: Statement = Statement {
+    staging: "clickflow_stage_funnel_gone",
+    columns: &["window_start", "event_type"],
+    sql: "DELETE FROM funnel_summary t USING {src}
+          WHERE t.window_start = clickflow_ms(s.window_start) AND t.event_type = s.event_type",
+};
+
+const SESSIONS_UPSERT: Statement = Statement {
+    staging: "clickflow_stage_sessions",
+    columns: &[
+        "session_id",
+        "user_id",
+        "num_views",
+        "num_cart_adds",
+        "num_purchases",
+        "session_start",
+        "last_event",
+        "duration_s",
+        "closed",
+    ],
+    sql: "INSERT INTO session_features (session_id, user_id, num_views, num_cart_adds,
+              num_purchases, session_start, last_event, duration_s, closed, batch_time)
+          SELECT s.session_id, s.user_id, s.num_views, s.num_cart_adds, s.num_purchases,
+                 clickflow_ms(s.session_start), clickflow_ms(s.last_event), s.duration_s,
+                 s.closed, now()
+          FROM {src}
+          ON CONFLICT (session_id) DO UPDATE SET
+              user_id = EXCLUDED.user_id, num_views = EXCLUDED.num_views,
+              num_cart_adds = EXCLUDED.num_cart_adds, num_purchases = EXCLUDED.num_purchases,
+              session_start = EXCLUDED.session_start, last_event = EXCLUDED.last_event,
+              duration_s = EXCLUDED.duration_s, closed = EXCLUDED.closed,
+              batch_time = EXCLUDED.batch_time",
+};
+
+const SESSIONS_DELETE: Statement = Statement {
+    staging: "clickflow_stage_sessions_gone",
+    columns: &["session_id"],
+    sql: "DELETE FROM session_features t USING {src} WHERE t.session_id = s.session_id",
+};
+
+const DEAD_LETTERS: Statement = Statement {
+    staging: "clickflow_stage_dead_letters",
+    columns: &["topic", "partition", "message_offset", "reason", "payload"],
+    sql: "INSERT INTO dead_letters (received_at, topic, partition, \"offset\", reason, payload)
+          SELECT now(), s.topic, s.partition::integer, s.message_offset, s.reason, s.payload FROM {src}
+          ON CONFLICT (topic, partition, \"offset\") DO NOTHING",
+};
+
+const OFFSETS: Statement = Statement {
+    staging: "clickflow_stage_offsets",
+    columns: &["topic", "partition", "next_offset", "highest_event_time"],
+    sql: "INSERT INTO clickflow_offsets (topic, partition, next_offset, highest_event_time, updated_at)
+          SELECT s.topic, s.partition::integer, s.next_offset, s.highest_event_time, now() FROM {src}
+          ON CONFLICT (topic, partition) DO UPDATE SET
+              next_offset = EXCLUDED.next_offset,
+              highest_event_time = EXCLUDED.highest_event_time, updated_at = EXCLUDED.updated_at",
+};
+
+/// Everything an epoch writes, in the order it must be applied: deletes (retractions) before
+/// upserts (insertions), then dead letters and offsets.
+pub(super) fn stage_epoch(output: &EpochOutput) -> Vec<Staged> {
+    let (trend_upserts, trend_deletes) = split(&output.trends, |r| (r.window.start, r.event_type));
+    let (funnel_upserts, funnel_deletes) =
+        split(&output.funnel, |r| (r.window.start, r.event_type));
+    let (session_upserts, session_deletes) = split(&output.sessions, |r| r.session_id.clone());
+    let staged = vec![
+        Staged {
+            statement: &TRENDS_DELETE,
+            values: window_keys(
+                trend_deletes
+                    .iter()
+                    .map(|r| (r.window.start, r.event_type.as_str())),
+            ),
+        },
+        Staged {
+            statement: &FUNNEL_DELETE,
+            values: window_keys(
+                funnel_deletes
+                    .iter()
+                    .map(|r| (r.window.start, r.event_type.as_str())),
+            ),
+        },
+        Staged {
+            statement: &SESSIONS_DELETE,
+            values: vec![Column::Text(
+                session_deletes
+                    .iter()
+                    .map(|r| r.session_id.to_string())
+                    .collect(),
+            )],
+        },
+        Staged {
+            statement: &TRENDS_UPSERT,
+            values: trend_columns(&trend_upserts),
+        },
+        Staged {
+            statement: &FUNNEL_UPSERT,
+            values: funnel_columns(&funnel_upserts),
+        },
+        Staged {
+            statement: &SESSIONS_UPSERT,
+            values: session_columns(&session_upserts),
+        },
+        Staged {
+            statement: &DEAD_LETTERS,
+            values: vec![
+                Column::Text(
+                    output
+                        .dead_letters
+                        .iter()
+                        .map(|d| d.partition.topic.to_string())
+                        .collect(),
+                ),
+                Column::Int8(
+                    output
+                        .dead_letters
+                        .iter()
+                        .map(|d| i64::from(d.partition.partition))
+                        .collect(),
+                ),
+                Column::Int8(output.dead_letters.iter().map(|d| d.offset).collect()),
+                Column::Text(
+                    output
+                        .dead_letters
+                        .iter()
+                        .map(|d| d.rejection.reason())
+                        .collect(),
+                ),
+                // PostgreSQL text cannot hold NUL bytes.
+                Column::Text(
+                    output
+                        .dead_letters
+                        .iter()
+                        .map(|d| d.payload.replace('\0', "\u{FFFD}"))
+                        .collect(),
+                ),
+            ],
+        },
+        Staged {
+            statement: &OFFSETS,
+            values: vec![
+                Column::Text(
+                    output
+                        .partitions
+                        .iter()
+                        .map(|p| p.partition.topic.to_string())
+                        .collect(),
+                ),
+                Column::Int8(
+                    output
+                        .partitions
+                        .iter()
+                        .map(|p| i64::from(p.partition.partition))
+                        .collect(),
+                ),
+                Column::Int8(output.partitions.iter().map(|p| p.next_offset).collect()),
+                Column::OptionalInt8(output.partitions.iter().map(|p| p.highest).collect()),
+            ],
+        },
+    ];
+    staged.into_iter().filter(|s| s.len() > 0).collect()
+}
+
+/// Rows inserted (the new value of their key) and rows only retracted (their key is gone).
+fn split<R: Clone, K: Hash + Eq>(
+    changes: &[(R, isize)],
+    key: impl Fn(&R) -> K,
+) -> (Vec<R>, Vec<R>) {
+    let inserted: Vec<R> = changes
+        .iter()
+        .filter(|(_, d)| *d > 0)
+        .map(|(r, _)| r.clone())
+        .collect();
+    let kept: HashSet<K> = inserted.iter().map(&key).collect();
+    let gone = changes
+        .iter()
+        .filter(|(r, d)| *d < 0 && !kept.contains(&key(r)))
+        .map(|(r, _)| r.clone())
+        .collect();
+    (inserted, gone)
+}
+
+fn window_keys<'a>(keys: impl Iterator<Item = (i64, &'a str)>) -> Vec<Column> {
+    let (starts, types): (Vec<i64>, Vec<String>) = keys.map(|(s, t)| (s, t.to_string())).unzip();
+    vec![Column::Int8(starts), Column::Text(types)]
+}
+
+fn trend_columns(rows: &[TrendRow]) -> Vec<Column> {
+    vec![
+        Column::Int8(rows.iter().map(|r| r.window.start).collect()),
+        Column::Int8(rows.iter().map(|r| r.window.end).collect()),
+        Column::Text(
+            rows.iter()
+                .map(|r| r.event_type.as_str().to_string())
+                .collect(),
+        ),
+        Column::Int8(rows.iter().map(|r| r.count).collect()),
+        Column::Int8(rows.iter().map(|r| r.revenue_cents).collect()),
+    ]
+}
+
+fn funnel_columns(rows: &[FunnelRow]) -> Vec<Column> {
+    vec![
+        Column::Int8(rows.iter().map(|r| r.window.start).collect()),
+        Column::Int8(rows.iter().map(|r| r.window.end).collect()),
+        Column::Text(
+            rows.iter()
+                .map(|r| r.event_type.as_str().to_string())
+                .collect(),
+        ),
+        Column::Int8(rows.iter().map(|r| r.unique_users).collect()),
+    ]
+}
+
+fn session_columns(rows: &[SessionRow]) -> Vec<Column> {
+    vec![
+        Column::Text(rows.iter().map(|r| r.session_id.to_string()).collect()),
+        Column::Text(rows.iter().map(|r| r.user_id.to_string()).collect()),
+        Column::Int8(rows.iter().map(|r| r.num_views).collect()),
+        Column::Int8(rows.iter().map(|r| r.num_cart_adds).collect()),
+        Column::Int8(rows.iter().map(|r| r.num_purchases).collect()),
+        Column::Int8(rows.iter().map(|r| r.session_start).collect()),
+        Column::Int8(rows.iter().map(|r| r.last_event).collect()),
+        Column::Float8(rows.iter().map(SessionRow::duration_s).collect()),
+        Column::Bool(rows.iter().map(|r| r.closed).collect()),
+    ]
+}

@@ -1,0 +1,320 @@
+//! Versioned, idempotent schema migrations, and the checks that make a bad database a clear
+//! error at start rather than a crash later.
+
+use tokio_postgres::{Client, NoTls};
+
+use super::{DatabaseUrl, SinkError};
+
+/// The migrations, in order. Each runs once, in a transaction, and is recorded in
+/// `clickflow_schema_migrations`.
+///
+/// Types: times are `timestamptz`; counts `bigint`; money `numeric(18,2)` (exact, as revenue
+/// is summed in integer cents); probabilities and durations `double precision`.
+const MIGRATIONS: &[(i32, &str, &str)] = &[(
+    1,
+    "tables of the reference design, offsets and checkpoints",
+    r#"
+-- Event times travel as Unix milliseconds; this turns them into timestamptz exactly.
+CREATE FUNCTION clickflow_ms(bigint) RETURNS timestamptz
+    IMMUTABLE STRICT LANGUAGE sql AS $$ SELECT timestamptz 'epoch' + $1 * interval '1 millisecond' $$;
+CREATE TABLE event_trends (
+    window_start timestamptz NOT NULL,
+    window_end   timestamptz NOT NULL,
+    event_type   text        NOT NULL,
+    count        bigint      NOT NULL,
+    revenue      numeric(18,2) NOT NULL DEFAULT 0,
+    batch_time   timestamptz NOT NULL,
+    PRIMARY KEY (window_start, event_type)
+);
+CREATE TABLE funnel_summary (
+    window_start timestamptz NOT NULL,
+    window_end   timestamptz NOT NULL,
+    event_type   text        NOT NULL,
+    unique_users bigint      NOT NULL,
+    batch_time   timestamptz NOT NULL,
+    PRIMARY KEY (window_start, event_type)
+);
+CREATE TABLE session_features (
+    session_id    text PRIMARY KEY,
+    user_id       text        NOT NULL,
+    num_views     bigint      NOT NULL,
+    num_cart_adds bigint      NOT NULL,
+    num_purchases bigint      NOT NULL,
+    session_start timestamptz NOT NULL,
+    last_event    timestamptz NOT NULL,
+    duration_s    double precision NOT NULL,
+    closed        boolean     NOT NULL,
+    batch_time    timestamptz NOT NULL
+);
+-- Open sessions by recency (dashboard, "sessions at risk"); closed sessions for training.
+CREATE INDEX session_features_open_recent ON session_features (last_event DESC) WHERE NOT closed;
+CREATE INDEX session_features_closed_last ON session_features (closed, last_event);
+CREATE TABLE churn_scores (
+    session_id        text PRIMARY KEY,
+    user_id           text             NOT NULL,
+    churn_probability double precision NOT NULL,
+    model_version     text             NOT NULL,
+    scored_at         timestamptz      NOT NULL
+);
+CREATE INDEX churn_scores_risk ON churn_scores (churn_probability DESC);
+CREATE TABLE dead_letters (
+    id          bigserial PRIMARY KEY,
+    received_at timestamptz NOT NULL,
+    topic       text        NOT NULL,
+    partition   integer     NOT NULL,
+    "offset"    bigint      NOT NULL,
+    reason      text        NOT NULL,
+    payload     text        NOT NULL,
+    -- One dead letter per input message, however often it is replayed.
+    UNIQUE (topic, partition, "offset")
+);
+CREATE INDEX dead_letters_received ON dead_letters (received_at DESC);
+CREATE TABLE clickflow_offsets (
+    topic              text    NOT NULL,
+    partition          integer NOT NULL,
+    next_offset        bigint  NOT NULL,
+    highest_event_time bigint,
+    updated_at         timestamptz NOT NULL,
+    PRIMARY KEY (topic, partition)
+);
+CREATE TABLE clickflow_checkpoints (
+    topic              text    NOT NULL,
+    partition          integer NOT NULL,
+    next_offset        bigint  NOT NULL,
+    highest_event_time bigint,
+    created_at         timestamptz NOT NULL,
+    PRIMARY KEY (topic, partition, next_offset)
+);
+CREATE TABLE clickflow_pipeline (
+    id          integer PRIMARY KEY CHECK (id = 1),
+    epoch       bigint  NOT NULL,
+    watermark   bigint  NOT NULL,
+    retain_from bigint,
+    updated_at  timestamptz NOT NULL
+);
+"#,
+)];
+
+/// The columns the sink writes, per table, with their types: checked at start.
+const EXPECTED_COLUMNS: &[(&str, &[(&str, &str)])] = &[
+    (
+        "event_trends",
+        &[
+            ("window_start", "timestamp with time zone"),
+            ("window_end", "timestamp with time zone"),
+            ("event_type", "text"),
+            ("count", "bigint"),
+            ("revenue", "numeric"),
+            ("batch_time", "timestamp with time zone"),
+        ],
+    ),
+    (
+        "funnel_summary",
+        &[
+            ("window_start", "timestamp with time zone"),
+            ("window_end", "timestamp with time zone"),
+            ("event_type", "text"),
+            ("unique_users", "bigint"),
+            ("batch_time", "timestamp with time zone"),
+        ],
+    ),
+    (
+        "session_features",
+        &[
+            ("session_id", "text"),
+            ("user_id", "text"),
+            ("num_views", "bigint"),
+            ("num_cart_adds", "bigint"),
+            ("num_purchases", "bigint"),
+            ("session_start", "timestamp with time zone"),
+            ("last_event", "timestamp with time zone"),
+            ("duration_s", "double precision"),
+            ("closed", "boolean"),
+            ("batch_time", "timestamp with time zone"),
+        ],
+    ),
+    (
+        "dead_letters",
+        &[
+            ("received_at", "timestamp with time zone"),
+            ("topic", "text"),
+            ("partition", "integer"),
+            ("offset", "bigint"),
+            ("reason", "text"),
+            ("payload", "text"),
+        ],
+    ),
+    (
+        "clickflow_offsets",
+        &[
+            ("topic", "text"),
+            ("partition", "integer"),
+            ("next_offset", "bigint"),
+            ("highest_event_time", "bigint"),
+            ("updated_at", "timestamp with time zone"),
+        ],
+    ),
+    (
+        "clickflow_checkpoints",
+        &[
+            ("topic", "text"),
+            ("partition", "integer"),
+            ("next_offset", "bigint"),
+            ("highest_event_time", "bigint"),
+        ],
+    ),
+    (
+        "clickflow_pipeline",
+        &[
+            ("id", "integer"),
+            ("epoch", "bigint"),
+            ("watermark", "bigint"),
+            ("retain_from", "bigint"),
+        ],
+    ),
+];
+
+/// Opens a connection, driving it on the current tokio runtime.
+pub(super) async fn connect(url: &DatabaseUrl) -> Result<Client, SinkError> {
+    let (client, connection) =
+        url.config()
+            .connect(NoTls)
+            .await
+            .map_err(|source| SinkError::Connect {
+                url: url.to_string(),
+                source,
+            })?;
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            tracing::debug!(%error, "PostgreSQL connection ended");
+        }
+    });
+    Ok(client)
+}
+
+/// Connects, applies pending migrations and checks that every table has the expected columns
+/// and that this user may write them. Run once at start: every problem here is fatal.
+pub async fn prepare(url: &DatabaseUrl) -> Result<(), SinkError> {
+    let mut client = connect(url).await?;
+    migrate(&mut client).await?;
+    check_columns(&client).await?;
+    check_privileges(&client).await
+}
+
+async fn migrate(client: &mut Client) -> Result<(), SinkError> {
+    // Only create what is missing: a user who may write the tables need not own the schema.
+    let exists = client
+        .query_one(
+            "SELECT to_regclass('clickflow_schema_migrations') IS NOT NULL",
+            &[],
+        )
+        .await
+        .map_err(SinkError::statement("looking for the migrations table"))?;
+    if !exists.get::<_, bool>(0) {
+        client
+            .batch_execute(
+                "CREATE TABLE IF NOT EXISTS clickflow_schema_migrations (
+                     version integer PRIMARY KEY,
+                     description text NOT NULL,
+                     applied_at timestamptz NOT NULL DEFAULT now())",
+            )
+            .await
+            .map_err(SinkError::statement("creating the migrations table"))?;
+    }
+    for &(version, description, sql) in MIGRATIONS {
+        let applied = client
+            .query_opt(
+                "SELECT 1 FROM clickflow_schema_migrations WHERE version = $1",
+                &[&version],
+            )
+            .await
+            .map_err(SinkError::statement("reading applied migrations"))?;
+        if applied.is_some() {
+            continue;
+        }
+        let tx = client
+            .transaction()
+            .await
+            .map_err(SinkError::statement("starting a migration"))?;
+        // Serialise concurrent starts (several processes of one cluster) on one lock.
+        tx.execute("SELECT pg_advisory_xact_lock(724001)", &[])
+            .await
+            .map_err(SinkError::statement("locking for migrations"))?;
+        let applied = tx
+            .query_opt(
+                "SELECT 1 FROM clickflow_schema_migrations WHERE version = $1",
+                &[&version],
+            )
+            .await
+            .map_err(SinkError::statement("reading applied migrations"))?;
+        if applied.is_some() {
+            continue;
+        }
+        tracing::info!(version, description, "applying schema migration");
+        tx.batch_execute(sql)
+            .await
+            .map_err(SinkError::statement("applying a migration"))?;
+        tx.execute(
+            "INSERT INTO clickflow_schema_migrations (version, description) VALUES ($1, $2)",
+            &[&version, &description],
+        )
+        .await
+        .map_err(SinkError::statement("recording a migration"))?;
+        tx.commit()
+            .await
+            .map_err(SinkError::statement("committing a migration"))?;
+    }
+    Ok(())
+}
+
+async fn check_columns(client: &Client) -> Result<(), SinkError> {
+    let mut problems = Vec::new();
+    for (table, columns) in EXPECTED_COLUMNS {
+        let rows = client
+            .query(
+                "SELECT column_name::text, data_type::text FROM information_schema.columns
+                 WHERE table_schema = current_schema() AND table_name = $1",
+                &[table],
+            )
+            .await
+            .map_err(SinkError::statement("reading the schema"))?;
+        let found: Vec<(String, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+        for (column, data_type) in *columns {
+            match found.iter().find(|(name, _)| name == column) {
+                None => problems.push(format!("{table}.{column} is missing")),
+                Some((_, actual)) if actual != data_type => problems.push(format!(
+                    "{table}.{column} is {actual}, expected {data_type}"
+                )),
+                Some(_) => {}
+            }
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(SinkError::SchemaMismatch(problems.join("; ")))
+    }
+}
+
+async fn check_privileges(client: &Client) -> Result<(), SinkError> {
+    let mut missing = Vec::new();
+    for (table, _) in EXPECTED_COLUMNS {
+        for privilege in ["SELECT", "INSERT", "UPDATE", "DELETE"] {
+            let row = client
+                .query_one(
+                    "SELECT has_table_privilege(current_user, $1, $2)",
+                    &[table, &privilege],
+                )
+                .await
+                .map_err(SinkError::statement("checking privileges"))?;
+            if !row.get::<_, bool>(0) {
+                missing.push(format!("{privilege} on {table}"));
+            }
+        }
+    }
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(SinkError::Privileges(missing.join(", ")))
+    }
+}

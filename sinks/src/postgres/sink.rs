@@ -1,0 +1,152 @@
+//! The sink thread: receives closed epochs and commits each one, retrying through outages.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use clickflow_dataflow::EpochOutput;
+use tokio::sync::mpsc;
+
+use super::schema::connect;
+use super::write::Writer;
+use super::{SinkConfig, SinkError};
+
+/// Counters the web server and the logs read.
+#[derive(Debug, Default)]
+pub struct SinkMetrics {
+    /// Epochs committed.
+    pub epochs: AtomicU64,
+    /// Rows inserted, updated or deleted.
+    pub rows: AtomicU64,
+    /// Epochs skipped because they replayed committed input.
+    pub replayed_epochs: AtomicU64,
+    /// Duration of the last commit, in microseconds.
+    pub last_commit_micros: AtomicU64,
+    /// Times the connection was lost and retried.
+    pub retries: AtomicU64,
+    /// True while PostgreSQL answers.
+    pub connected: AtomicBool,
+    /// Sum of commit durations, in microseconds (for the mean).
+    pub commit_micros_total: AtomicU64,
+}
+
+/// The running sink: where to send epochs, and how to wait for it.
+pub struct SinkHandle {
+    sender: mpsc::Sender<EpochOutput>,
+    thread: JoinHandle<Result<(), SinkError>>,
+    /// Live counters.
+    pub metrics: Arc<SinkMetrics>,
+}
+
+impl SinkHandle {
+    /// A callback for the dataflow: sends each epoch, waiting while the queue is full (that
+    /// wait is the pipeline's back-pressure). Returns false once the sink has stopped.
+    pub fn deliver(&self) -> impl FnMut(EpochOutput) -> bool + Send + 'static {
+        let sender = self.sender.clone();
+        move |output| sender.blocking_send(output).is_ok()
+    }
+
+    /// Waits until every epoch sent has been committed (all senders must be gone).
+    pub fn finish(self) -> Result<(), SinkError> {
+        drop(self.sender);
+        self.thread
+            .join()
+            .unwrap_or_else(|_| Err(SinkError::Closed))
+    }
+}
+
+/// Starts the sink on its own thread with its own runtime.
+pub fn spawn_sink(config: SinkConfig) -> SinkHandle {
+    let (sender, receiver) = mpsc::channel(config.queue_epochs.max(1));
+    let metrics = Arc::new(SinkMetrics::default());
+    let shared = metrics.clone();
+    let thread = std::thread::Builder::new()
+        .name("postgres-sink".into())
+        .spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|_| SinkError::Closed)?;
+            runtime.block_on(run(config, receiver, shared))
+        })
+        .expect("spawning a thread succeeds");
+    SinkHandle {
+        sender,
+        thread,
+        metrics,
+    }
+}
+
+async fn run(
+    config: SinkConfig,
+    mut epochs: mpsc::Receiver<EpochOutput>,
+    metrics: Arc<SinkMetrics>,
+) -> Result<(), SinkError> {
+    let mut writer: Option<Writer> = None;
+    let mut last_checkpoint: Option<Instant> = None;
+    while let Some(output) = epochs.recv().await {
+        if output.replay {
+            metrics.replayed_epochs.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
+        let checkpoint =
+            last_checkpoint.is_none_or(|at| at.elapsed() >= config.checkpoint_interval);
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let started = Instant::now();
+            let result = match writer.as_mut() {
+                Some(writer) => writer.write_epoch(&output, checkpoint).await,
+                None => match connect(&config.url).await {
+                    Ok(client) => {
+                        if metrics.retries.load(Ordering::Relaxed) > 0 {
+                            tracing::info!(url = %config.url, "reconnected to PostgreSQL");
+                        }
+                        metrics.connected.store(true, Ordering::Relaxed);
+                        writer
+                            .insert(Writer::new(client, config.copy_threshold))
+                            .write_epoch(&output, checkpoint)
+                            .await
+                    }
+                    Err(error) => Err(error),
+                },
+            };
+            match result {
+                Ok(written) => {
+                    let micros = started.elapsed().as_micros() as u64;
+                    metrics.epochs.fetch_add(1, Ordering::Relaxed);
+                    metrics
+                        .rows
+                        .fetch_add(written.rows as u64, Ordering::Relaxed);
+                    metrics.last_commit_micros.store(micros, Ordering::Relaxed);
+                    metrics
+                        .commit_micros_total
+                        .fetch_add(micros, Ordering::Relaxed);
+                    if checkpoint {
+                        last_checkpoint = Some(Instant::now());
+                    }
+                    break;
+                }
+                Err(error) if error.is_retriable() => {
+                    writer = None;
+                    metrics.connected.store(false, Ordering::Relaxed);
+                    metrics.retries.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(
+                        %error,
+                        epoch = output.epoch,
+                        retry_in_ms = backoff.as_millis() as u64,
+                        "PostgreSQL unavailable; the pipeline holds until the epoch is committed"
+                    );
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(config.max_backoff);
+                }
+                Err(error) => {
+                    metrics.connected.store(false, Ordering::Relaxed);
+                    tracing::error!(%error, epoch = output.epoch, "the PostgreSQL sink failed");
+                    return Err(error);
+                }
+            }
+        }
+    }
+    Ok(())
+}

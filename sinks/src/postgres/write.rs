@@ -1,0 +1,199 @@
+//! Writing one epoch as one transaction.
+
+use std::collections::{HashMap, HashSet};
+
+use clickflow_dataflow::EpochOutput;
+use futures_util::pin_mut;
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, Transaction};
+
+use super::batch::{stage_epoch, Staged};
+use super::SinkError;
+
+/// A connection with what it has prepared.
+pub(super) struct Writer {
+    client: Client,
+    /// Prepared `unnest` statements, by staging table name.
+    statements: HashMap<&'static str, tokio_postgres::Statement>,
+    /// Staging tables created on this connection.
+    staging_tables: HashSet<&'static str>,
+    copy_threshold: usize,
+}
+
+/// What an epoch's transaction wrote.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct Written {
+    pub(super) rows: usize,
+}
+
+impl Writer {
+    pub(super) fn new(client: Client, copy_threshold: usize) -> Writer {
+        Writer {
+            client,
+            statements: HashMap::new(),
+            staging_tables: HashSet::new(),
+            copy_threshold,
+        }
+    }
+
+    /// Writes `output` in one transaction; with `checkpoint`, also records a resume
+    /// checkpoint of every partition and forgets checkpoints no restart can need any more.
+    pub(super) async fn write_epoch(
+        &mut self,
+        output: &EpochOutput,
+        checkpoint: bool,
+    ) -> Result<Written, SinkError> {
+        let staged = stage_epoch(output);
+        let tx = self
+            .client
+            .transaction()
+            .await
+            .map_err(SinkError::statement("BEGIN"))?;
+        let mut rows = 0;
+        for batch in &staged {
+            rows += batch.len();
+            if batch.len() > self.copy_threshold {
+                copy_and_apply(&tx, batch, &mut self.staging_tables).await?;
+            } else {
+                let statement = match self.statements.get(batch.statement.staging) {
+                    Some(statement) => statement.clone(),
+                    None => {
+                        let sql = batch.statement.sql.replace("{src}", &unnest_source(batch));
+                        let statement = tx
+                            .prepare(&sql)
+                            .await
+                            .map_err(SinkError::statement("preparing an upsert"))?;
+                        self.statements
+                            .insert(batch.statement.staging, statement.clone());
+                        statement
+                    }
+                };
+                let params: Vec<&(dyn ToSql + Sync)> =
+                    batch.values.iter().map(|c| c.as_array()).collect();
+                tx.execute(&statement, &params)
+                    .await
+                    .map_err(SinkError::statement("an upsert"))?;
+            }
+        }
+        let epoch = output.epoch as i64;
+        tx.execute(
+            "INSERT INTO clickflow_pipeline (id, epoch, watermark, retain_from, updated_at)
+             VALUES (1, $1, $2, $3, now())
+             ON CONFLICT (id) DO UPDATE SET epoch = EXCLUDED.epoch, watermark = EXCLUDED.watermark,
+                 retain_from = EXCLUDED.retain_from, updated_at = EXCLUDED.updated_at",
+            &[&epoch, &output.watermark, &output.retain_from],
+        )
+        .await
+        .map_err(SinkError::statement("recording the watermark"))?;
+        if checkpoint {
+            record_checkpoint(&tx, output.retain_from).await?;
+        }
+        tx.commit().await.map_err(SinkError::statement("COMMIT"))?;
+        Ok(Written { rows })
+    }
+}
+
+/// `unnest($1::type[], ...) AS s(columns)`.
+fn unnest_source(batch: &Staged) -> String {
+    let arrays: Vec<String> = batch
+        .values
+        .iter()
+        .enumerate()
+        .map(|(i, column)| format!("${}::{}[]", i + 1, column.sql_type()))
+        .collect();
+    format!(
+        "unnest({}) AS s({})",
+        arrays.join(", "),
+        batch.statement.columns.join(", ")
+    )
+}
+
+/// The large-batch path: binary COPY into a temporary staging table (emptied at commit),
+/// then the statement reads from it.
+async fn copy_and_apply(
+    tx: &Transaction<'_>,
+    batch: &Staged,
+    created: &mut HashSet<&'static str>,
+) -> Result<(), SinkError> {
+    let statement = batch.statement;
+    if !created.contains(statement.staging) {
+        let columns: Vec<String> = statement
+            .columns
+            .iter()
+            .zip(&batch.values)
+            .map(|(name, c)| format!("{name} {}", c.sql_type()))
+            .collect();
+        let sql = format!(
+            "CREATE TEMP TABLE IF NOT EXISTS {} ({}) ON COMMIT DELETE ROWS",
+            statement.staging,
+            columns.join(", ")
+        );
+        tx.batch_execute(&sql)
+            .await
+            .map_err(SinkError::statement("creating a staging table"))?;
+        created.insert(statement.staging);
+    }
+    let copy = format!(
+        "COPY {} ({}) FROM STDIN BINARY",
+        statement.staging,
+        statement.columns.join(", ")
+    );
+    let sink = tx
+        .copy_in(&copy)
+        .await
+        .map_err(SinkError::statement("starting COPY"))?;
+    let types: Vec<_> = batch.values.iter().map(|c| c.pg_type()).collect();
+    let writer = BinaryCopyInWriter::new(sink, &types);
+    pin_mut!(writer);
+    let mut row: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(batch.values.len());
+    for i in 0..batch.len() {
+        row.clear();
+        row.extend(batch.values.iter().map(|c| c.value(i)));
+        writer
+            .as_mut()
+            .write(&row)
+            .await
+            .map_err(SinkError::statement("COPY"))?;
+    }
+    writer
+        .finish()
+        .await
+        .map_err(SinkError::statement("finishing COPY"))?;
+    let sql = statement
+        .sql
+        .replace("{src}", &format!("{} AS s", statement.staging));
+    tx.execute(sql.as_str(), &[])
+        .await
+        .map_err(SinkError::statement("applying a staged batch"))?;
+    Ok(())
+}
+
+/// Records where every partition stands, and drops the checkpoints older than the newest
+/// one a restart could start from (the newest whose clock is before `retain_from`).
+async fn record_checkpoint(
+    tx: &Transaction<'_>,
+    retain_from: Option<i64>,
+) -> Result<(), SinkError> {
+    tx.execute(
+        "INSERT INTO clickflow_checkpoints (topic, partition, next_offset, highest_event_time, created_at)
+         SELECT topic, partition, next_offset, highest_event_time, now() FROM clickflow_offsets
+         ON CONFLICT (topic, partition, next_offset) DO NOTHING",
+        &[],
+    )
+    .await
+    .map_err(SinkError::statement("recording a checkpoint"))?;
+    let retain_from = retain_from.unwrap_or(i64::MAX);
+    tx.execute(
+        "DELETE FROM clickflow_checkpoints c USING (
+             SELECT topic, partition, max(next_offset) AS oldest_needed
+             FROM clickflow_checkpoints
+             WHERE highest_event_time IS NULL OR highest_event_time < $1
+             GROUP BY topic, partition) k
+         WHERE c.topic = k.topic AND c.partition = k.partition AND c.next_offset < k.oldest_needed",
+        &[&retain_from],
+    )
+    .await
+    .map_err(SinkError::statement("pruning checkpoints"))?;
+    Ok(())
+}
