@@ -13,6 +13,7 @@
 //! [`crate::replay`]), each partition is held at its committed offset.
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clickflow_sources::encode::encode;
@@ -25,6 +26,7 @@ use crate::config::{DataflowConfig, EpochConfig};
 use crate::graph::GraphInputs;
 use crate::input::InputEvent;
 use crate::lateness::PartitionClock;
+use crate::metrics::PipelineMetrics;
 use crate::resume::PartitionResume;
 use crate::watermark::PartitionReport;
 
@@ -64,24 +66,38 @@ impl LocalPartition {
     }
 }
 
-/// Runs `source` through the graph behind `inputs` until the source is finished or `stop` is
-/// set; then closes the inputs and steps the worker until every epoch is delivered.
-/// `global_index[i]` and `resume[i]` are the global index and start of the source's `i`-th
-/// partition.
+/// What every worker's loop shares.
+#[derive(Clone, Debug)]
+pub struct DriveSettings {
+    /// Windows, lateness, sessions.
+    pub dataflow: DataflowConfig,
+    /// Epochs and pacing.
+    pub epochs: EpochConfig,
+    /// Set to stop after the current epoch.
+    pub stop: Arc<AtomicBool>,
+    /// Counters to add to.
+    pub metrics: Arc<PipelineMetrics>,
+}
+
+/// Runs `source` through the graph behind `inputs` until the source is finished or the stop
+/// flag is set; then closes the inputs and steps the worker until every epoch is delivered.
+/// `owned[i]` is the global index and start of the source's `i`-th partition.
 pub fn drive(
     worker: &mut Worker,
     mut inputs: GraphInputs,
     source: &mut dyn Source,
-    global_index: &[u32],
-    resume: &[PartitionResume],
-    dataflow: &DataflowConfig,
-    epochs: &EpochConfig,
-    stop: &AtomicBool,
+    owned: &[(u32, PartitionResume)],
+    settings: &DriveSettings,
 ) -> Result<DriveStats, SourceError> {
-    let mut partitions: Vec<LocalPartition> = global_index
+    let DriveSettings {
+        dataflow,
+        epochs,
+        stop,
+        metrics,
+    } = settings;
+    let mut partitions: Vec<LocalPartition> = owned
         .iter()
-        .zip(resume)
-        .map(|(&global, start)| LocalPartition {
+        .map(|&(global, start)| LocalPartition {
             global,
             clock: PartitionClock::seeded(start.highest),
             next_offset: start.start.unwrap_or(0),
@@ -110,6 +126,7 @@ pub fn drive(
         batch.clear();
         source.poll(&mut batch, epochs.poll_batch)?;
         let idle_poll = batch.is_empty();
+        let before = stats;
         feed(
             &mut batch,
             source.partitions(),
@@ -119,6 +136,15 @@ pub fn drive(
             &mut stats,
         );
 
+        metrics
+            .events
+            .fetch_add(stats.events - before.events, Ordering::Relaxed);
+        metrics
+            .dead_letters
+            .fetch_add(stats.dead_letters - before.dead_letters, Ordering::Relaxed);
+        metrics
+            .late
+            .fetch_add(stats.late - before.late, Ordering::Relaxed);
         let finished = source.is_finished() && !holding;
         let stopping = stop.load(Ordering::Relaxed);
         if epoch_started.elapsed() >= epochs.epoch || finished || stopping {

@@ -23,6 +23,7 @@ pub mod gate;
 pub mod graph;
 pub mod input;
 pub mod lateness;
+pub mod metrics;
 pub mod oracle;
 pub mod output;
 pub mod replay;
@@ -40,5 +41,6 @@ pub mod window;
 pub type Epoch = u64;
 
 pub use config::{DataflowConfig, EpochConfig};
+pub use metrics::PipelineMetrics;
 pub use output::EpochOutput;
 pub use tables::Tables;

@@ -4,7 +4,7 @@
 //! counting every worker of every process. Worker 0 of process 0 gathers the output and hands
 //! each closed epoch to the `deliver` callback; other processes pass `None`.
 
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use clickflow_sources::decode::DecodeLimits;
@@ -13,8 +13,9 @@ use clickflow_sources::kafka::{KafkaSource, KafkaSourceConfig};
 use clickflow_sources::{PartitionId, Source, SourceError};
 
 use crate::config::{DataflowConfig, EpochConfig};
-use crate::driver::{drive, DriveStats};
+use crate::driver::{drive, DriveSettings, DriveStats};
 use crate::graph::build_graph;
+use crate::metrics::PipelineMetrics;
 use crate::output::{Deliver, EpochOutput};
 use crate::resume::{PartitionResume, ResumePlan};
 
@@ -91,8 +92,15 @@ pub fn run(
     config: RunConfig,
     deliver: Option<EpochSink>,
     stop: Arc<AtomicBool>,
+    metrics: Arc<PipelineMetrics>,
 ) -> Result<RunStats, RunError> {
     let partitions: Arc<[PartitionId]> = input.partitions().into();
+    let settings = DriveSettings {
+        dataflow: config.dataflow,
+        epochs: config.epochs,
+        stop,
+        metrics: metrics.clone(),
+    };
     let deliver = Arc::new(Mutex::new(deliver));
     let guards = timely::execute(
         timely_config,
@@ -114,26 +122,25 @@ pub fn run(
                 .collect();
             let mut source = open_source(&input, &own, &resume, config.limits)?;
             let sink: Option<Deliver> = if index == 0 {
+                let shared = metrics.clone();
                 deliver
                     .lock()
                     .ok()
                     .and_then(|mut d| d.take())
-                    .map(|d| Box::new(d) as Deliver)
+                    .map(|mut deliver| {
+                        Box::new(move |output: EpochOutput| {
+                            shared.epochs.fetch_add(1, Ordering::Relaxed);
+                            shared.watermark.store(output.watermark, Ordering::Relaxed);
+                            deliver(output)
+                        }) as Deliver
+                    })
             } else {
                 None
             };
             let committed = config.resume.committed_watermark;
             let inputs = build_graph(worker, config.dataflow, partitions.clone(), committed, sink);
-            drive(
-                worker,
-                inputs,
-                source.as_mut(),
-                &own,
-                &resume,
-                &config.dataflow,
-                &config.epochs,
-                &stop,
-            )
+            let owned: Vec<(u32, PartitionResume)> = own.iter().copied().zip(resume).collect();
+            drive(worker, inputs, source.as_mut(), &owned, &settings)
         },
     )
     .map_err(RunError::Timely)?;

@@ -57,16 +57,21 @@ impl TestDatabase {
 
     /// Runs `sql` in this database and returns psql's unaligned output.
     pub fn query(&self, sql: &str) -> String {
+        self.try_query(sql)
+            .unwrap_or_else(|error| panic!("psql {sql:?} failed: {error}"))
+    }
+
+    /// Runs `sql` in this database: psql's unaligned output, or its error.
+    pub fn try_query(&self, sql: &str) -> Result<String, String> {
         let output = Command::new("psql")
             .args([&self.url, "-v", "ON_ERROR_STOP=1", "-qAtc", sql])
             .output()
             .expect("psql runs");
-        assert!(
-            output.status.success(),
-            "psql {sql:?} failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8_lossy(&output.stdout).trim().to_string()
+        if output.status.success() {
+            Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
+        } else {
+            Err(String::from_utf8_lossy(&output.stderr).into_owned())
+        }
     }
 }
 

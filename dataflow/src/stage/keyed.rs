@@ -74,6 +74,9 @@ pub struct Retention {
 
 type Output<R> = Result<(R, Epoch, isize), Retention>;
 
+/// A changed key as it stood before the epoch: its row, close time and dependency time.
+type Before<R> = (R, EventTime, Option<EventTime>);
+
 /// Merges `(key, value)` updates into per-key state and emits, per epoch, the retraction of
 /// each changed key's old row and the insertion of its new row. Keys whose
 /// [`KeyedStage::closes_at`] the pipeline watermark has reached are evicted after the epoch,
@@ -101,8 +104,7 @@ pub fn aggregate_by_key<'scope, S: KeyedStage>(
     let mut depending: BTreeSet<(EventTime, S::Key)> = BTreeSet::new();
     let mut reported_since: Option<Option<EventTime>> = None;
     // Per epoch: each changed key with its row and close time before the epoch.
-    let mut changed: HashMap<S::Key, Option<(S::Row, EventTime, Option<EventTime>)>> =
-        HashMap::new();
+    let mut changed: HashMap<S::Key, Option<Before<S::Row>>> = HashMap::new();
     let pact = Exchange::new(|(key, _): &(S::Key, S::Value)| hash_of(key));
     let outputs = by_epoch(
         updates,

@@ -57,6 +57,7 @@ pub fn run_file(
             sink.lock().unwrap().apply(&output).unwrap()
         })),
         Arc::new(AtomicBool::new(false)),
+        Default::default(),
     )
     .unwrap();
     let tables = tables.lock().unwrap().clone();

@@ -37,6 +37,7 @@ mod batch;
 mod config;
 mod error;
 mod pipeline;
+mod read_back;
 mod resume;
 mod schema;
 mod sink;
@@ -44,7 +45,8 @@ mod write;
 
 pub use config::{DatabaseUrl, SinkConfig};
 pub use error::SinkError;
-pub use pipeline::{run_into_postgres, PipelineError};
+pub use pipeline::{run_into_postgres, PipelineError, PipelineSpec};
+pub use read_back::read_tables;
 pub use resume::load_resume_plan;
 pub use schema::prepare;
 pub use sink::{spawn_sink, SinkHandle, SinkMetrics};

@@ -4,6 +4,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use clickflow_dataflow::run::{run, InputSpec, RunConfig, RunError, RunStats};
+use clickflow_dataflow::PipelineMetrics;
 
 use super::{load_resume_plan, prepare, spawn_sink, SinkConfig, SinkError, SinkHandle};
 
@@ -18,19 +19,36 @@ pub enum PipelineError {
     Run(#[from] RunError),
 }
 
-/// Prepares the database, loads where the pipeline stood, and runs `input` into PostgreSQL
-/// until the input ends or `stop` is set. Only the process that gathers the output (process
-/// 0 of a cluster) writes; `writes` says whether this is it. `on_sink` sees the running sink
-/// (for its metrics) before the dataflow starts.
+/// What to run: the cluster, the input, the dataflow's settings and where to write.
+pub struct PipelineSpec {
+    /// Threads and processes.
+    pub timely: timely::Config,
+    /// Where events come from.
+    pub input: InputSpec,
+    /// The dataflow's settings (its resume plan is loaded from the database).
+    pub config: RunConfig,
+    /// The sink's settings.
+    pub sink: SinkConfig,
+    /// Whether this process writes: only the one that gathers the output (process 0).
+    pub writes: bool,
+}
+
+/// Prepares the database, loads where the pipeline stood, and runs the input into
+/// PostgreSQL until it ends or `stop` is set. `metrics` are the dataflow's counters;
+/// `on_sink` sees the running sink (for its metrics) before the dataflow starts.
 pub fn run_into_postgres(
-    timely_config: timely::Config,
-    input: InputSpec,
-    mut config: RunConfig,
-    sink: SinkConfig,
-    writes: bool,
+    spec: PipelineSpec,
     stop: Arc<AtomicBool>,
+    metrics: Arc<PipelineMetrics>,
     on_sink: impl FnOnce(&SinkHandle),
 ) -> Result<RunStats, PipelineError> {
+    let PipelineSpec {
+        timely: timely_config,
+        input,
+        mut config,
+        sink,
+        writes,
+    } = spec;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -51,7 +69,7 @@ pub fn run_into_postgres(
         );
     }
     if !writes {
-        return Ok(run(timely_config, input, config, None, stop)?);
+        return Ok(run(timely_config, input, config, None, stop, metrics)?);
     }
     let handle = spawn_sink(sink);
     on_sink(&handle);
@@ -63,7 +81,7 @@ pub fn run_into_postgres(
             failed.store(true, Ordering::Relaxed);
         }
     });
-    let stats = run(timely_config, input, config, Some(deliver), stop);
+    let stats = run(timely_config, input, config, Some(deliver), stop, metrics);
     handle.finish()?;
     Ok(stats?)
 }

@@ -202,6 +202,20 @@ pub async fn prepare(url: &DatabaseUrl) -> Result<(), SinkError> {
 }
 
 async fn migrate(client: &mut Client) -> Result<(), SinkError> {
+    // Serialise concurrent starts (the processes of one cluster) on one session lock.
+    client
+        .execute("SELECT pg_advisory_lock(724001)", &[])
+        .await
+        .map_err(SinkError::statement("locking for migrations"))?;
+    let result = apply_migrations(client).await;
+    client
+        .execute("SELECT pg_advisory_unlock(724001)", &[])
+        .await
+        .map_err(SinkError::statement("unlocking after migrations"))?;
+    result
+}
+
+async fn apply_migrations(client: &mut Client) -> Result<(), SinkError> {
     // Only create what is missing: a user who may write the tables need not own the schema.
     let exists = client
         .query_one(
@@ -213,7 +227,7 @@ async fn migrate(client: &mut Client) -> Result<(), SinkError> {
     if !exists.get::<_, bool>(0) {
         client
             .batch_execute(
-                "CREATE TABLE IF NOT EXISTS clickflow_schema_migrations (
+                "CREATE TABLE clickflow_schema_migrations (
                      version integer PRIMARY KEY,
                      description text NOT NULL,
                      applied_at timestamptz NOT NULL DEFAULT now())",
@@ -232,25 +246,11 @@ async fn migrate(client: &mut Client) -> Result<(), SinkError> {
         if applied.is_some() {
             continue;
         }
+        tracing::info!(version, description, "applying schema migration");
         let tx = client
             .transaction()
             .await
             .map_err(SinkError::statement("starting a migration"))?;
-        // Serialise concurrent starts (several processes of one cluster) on one lock.
-        tx.execute("SELECT pg_advisory_xact_lock(724001)", &[])
-            .await
-            .map_err(SinkError::statement("locking for migrations"))?;
-        let applied = tx
-            .query_opt(
-                "SELECT 1 FROM clickflow_schema_migrations WHERE version = $1",
-                &[&version],
-            )
-            .await
-            .map_err(SinkError::statement("reading applied migrations"))?;
-        if applied.is_some() {
-            continue;
-        }
-        tracing::info!(version, description, "applying schema migration");
         tx.batch_execute(sql)
             .await
             .map_err(SinkError::statement("applying a migration"))?;

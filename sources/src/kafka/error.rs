@@ -9,16 +9,8 @@ pub enum KafkaSourceError {
     #[error("cannot create the Kafka client: {0}")]
     Client(#[source] KafkaError),
     /// The broker did not answer a metadata request for the topic in time.
-    #[error("cannot read metadata of topic {topic:?} from {brokers}: {source}")]
-    Metadata {
-        /// The topic asked about.
-        topic: String,
-        /// The bootstrap servers.
-        brokers: String,
-        /// The client's error.
-        #[source]
-        source: KafkaError,
-    },
+    #[error("cannot read metadata of topic {:?} from {}: {}", .0.topic, .0.brokers, .0.source)]
+    Metadata(Box<MetadataFailure>),
     /// The topic does not exist (or has no partitions).
     #[error("topic {topic:?} does not exist on {brokers}; create it first")]
     NoSuchTopic {
@@ -41,7 +33,32 @@ pub enum KafkaSourceError {
     Fetch(#[source] KafkaError),
 }
 
+/// A failed metadata request, with what was asked of whom.
+#[derive(Debug)]
+pub struct MetadataFailure {
+    /// The topic asked about.
+    pub topic: String,
+    /// The bootstrap servers.
+    pub brokers: String,
+    /// The client's error.
+    pub source: KafkaError,
+}
+
 impl KafkaSourceError {
+    pub(super) fn metadata(
+        topic: &str,
+        brokers: &str,
+    ) -> impl FnOnce(KafkaError) -> KafkaSourceError {
+        let (topic, brokers) = (topic.to_string(), brokers.to_string());
+        move |source| {
+            KafkaSourceError::Metadata(Box::new(MetadataFailure {
+                topic,
+                brokers,
+                source,
+            }))
+        }
+    }
+
     /// Whether trying again later may succeed (a broker that is down, a timeout), as opposed
     /// to a mistake in configuration that will not fix itself.
     pub fn is_retriable(&self) -> bool {

@@ -25,11 +25,7 @@ pub fn partition_count(
     let client = metadata_client(brokers)?;
     let metadata = client
         .fetch_metadata(Some(topic), timeout)
-        .map_err(|source| KafkaSourceError::Metadata {
-            topic: topic.into(),
-            brokers: brokers.into(),
-            source,
-        })?;
+        .map_err(KafkaSourceError::metadata(topic, brokers))?;
     let count = metadata
         .topics()
         .iter()
@@ -60,11 +56,7 @@ pub fn watermarks(
         .map(|p| {
             client
                 .fetch_watermarks(topic, p, timeout)
-                .map_err(|source| KafkaSourceError::Metadata {
-                    topic: topic.into(),
-                    brokers: brokers.into(),
-                    source,
-                })
+                .map_err(KafkaSourceError::metadata(topic, brokers))
         })
         .collect()
 }

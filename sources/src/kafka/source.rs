@@ -4,14 +4,19 @@
 //! offsets the caller gives, which the sink stores with the output: the consumer group's
 //! committed offsets play no part, so auto-commit is off. Polling never waits: librdkafka's
 //! own threads fetch in the background and `poll` only drains what has already arrived.
+//!
+//! A partition can be held at an offset (during a restart's replay): messages at or past it
+//! are decoded into a per-partition queue and the partition is paused, so at most what was
+//! already prefetched waits in memory; releasing the hold delivers the queue, in order, and
+//! resumes fetching.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::Message;
+use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::KafkaSourceError;
@@ -33,17 +38,27 @@ pub struct KafkaSourceConfig {
     pub limits: DecodeLimits,
 }
 
+/// A decoded message: an event or a dead letter.
+type Decoded = Result<SourcedEvent, DeadLetter>;
+
+/// One assigned partition.
+struct Assigned {
+    id: PartitionId,
+    next_offset: Option<i64>,
+    caught_up: bool,
+    /// Messages at or after this offset are held back.
+    hold: Option<i64>,
+    /// Messages received at or past the hold, in order.
+    held: VecDeque<(i64, Decoded)>,
+    paused: bool,
+}
+
 /// One worker's Kafka consumer.
 pub struct KafkaSource {
     consumer: Option<BaseConsumer>,
     partitions: Vec<PartitionId>,
+    assigned: Vec<Assigned>,
     index: HashMap<i32, usize>,
-    next_offsets: Vec<Option<i64>>,
-    caught_up: Vec<bool>,
-    /// Per partition: messages at or after this offset are held back.
-    holds: Vec<Option<i64>>,
-    /// Per partition: paused at this offset because a message reached the hold.
-    paused_at: Vec<Option<i64>>,
     topic: String,
     limits: DecodeLimits,
 }
@@ -53,19 +68,18 @@ impl KafkaSource {
     /// (a worker that owns none) and never produces anything.
     pub fn new(config: KafkaSourceConfig) -> Result<KafkaSource, KafkaSourceError> {
         let topic: std::sync::Arc<str> = config.topic.as_str().into();
-        let partitions: Vec<PartitionId> = config
+        let assigned: Vec<Assigned> = config
             .partitions
             .iter()
-            .map(|(p, _)| PartitionId::new(topic.clone(), *p))
+            .map(|&(p, start)| Assigned {
+                id: PartitionId::new(topic.clone(), p),
+                next_offset: start,
+                caught_up: false,
+                hold: None,
+                held: VecDeque::new(),
+                paused: false,
+            })
             .collect();
-        let index = config
-            .partitions
-            .iter()
-            .enumerate()
-            .map(|(i, (p, _))| (*p, i))
-            .collect();
-        let next_offsets = config.partitions.iter().map(|(_, o)| *o).collect();
-        let caught_up = vec![false; partitions.len()];
         let consumer = if config.partitions.is_empty() {
             None
         } else {
@@ -73,12 +87,14 @@ impl KafkaSource {
         };
         Ok(KafkaSource {
             consumer,
-            holds: vec![None; partitions.len()],
-            paused_at: vec![None; partitions.len()],
-            partitions,
-            index,
-            next_offsets,
-            caught_up,
+            partitions: assigned.iter().map(|a| a.id.clone()).collect(),
+            index: config
+                .partitions
+                .iter()
+                .enumerate()
+                .map(|(i, (p, _))| (*p, i))
+                .collect(),
+            assigned,
             topic: config.topic,
             limits: config.limits,
         })
@@ -117,43 +133,39 @@ impl KafkaSource {
         Ok(consumer)
     }
 
-    fn one(&self, i: usize) -> Result<TopicPartitionList, KafkaSourceError> {
-        let mut list = TopicPartitionList::new();
-        list.add_partition(&self.topic, self.partitions[i].partition);
-        Ok(list)
-    }
-
-    /// Holds back messages of partition `i` at or after `limit` (`None`: releases it). A
-    /// partition that reached its hold is paused, and on release sought back to the first
-    /// message it held, so nothing is skipped and nothing buffers up meanwhile.
-    pub fn set_limit(&mut self, i: usize, limit: Option<i64>) -> Result<(), KafkaSourceError> {
-        self.holds[i] = limit;
-        let Some(consumer) = &self.consumer else {
-            return Ok(());
-        };
-        if let Some(paused_at) = self.paused_at[i] {
-            if limit.is_none_or(|hold| paused_at < hold) {
-                let partition = self.partitions[i].partition;
-                consumer
-                    .seek(
-                        &self.topic,
-                        partition,
-                        Offset::Offset(paused_at),
-                        Duration::from_secs(10),
-                    )
-                    .map_err(KafkaSourceError::Fetch)?;
-                consumer
-                    .resume(&self.one(i)?)
-                    .map_err(KafkaSourceError::Fetch)?;
-                self.paused_at[i] = None;
-            }
-        }
-        Ok(())
-    }
-
     /// The partitions this source reads, in the order `SourcedEvent::partition` indexes.
     pub fn partitions(&self) -> &[PartitionId] {
         &self.partitions
+    }
+
+    fn only(&self, i: usize) -> TopicPartitionList {
+        let mut list = TopicPartitionList::new();
+        list.add_partition(&self.topic, self.assigned[i].id.partition);
+        list
+    }
+
+    /// Holds back messages of partition `i` at or after `limit` (`None`: no hold).
+    pub fn set_limit(&mut self, i: usize, limit: Option<i64>) -> Result<(), KafkaSourceError> {
+        self.assigned[i].hold = limit;
+        Ok(())
+    }
+
+    fn decode(&self, i: usize, message: &BorrowedMessage<'_>) -> Decoded {
+        let offset = message.offset();
+        let payload = message.payload().unwrap_or_default();
+        match decode(payload, message.timestamp().to_millis(), &self.limits) {
+            Ok(event) => Ok(SourcedEvent {
+                partition: i,
+                offset,
+                event,
+            }),
+            Err(rejection) => Err(DeadLetter::new(
+                self.assigned[i].id.clone(),
+                offset,
+                rejection,
+                payload,
+            )),
+        }
     }
 
     /// Moves up to `max_messages` already-fetched messages into `batch` without waiting, and
@@ -163,55 +175,103 @@ impl KafkaSource {
         batch: &mut SourceBatch,
         max_messages: usize,
     ) -> Result<(), KafkaSourceError> {
-        let Some(consumer) = &self.consumer else {
-            return Ok(());
-        };
-        let mut moved = vec![false; self.partitions.len()];
-        for _ in 0..max_messages {
-            match consumer.poll(Duration::ZERO) {
-                None => break,
-                Some(Err(KafkaError::PartitionEOF(partition))) => {
-                    if let Some(&i) = self.index.get(&partition) {
-                        moved[i] |= !self.caught_up[i];
-                        self.caught_up[i] = true;
-                    }
-                }
-                Some(Err(error)) => return Err(KafkaSourceError::Fetch(error)),
-                Some(Ok(message)) => {
-                    let Some(&i) = self.index.get(&message.partition()) else {
+        let mut moved = vec![false; self.assigned.len()];
+        let mut budget = max_messages;
+        self.release_held(batch, &mut moved, &mut budget)?;
+        if let Some(consumer) = &self.consumer {
+            while budget > 0 {
+                let message = match consumer.poll(Duration::ZERO) {
+                    None => break,
+                    Some(Err(KafkaError::PartitionEOF(partition))) => {
+                        if let Some(&i) = self.index.get(&partition) {
+                            moved[i] |= !self.assigned[i].caught_up;
+                            self.assigned[i].caught_up = true;
+                        }
                         continue;
-                    };
-                    let offset = message.offset();
-                    let payload = message.payload().unwrap_or_default();
-                    match decode(payload, message.timestamp().to_millis(), &self.limits) {
-                        Ok(event) => batch.events.push(SourcedEvent {
-                            partition: i,
-                            offset,
-                            event,
-                        }),
-                        Err(rejection) => batch.dead_letters.push(DeadLetter::new(
-                            self.partitions[i].clone(),
-                            offset,
-                            rejection,
-                            payload,
-                        )),
                     }
-                    self.next_offsets[i] = Some(offset + 1);
-                    self.caught_up[i] = false;
-                    moved[i] = true;
+                    Some(Err(error)) => return Err(KafkaSourceError::Fetch(error)),
+                    Some(Ok(message)) => message,
+                };
+                let Some(&i) = self.index.get(&message.partition()) else {
+                    continue;
+                };
+                let offset = message.offset();
+                let decoded = self.decode(i, &message);
+                let partition = &mut self.assigned[i];
+                if partition.hold.is_some_and(|hold| offset >= hold) || !partition.held.is_empty() {
+                    partition.held.push_back((offset, decoded));
+                    if !partition.paused {
+                        // Stop fetching more of it: what is queued is all that waits.
+                        consumer
+                            .pause(&self.only(i))
+                            .map_err(KafkaSourceError::Fetch)?;
+                        self.assigned[i].paused = true;
+                    }
+                    continue;
                 }
+                budget -= 1;
+                deliver(batch, decoded);
+                partition.next_offset = Some(offset + 1);
+                partition.caught_up = false;
+                moved[i] = true;
             }
         }
         for (i, moved) in moved.into_iter().enumerate() {
             if moved {
+                let partition = &self.assigned[i];
                 batch.progress.push(PartitionProgress {
                     partition: i,
-                    next_offset: self.next_offsets[i].unwrap_or(0),
-                    caught_up: self.caught_up[i],
+                    next_offset: partition.next_offset.unwrap_or(0),
+                    caught_up: partition.caught_up && partition.held.is_empty(),
                     finished: false,
                 });
             }
         }
         Ok(())
+    }
+
+    /// Delivers held messages that are now below their partition's hold, and resumes a
+    /// paused partition whose queue is empty and whose hold is lifted.
+    fn release_held(
+        &mut self,
+        batch: &mut SourceBatch,
+        moved: &mut [bool],
+        budget: &mut usize,
+    ) -> Result<(), KafkaSourceError> {
+        let mut resumed = Vec::new();
+        for (i, partition) in self.assigned.iter_mut().enumerate() {
+            while *budget > 0 {
+                let Some((offset, _)) = partition.held.front() else {
+                    break;
+                };
+                if partition.hold.is_some_and(|hold| *offset >= hold) {
+                    break;
+                }
+                let (offset, decoded) = partition.held.pop_front().expect("front exists");
+                deliver(batch, decoded);
+                partition.next_offset = Some(offset + 1);
+                moved[i] = true;
+                *budget -= 1;
+            }
+            if partition.paused && partition.hold.is_none() && partition.held.is_empty() {
+                partition.paused = false;
+                resumed.push(i);
+            }
+        }
+        if let Some(consumer) = &self.consumer {
+            for i in resumed {
+                consumer
+                    .resume(&self.only(i))
+                    .map_err(KafkaSourceError::Fetch)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn deliver(batch: &mut SourceBatch, decoded: Decoded) {
+    match decoded {
+        Ok(event) => batch.events.push(event),
+        Err(letter) => batch.dead_letters.push(letter),
     }
 }

@@ -10,8 +10,8 @@ use std::borrow::Cow;
 use compact_str::CompactString;
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use time::format_description::well_known::Rfc3339;
-use time::OffsetDateTime;
+
+mod timestamp;
 
 use crate::dead_letter::{RejectKind, Rejection};
 use crate::event::{Event, EventId, EventTime, EventType};
@@ -179,9 +179,7 @@ fn timestamp(raw: &RawValue) -> Result<EventTime, Rejection> {
         )
     };
     if let Some(quoted) = text.strip_prefix('"').and_then(|t| t.strip_suffix('"')) {
-        let parsed = OffsetDateTime::parse(quoted, &Rfc3339).map_err(|_| bad())?;
-        let millis = parsed.unix_timestamp_nanos() / 1_000_000;
-        return EventTime::try_from(millis).map_err(|_| bad());
+        return timestamp::parse_rfc3339_millis(quoted).ok_or_else(bad);
     }
     text.parse::<EventTime>().map_err(|_| bad())
 }

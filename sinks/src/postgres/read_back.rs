@@ -1,0 +1,118 @@
+//! Reading the tables back into memory: for verification against the oracle (tests and the
+//! end-to-end benchmark) and for tools.
+
+use clickflow_dataflow::rows::{FunnelRow, SessionRow, TrendRow};
+use clickflow_dataflow::window::Window;
+use clickflow_dataflow::Tables;
+use clickflow_sources::{DeadLetter, EventType, PartitionId, RejectKind, Rejection};
+
+use super::schema::connect;
+use super::{DatabaseUrl, SinkError};
+
+/// Unix milliseconds of a timestamptz column.
+fn ms(column: &str) -> String {
+    format!("(extract(epoch FROM {column}) * 1000)::bigint")
+}
+
+/// Every row of `event_trends`, `funnel_summary`, `session_features`, `dead_letters` (in
+/// insertion order) and `clickflow_offsets`.
+pub async fn read_tables(url: &DatabaseUrl) -> Result<Tables, SinkError> {
+    let client = connect(url).await?;
+    let read = SinkError::statement("reading the tables back");
+    let mut tables = Tables::default();
+    let sql = format!(
+        "SELECT {}, {}, event_type, count, (revenue * 100)::bigint FROM event_trends",
+        ms("window_start"),
+        ms("window_end")
+    );
+    for row in client.query(&sql, &[]).await.map_err(read)? {
+        let window = Window {
+            start: row.get(0),
+            end: row.get(1),
+        };
+        let Some(event_type) = EventType::from_wire(row.get(2)) else {
+            continue;
+        };
+        let trend = TrendRow {
+            window,
+            event_type,
+            count: row.get(3),
+            revenue_cents: row.get(4),
+        };
+        tables.trends.insert((window, event_type), trend);
+    }
+    let read = SinkError::statement("reading the tables back");
+    let sql = format!(
+        "SELECT {}, {}, event_type, unique_users FROM funnel_summary",
+        ms("window_start"),
+        ms("window_end")
+    );
+    for row in client.query(&sql, &[]).await.map_err(read)? {
+        let window = Window {
+            start: row.get(0),
+            end: row.get(1),
+        };
+        let Some(event_type) = EventType::from_wire(row.get(2)) else {
+            continue;
+        };
+        tables.funnel.insert(
+            (window, event_type),
+            FunnelRow {
+                window,
+                event_type,
+                unique_users: row.get(3),
+            },
+        );
+    }
+    let read = SinkError::statement("reading the tables back");
+    let sql = format!(
+        "SELECT session_id, user_id, num_views, num_cart_adds, num_purchases, {}, {}, closed FROM session_features",
+        ms("session_start"),
+        ms("last_event")
+    );
+    for row in client.query(&sql, &[]).await.map_err(read)? {
+        let session = SessionRow {
+            session_id: row.get::<_, &str>(0).into(),
+            user_id: row.get::<_, &str>(1).into(),
+            num_views: row.get(2),
+            num_cart_adds: row.get(3),
+            num_purchases: row.get(4),
+            session_start: row.get(5),
+            last_event: row.get(6),
+            closed: row.get(7),
+        };
+        tables.sessions.insert(session.session_id.clone(), session);
+    }
+    let read = SinkError::statement("reading the tables back");
+    let sql = "SELECT topic, partition, \"offset\", reason, payload FROM dead_letters ORDER BY id";
+    for row in client.query(sql, &[]).await.map_err(read)? {
+        let reason: String = row.get(3);
+        let kind = RejectKind::ALL
+            .into_iter()
+            .find(|k| reason.starts_with(k.as_str()))
+            .unwrap_or(RejectKind::NotJson);
+        let partition = PartitionId::new(row.get::<_, &str>(0), row.get(1));
+        let payload: String = row.get(4);
+        tables.dead_letters.push(DeadLetter::new(
+            partition,
+            row.get(2),
+            Rejection::new(kind, reason),
+            payload.as_bytes(),
+        ));
+    }
+    let read = SinkError::statement("reading the tables back");
+    for row in client
+        .query(
+            "SELECT topic, partition, next_offset FROM clickflow_offsets",
+            &[],
+        )
+        .await
+        .map_err(read)?
+    {
+        tables.offsets.insert(
+            PartitionId::new(row.get::<_, &str>(0), row.get(1)),
+            row.get(2),
+        );
+    }
+    Ok(tables)
+}

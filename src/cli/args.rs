@@ -1,0 +1,137 @@
+//! Flag groups shared by several subcommands.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+use clickflow_dataflow::window::WindowSize;
+use clickflow_dataflow::{DataflowConfig, EpochConfig};
+
+/// Parses a duration such as `100ms`, `30s`, `1m`, `30min`.
+fn duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text).map_err(|e| e.to_string())
+}
+
+fn millis(duration: Duration) -> i64 {
+    duration.as_millis().min(i64::MAX as u128) as i64
+}
+
+/// Windows, lateness and sessions.
+#[derive(Debug, Args)]
+pub struct DataflowArgs {
+    /// Length of the tumbling event-time windows (aligned to the Unix epoch).
+    #[arg(long, default_value = "1m", value_parser = duration)]
+    window: Duration,
+    /// How far behind its partition's newest event an event may be and still count; later
+    /// events go to dead_letters as `late`.
+    #[arg(long, default_value = "30s", value_parser = duration)]
+    allowed_lateness: Duration,
+    /// Inactivity (event time) after which a session is closed and its row final.
+    #[arg(long, default_value = "30m", value_parser = duration)]
+    session_gap: Duration,
+    /// Length of a processing-time epoch: each one is committed as one transaction.
+    #[arg(long, default_value_t = 100)]
+    epoch_ms: u64,
+    /// A caught-up Kafka partition silent this long stops holding back the watermark.
+    #[arg(long, default_value = "5s", value_parser = duration)]
+    idle_timeout: Duration,
+}
+
+impl DataflowArgs {
+    /// The dataflow's configuration.
+    pub fn dataflow(&self) -> DataflowConfig {
+        DataflowConfig {
+            window: WindowSize::from_millis(millis(self.window)),
+            allowed_lateness_ms: millis(self.allowed_lateness),
+            session_gap_ms: millis(self.session_gap),
+        }
+    }
+
+    /// The workers' pacing.
+    pub fn epochs(&self) -> EpochConfig {
+        EpochConfig {
+            epoch: Duration::from_millis(self.epoch_ms.max(1)),
+            idle_timeout: self.idle_timeout,
+            ..EpochConfig::default()
+        }
+    }
+}
+
+/// Threads and processes (timely's cluster mode).
+#[derive(Debug, Args)]
+pub struct ClusterArgs {
+    /// Worker threads in this process.
+    #[arg(long, short = 'w', default_value_t = 2)]
+    workers: usize,
+    /// Processes in the cluster (each started with the same flags and its own --process).
+    #[arg(long, short = 'n', default_value_t = 1)]
+    processes: usize,
+    /// This process's index in the cluster, from 0. Process 0 writes to PostgreSQL.
+    #[arg(long, short = 'p', default_value_t = 0)]
+    process: usize,
+    /// File with one `host:port` per process; default: 127.0.0.1:2101, :2102, ...
+    #[arg(long, short = 'H')]
+    hostfile: Option<PathBuf>,
+}
+
+impl ClusterArgs {
+    /// The timely configuration, and whether this process writes the output.
+    pub fn timely(&self) -> anyhow::Result<(timely::Config, bool)> {
+        let threads = self.workers.max(1);
+        if self.processes <= 1 {
+            return Ok((timely::Config::process(threads), true));
+        }
+        anyhow::ensure!(
+            self.process < self.processes,
+            "--process must be below --processes"
+        );
+        let addresses = match &self.hostfile {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| anyhow::anyhow!("cannot read hostfile {}: {e}", path.display()))?;
+                let hosts: Vec<String> = text
+                    .lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                    .map(String::from)
+                    .collect();
+                anyhow::ensure!(
+                    hosts.len() >= self.processes,
+                    "hostfile {} lists {} hosts for {} processes",
+                    path.display(),
+                    hosts.len(),
+                    self.processes
+                );
+                hosts
+            }
+            None => (0..self.processes)
+                .map(|i| format!("127.0.0.1:{}", 2101 + i))
+                .collect(),
+        };
+        let communication = timely::CommunicationConfig::Cluster {
+            threads,
+            process: self.process,
+            addresses,
+            report: false,
+            zerocopy: false,
+        };
+        let config = timely::Config {
+            communication,
+            worker: timely::WorkerConfig::default(),
+        };
+        Ok((config, self.process == 0))
+    }
+}
+
+/// Where PostgreSQL is.
+#[derive(Debug, Args)]
+pub struct DatabaseArgs {
+    /// PostgreSQL connection URL.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres",
+        hide_env_values = true
+    )]
+    pub database_url: String,
+}

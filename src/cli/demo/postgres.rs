@@ -1,0 +1,150 @@
+//! Finding a PostgreSQL for the demo: the configured server, or a private one started here.
+
+use std::net::{TcpStream, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clickflow_sinks::postgres::DatabaseUrl;
+use tokio_postgres::config::Host;
+
+/// The demo's own database on the server.
+pub const DEMO_DATABASE: &str = "clickflow_demo";
+
+/// Whether something accepts TCP connections at the URL's host and port.
+fn answers(url: &DatabaseUrl) -> bool {
+    let config = url.config();
+    let host = match config.get_hosts().first() {
+        Some(Host::Tcp(host)) => host.clone(),
+        // A Unix socket: let the connection itself tell.
+        Some(Host::Unix(_)) => return true,
+        None => "localhost".to_string(),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let Ok(addresses) = (host.as_str(), port).to_socket_addrs() else {
+        return false;
+    };
+    addresses
+        .into_iter()
+        .any(|address| TcpStream::connect_timeout(&address, Duration::from_secs(2)).is_ok())
+}
+
+/// The server binaries of the newest PostgreSQL installed (Debian's layout, or the PATH).
+fn server_binaries() -> Option<PathBuf> {
+    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .filter_map(|entry| entry.ok().map(|e| e.path().join("bin")))
+        .filter(|bin| bin.join("initdb").is_file())
+        .collect();
+    versions.sort();
+    versions.pop()
+}
+
+fn as_postgres_user(program: &Path) -> Command {
+    // PostgreSQL refuses to run as root: run it as the `postgres` system user instead.
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout.starts_with(b"0\n"))
+        .unwrap_or(false);
+    if root {
+        let mut command = Command::new("runuser");
+        command.args(["-u", "postgres", "--"]).arg(program);
+        command
+    } else {
+        Command::new(program)
+    }
+}
+
+/// A server for the demo: `url` if it answers, else a private cluster started in a temporary
+/// data directory (said loudly), else an error saying what to install or set.
+pub fn demo_server(url: &DatabaseUrl) -> anyhow::Result<DatabaseUrl> {
+    if answers(url) {
+        return Ok(url.clone());
+    }
+    let Some(bin) = server_binaries() else {
+        bail!(
+            "nothing answers at {url} and no PostgreSQL server is installed: install one \
+             (Debian: `apt-get install postgresql`) or point --database-url / DATABASE_URL at a running server"
+        );
+    };
+    let data = std::env::temp_dir().join("clickflow-demo-postgres");
+    let port = 55432;
+    tracing::warn!(data = %data.display(), port, "nothing answers at {url}: starting a private PostgreSQL for the demo");
+    if !data.join("PG_VERSION").is_file() {
+        std::fs::create_dir_all(&data)?;
+        let _ = Command::new("chown")
+            .args(["postgres:postgres", &data.display().to_string()])
+            .status();
+        let status = as_postgres_user(&bin.join("initdb"))
+            .args([
+                "-D",
+                &data.display().to_string(),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+            ])
+            .status()
+            .context("running initdb")?;
+        anyhow::ensure!(status.success(), "initdb failed");
+    }
+    let options = format!(
+        "-p {port} -k {} -c listen_addresses=127.0.0.1",
+        data.display()
+    );
+    let log = data.join("server.log");
+    let status = as_postgres_user(&bin.join("pg_ctl"))
+        .args([
+            "-D",
+            &data.display().to_string(),
+            "-l",
+            &log.display().to_string(),
+            "-o",
+            &options,
+            "-w",
+            "start",
+        ])
+        .status()
+        .context("running pg_ctl")?;
+    anyhow::ensure!(
+        status.success(),
+        "pg_ctl could not start the private server; see {}",
+        log.display()
+    );
+    eprintln!(
+        "started a private PostgreSQL on 127.0.0.1:{port} (data in {})",
+        data.display()
+    );
+    Ok(DatabaseUrl::parse(&format!(
+        "postgres://postgres@127.0.0.1:{port}/postgres"
+    ))?)
+}
+
+/// Creates the demo database afresh: the embedded broker is new on every start, so offsets
+/// from an earlier demo mean nothing.
+pub fn fresh_demo_database(server: &DatabaseUrl) -> anyhow::Result<DatabaseUrl> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let (client, connection) = server
+            .config()
+            .connect(tokio_postgres::NoTls)
+            .await
+            .with_context(|| format!("connecting to {server}"))?;
+        tokio::spawn(connection);
+        client
+            .batch_execute(&format!(
+                "DROP DATABASE IF EXISTS {DEMO_DATABASE} WITH (FORCE)"
+            ))
+            .await?;
+        client
+            .batch_execute(&format!("CREATE DATABASE {DEMO_DATABASE}"))
+            .await?;
+        anyhow::Ok(())
+    })?;
+    Ok(server.with_database(DEMO_DATABASE))
+}

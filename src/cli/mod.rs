@@ -1,0 +1,36 @@
+//! The subcommands and their flags.
+
+mod args;
+mod demo;
+mod produce;
+mod run;
+mod signals;
+
+use clap::{Parser, Subcommand};
+
+/// clickflow: real-time e-commerce interaction analytics on timely/differential dataflow.
+#[derive(Debug, Parser)]
+#[command(name = "clickflow", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// The whole system on one machine: embedded broker, synthetic shop, pipeline, PostgreSQL.
+    Demo(demo::DemoArgs),
+    /// Generate synthetic shop events into a Kafka topic or a JSON-lines file.
+    Produce(produce::ProduceArgs),
+    /// Run the pipeline: Kafka topic or JSON-lines file in, PostgreSQL out.
+    Run(run::RunArgs),
+}
+
+/// Runs the chosen subcommand.
+pub fn execute(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Demo(args) => demo::demo(args),
+        Command::Produce(args) => produce::produce(args),
+        Command::Run(args) => run::run(args),
+    }
+}

@@ -1,0 +1,141 @@
+//! `clickflow run`: the pipeline against a Kafka topic or a JSON-lines file, into PostgreSQL.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Args;
+use clickflow_dataflow::run::{InputSpec, RunConfig};
+use clickflow_dataflow::PipelineMetrics;
+use clickflow_sinks::postgres::{
+    run_into_postgres, DatabaseUrl, PipelineSpec, SinkConfig, SinkMetrics,
+};
+use clickflow_sources::file::FileSplits;
+use clickflow_sources::kafka::partition_count;
+
+use super::args::{ClusterArgs, DatabaseArgs, DataflowArgs};
+use super::signals::stop_flag;
+
+/// Flags of `clickflow run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Read this JSON-lines file (a backfill or replay) instead of Kafka; the command ends
+    /// once the whole file is committed.
+    #[arg(long, conflicts_with = "brokers")]
+    input: Option<PathBuf>,
+    /// Splits of the input file (independent of the worker count, so results are too).
+    #[arg(long, default_value_t = 16)]
+    input_splits: usize,
+    /// Kafka bootstrap servers.
+    #[arg(long, required_unless_present = "input")]
+    brokers: Option<String>,
+    /// Kafka topic.
+    #[arg(long, default_value = "user-events")]
+    topic: String,
+    #[command(flatten)]
+    database: DatabaseArgs,
+    #[command(flatten)]
+    cluster: ClusterArgs,
+    #[command(flatten)]
+    dataflow: DataflowArgs,
+}
+
+/// Runs `clickflow run`.
+pub fn run(args: RunArgs) -> anyhow::Result<()> {
+    let url = DatabaseUrl::parse(&args.database.database_url)?;
+    let input = match (&args.input, &args.brokers) {
+        (Some(path), _) => InputSpec::File(FileSplits::plan(path, args.input_splits)?),
+        (None, Some(brokers)) => {
+            let partitions = partition_count(brokers, &args.topic, Duration::from_secs(10))?;
+            InputSpec::Kafka {
+                brokers: brokers.clone(),
+                topic: args.topic.clone(),
+                partitions,
+            }
+        }
+        (None, None) => anyhow::bail!("give --input FILE or --brokers HOST:PORT"),
+    };
+    let (timely_config, writes) = args.cluster.timely()?;
+    let config = RunConfig {
+        dataflow: args.dataflow.dataflow(),
+        epochs: args.dataflow.epochs(),
+        ..RunConfig::default()
+    };
+    tracing::info!(database = %url, input = describe(&input), writes, "starting the pipeline");
+    let stop = stop_flag()?;
+    let metrics = Arc::new(PipelineMetrics::default());
+    let finished = Arc::new(AtomicBool::new(false));
+    let progress = spawn_progress_log(metrics.clone(), finished.clone());
+    let mut sink_metrics = None;
+    let started = Instant::now();
+    let spec = PipelineSpec {
+        timely: timely_config,
+        input,
+        config,
+        sink: SinkConfig::new(url),
+        writes,
+    };
+    let result = run_into_postgres(spec, stop, metrics.clone(), |sink| {
+        sink_metrics = Some(sink.metrics.clone())
+    });
+    finished.store(true, Ordering::Relaxed);
+    let _ = progress.join();
+    let stats = result.context("the pipeline failed")?;
+    let seconds = started.elapsed().as_secs_f64();
+    let (epochs, rows) = sink_metrics.map(|m| totals(&m)).unwrap_or_default();
+    eprintln!(
+        "done: {} events ({:.0} events/s), {} dead letters ({} late), {epochs} transactions, {rows} rows written in {seconds:.2} s",
+        stats.events,
+        stats.events as f64 / seconds.max(1e-9),
+        stats.dead_letters,
+        stats.late,
+    );
+    Ok(())
+}
+
+fn totals(metrics: &SinkMetrics) -> (u64, u64) {
+    (
+        metrics.epochs.load(Ordering::Relaxed),
+        metrics.rows.load(Ordering::Relaxed),
+    )
+}
+
+fn describe(input: &InputSpec) -> String {
+    match input {
+        InputSpec::Kafka {
+            brokers,
+            topic,
+            partitions,
+        } => format!("kafka {brokers} {topic} ({partitions} partitions)"),
+        InputSpec::File(splits) => format!("{} ({} splits)", splits.topic, splits.len()),
+    }
+}
+
+/// Logs throughput every five seconds until `finished`.
+pub(super) fn spawn_progress_log(
+    metrics: Arc<PipelineMetrics>,
+    finished: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut last = (Instant::now(), 0u64);
+        while !finished.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(200));
+            if last.0.elapsed() < Duration::from_secs(5) {
+                continue;
+            }
+            let events = metrics.events.load(Ordering::Relaxed);
+            let rate = (events - last.1) as f64 / last.0.elapsed().as_secs_f64();
+            last = (Instant::now(), events);
+            tracing::info!(
+                events,
+                events_per_second = rate.round(),
+                dead_letters = metrics.dead_letters.load(Ordering::Relaxed),
+                epochs = metrics.epochs.load(Ordering::Relaxed),
+                watermark_ms = metrics.watermark(),
+                "progress"
+            );
+        }
+    })
+}

@@ -1,0 +1,161 @@
+//! Helpers for the tests that drive the `clickflow` binary.
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use clickflow_dataflow::oracle::{recompute, OracleTables};
+use clickflow_dataflow::{DataflowConfig, Tables};
+use clickflow_sinks::postgres::DatabaseUrl;
+use clickflow_sources::decode::DecodeLimits;
+use clickflow_sources::kafka::{KafkaSource, KafkaSourceConfig};
+use clickflow_sources::SourceBatch;
+
+/// A `clickflow` command.
+pub fn clickflow() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_clickflow"));
+    command.env("CLICKFLOW_LOG", "warn");
+    command
+}
+
+/// Runs `clickflow` with `args` and asserts it succeeded.
+pub fn run_ok(args: &[&str]) -> Output {
+    let output = clickflow().args(args).output().expect("clickflow runs");
+    assert!(
+        output.status.success(),
+        "clickflow {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+/// Starts `clickflow` with `args` in the background.
+pub fn spawn(args: &[&str]) -> Child {
+    clickflow()
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("clickflow starts")
+}
+
+/// Sends SIGTERM (a graceful stop) and waits.
+pub fn terminate(child: &mut Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let status = child.wait().unwrap();
+    assert!(
+        status.success(),
+        "clickflow run did not stop cleanly: {status}"
+    );
+}
+
+/// The tables in the database at `url`.
+pub fn read_tables(url: &str) -> Tables {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime
+        .block_on(clickflow_sinks::postgres::read_tables(
+            &DatabaseUrl::parse(url).unwrap(),
+        ))
+        .unwrap()
+}
+
+/// Polls `condition` until it holds or `timeout` passes.
+pub fn wait_until(timeout: Duration, what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Generates a shop file with the CLI.
+pub fn produce_file(path: &Path, count: usize, seed: u64) {
+    run_ok(&[
+        "produce",
+        "--output",
+        path.to_str().unwrap(),
+        "--count",
+        &count.to_string(),
+        "--rate",
+        "0",
+        "--seed",
+        &seed.to_string(),
+        "--start",
+        "2025-07-08T00:00:00Z",
+        "--late-fraction",
+        "0.02",
+        "--max-lateness",
+        "90s",
+        "--malformed-fraction",
+        "0.002",
+        "--traffic",
+        "200",
+    ]);
+}
+
+/// Reads every partition of a topic from the start (`count` messages in all) and computes
+/// the oracle over it, partition by partition in offset order.
+pub fn oracle_for_topic(
+    brokers: &str,
+    topic: &str,
+    partitions: i32,
+    count: usize,
+    config: &DataflowConfig,
+) -> OracleTables {
+    let mut source = KafkaSource::new(KafkaSourceConfig {
+        brokers: brokers.into(),
+        topic: topic.into(),
+        partitions: (0..partitions).map(|p| (p, None)).collect(),
+        limits: DecodeLimits::default(),
+    })
+    .unwrap();
+    let mut events = vec![Vec::new(); partitions as usize];
+    let mut seen = 0;
+    let mut batch = SourceBatch::default();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while seen < count {
+        assert!(
+            Instant::now() < deadline,
+            "read {seen} of {count} messages back"
+        );
+        source.poll(&mut batch, 10_000).unwrap();
+        seen += batch.events.len() + batch.dead_letters.len();
+        for event in batch.events.drain(..) {
+            events[event.partition].push((event.offset, event.event));
+        }
+        batch.clear();
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    for partition in &mut events {
+        partition.sort_by_key(|(offset, _)| *offset);
+    }
+    recompute(&events, config)
+}
+
+/// The oracle with every session still open: a Kafka run never reaches the end of its input.
+pub fn with_open_sessions(mut oracle: OracleTables) -> OracleTables {
+    for session in oracle.tables.sessions.values_mut() {
+        session.closed = false;
+    }
+    oracle
+}
+
+/// Asserts the tables equal the oracle.
+pub fn assert_matches(tables: &Tables, oracle: &OracleTables, context: &str) {
+    let differences = oracle.differences(tables);
+    assert!(
+        differences.is_empty(),
+        "{context}: tables differ from the oracle:\n{}",
+        differences.join("\n")
+    );
+    assert!(
+        !tables.trends.is_empty(),
+        "{context}: the tables are not empty"
+    );
+}
