@@ -14,10 +14,10 @@ use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaError;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Message};
-use rdkafka::{Offset, TopicPartitionList};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use super::KafkaSourceError;
 use crate::batch::{PartitionId, PartitionProgress, SourceBatch, SourcedEvent};
@@ -38,6 +38,23 @@ pub struct KafkaSourceConfig {
     pub limits: DecodeLimits,
 }
 
+/// The consumer's client context: partition EOFs are progress information here (they tell
+/// that a partition is caught up), not errors, so they are not logged as such.
+pub(super) struct SourceContext;
+
+impl ClientContext for SourceContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        match error {
+            KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF) => {
+                tracing::trace!(reason, "partition caught up")
+            }
+            error => tracing::error!(%error, reason, "librdkafka error"),
+        }
+    }
+}
+
+impl ConsumerContext for SourceContext {}
+
 /// A decoded message: an event or a dead letter.
 type Decoded = Result<SourcedEvent, DeadLetter>;
 
@@ -55,7 +72,7 @@ struct Assigned {
 
 /// One worker's Kafka consumer.
 pub struct KafkaSource {
-    consumer: Option<BaseConsumer>,
+    consumer: Option<BaseConsumer<SourceContext>>,
     partitions: Vec<PartitionId>,
     assigned: Vec<Assigned>,
     index: HashMap<i32, usize>,
@@ -100,8 +117,10 @@ impl KafkaSource {
         })
     }
 
-    fn connect(config: &KafkaSourceConfig) -> Result<BaseConsumer, KafkaSourceError> {
-        let consumer: BaseConsumer = ClientConfig::new()
+    fn connect(
+        config: &KafkaSourceConfig,
+    ) -> Result<BaseConsumer<SourceContext>, KafkaSourceError> {
+        let consumer: BaseConsumer<SourceContext> = ClientConfig::new()
             .set("bootstrap.servers", &config.brokers)
             // `assign` needs a group id, but no group is joined and nothing is committed.
             .set("group.id", "clickflow")
@@ -118,7 +137,7 @@ impl KafkaSource {
             .set("fetch.wait.max.ms", "10")
             // Prefetch generously so `poll` finds messages waiting.
             .set("queued.min.messages", "200000")
-            .create()
+            .create_with_context(SourceContext)
             .map_err(KafkaSourceError::Client)?;
         let mut assignment = TopicPartitionList::new();
         for (partition, start) in &config.partitions {
