@@ -190,13 +190,21 @@ pub fn run_in_memory(partitions: Arc<Vec<Vec<Event>>>, workers: usize) -> usize 
 pub const ENDLESS_START_MS: i64 = 1_751_932_800_000;
 
 /// A source that generates shop events on the fly: `count` events spread over `hours` of
-/// event time, for measuring memory on a long stream without storing it.
+/// event time, for measuring memory on a long stream without storing it. Like partitions fed
+/// in real time, generated partitions keep pace with each other: one never runs more than
+/// five minutes of event time ahead of the pipeline watermark (else the others' slower
+/// progress, not the pipeline, would decide how much open state piles up).
 struct GeneratedSource {
     ids: Vec<PartitionId>,
     shop: Shop,
     remaining: u64,
     offset: i64,
+    newest: i64,
+    metrics: Arc<clickflow_dataflow::PipelineMetrics>,
 }
+
+/// How far a generated partition may run ahead of the pipeline watermark.
+const PACE_MS: i64 = 5 * 60_000;
 
 impl Source for GeneratedSource {
     fn partitions(&self) -> &[PartitionId] {
@@ -204,9 +212,13 @@ impl Source for GeneratedSource {
     }
 
     fn poll(&mut self, batch: &mut SourceBatch, max: usize) -> Result<(), SourceError> {
+        if self.metrics.watermark().is_some_and(|w| self.newest > w.saturating_add(PACE_MS)) {
+            return Ok(());
+        }
         let take = (max as u64).min(self.remaining);
         for _ in 0..take {
             if let ShopRecord::Event(event) = self.shop.next_record() {
+                self.newest = self.newest.max(event.ts);
                 batch.events.push(SourcedEvent {
                     partition: 0,
                     offset: self.offset,
@@ -283,6 +295,8 @@ pub fn run_generated(
                 shop,
                 remaining: per_worker,
                 offset: 0,
+                newest: i64::MIN,
+                metrics: metrics.clone(),
             };
             let settings = DriveSettings {
                 dataflow: DataflowConfig::default(),

@@ -39,6 +39,9 @@ pub struct EpochConfig {
     pub max_epochs_in_flight: u64,
     /// Most messages a worker takes from its source between two looks at the clock.
     pub poll_batch: usize,
+    /// An epoch also closes once a worker has read this many messages in it, so that a fast
+    /// source (a file, a backlog) cannot put unbounded input into one epoch.
+    pub max_epoch_messages: usize,
 }
 
 impl Default for EpochConfig {
@@ -46,8 +49,9 @@ impl Default for EpochConfig {
         EpochConfig {
             epoch: Duration::from_millis(100),
             idle_timeout: Duration::from_secs(5),
-            max_epochs_in_flight: 8,
+            max_epochs_in_flight: 4,
             poll_batch: 4096,
+            max_epoch_messages: 100_000,
         }
     }
 }

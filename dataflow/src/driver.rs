@@ -53,6 +53,8 @@ struct LocalPartition {
     caught_up_since: Option<Instant>,
     changed: bool,
     reported_idle: bool,
+    /// Events accepted since the last report.
+    arrived: u64,
 }
 
 impl LocalPartition {
@@ -106,6 +108,7 @@ pub fn drive(
             caught_up_since: None,
             changed: true,
             reported_idle: false,
+            arrived: 0,
         })
         .collect();
     // Hold every partition at its committed offset until the replay is over everywhere.
@@ -116,6 +119,8 @@ pub fn drive(
     let mut stats = DriveStats::default();
     let mut batch = SourceBatch::default();
     let mut epoch_started = Instant::now();
+    let mut epoch_messages = 0;
+    let mut epoch_opened_ms = unix_millis();
     loop {
         if holding && inputs.replayed.get() {
             holding = false;
@@ -126,6 +131,7 @@ pub fn drive(
         batch.clear();
         source.poll(&mut batch, epochs.poll_batch)?;
         let idle_poll = batch.is_empty();
+        let batch_messages = batch.events.len() + batch.dead_letters.len();
         let before = stats;
         feed(
             &mut batch,
@@ -145,14 +151,24 @@ pub fn drive(
         metrics
             .late
             .fetch_add(stats.late - before.late, Ordering::Relaxed);
+        epoch_messages += batch_messages;
         let finished = source.is_finished() && !holding;
         let stopping = stop.load(Ordering::Relaxed);
-        if epoch_started.elapsed() >= epochs.epoch || finished || stopping {
-            report(&mut partitions, &mut inputs, dataflow, epochs.idle_timeout);
+        let full = epoch_messages >= epochs.max_epoch_messages;
+        if epoch_started.elapsed() >= epochs.epoch || full || finished || stopping {
+            epoch_messages = 0;
+            report(
+                &mut partitions,
+                &mut inputs,
+                dataflow,
+                epochs.idle_timeout,
+                epoch_opened_ms,
+            );
             let next = inputs.epoch() + 1;
             inputs.advance_to(next);
             stats.epochs += 1;
             epoch_started = Instant::now();
+            epoch_opened_ms = unix_millis();
             // Back-pressure: let the sink catch up rather than buffer without bound.
             let oldest_allowed = next.saturating_sub(epochs.max_epochs_in_flight);
             while inputs.probe.less_than(&oldest_allowed) {
@@ -190,6 +206,7 @@ fn feed(
         match partition.clock.observe(sourced.event.ts, config) {
             None => {
                 stats.events += 1;
+                partition.arrived += 1;
                 inputs.events.send(InputEvent {
                     partition: partition.global,
                     offset: sourced.offset,
@@ -237,6 +254,7 @@ fn report(
     inputs: &mut GraphInputs,
     config: &DataflowConfig,
     idle_timeout: Duration,
+    opened_at_ms: i64,
 ) {
     for partition in partitions.iter_mut() {
         let idle = !partition.finished
@@ -254,8 +272,19 @@ fn report(
             finished: partition.finished,
             idle,
             replaying: partition.replaying(),
+            arrived: partition.arrived,
+            opened_at_ms,
         });
+        partition.arrived = 0;
         partition.changed = false;
         partition.reported_idle = idle;
     }
+}
+
+/// Wall-clock time in Unix milliseconds.
+fn unix_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }

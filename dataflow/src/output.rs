@@ -81,6 +81,11 @@ pub struct EpochOutput {
     pub dead_letters: Vec<DeadLetter>,
     /// Every partition that moved in this epoch.
     pub partitions: Vec<PartitionState>,
+    /// Events accepted in this epoch, over all partitions.
+    pub arrived: u64,
+    /// When the earliest worker opened the epoch (Unix ms): an upper bound on how long its
+    /// events have waited is the commit time minus this.
+    pub opened_at_ms: Option<i64>,
 }
 
 impl EpochOutput {
@@ -91,6 +96,39 @@ impl EpochOutput {
             && self.sessions.is_empty()
             && self.dead_letters.is_empty()
             && self.partitions.is_empty()
+    }
+
+    /// Folds the next epoch into this one, as if both were one epoch: their changes are
+    /// consolidated together (a row inserted by the first and retracted by the second
+    /// cancels out), the later progress wins. A sink behind its input commits several
+    /// epochs as one transaction this way, writing each changed row once.
+    pub fn absorb(&mut self, later: EpochOutput) {
+        self.epoch = later.epoch;
+        self.watermark = later.watermark;
+        self.retain_from = later.retain_from;
+        self.replay |= later.replay;
+        self.trends.extend(later.trends);
+        self.funnel.extend(later.funnel);
+        self.sessions.extend(later.sessions);
+        consolidate(&mut self.trends);
+        consolidate(&mut self.funnel);
+        consolidate(&mut self.sessions);
+        self.dead_letters.extend(later.dead_letters);
+        for state in later.partitions {
+            match self
+                .partitions
+                .iter_mut()
+                .find(|p| p.partition == state.partition)
+            {
+                Some(existing) => *existing = state,
+                None => self.partitions.push(state),
+            }
+        }
+        self.arrived += later.arrived;
+        self.opened_at_ms = match (self.opened_at_ms, later.opened_at_ms) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
     }
 
     /// How many rows the epoch inserts or retracts, over all tables.
@@ -200,6 +238,12 @@ fn assemble(
             Change::Session(row, diff) => output.sessions.push((row, diff)),
             Change::DeadLetter(letter) => output.dead_letters.push(letter),
             Change::Progress(report) => {
+                output.arrived += report.arrived;
+                output.opened_at_ms = Some(
+                    output
+                        .opened_at_ms
+                        .map_or(report.opened_at_ms, |t| t.min(report.opened_at_ms)),
+                );
                 let state = moved
                     .entry(report.partition)
                     .or_insert((report.next_offset, report.highest));

@@ -34,6 +34,11 @@ pub struct PartitionReport {
     pub idle: bool,
     /// The partition is still replaying input whose output was committed before a restart.
     pub replaying: bool,
+    /// Events of the partition accepted during the epoch.
+    pub arrived: u64,
+    /// Wall-clock time (Unix ms) at which the reporting worker opened the epoch: no event of
+    /// the epoch arrived earlier, so commit time minus this bounds their freshness.
+    pub opened_at_ms: i64,
 }
 
 /// What the stages know before the first epoch.

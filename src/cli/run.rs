@@ -84,21 +84,35 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let _ = progress.join();
     let stats = result.context("the pipeline failed")?;
     let seconds = started.elapsed().as_secs_f64();
-    let (epochs, rows) = sink_metrics.map(|m| totals(&m)).unwrap_or_default();
     eprintln!(
-        "done: {} events ({:.0} events/s), {} dead letters ({} late), {epochs} transactions, {rows} rows written in {seconds:.2} s",
+        "done: {} events ({:.0} events/s), {} dead letters ({} late) in {seconds:.2} s",
         stats.events,
         stats.events as f64 / seconds.max(1e-9),
         stats.dead_letters,
         stats.late,
     );
+    if let Some(metrics) = sink_metrics {
+        eprintln!("sink: {}", sink_summary(&metrics));
+    }
     Ok(())
 }
 
-fn totals(metrics: &SinkMetrics) -> (u64, u64) {
-    (
-        metrics.epochs.load(Ordering::Relaxed),
-        metrics.rows.load(Ordering::Relaxed),
+/// Transactions, rows, the sink's own speed, and how fresh committed results were.
+pub(super) fn sink_summary(metrics: &SinkMetrics) -> String {
+    let epochs = metrics.epochs.load(Ordering::Relaxed);
+    let rows = metrics.rows.load(Ordering::Relaxed);
+    let busy = metrics.commit_micros_total.load(Ordering::Relaxed) as f64 / 1e6;
+    let (p50, p99) = metrics
+        .freshness
+        .lock()
+        .map(|f| (f.quantile(0.5), f.quantile(0.99)))
+        .unwrap_or((None, None));
+    let show = |q: Option<i64>| q.map(|ms| format!("{ms} ms")).unwrap_or_else(|| "-".into());
+    format!(
+        "{epochs} transactions, {rows} rows ({:.0} rows/s while committing), freshness p50 {} p99 {} (arrival to commit)",
+        rows as f64 / busy.max(1e-9),
+        show(p50),
+        show(p99)
     )
 }
 

@@ -1,9 +1,9 @@
 //! Memory on an endless stream: 10M shop events spanning 10 hours of event time go through the
-//! whole graph (2 workers); resident memory is sampled each time the pipeline watermark
+//! whole graph (2 workers by default); resident memory is sampled each time the pipeline watermark
 //! crosses an hour. Closed windows and sessions leave the state, so memory after the first
 //! hour must stay flat (within 20% of its value at hour one).
 //!
-//! `cargo run --release -p clickflow-benches --bin endless [EVENTS] [HOURS]`
+//! `cargo run --release -p clickflow-benches --bin endless [EVENTS] [HOURS] [WORKERS]`
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -28,6 +28,7 @@ fn main() {
         .and_then(|a| a.parse().ok())
         .unwrap_or(10_000_000);
     let hours: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(10);
+    let workers: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(2);
     let metrics = Arc::new(clickflow_dataflow::PipelineMetrics::default());
     let done = Arc::new(AtomicBool::new(false));
     let sampler = {
@@ -52,7 +53,7 @@ fn main() {
         })
     };
     let started = Instant::now();
-    let counted = run_generated(events, hours, 2, metrics.clone());
+    let counted = run_generated(events, hours, workers, metrics.clone());
     done.store(true, Ordering::Relaxed);
     let samples = sampler.join().unwrap();
     let seconds = started.elapsed().as_secs_f64();

@@ -72,21 +72,22 @@ pub struct SinkConfig {
     pub copy_threshold: usize,
     /// How often a transaction also records a resume checkpoint.
     pub checkpoint_interval: Duration,
-    /// Epochs that may wait for the sink before the pipeline pauses.
+    /// Epochs that may wait for the sink before the pipeline pauses; when several wait,
+    /// they are committed together.
     pub queue_epochs: usize,
     /// The longest pause between two reconnection attempts.
     pub max_backoff: Duration,
 }
 
 impl SinkConfig {
-    /// The defaults for `url`: COPY above 2,000 rows, a checkpoint every 5 s, 4 queued
+    /// The defaults for `url`: COPY above 2,000 rows, a checkpoint every 5 s, 16 queued
     /// epochs, backoff up to 5 s.
     pub fn new(url: DatabaseUrl) -> SinkConfig {
         SinkConfig {
             url,
             copy_threshold: 2_000,
             checkpoint_interval: Duration::from_secs(5),
-            queue_epochs: 4,
+            queue_epochs: 16,
             max_backoff: Duration::from_secs(5),
         }
     }

@@ -36,6 +36,7 @@
 mod batch;
 mod config;
 mod error;
+mod freshness;
 mod pipeline;
 mod read_back;
 mod resume;
@@ -45,6 +46,7 @@ mod write;
 
 pub use config::{DatabaseUrl, SinkConfig};
 pub use error::SinkError;
+pub use freshness::Freshness;
 pub use pipeline::{run_into_postgres, PipelineError, PipelineSpec};
 pub use read_back::read_tables;
 pub use resume::load_resume_plan;

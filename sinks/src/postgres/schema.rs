@@ -46,9 +46,8 @@ CREATE TABLE session_features (
     closed        boolean     NOT NULL,
     batch_time    timestamptz NOT NULL
 );
--- Open sessions by recency (dashboard, "sessions at risk"); closed sessions for training.
-CREATE INDEX session_features_open_recent ON session_features (last_event DESC) WHERE NOT closed;
-CREATE INDEX session_features_closed_last ON session_features (closed, last_event);
+-- No secondary index: every session row is rewritten as its session goes on, and each index
+-- would be rewritten with it. Dashboards read the dataflow's live views, not this table.
 CREATE TABLE churn_scores (
     session_id        text PRIMARY KEY,
     user_id           text             NOT NULL,

@@ -1,7 +1,7 @@
 //! The sink thread: receives closed epochs and commits each one, retrying through outages.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 
 use super::schema::connect;
 use super::write::Writer;
-use super::{SinkConfig, SinkError};
+use super::{Freshness, SinkConfig, SinkError};
 
 /// Counters the web server and the logs read.
 #[derive(Debug, Default)]
@@ -29,6 +29,8 @@ pub struct SinkMetrics {
     pub connected: AtomicBool,
     /// Sum of commit durations, in microseconds (for the mean).
     pub commit_micros_total: AtomicU64,
+    /// How long committed events waited since their epoch opened (an upper bound per event).
+    pub freshness: Mutex<Freshness>,
 }
 
 /// The running sink: where to send epochs, and how to wait for it.
@@ -78,6 +80,9 @@ pub fn spawn_sink(config: SinkConfig) -> SinkHandle {
     }
 }
 
+/// A transaction merges waiting epochs up to about this many row changes.
+const MAX_MERGED_ROWS: usize = 200_000;
+
 async fn run(
     config: SinkConfig,
     mut epochs: mpsc::Receiver<EpochOutput>,
@@ -85,10 +90,20 @@ async fn run(
 ) -> Result<(), SinkError> {
     let mut writer: Option<Writer> = None;
     let mut last_checkpoint: Option<Instant> = None;
-    while let Some(output) = epochs.recv().await {
+    while let Some(mut output) = epochs.recv().await {
         if output.replay {
             metrics.replayed_epochs.fetch_add(1, Ordering::Relaxed);
             continue;
+        }
+        // Behind? Commit every epoch already waiting in the same transaction.
+        while output.row_changes() < MAX_MERGED_ROWS {
+            match epochs.try_recv() {
+                Ok(next) if next.replay => {
+                    metrics.replayed_epochs.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(next) => output.absorb(next),
+                Err(_) => break,
+            }
         }
         let checkpoint =
             last_checkpoint.is_none_or(|at| at.elapsed() >= config.checkpoint_interval);
@@ -125,6 +140,11 @@ async fn run(
                     if checkpoint {
                         last_checkpoint = Some(Instant::now());
                     }
+                    if let (Some(opened), Ok(mut freshness)) =
+                        (output.opened_at_ms, metrics.freshness.lock())
+                    {
+                        freshness.record(unix_millis() - opened, output.arrived);
+                    }
                     break;
                 }
                 Err(error) if error.is_retriable() => {
@@ -149,4 +169,11 @@ async fn run(
         }
     }
     Ok(())
+}
+
+fn unix_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }

@@ -129,7 +129,10 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
         sink: SinkConfig::new(url),
         writes: true,
     };
-    let result = run_into_postgres(spec, stop.clone(), metrics, |_| {});
+    let mut sink_metrics = None;
+    let result = run_into_postgres(spec, stop.clone(), metrics, |sink| {
+        sink_metrics = Some(sink.metrics.clone())
+    });
     stop.store(true, Ordering::Relaxed);
     finished.store(true, Ordering::Relaxed);
     let _ = progress.join();
@@ -141,5 +144,8 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
         "demo stopped: the shop sent {sent} events; the pipeline counted {} and dead-lettered {}",
         stats.events, stats.dead_letters
     );
+    if let Some(metrics) = sink_metrics {
+        eprintln!("sink: {}", super::run::sink_summary(&metrics));
+    }
     Ok(())
 }
