@@ -212,7 +212,11 @@ impl Source for GeneratedSource {
     }
 
     fn poll(&mut self, batch: &mut SourceBatch, max: usize) -> Result<(), SourceError> {
-        if self.metrics.watermark().is_some_and(|w| self.newest > w.saturating_add(PACE_MS)) {
+        if self
+            .metrics
+            .watermark()
+            .is_some_and(|w| self.newest > w.saturating_add(PACE_MS))
+        {
             return Ok(());
         }
         let take = (max as u64).min(self.remaining);
