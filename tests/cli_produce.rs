@@ -4,11 +4,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
 
-use clickflow_sources::decode::DecodeLimits;
-use clickflow_sources::kafka::{KafkaSource, KafkaSourceConfig};
-use clickflow_sources::SourceBatch;
 use clickflow_testkit::Tansu;
 use common::*;
 
@@ -63,33 +59,22 @@ fn produce_into_tansu_reads_back_exactly_what_the_shop_generated() {
         "--traffic",
         "200",
     ]);
-    let mut source = KafkaSource::new(KafkaSourceConfig {
-        brokers: tansu.bootstrap.clone(),
-        topic: "user-events".into(),
-        partitions: (0..4).map(|p| (p, None)).collect(),
-        limits: DecodeLimits::default(),
-    })
-    .unwrap();
-    let mut by_partition: Vec<BTreeMap<i64, String>> = vec![BTreeMap::new(); 4];
-    let mut batch = SourceBatch::default();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while by_partition.iter().map(BTreeMap::len).sum::<usize>() < 20_000 {
-        assert!(Instant::now() < deadline, "not every message came back");
-        source.poll(&mut batch, 10_000).unwrap();
-        for event in batch.events.drain(..) {
-            let json = String::from_utf8(clickflow_sources::encode::encode(&event.event)).unwrap();
-            assert!(by_partition[event.partition]
-                .insert(event.offset, json)
-                .is_none());
-        }
-        for letter in batch.dead_letters.drain(..) {
-            let index = letter.partition.partition as usize;
-            assert!(by_partition[index]
-                .insert(letter.offset, letter.payload)
-                .is_none());
-        }
-        batch.clear();
-    }
+    let by_partition: Vec<BTreeMap<i64, String>> =
+        read_topic(&tansu.bootstrap, "user-events", 4, 20_000)
+            .into_iter()
+            .map(|messages| {
+                let payload = |m: Result<_, clickflow_sources::DeadLetter>| match m {
+                    Ok(event) => {
+                        String::from_utf8(clickflow_sources::encode::encode(&event)).unwrap()
+                    }
+                    Err(letter) => letter.payload,
+                };
+                messages
+                    .into_iter()
+                    .map(|(offset, m)| (offset, payload(m)))
+                    .collect()
+            })
+            .collect();
     for (partition, messages) in by_partition.iter().enumerate() {
         let offsets: Vec<i64> = messages.keys().copied().collect();
         assert_eq!(

@@ -1,6 +1,7 @@
 //! Helpers for the tests that drive the `clickflow` binary.
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -10,7 +11,7 @@ use clickflow_dataflow::{DataflowConfig, Tables};
 use clickflow_sinks::postgres::DatabaseUrl;
 use clickflow_sources::decode::DecodeLimits;
 use clickflow_sources::kafka::{KafkaSource, KafkaSourceConfig};
-use clickflow_sources::SourceBatch;
+use clickflow_sources::{DeadLetter, Event, SourceBatch};
 
 /// A `clickflow` command.
 pub fn clickflow() -> Command {
@@ -99,15 +100,14 @@ pub fn produce_file(path: &Path, count: usize, seed: u64) {
     ]);
 }
 
-/// Reads every partition of a topic from the start (`count` messages in all) and computes
-/// the oracle over it, partition by partition in offset order.
-pub fn oracle_for_topic(
+/// Reads every partition of a topic from the start until `count` messages arrived: per
+/// partition, by offset, each decoded event or dead letter.
+pub fn read_topic(
     brokers: &str,
     topic: &str,
     partitions: i32,
     count: usize,
-    config: &DataflowConfig,
-) -> OracleTables {
+) -> Vec<BTreeMap<i64, Result<Event, DeadLetter>>> {
     let mut source = KafkaSource::new(KafkaSourceConfig {
         brokers: brokers.into(),
         topic: topic.into(),
@@ -115,7 +115,7 @@ pub fn oracle_for_topic(
         limits: DecodeLimits::default(),
     })
     .unwrap();
-    let mut events = vec![Vec::new(); partitions as usize];
+    let mut messages = vec![BTreeMap::new(); partitions as usize];
     let mut seen = 0;
     let mut batch = SourceBatch::default();
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -125,16 +125,46 @@ pub fn oracle_for_topic(
             "read {seen} of {count} messages back"
         );
         source.poll(&mut batch, 10_000).unwrap();
-        seen += batch.events.len() + batch.dead_letters.len();
         for event in batch.events.drain(..) {
-            events[event.partition].push((event.offset, event.event));
+            assert!(
+                messages[event.partition]
+                    .insert(event.offset, Ok(event.event))
+                    .is_none(),
+                "no message twice"
+            );
+            seen += 1;
+        }
+        for letter in batch.dead_letters.drain(..) {
+            let index = letter.partition.partition as usize;
+            assert!(
+                messages[index].insert(letter.offset, Err(letter)).is_none(),
+                "no message twice"
+            );
+            seen += 1;
         }
         batch.clear();
         std::thread::sleep(Duration::from_millis(2));
     }
-    for partition in &mut events {
-        partition.sort_by_key(|(offset, _)| *offset);
-    }
+    messages
+}
+
+/// The oracle over a topic (`count` messages), partition by partition in offset order.
+pub fn oracle_for_topic(
+    brokers: &str,
+    topic: &str,
+    partitions: i32,
+    count: usize,
+    config: &DataflowConfig,
+) -> OracleTables {
+    let events: Vec<Vec<(i64, Event)>> = read_topic(brokers, topic, partitions, count)
+        .into_iter()
+        .map(|messages| {
+            messages
+                .into_iter()
+                .filter_map(|(offset, m)| Some((offset, m.ok()?)))
+                .collect()
+        })
+        .collect();
     recompute(&events, config)
 }
 
