@@ -31,12 +31,13 @@ pub fn run_ok(args: &[&str]) -> Output {
     output
 }
 
-/// Starts `clickflow` with `args` in the background.
+/// Starts `clickflow` with `args` in the background. Its log goes to the test's stderr: a
+/// pipe that nobody reads would fill up and block the child.
 pub fn spawn(args: &[&str]) -> Child {
     clickflow()
         .args(args)
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        .stderr(Stdio::inherit())
         .spawn()
         .expect("clickflow starts")
 }
