@@ -1,6 +1,7 @@
 //! Finding a PostgreSQL for the demo: the configured server, or a private one started here.
 
 use std::net::{TcpStream, ToSocketAddrs};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -71,6 +72,11 @@ pub fn demo_server(url: &DatabaseUrl) -> anyhow::Result<DatabaseUrl> {
     };
     let data = std::env::temp_dir().join("clickflow-demo-postgres");
     let port = 55432;
+    let private = DatabaseUrl::parse(&format!("postgres://postgres@127.0.0.1:{port}/postgres"))?;
+    if answers(&private) {
+        eprintln!("nothing answers at {url}: using the private PostgreSQL already running on 127.0.0.1:{port}");
+        return Ok(private);
+    }
     tracing::warn!(data = %data.display(), port, "nothing answers at {url}: starting a private PostgreSQL for the demo");
     if !data.join("PG_VERSION").is_file() {
         std::fs::create_dir_all(&data)?;
@@ -107,6 +113,9 @@ pub fn demo_server(url: &DatabaseUrl) -> anyhow::Result<DatabaseUrl> {
             "-w",
             "start",
         ])
+        // Its own process group: the Ctrl-C that stops the demo must not also stop the
+        // server before the last epoch is committed.
+        .process_group(0)
         .status()
         .context("running pg_ctl")?;
     anyhow::ensure!(
