@@ -36,29 +36,11 @@ fn produce_into_tansu_reads_back_exactly_what_the_shop_generated() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("expected.jsonl");
     produce_file(&file, 20_000, 8);
-    run_ok(&[
-        "produce",
-        "--brokers",
-        &tansu.bootstrap,
-        "--topic",
-        "user-events",
-        "--count",
-        "20000",
-        "--rate",
-        "0",
-        "--seed",
-        "8",
-        "--start",
-        "2025-07-08T00:00:00Z",
-        "--late-fraction",
-        "0.02",
-        "--max-lateness",
-        "90s",
-        "--malformed-fraction",
-        "0.002",
-        "--traffic",
-        "200",
-    ]);
+    produce(
+        &["--brokers", &tansu.bootstrap, "--topic", "user-events"],
+        20_000,
+        8,
+    );
     let by_partition: Vec<BTreeMap<i64, String>> =
         read_topic(&tansu.bootstrap, "user-events", 4, 20_000)
             .into_iter()

@@ -22,6 +22,31 @@ fn committed_offsets(db: &TestDatabase) -> usize {
     sum.ok().and_then(|s| s.parse().ok()).unwrap_or(0)
 }
 
+/// Waits until every message is committed, stops the run gracefully, and compares the
+/// tables with the oracle over the topic (sessions still open: a Kafka run never ends).
+fn finish_and_check(
+    run: &mut std::process::Child,
+    db: &TestDatabase,
+    brokers: &str,
+    partitions: i32,
+    context: &str,
+) {
+    wait_until(
+        Duration::from_secs(120),
+        "every message is committed",
+        || committed_offsets(db) == EVENTS,
+    );
+    terminate(run);
+    let oracle = oracle_for_topic(
+        brokers,
+        "user-events",
+        partitions,
+        EVENTS,
+        &DataflowConfig::default(),
+    );
+    assert_matches(&read_tables(&db.url), &with_open_sessions(oracle), context);
+}
+
 fn run_kafka(brokers: &str, db: &TestDatabase) -> std::process::Child {
     spawn(&[
         "run",
@@ -70,20 +95,7 @@ fn tansu_topic_into_postgres_equals_the_oracle() {
     produce_shop(&tansu.bootstrap, 0..EVENTS);
     let db = TestDatabase::create("e2e_tansu");
     let mut run = run_kafka(&tansu.bootstrap, &db);
-    wait_until(
-        Duration::from_secs(120),
-        "every message is committed",
-        || committed_offsets(&db) == EVENTS,
-    );
-    terminate(&mut run);
-    let oracle = oracle_for_topic(
-        &tansu.bootstrap,
-        "user-events",
-        4,
-        EVENTS,
-        &DataflowConfig::default(),
-    );
-    assert_matches(&read_tables(&db.url), &with_open_sessions(oracle), "tansu");
+    finish_and_check(&mut run, &db, &tansu.bootstrap, 4, "tansu");
 }
 
 #[test]
@@ -99,22 +111,11 @@ fn embedded_broker_topic_into_postgres_equals_the_oracle() {
     );
     let db = TestDatabase::create("e2e_embedded");
     let mut run = run_kafka(broker.bootstrap_servers(), &db);
-    wait_until(
-        Duration::from_secs(120),
-        "every message is committed",
-        || committed_offsets(&db) == EVENTS,
-    );
-    terminate(&mut run);
-    let oracle = oracle_for_topic(
+    finish_and_check(
+        &mut run,
+        &db,
         broker.bootstrap_servers(),
-        "user-events",
         8,
-        EVENTS,
-        &DataflowConfig::default(),
-    );
-    assert_matches(
-        &read_tables(&db.url),
-        &with_open_sessions(oracle),
         "embedded broker",
     );
 }
@@ -142,24 +143,7 @@ fn a_kafka_run_killed_midway_resumes_with_its_open_state() {
     // Second half, consumed by a new process that must rebuild the open state first.
     produce_shop(&tansu.bootstrap, EVENTS / 2..EVENTS);
     let mut run = run_kafka(&tansu.bootstrap, &db);
-    wait_until(
-        Duration::from_secs(120),
-        "every message is committed",
-        || committed_offsets(&db) == EVENTS,
-    );
-    terminate(&mut run);
-    let oracle = oracle_for_topic(
-        &tansu.bootstrap,
-        "user-events",
-        4,
-        EVENTS,
-        &DataflowConfig::default(),
-    );
-    assert_matches(
-        &read_tables(&db.url),
-        &with_open_sessions(oracle),
-        "after a restart",
-    );
+    finish_and_check(&mut run, &db, &tansu.bootstrap, 4, "after a restart");
     let duplicates = db.query(
         "SELECT count(*) - count(DISTINCT (topic, partition, \"offset\")) FROM dead_letters",
     );

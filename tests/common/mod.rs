@@ -76,12 +76,10 @@ pub fn wait_until(timeout: Duration, what: &str, mut condition: impl FnMut() -> 
     }
 }
 
-/// Generates a shop file with the CLI.
-pub fn produce_file(path: &Path, count: usize, seed: u64) {
-    run_ok(&[
-        "produce",
-        "--output",
-        path.to_str().unwrap(),
+/// The `produce` flags of the shop the tests use: `count` records from `seed`, a fixed start,
+/// some late and malformed records.
+pub fn shop_flags(count: usize, seed: u64) -> Vec<String> {
+    let flags = [
         "--count",
         &count.to_string(),
         "--rate",
@@ -98,7 +96,23 @@ pub fn produce_file(path: &Path, count: usize, seed: u64) {
         "0.002",
         "--traffic",
         "200",
-    ]);
+    ]
+    .map(String::from);
+    flags.to_vec()
+}
+
+/// Runs `clickflow produce` with `destination` flags followed by [`shop_flags`].
+pub fn produce(destination: &[&str], count: usize, seed: u64) {
+    let flags = shop_flags(count, seed);
+    let mut args = vec!["produce"];
+    args.extend_from_slice(destination);
+    args.extend(flags.iter().map(String::as_str));
+    run_ok(&args);
+}
+
+/// Generates a shop file with the CLI.
+pub fn produce_file(path: &Path, count: usize, seed: u64) {
+    produce(&["--output", path.to_str().unwrap()], count, seed);
 }
 
 /// Reads every partition of a topic from the start until `count` messages arrived: per
