@@ -155,6 +155,7 @@ pub fn run_in_memory(partitions: Arc<Vec<Vec<Event>>>, workers: usize) -> usize 
                 DataflowConfig::default(),
                 ids.clone(),
                 NO_WATERMARK,
+                None,
                 deliver,
             );
             let mut source = MemorySource {
@@ -281,6 +282,7 @@ pub fn run_generated(
                 DataflowConfig::default(),
                 ids.clone(),
                 NO_WATERMARK,
+                None,
                 deliver,
             );
             let shop = Shop::new(ShopConfig {

@@ -4,12 +4,14 @@ use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::Arc;
 
+use clickflow_model::ChurnModel;
 use clickflow_sources::{DeadLetter, EventTime, PartitionId};
 use timely::dataflow::operators::vec::{Broadcast, Input, Map};
 use timely::dataflow::operators::{Concat, Concatenate, Probe};
 use timely::dataflow::{InputHandleVec, ProbeHandle};
 use timely::worker::Worker;
 
+use crate::churn::ChurnScores;
 use crate::config::DataflowConfig;
 use crate::funnel::Funnel;
 use crate::gate::closed_window_gate;
@@ -51,12 +53,14 @@ impl GraphInputs {
 
 /// Builds the KPI graph on `worker`. `partitions` lists every partition of the input, indexed
 /// by the global partition index that events and reports carry; `committed_watermark` is the
-/// watermark committed before a restart; `deliver` receives the closed epochs (on worker 0).
+/// watermark committed before a restart; `model`, when given, scores every session;
+/// `deliver` receives the closed epochs (on worker 0).
 ///
 /// ```text
 ///  events ─► gate ─┬─► event_trends ────┐
 ///                  ├─► funnel_summary ──┼─► gather (worker 0) ─► deliver
-///                  └─► session_features ┘
+///                  └─► session_features ┤
+///                          └─► churn_scores (with a model)
 ///  reports ─broadcast─► every stateful stage (watermark), replay monitor
 /// ```
 pub fn build_graph(
@@ -64,6 +68,7 @@ pub fn build_graph(
     config: DataflowConfig,
     partitions: Arc<[PartitionId]>,
     committed_watermark: EventTime,
+    model: Option<Arc<ChurnModel>>,
     deliver: Option<Deliver>,
 ) -> GraphInputs {
     let seed = ProgressSeed {
@@ -97,7 +102,14 @@ pub fn build_graph(
         let (sessions, retention) =
             accepted.session_features(config.session_gap_ms, all_reports, seed);
 
-        let changes = scope.concatenate([
+        let scores = model.map(|model| {
+            sessions
+                .clone()
+                .churn_scores(model)
+                .inner
+                .map(|(row, _, diff)| Change::Score(row, diff))
+        });
+        let changes = scope.concatenate(scores.into_iter().chain([
             trends.inner.map(|(row, _, diff)| Change::Trend(row, diff)),
             funnel.inner.map(|(row, _, diff)| Change::Funnel(row, diff)),
             sessions
@@ -108,7 +120,7 @@ pub fn build_graph(
                 .map(Change::DeadLetter),
             local_reports.map(Change::Progress),
             retention.map(Change::Retention),
-        ]);
+        ]));
         gather(changes, partitions, seed, config.window, deliver).probe_with(&probe);
         replayed
     });

@@ -3,9 +3,9 @@
 //! ```text
 //!  source (per worker) ─► partition clock ─► events ─► gate ─┬─► event_trends
 //!      │                   (late → dead letters)             ├─► funnel_summary
-//!      │                                                     └─► session_features
-//!      └─► partition reports ─broadcast─► watermark                    │
-//!                                                                      ▼
+//!      │                                                     └─► session_features ─► churn_scores
+//!      └─► partition reports ─broadcast─► watermark                    │              │
+//!                                                                      ▼              ▼
 //!                                 worker 0: one EpochOutput per closed epoch ─► sink
 //! ```
 //!
@@ -16,6 +16,7 @@
 //! and closed state is evicted without retracting its final rows ([`stage`]).
 #![deny(missing_docs)]
 
+pub mod churn;
 pub mod config;
 pub mod driver;
 pub mod funnel;
@@ -33,6 +34,7 @@ pub mod run;
 pub mod sessions;
 pub mod stage;
 pub mod tables;
+pub mod training;
 pub mod trends;
 pub mod watermark;
 pub mod window;

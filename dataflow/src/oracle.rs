@@ -8,6 +8,9 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use std::fmt::Debug;
+use std::sync::Arc;
+
+use clickflow_model::ChurnModel;
 
 use clickflow_sources::decode::DecodeLimits;
 use clickflow_sources::file::{FileSource, FileSourceError, FileSplits};
@@ -15,7 +18,7 @@ use clickflow_sources::{Event, EventType, RejectKind, SourceBatch};
 use compact_str::CompactString;
 
 use crate::config::DataflowConfig;
-use crate::rows::{FunnelRow, SessionRow, TrendRow};
+use crate::rows::{FunnelRow, Probability, ScoreRow, SessionRow, TrendRow};
 use crate::tables::Tables;
 use crate::window::Window;
 
@@ -128,6 +131,26 @@ pub fn recompute_file(
 }
 
 impl OracleTables {
+    /// Fills `churn_scores` as the model sees each final session: one `predict` per session,
+    /// independent of the dataflow's batched scoring.
+    pub fn score_with(&mut self, model: &ChurnModel) {
+        let version: Arc<str> = model.version().into();
+        self.tables.scores = self
+            .tables
+            .sessions
+            .iter()
+            .map(|(id, session)| {
+                let score = ScoreRow {
+                    session_id: id.clone(),
+                    user_id: session.user_id.clone(),
+                    churn_probability: Probability(model.predict(&session.features())),
+                    model_version: version.clone(),
+                };
+                (id.clone(), score)
+            })
+            .collect();
+    }
+
     /// How `tables` differ from the oracle: at most a few rows per table, described; empty
     /// when they are equal (dead letters compared on the set of late offsets).
     pub fn differences(&self, tables: &Tables) -> Vec<String> {
@@ -148,6 +171,12 @@ impl OracleTables {
             "session_features",
             &tables.sessions,
             &self.tables.sessions,
+            &mut found,
+        );
+        differ(
+            "churn_scores",
+            &tables.scores,
+            &self.tables.scores,
             &mut found,
         );
         let late: BTreeSet<(u32, i64)> = tables

@@ -3,7 +3,8 @@
 //! ```text
 //!  trends ─┐
 //!  funnel ─┤
-//!  sessions┼─► Change ──exchange to worker 0──► Output: gather ──► deliver(EpochOutput)
+//!  sessions┤
+//!  scores ─┼─► Change ──exchange to worker 0──► Output: gather ──► deliver(EpochOutput)
 //!  dead letters ─┤                               (once the frontier passes the epoch)
 //!  partition reports ┘
 //! ```
@@ -24,7 +25,7 @@ use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::StreamVec;
 
-use crate::rows::{FunnelRow, SessionRow, TrendRow};
+use crate::rows::{FunnelRow, ScoreRow, SessionRow, TrendRow};
 use crate::stage::Retention;
 use crate::watermark::{PartitionReport, ProgressSeed, WatermarkTracker, END_OF_INPUT};
 use crate::window::WindowSize;
@@ -39,6 +40,8 @@ pub enum Change {
     Funnel(FunnelRow, isize),
     /// A change of `session_features`.
     Session(SessionRow, isize),
+    /// A change of `churn_scores`.
+    Score(ScoreRow, isize),
     /// A rejected payload.
     DeadLetter(DeadLetter),
     /// A partition's progress.
@@ -77,6 +80,8 @@ pub struct EpochOutput {
     pub funnel: Vec<(FunnelRow, isize)>,
     /// Consolidated changes of `session_features`.
     pub sessions: Vec<(SessionRow, isize)>,
+    /// Consolidated changes of `churn_scores` (empty when the pipeline runs without a model).
+    pub scores: Vec<(ScoreRow, isize)>,
     /// Payloads rejected in this epoch, ordered by partition and offset.
     pub dead_letters: Vec<DeadLetter>,
     /// Every partition that moved in this epoch.
@@ -94,6 +99,7 @@ impl EpochOutput {
         self.trends.is_empty()
             && self.funnel.is_empty()
             && self.sessions.is_empty()
+            && self.scores.is_empty()
             && self.dead_letters.is_empty()
             && self.partitions.is_empty()
     }
@@ -110,9 +116,11 @@ impl EpochOutput {
         self.trends.extend(later.trends);
         self.funnel.extend(later.funnel);
         self.sessions.extend(later.sessions);
+        self.scores.extend(later.scores);
         consolidate(&mut self.trends);
         consolidate(&mut self.funnel);
         consolidate(&mut self.sessions);
+        consolidate(&mut self.scores);
         self.dead_letters.extend(later.dead_letters);
         for state in later.partitions {
             match self
@@ -133,7 +141,11 @@ impl EpochOutput {
 
     /// How many rows the epoch inserts or retracts, over all tables.
     pub fn row_changes(&self) -> usize {
-        self.trends.len() + self.funnel.len() + self.sessions.len() + self.dead_letters.len()
+        self.trends.len()
+            + self.funnel.len()
+            + self.sessions.len()
+            + self.scores.len()
+            + self.dead_letters.len()
     }
 }
 
@@ -236,6 +248,7 @@ fn assemble(
             Change::Trend(row, diff) => output.trends.push((row, diff)),
             Change::Funnel(row, diff) => output.funnel.push((row, diff)),
             Change::Session(row, diff) => output.sessions.push((row, diff)),
+            Change::Score(row, diff) => output.scores.push((row, diff)),
             Change::DeadLetter(letter) => output.dead_letters.push(letter),
             Change::Progress(report) => {
                 output.arrived += report.arrived;
@@ -263,6 +276,7 @@ fn assemble(
     consolidate(&mut output.trends);
     consolidate(&mut output.funnel);
     consolidate(&mut output.sessions);
+    consolidate(&mut output.scores);
     output
         .dead_letters
         .sort_by(|a, b| (&a.partition, a.offset).cmp(&(&b.partition, b.offset)));

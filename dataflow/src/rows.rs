@@ -4,6 +4,11 @@
 //! pairs: a changed row is a retraction of the old row (`-1`) and an insertion of the new one
 //! (`+1`).
 
+use std::cmp::Ordering;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use clickflow_model::{Features, Sample};
 use clickflow_sources::{EventTime, EventType};
 use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
@@ -61,6 +66,69 @@ pub struct SessionRow {
 impl SessionRow {
     /// `last_event - session_start`, in seconds.
     pub fn duration_s(&self) -> f64 {
-        (self.last_event - self.session_start) as f64 / 1000.0
+        self.features().duration_s
+    }
+
+    /// What the churn model sees of the session: the one place the dataflow, training and
+    /// the stored `duration_s` column take it from.
+    pub fn features(&self) -> Features {
+        Features::of_session(
+            self.num_views,
+            self.num_cart_adds,
+            self.last_event - self.session_start,
+        )
+    }
+
+    /// The session as a training example, once it is closed: it churned when it ended
+    /// without a purchase. `None` while it is open (its outcome is not known yet).
+    pub fn training_sample(&self) -> Option<Sample> {
+        self.closed.then(|| Sample {
+            features: self.features(),
+            churned: self.num_purchases == 0,
+        })
+    }
+}
+
+/// `churn_scores`: the churn probability of every session, from its current features.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ScoreRow {
+    /// The session.
+    pub session_id: CompactString,
+    /// Its user.
+    pub user_id: CompactString,
+    /// The model's churn probability.
+    pub churn_probability: Probability,
+    /// The version of the model that scored it.
+    pub model_version: Arc<str>,
+}
+
+/// A probability, ordered and compared by its bits so that rows holding it can be
+/// consolidated like any other (the model never produces NaN).
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+pub struct Probability(pub f64);
+
+impl PartialEq for Probability {
+    fn eq(&self, other: &Probability) -> bool {
+        self.0.to_bits() == other.0.to_bits()
+    }
+}
+
+impl Eq for Probability {}
+
+impl PartialOrd for Probability {
+    fn partial_cmp(&self, other: &Probability) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Probability {
+    fn cmp(&self, other: &Probability) -> Ordering {
+        self.0.total_cmp(&other.0)
+    }
+}
+
+impl Hash for Probability {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.to_bits().hash(state);
     }
 }

@@ -7,6 +7,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
+use clickflow_model::ChurnModel;
 use clickflow_sources::decode::DecodeLimits;
 use clickflow_sources::file::{FileSource, FileSplits};
 use clickflow_sources::kafka::{KafkaSource, KafkaSourceConfig};
@@ -63,6 +64,8 @@ pub struct RunConfig {
     pub limits: DecodeLimits,
     /// Where each partition resumes.
     pub resume: ResumePlan,
+    /// The churn model scoring every session; without one, `churn_scores` stays empty.
+    pub model: Option<Arc<ChurnModel>>,
 }
 
 /// Why a run failed.
@@ -138,7 +141,14 @@ pub fn run(
                 None
             };
             let committed = config.resume.committed_watermark;
-            let inputs = build_graph(worker, config.dataflow, partitions.clone(), committed, sink);
+            let inputs = build_graph(
+                worker,
+                config.dataflow,
+                partitions.clone(),
+                committed,
+                config.model.clone(),
+                sink,
+            );
             let owned: Vec<(u32, PartitionResume)> = own.iter().copied().zip(resume).collect();
             drive(worker, inputs, source.as_mut(), &owned, &settings)
         },

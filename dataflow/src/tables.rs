@@ -9,7 +9,7 @@ use clickflow_sources::{DeadLetter, EventType, PartitionId};
 use compact_str::CompactString;
 
 use crate::output::EpochOutput;
-use crate::rows::{FunnelRow, SessionRow, TrendRow};
+use crate::rows::{FunnelRow, ScoreRow, SessionRow, TrendRow};
 use crate::window::Window;
 
 /// The final rows of every table, keyed as in PostgreSQL.
@@ -21,6 +21,8 @@ pub struct Tables {
     pub funnel: BTreeMap<(Window, EventType), FunnelRow>,
     /// `session_features` by `session_id`.
     pub sessions: BTreeMap<CompactString, SessionRow>,
+    /// `churn_scores` by `session_id`.
+    pub scores: BTreeMap<CompactString, ScoreRow>,
     /// `dead_letters`, in arrival order.
     pub dead_letters: Vec<DeadLetter>,
     /// `clickflow_offsets`.
@@ -60,6 +62,7 @@ impl Tables {
             r.session_id.clone()
         })
         .map_err(fail)?;
+        apply_changes(&mut self.scores, &output.scores, |r| r.session_id.clone()).map_err(fail)?;
         self.dead_letters
             .extend(output.dead_letters.iter().cloned());
         for state in &output.partitions {

@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use clickflow_dataflow::oracle::recompute_file;
@@ -16,12 +17,15 @@ use common::*;
 fn a_file_run_commits_exactly_the_oracle_tables() {
     let db = TestDatabase::create("exact");
     let dir = tempfile::tempdir().unwrap();
+    let model = Arc::new(shop_model(dir.path(), 20_000));
     let path = dir.path().join("events.jsonl");
     shop_file(&path, 11, 6_000);
     let splits = FileSplits::plan(&path, 4).unwrap();
-    run_file(&splits, 2, &db.url, short_epochs()).unwrap();
+    run_file_scored(&splits, 2, &db.url, short_epochs(), Some(model.clone())).unwrap();
     let tables = read_tables(&db.url);
-    let oracle = recompute_file(&splits, &DataflowConfig::default()).unwrap();
+    let mut oracle = recompute_file(&splits, &DataflowConfig::default()).unwrap();
+    oracle.score_with(&model);
+    assert_eq!(tables.scores.len(), tables.sessions.len(), "every session is scored");
     let differences = oracle.differences(&tables);
     assert!(differences.is_empty(), "{}", differences.join("\n"));
     assert!(

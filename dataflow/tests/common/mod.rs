@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use clickflow_dataflow::oracle::OracleTables;
+use clickflow_model::ChurnModel;
 use clickflow_dataflow::run::{run, InputSpec, RunConfig};
 use clickflow_dataflow::{DataflowConfig, EpochConfig, Tables};
 use clickflow_sources::file::FileSplits;
@@ -42,11 +43,23 @@ pub fn run_file(
     dataflow: DataflowConfig,
     epochs: EpochConfig,
 ) -> Tables {
+    run_file_scored(splits, workers, dataflow, epochs, None)
+}
+
+/// [`run_file`], with sessions scored by `model`.
+pub fn run_file_scored(
+    splits: &FileSplits,
+    workers: usize,
+    dataflow: DataflowConfig,
+    epochs: EpochConfig,
+    model: Option<Arc<ChurnModel>>,
+) -> Tables {
     let tables = Arc::new(Mutex::new(Tables::default()));
     let sink = tables.clone();
     let config = RunConfig {
         dataflow,
         epochs,
+        model,
         ..RunConfig::default()
     };
     run(

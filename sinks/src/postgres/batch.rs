@@ -3,8 +3,9 @@
 use std::collections::HashSet;
 use std::hash::Hash;
 
-use clickflow_dataflow::rows::{FunnelRow, SessionRow, TrendRow};
+use clickflow_dataflow::rows::{FunnelRow, ScoreRow, SessionRow, TrendRow};
 use clickflow_dataflow::EpochOutput;
+use compact_str::CompactString;
 use tokio_postgres::types::{ToSql, Type};
 
 /// One column of values.
@@ -167,6 +168,23 @@ const SESSIONS_DELETE: Statement = Statement {
     sql: "DELETE FROM session_features t USING {src} WHERE t.session_id = s.session_id",
 };
 
+const SCORES_UPSERT: Statement = Statement {
+    staging: "clickflow_stage_scores",
+    columns: &["session_id", "user_id", "churn_probability", "model_version"],
+    sql: "INSERT INTO churn_scores (session_id, user_id, churn_probability, model_version, scored_at)
+          SELECT s.session_id, s.user_id, s.churn_probability, s.model_version, now()
+          FROM {src}
+          ON CONFLICT (session_id) DO UPDATE SET
+              user_id = EXCLUDED.user_id, churn_probability = EXCLUDED.churn_probability,
+              model_version = EXCLUDED.model_version, scored_at = EXCLUDED.scored_at",
+};
+
+const SCORES_DELETE: Statement = Statement {
+    staging: "clickflow_stage_scores_gone",
+    columns: &["session_id"],
+    sql: "DELETE FROM churn_scores t USING {src} WHERE t.session_id = s.session_id",
+};
+
 const DEAD_LETTERS: Statement = Statement {
     staging: "clickflow_stage_dead_letters",
     columns: &["topic", "partition", "message_offset", "reason", "payload"],
@@ -192,6 +210,7 @@ pub(super) fn stage_epoch(output: &EpochOutput) -> Vec<Staged> {
     let (funnel_upserts, funnel_deletes) =
         split(&output.funnel, |r| (r.window.start, r.event_type));
     let (session_upserts, session_deletes) = split(&output.sessions, |r| r.session_id.clone());
+    let (score_upserts, score_deletes) = split(&output.scores, |r| r.session_id.clone());
     let staged = vec![
         Staged {
             statement: &TRENDS_DELETE,
@@ -211,12 +230,11 @@ pub(super) fn stage_epoch(output: &EpochOutput) -> Vec<Staged> {
         },
         Staged {
             statement: &SESSIONS_DELETE,
-            values: vec![Column::Text(
-                session_deletes
-                    .iter()
-                    .map(|r| r.session_id.to_string())
-                    .collect(),
-            )],
+            values: session_keys(session_deletes.iter().map(|r| &r.session_id)),
+        },
+        Staged {
+            statement: &SCORES_DELETE,
+            values: session_keys(score_deletes.iter().map(|r| &r.session_id)),
         },
         Staged {
             statement: &TRENDS_UPSERT,
@@ -229,6 +247,10 @@ pub(super) fn stage_epoch(output: &EpochOutput) -> Vec<Staged> {
         Staged {
             statement: &SESSIONS_UPSERT,
             values: session_columns(&session_upserts),
+        },
+        Staged {
+            statement: &SCORES_UPSERT,
+            values: score_columns(&score_upserts),
         },
         Staged {
             statement: &DEAD_LETTERS,
@@ -314,6 +336,10 @@ fn window_keys<'a>(keys: impl Iterator<Item = (i64, &'a str)>) -> Vec<Column> {
     vec![Column::Int8(starts), Column::Text(types)]
 }
 
+fn session_keys<'a>(ids: impl Iterator<Item = &'a CompactString>) -> Vec<Column> {
+    vec![Column::Text(ids.map(|id| id.to_string()).collect())]
+}
+
 fn trend_columns(rows: &[TrendRow]) -> Vec<Column> {
     vec![
         Column::Int8(rows.iter().map(|r| r.window.start).collect()),
@@ -352,5 +378,14 @@ fn session_columns(rows: &[SessionRow]) -> Vec<Column> {
         Column::Int8(rows.iter().map(|r| r.last_event).collect()),
         Column::Float8(rows.iter().map(SessionRow::duration_s).collect()),
         Column::Bool(rows.iter().map(|r| r.closed).collect()),
+    ]
+}
+
+fn score_columns(rows: &[ScoreRow]) -> Vec<Column> {
+    vec![
+        Column::Text(rows.iter().map(|r| r.session_id.to_string()).collect()),
+        Column::Text(rows.iter().map(|r| r.user_id.to_string()).collect()),
+        Column::Float8(rows.iter().map(|r| r.churn_probability.0).collect()),
+        Column::Text(rows.iter().map(|r| r.model_version.to_string()).collect()),
     ]
 }

@@ -1,7 +1,7 @@
 //! Reading the tables back into memory: for verification against the oracle (tests and the
 //! end-to-end benchmark) and for tools.
 
-use clickflow_dataflow::rows::{FunnelRow, SessionRow, TrendRow};
+use clickflow_dataflow::rows::{FunnelRow, Probability, ScoreRow, SessionRow, TrendRow};
 use clickflow_dataflow::window::Window;
 use clickflow_dataflow::Tables;
 use clickflow_sources::{DeadLetter, EventType, PartitionId, RejectKind, Rejection};
@@ -14,8 +14,8 @@ fn ms(column: &str) -> String {
     format!("(extract(epoch FROM {column}) * 1000)::bigint")
 }
 
-/// Every row of `event_trends`, `funnel_summary`, `session_features`, `dead_letters` (in
-/// insertion order) and `clickflow_offsets`.
+/// Every row of `event_trends`, `funnel_summary`, `session_features`, `churn_scores`,
+/// `dead_letters` (in insertion order) and `clickflow_offsets`.
 pub async fn read_tables(url: &DatabaseUrl) -> Result<Tables, SinkError> {
     let client = connect(url).await?;
     let read = SinkError::statement("reading the tables back");
@@ -82,6 +82,17 @@ pub async fn read_tables(url: &DatabaseUrl) -> Result<Tables, SinkError> {
             closed: row.get(7),
         };
         tables.sessions.insert(session.session_id.clone(), session);
+    }
+    let read = SinkError::statement("reading the tables back");
+    let sql = "SELECT session_id, user_id, churn_probability, model_version FROM churn_scores";
+    for row in client.query(sql, &[]).await.map_err(read)? {
+        let score = ScoreRow {
+            session_id: row.get::<_, &str>(0).into(),
+            user_id: row.get::<_, &str>(1).into(),
+            churn_probability: Probability(row.get(2)),
+            model_version: row.get::<_, &str>(3).into(),
+        };
+        tables.scores.insert(score.session_id.clone(), score);
     }
     let read = SinkError::statement("reading the tables back");
     let sql = "SELECT topic, partition, \"offset\", reason, payload FROM dead_letters ORDER BY id";

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clickflow_dataflow::run::{InputSpec, RunConfig, RunStats};
+use clickflow_dataflow::training::samples_from_file;
 use clickflow_dataflow::{DataflowConfig, EpochConfig, Tables};
+use clickflow_model::{ChurnModel, TrainOptions};
 use clickflow_sinks::postgres::{
     run_into_postgres, DatabaseUrl, PipelineError, PipelineSpec, SinkConfig,
 };
@@ -54,9 +56,21 @@ pub fn run_file(
     url: &str,
     epochs: EpochConfig,
 ) -> Result<RunStats, PipelineError> {
+    run_file_scored(splits, workers, url, epochs, None)
+}
+
+/// [`run_file`], with sessions scored by `model`.
+pub fn run_file_scored(
+    splits: &FileSplits,
+    workers: usize,
+    url: &str,
+    epochs: EpochConfig,
+    model: Option<Arc<ChurnModel>>,
+) -> Result<RunStats, PipelineError> {
     let config = RunConfig {
         dataflow: DataflowConfig::default(),
         epochs,
+        model,
         ..RunConfig::default()
     };
     let mut sink = SinkConfig::new(DatabaseUrl::parse(url).unwrap());
@@ -87,4 +101,13 @@ pub fn read_tables(url: &str) -> Tables {
             &DatabaseUrl::parse(url).unwrap(),
         ))
         .unwrap()
+}
+
+/// A churn model trained on a shop history of `count` records.
+pub fn shop_model(dir: &Path, count: usize) -> ChurnModel {
+    let path = dir.join("history.jsonl");
+    shop_file(&path, 1_000, count);
+    let splits = FileSplits::plan(&path, 2).unwrap();
+    let samples = samples_from_file(splits, DataflowConfig::default(), 2).unwrap();
+    ChurnModel::train(&samples, &TrainOptions::default()).unwrap()
 }
