@@ -5,6 +5,7 @@ mod demo;
 mod produce;
 mod run;
 mod signals;
+mod train;
 
 use clap::{Parser, Subcommand};
 
@@ -24,6 +25,8 @@ enum Command {
     Produce(produce::ProduceArgs),
     /// Run the pipeline: Kafka topic or JSON-lines file in, PostgreSQL out.
     Run(run::RunArgs),
+    /// Train the churn model on closed sessions (PostgreSQL or an events file).
+    Train(train::TrainArgs),
 }
 
 /// Runs the chosen subcommand.
@@ -32,5 +35,6 @@ pub fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::Demo(args) => demo::demo(args),
         Command::Produce(args) => produce::produce(args),
         Command::Run(args) => run::run(args),
+        Command::Train(args) => train::train(args),
     }
 }

@@ -17,6 +17,7 @@ use clickflow_sources::kafka::partition_count;
 
 use super::args::{ClusterArgs, DatabaseArgs, DataflowArgs};
 use super::signals::stop_flag;
+use super::train::load_model;
 
 /// Flags of `clickflow run`.
 #[derive(Debug, Args)]
@@ -34,6 +35,9 @@ pub struct RunArgs {
     /// Kafka topic.
     #[arg(long, default_value = "user-events")]
     topic: String,
+    /// Churn model file (from `clickflow train`) scoring every session into `churn_scores`.
+    #[arg(long)]
+    model: Option<PathBuf>,
     #[command(flatten)]
     database: DatabaseArgs,
     #[command(flatten)]
@@ -61,6 +65,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let config = RunConfig {
         dataflow: args.dataflow.dataflow(),
         epochs: args.dataflow.epochs(),
+        model: load_model(args.model.as_ref())?,
         ..RunConfig::default()
     };
     tracing::info!(database = %url, input = describe(&input), writes, "starting the pipeline");

@@ -48,7 +48,7 @@ pub use config::{DatabaseUrl, SinkConfig};
 pub use error::SinkError;
 pub use freshness::Freshness;
 pub use pipeline::{run_into_postgres, PipelineError, PipelineSpec};
-pub use read_back::read_tables;
+pub use read_back::{read_closed_sessions, read_tables};
 pub use resume::load_resume_plan;
 pub use schema::prepare;
 pub use sink::{spawn_sink, SinkHandle, SinkMetrics};

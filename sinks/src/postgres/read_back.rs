@@ -64,23 +64,7 @@ pub async fn read_tables(url: &DatabaseUrl) -> Result<Tables, SinkError> {
             },
         );
     }
-    let read = SinkError::statement("reading the tables back");
-    let sql = format!(
-        "SELECT session_id, user_id, num_views, num_cart_adds, num_purchases, {}, {}, closed FROM session_features",
-        ms("session_start"),
-        ms("last_event")
-    );
-    for row in client.query(&sql, &[]).await.map_err(read)? {
-        let session = SessionRow {
-            session_id: row.get::<_, &str>(0).into(),
-            user_id: row.get::<_, &str>(1).into(),
-            num_views: row.get(2),
-            num_cart_adds: row.get(3),
-            num_purchases: row.get(4),
-            session_start: row.get(5),
-            last_event: row.get(6),
-            closed: row.get(7),
-        };
+    for session in query_sessions(&client, "").await? {
         tables.sessions.insert(session.session_id.clone(), session);
     }
     let read = SinkError::statement("reading the tables back");
@@ -126,4 +110,40 @@ pub async fn read_tables(url: &DatabaseUrl) -> Result<Tables, SinkError> {
         );
     }
     Ok(tables)
+}
+
+/// The closed rows of `session_features`, in session id order: what `clickflow train` learns
+/// from.
+pub async fn read_closed_sessions(url: &DatabaseUrl) -> Result<Vec<SessionRow>, SinkError> {
+    let client = connect(url).await?;
+    query_sessions(&client, "WHERE closed ORDER BY session_id").await
+}
+
+async fn query_sessions(
+    client: &tokio_postgres::Client,
+    filter: &str,
+) -> Result<Vec<SessionRow>, SinkError> {
+    let sql = format!(
+        "SELECT session_id, user_id, num_views, num_cart_adds, num_purchases, {}, {}, closed
+         FROM session_features {filter}",
+        ms("session_start"),
+        ms("last_event")
+    );
+    let rows = client
+        .query(&sql, &[])
+        .await
+        .map_err(SinkError::statement("reading session_features"))?;
+    Ok(rows
+        .iter()
+        .map(|row| SessionRow {
+            session_id: row.get::<_, &str>(0).into(),
+            user_id: row.get::<_, &str>(1).into(),
+            num_views: row.get(2),
+            num_cart_adds: row.get(3),
+            num_purchases: row.get(4),
+            session_start: row.get(5),
+            last_event: row.get(6),
+            closed: row.get(7),
+        })
+        .collect())
 }

@@ -2,11 +2,14 @@
 //!
 //! An embedded Kafka broker, the synthetic shop producing into it at a steady rate, the
 //! pipeline consuming it into PostgreSQL (the local server, or a private one started for the
-//! demo), until Ctrl-C, which commits the last epoch and stops.
+//! demo), with a churn model trained at start on a synthetic history, until Ctrl-C, which
+//! commits the last epoch and stops.
 
+mod model;
 mod postgres;
 
 use std::sync::atomic::Ordering;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,6 +23,7 @@ use clickflow_sources::shop::{Shop, ShopConfig};
 use super::args::{DatabaseArgs, DataflowArgs};
 use super::run::spawn_progress_log;
 use super::signals::stop_flag;
+use super::train::load_model;
 
 /// Flags of `clickflow demo`.
 #[derive(Debug, Args)]
@@ -42,6 +46,9 @@ pub struct DemoArgs {
     /// Share of malformed payloads.
     #[arg(long, default_value_t = 0.002)]
     malformed_fraction: f64,
+    /// Churn model file; without one, the demo trains a model on a synthetic history first.
+    #[arg(long)]
+    model: Option<PathBuf>,
     /// The server to use; the demo creates (afresh) its own database `clickflow_demo` there.
     #[command(flatten)]
     database: DatabaseArgs,
@@ -60,6 +67,15 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
     let brokers = broker.bootstrap_servers().to_string();
     let stop = stop_flag()?;
 
+    eprintln!("clickflow demo");
+    let model = match &args.model {
+        Some(path) => load_model(Some(path))?,
+        None => Some(model::train_on_history(
+            args.seed,
+            args.dataflow.dataflow(),
+            args.workers,
+        )?),
+    };
     let shop = Shop::new(ShopConfig {
         seed: args.seed,
         start_ms: (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64,
@@ -94,7 +110,6 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
         })
     };
 
-    eprintln!("clickflow demo");
     eprintln!(
         "  shop:      {} events/s into the embedded Kafka broker at {brokers} (topic {TOPIC})",
         args.rate
@@ -112,6 +127,7 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
     let config = RunConfig {
         dataflow: args.dataflow.dataflow(),
         epochs: args.dataflow.epochs(),
+        model,
         ..RunConfig::default()
     };
     let input = InputSpec::Kafka {

@@ -1,0 +1,102 @@
+//! Event trends: events per minute per type, and revenue, over the last windows.
+
+use plotters::prelude::*;
+
+use super::{clock, waiting, ChartError, FONT, REVENUE_COLOUR, STEP_COLOURS};
+use crate::views::TrendWindow;
+
+/// Lines of events per window for each type (left axis) and revenue per window (dashed,
+/// right axis), oldest window on the left.
+pub fn trends_chart(windows: &[TrendWindow]) -> Result<String, ChartError> {
+    let mut svg = String::new();
+    draw(&mut svg, windows).map_err(ChartError::of("trends"))?;
+    Ok(svg)
+}
+
+fn draw(svg: &mut String, windows: &[TrendWindow]) -> Result<(), String> {
+    let root = SVGBackend::with_string(svg, (820, 340)).into_drawing_area();
+    let title = "Event trends: events per minute";
+    let (Some(first), Some(last)) = (windows.first(), windows.last()) else {
+        return waiting(&root, title, "waiting for events");
+    };
+    let x_range = first.window_start..last.window_start.max(first.window_start + 60_000);
+    let counts_top = windows
+        .iter()
+        .map(|w| w.click.max(w.add_to_cart).max(w.purchase))
+        .max()
+        .unwrap_or(0)
+        .max(1) as f64
+        * 1.15;
+    let revenue_top = windows
+        .iter()
+        .map(|w| w.revenue)
+        .fold(1.0f64, f64::max)
+        * 1.15;
+
+    root.fill(&WHITE).map_err(|e| e.to_string())?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, (FONT, 18).into_font().style(FontStyle::Bold))
+        .margin(12)
+        .x_label_area_size(34)
+        .y_label_area_size(60)
+        .right_y_label_area_size(70)
+        .build_cartesian_2d(x_range.clone(), 0.0..counts_top)
+        .map_err(|e| e.to_string())?
+        .set_secondary_coord(x_range, 0.0..revenue_top);
+    chart
+        .configure_mesh()
+        .x_labels(8)
+        .x_label_formatter(&|ms| clock(*ms))
+        .x_desc("window start (UTC)")
+        .y_desc("events per minute")
+        .y_label_formatter(&|y| format!("{y:.0}"))
+        .label_style((FONT, 13))
+        .axis_desc_style((FONT, 13))
+        .light_line_style(WHITE.mix(0.0))
+        .draw()
+        .map_err(|e| e.to_string())?;
+    chart
+        .configure_secondary_axes()
+        .y_desc("revenue per minute")
+        .y_label_formatter(&|y| format!("{y:.0}"))
+        .label_style((FONT, 13))
+        .axis_desc_style((FONT, 13))
+        .draw()
+        .map_err(|e| e.to_string())?;
+
+    let series: [(&str, fn(&TrendWindow) -> i64); 3] = [
+        ("click", |w| w.click),
+        ("add_to_cart", |w| w.add_to_cart),
+        ("purchase", |w| w.purchase),
+    ];
+    for (index, (name, value)) in series.into_iter().enumerate() {
+        let colour = STEP_COLOURS[index];
+        chart
+            .draw_series(LineSeries::new(
+                windows.iter().map(|w| (w.window_start, value(w) as f64)),
+                colour.stroke_width(2),
+            ))
+            .map_err(|e| e.to_string())?
+            .label(name)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], colour.stroke_width(2)));
+    }
+    chart
+        .draw_secondary_series(DashedLineSeries::new(
+            windows.iter().map(|w| (w.window_start, w.revenue)),
+            6,
+            4,
+            REVENUE_COLOUR.stroke_width(2),
+        ))
+        .map_err(|e| e.to_string())?
+        .label("revenue (right axis)")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], REVENUE_COLOUR.stroke_width(2)));
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .label_font((FONT, 12))
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK.mix(0.3))
+        .draw()
+        .map_err(|e| e.to_string())?;
+    root.present().map_err(|e| e.to_string())
+}

@@ -1,0 +1,71 @@
+//! Every route, with access control and JSON errors.
+//!
+//! | route | what |
+//! |---|---|
+//! | `GET /` | the dashboard (one HTML page, no external assets) |
+//! | `GET /charts/{funnel,trends,churn}.svg` | the charts |
+//! | `GET /api/v1/funnel?last=N`, `/api/v1/trends?last=N` | the newest N windows (JSON) |
+//! | `GET /api/v1/sessions/at-risk?limit=N` | open sessions most likely to churn |
+//! | `GET /api/v1/status` | pipeline health, as the dashboard shows it |
+//! | `POST /api/v1/churn/predict` | churn probability of given features |
+//! | `GET /metrics` | Prometheus metrics |
+//! | `GET /healthz` | 200 when healthy, 503 with the reasons (never needs the token) |
+
+use std::sync::Arc;
+
+use serde_json::json;
+use warp::filters::BoxedFilter;
+use warp::http::StatusCode;
+use warp::{Filter, Reply};
+
+use crate::auth::authorized;
+use crate::context::WebContext;
+use crate::errors::recover;
+
+/// The dashboard page.
+const DASHBOARD: &str = include_str!("dashboard.html");
+
+/// Every route; with a `token`, all but `/healthz` need it.
+pub fn routes(context: WebContext, token: Option<Arc<str>>) -> BoxedFilter<(warp::reply::Response,)> {
+    let health_context = context.clone();
+    let healthz = warp::path!("healthz").and(warp::get()).map(move || {
+        let problems = health_context.status.problems();
+        let (status, body) = if problems.is_empty() {
+            (StatusCode::OK, json!({ "status": "ok" }))
+        } else {
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({ "status": "unhealthy", "reasons": problems }),
+            )
+        };
+        warp::reply::with_status(warp::reply::json(&body), status).into_response()
+    });
+    let page = warp::path::end()
+        .and(warp::get())
+        .map(|| warp::reply::html(DASHBOARD).into_response());
+    let metrics_context = context.clone();
+    let metrics = warp::path!("metrics").and(warp::get()).map(move || {
+        warp::reply::with_header(
+            crate::metrics::render(&metrics_context),
+            "content-type",
+            "text/plain; version=0.0.4",
+        )
+        .into_response()
+    });
+    let protected = authorized(token).and(
+        page.or(crate::api::charts(context.clone()))
+            .unify()
+            .or(crate::api::routes(context.clone()))
+            .unify()
+            .or(crate::predict::route(context.model.clone()))
+            .unify()
+            .or(metrics)
+            .unify(),
+    );
+    healthz
+        .or(protected)
+        .unify()
+        .recover(recover)
+        .unify()
+        .boxed()
+}

@@ -1,0 +1,327 @@
+//! The dashboard's live views: what the dataflow's closed epochs say, kept in memory.
+//!
+//! Worker 0 hands every [`EpochOutput`] to [`LiveViews::apply`] before the sink gets it, so
+//! the charts and the JSON API read memory, never PostgreSQL, and stay fast under load. The
+//! views keep the newest [`KEEP_WINDOWS`] windows of `event_trends` and `funnel_summary`, every
+//! open session with its churn score, and the arrival rate. They tolerate changes they cannot
+//! match (after a restart, the views start empty while the dataflow replays): a retraction of
+//! an unknown row is ignored, an insertion replaces what is there.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use clickflow_dataflow::rows::{FunnelRow, SessionRow, TrendRow};
+use clickflow_dataflow::watermark::{END_OF_INPUT, NO_WATERMARK};
+use clickflow_dataflow::EpochOutput;
+use clickflow_sources::{EventTime, EventType, PartitionId};
+use compact_str::CompactString;
+use serde::Serialize;
+
+/// Windows kept per table: two hours of 1-minute windows.
+pub const KEEP_WINDOWS: usize = 120;
+
+/// How far back the arrival rate looks.
+const RATE_SPAN: Duration = Duration::from_secs(5);
+
+/// The live state behind the dashboard, shared between worker 0 and the web server.
+#[derive(Debug, Default)]
+pub struct LiveViews {
+    inner: Mutex<Views>,
+}
+
+#[derive(Debug, Default)]
+struct Views {
+    trends: BTreeMap<(EventTime, EventType), TrendRow>,
+    funnel: BTreeMap<(EventTime, EventType), FunnelRow>,
+    open: HashMap<CompactString, SessionRow>,
+    scores: HashMap<CompactString, f64>,
+    watermark: Option<EventTime>,
+    arrivals: VecDeque<(Instant, u64)>,
+    epochs: u64,
+    offsets: BTreeMap<PartitionId, i64>,
+    scores_produced: u64,
+}
+
+/// One window of `event_trends`, all event types together.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TrendWindow {
+    /// Window start, Unix ms.
+    pub window_start: EventTime,
+    /// Window end, Unix ms.
+    pub window_end: EventTime,
+    /// True once the watermark has passed its end: its numbers are final.
+    pub complete: bool,
+    /// `click` events.
+    pub click: i64,
+    /// `add_to_cart` events.
+    pub add_to_cart: i64,
+    /// `purchase` events.
+    pub purchase: i64,
+    /// Revenue of the purchases, in currency units.
+    pub revenue: f64,
+}
+
+/// One window of `funnel_summary`: distinct users per step.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct FunnelWindow {
+    /// Window start, Unix ms.
+    pub window_start: EventTime,
+    /// Window end, Unix ms.
+    pub window_end: EventTime,
+    /// True once the watermark has passed its end.
+    pub complete: bool,
+    /// Users who viewed a product.
+    pub click: i64,
+    /// Users who added to the cart.
+    pub add_to_cart: i64,
+    /// Users who bought.
+    pub purchase: i64,
+}
+
+/// An open session and its churn probability.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct AtRisk {
+    /// The session.
+    pub session_id: String,
+    /// Its user.
+    pub user_id: String,
+    /// Product views so far.
+    pub num_views: i64,
+    /// Cart additions so far.
+    pub num_cart_adds: i64,
+    /// Seconds from its first to its last event.
+    pub duration_s: f64,
+    /// The model's churn probability.
+    pub churn_probability: f64,
+}
+
+/// Open sessions and how their churn scores spread.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ChurnSummary {
+    /// Open sessions.
+    pub open_sessions: usize,
+    /// Of those, sessions with a score.
+    pub scored: usize,
+    /// Scored sessions per probability bin of width `1 / bins.len()`, lowest first.
+    pub bins: Vec<u64>,
+}
+
+/// The dataflow's side of pipeline health.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Flow {
+    /// Events accepted per second, over the last few seconds.
+    pub events_per_second: f64,
+    /// The pipeline watermark (Unix ms), once there is one.
+    pub watermark: Option<EventTime>,
+    /// Epochs seen.
+    pub epochs: u64,
+}
+
+impl LiveViews {
+    /// Folds one closed epoch into the views.
+    pub fn apply(&self, output: &EpochOutput) {
+        let mut views = self.lock();
+        views.epochs += 1;
+        if output.watermark != NO_WATERMARK && output.watermark != END_OF_INPUT {
+            views.watermark = Some(output.watermark);
+        }
+        let now = Instant::now();
+        views.arrivals.push_back((now, output.arrived));
+        while views
+            .arrivals
+            .front()
+            .is_some_and(|(at, _)| now.duration_since(*at) > RATE_SPAN)
+        {
+            views.arrivals.pop_front();
+        }
+        apply_keyed(&mut views.trends, &output.trends, |r| {
+            (r.window.start, r.event_type)
+        });
+        apply_keyed(&mut views.funnel, &output.funnel, |r| {
+            (r.window.start, r.event_type)
+        });
+        keep_newest_windows(&mut views.trends);
+        keep_newest_windows(&mut views.funnel);
+        for (row, _) in output.sessions.iter().filter(|(_, d)| *d < 0) {
+            views.open.remove(&row.session_id);
+        }
+        for (row, _) in output.sessions.iter().filter(|(_, d)| *d > 0) {
+            if row.closed {
+                views.open.remove(&row.session_id);
+                views.scores.remove(&row.session_id);
+            } else {
+                views.open.insert(row.session_id.clone(), row.clone());
+            }
+        }
+        for state in &output.partitions {
+            views
+                .offsets
+                .insert(state.partition.clone(), state.next_offset);
+        }
+        for (score, _) in output.scores.iter().filter(|(_, d)| *d > 0) {
+            views.scores_produced += 1;
+            if views.open.contains_key(&score.session_id) {
+                views
+                    .scores
+                    .insert(score.session_id.clone(), score.churn_probability.0);
+            }
+        }
+    }
+
+    /// The newest `last` windows of `event_trends`, oldest first.
+    pub fn trends(&self, last: usize) -> Vec<TrendWindow> {
+        let views = self.lock();
+        let mut windows: BTreeMap<EventTime, TrendWindow> = BTreeMap::new();
+        for row in views.trends.values() {
+            let window = windows
+                .entry(row.window.start)
+                .or_insert_with(|| TrendWindow {
+                    window_start: row.window.start,
+                    window_end: row.window.end,
+                    complete: views.is_complete(row.window.end),
+                    click: 0,
+                    add_to_cart: 0,
+                    purchase: 0,
+                    revenue: 0.0,
+                });
+            match row.event_type {
+                EventType::Click => window.click = row.count,
+                EventType::AddToCart => window.add_to_cart = row.count,
+                EventType::Purchase => window.purchase = row.count,
+            }
+            window.revenue += row.revenue_cents as f64 / 100.0;
+        }
+        newest(windows, last)
+    }
+
+    /// The newest `last` windows of `funnel_summary`, oldest first.
+    pub fn funnel(&self, last: usize) -> Vec<FunnelWindow> {
+        let views = self.lock();
+        let mut windows: BTreeMap<EventTime, FunnelWindow> = BTreeMap::new();
+        for row in views.funnel.values() {
+            let window = windows
+                .entry(row.window.start)
+                .or_insert_with(|| FunnelWindow {
+                    window_start: row.window.start,
+                    window_end: row.window.end,
+                    complete: views.is_complete(row.window.end),
+                    click: 0,
+                    add_to_cart: 0,
+                    purchase: 0,
+                });
+            match row.event_type {
+                EventType::Click => window.click = row.unique_users,
+                EventType::AddToCart => window.add_to_cart = row.unique_users,
+                EventType::Purchase => window.purchase = row.unique_users,
+            }
+        }
+        newest(windows, last)
+    }
+
+    /// The `limit` scored open sessions most likely to churn, riskiest first (ties by
+    /// session id, so the order is stable).
+    pub fn at_risk(&self, limit: usize) -> Vec<AtRisk> {
+        let views = self.lock();
+        let mut scored: Vec<(&CompactString, f64)> =
+            views.scores.iter().map(|(id, p)| (id, *p)).collect();
+        scored.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+        scored
+            .into_iter()
+            .filter_map(|(id, p)| {
+                let row = views.open.get(id)?;
+                Some(AtRisk {
+                    session_id: id.to_string(),
+                    user_id: row.user_id.to_string(),
+                    num_views: row.num_views,
+                    num_cart_adds: row.num_cart_adds,
+                    duration_s: row.duration_s(),
+                    churn_probability: p,
+                })
+            })
+            .take(limit)
+            .collect()
+    }
+
+    /// How the open sessions' churn probabilities spread over `bins` equal bins.
+    pub fn churn(&self, bins: usize) -> ChurnSummary {
+        let views = self.lock();
+        let bins = bins.max(1);
+        let mut counts = vec![0u64; bins];
+        for p in views.scores.values() {
+            let bin = ((p * bins as f64) as usize).min(bins - 1);
+            counts[bin] += 1;
+        }
+        ChurnSummary {
+            open_sessions: views.open.len(),
+            scored: views.scores.len(),
+            bins: counts,
+        }
+    }
+
+    /// Arrival rate, watermark and epochs.
+    pub fn flow(&self) -> Flow {
+        let views = self.lock();
+        let events: u64 = views.arrivals.iter().map(|(_, n)| n).sum();
+        let span = match (views.arrivals.front(), views.arrivals.back()) {
+            (Some(first), Some(last)) => last.0.duration_since(first.0).max(RATE_SPAN / 5),
+            _ => RATE_SPAN,
+        };
+        Flow {
+            events_per_second: events as f64 / span.as_secs_f64(),
+            watermark: views.watermark,
+            epochs: views.epochs,
+        }
+    }
+
+    /// The next offset of every partition seen.
+    pub fn offsets(&self) -> Vec<(PartitionId, i64)> {
+        let views = self.lock();
+        views.offsets.iter().map(|(p, o)| (p.clone(), *o)).collect()
+    }
+
+    /// Churn scores inserted so far (a changed score counts once).
+    pub fn scores_produced(&self) -> u64 {
+        self.lock().scores_produced
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Views> {
+        // The views hold no invariant a panic elsewhere could break half-way.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Views {
+    fn is_complete(&self, window_end: EventTime) -> bool {
+        self.watermark.is_some_and(|w| window_end <= w)
+    }
+}
+
+fn apply_keyed<K: Ord, R: Clone>(
+    table: &mut BTreeMap<K, R>,
+    changes: &[(R, isize)],
+    key: impl Fn(&R) -> K,
+) {
+    for (row, _) in changes.iter().filter(|(_, d)| *d < 0) {
+        table.remove(&key(row));
+    }
+    for (row, _) in changes.iter().filter(|(_, d)| *d > 0) {
+        table.insert(key(row), row.clone());
+    }
+}
+
+fn keep_newest_windows<R>(table: &mut BTreeMap<(EventTime, EventType), R>) {
+    let starts: Vec<EventTime> = {
+        let mut starts: Vec<EventTime> = table.keys().map(|(start, _)| *start).collect();
+        starts.dedup();
+        starts
+    };
+    if let Some(&oldest_kept) = starts.iter().rev().nth(KEEP_WINDOWS - 1) {
+        table.retain(|(start, _), _| *start >= oldest_kept);
+    }
+}
+
+fn newest<T>(windows: BTreeMap<EventTime, T>, last: usize) -> Vec<T> {
+    let skip = windows.len().saturating_sub(last);
+    windows.into_values().skip(skip).collect()
+}

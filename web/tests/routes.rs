@@ -1,0 +1,412 @@
+//! Every route through `warp::test`: happy paths, bad parameters, bad bodies, bad tokens,
+//! health and metrics.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+
+use clickflow_dataflow::rows::{FunnelRow, Probability, ScoreRow, SessionRow, TrendRow};
+use clickflow_dataflow::window::Window;
+use clickflow_dataflow::{EpochOutput, PipelineMetrics};
+use clickflow_model::{ChurnModel, Features, Sample, TrainOptions, TrainParams};
+use clickflow_sources::EventType;
+use clickflow_web::routes::routes;
+use clickflow_web::{DataflowState, LiveViews, PipelineStatus, SinkSnapshot, WebContext};
+use serde_json::{json, Value};
+use warp::http::StatusCode;
+
+const MINUTE: i64 = 60_000;
+const T0: i64 = 1_751_932_800_000; // 2025-07-08T00:00:00Z
+
+fn model() -> Arc<ChurnModel> {
+    let samples: Vec<Sample> = (0..400)
+        .map(|i| Sample {
+            features: Features::of_session(1 + i % 9, i % 4, (i * 7_919 % 1_200) * 1000),
+            churned: i % 4 == 0 || (i % 3 == 0 && i % 9 < 4),
+        })
+        .collect();
+    let options = TrainOptions {
+        params: TrainParams {
+            trees: 5,
+            ..TrainParams::default()
+        },
+        ..TrainOptions::default()
+    };
+    Arc::new(ChurnModel::train(&samples, &options).unwrap())
+}
+
+fn session(id: &str, views: i64, carts: i64, closed: bool) -> SessionRow {
+    SessionRow {
+        session_id: id.into(),
+        user_id: format!("u-{id}").as_str().into(),
+        num_views: views,
+        num_cart_adds: carts,
+        num_purchases: 0,
+        session_start: T0,
+        last_event: T0 + 90_000,
+        closed,
+    }
+}
+
+fn score(id: &str, p: f64) -> ScoreRow {
+    ScoreRow {
+        session_id: id.into(),
+        user_id: format!("u-{id}").as_str().into(),
+        churn_probability: Probability(p),
+        model_version: "rf-test".into(),
+    }
+}
+
+/// Three windows of trends and funnel (the last one open), four sessions of which one closed.
+fn epoch() -> EpochOutput {
+    let mut output = EpochOutput {
+        epoch: 1,
+        watermark: T0 + 2 * MINUTE,
+        arrived: 500,
+        ..EpochOutput::default()
+    };
+    for w in 0..3 {
+        let window = Window {
+            start: T0 + w * MINUTE,
+            end: T0 + (w + 1) * MINUTE,
+        };
+        for (i, event_type) in EventType::ALL.into_iter().enumerate() {
+            let count = (100 + 10 * w) / (1 + 2 * i as i64);
+            output.trends.push((
+                TrendRow {
+                    window,
+                    event_type,
+                    count,
+                    revenue_cents: if event_type == EventType::Purchase { 1999 * count } else { 0 },
+                },
+                1,
+            ));
+            output.funnel.push((
+                FunnelRow {
+                    window,
+                    event_type,
+                    unique_users: count / 2,
+                },
+                1,
+            ));
+        }
+    }
+    for (id, views, carts, p) in [("s1", 3, 0, 0.9), ("s2", 5, 2, 0.2), ("s3", 1, 0, 0.7)] {
+        output.sessions.push((session(id, views, carts, false), 1));
+        output.scores.push((score(id, p), 1));
+    }
+    output.sessions.push((session("s4", 2, 1, true), 1));
+    output
+}
+
+struct Server {
+    context: WebContext,
+    sink: Arc<Mutex<Option<SinkSnapshot>>>,
+}
+
+fn server(model: Option<Arc<ChurnModel>>) -> Server {
+    let views = Arc::new(LiveViews::default());
+    views.apply(&epoch());
+    let metrics = Arc::new(PipelineMetrics::default());
+    metrics.events.store(12_345, Ordering::Relaxed);
+    metrics.dead_letters.store(30, Ordering::Relaxed);
+    metrics.late.store(10, Ordering::Relaxed);
+    let sink = Arc::new(Mutex::new(Some(SinkSnapshot {
+        connected: true,
+        transactions: 7,
+        rows: 700,
+        freshness_buckets: vec![(0.1, 400), (0.5, 490), (1.0, 500)],
+        freshness_events: 500,
+        ..SinkSnapshot::default()
+    })));
+    let probe = sink.clone();
+    let status = Arc::new(PipelineStatus::new(
+        metrics,
+        Arc::new(move || probe.lock().unwrap().clone()),
+    ));
+    status.set_state(DataflowState::Running);
+    Server {
+        context: WebContext {
+            views,
+            model,
+            status,
+        },
+        sink,
+    }
+}
+
+async fn get(server: &Server, path: &str) -> (StatusCode, String, String) {
+    let filter = routes(server.context.clone(), None);
+    let response = warp::test::request().path(path).reply(&filter).await;
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    (
+        response.status(),
+        content_type,
+        String::from_utf8(response.body().to_vec()).unwrap(),
+    )
+}
+
+async fn get_json(server: &Server, path: &str) -> (StatusCode, Value) {
+    let (status, content_type, body) = get(server, path).await;
+    assert!(content_type.starts_with("application/json"), "{path}: {content_type}");
+    (status, serde_json::from_str(&body).unwrap())
+}
+
+async fn predict(server: &Server, content_type: Option<&str>, body: &[u8]) -> (StatusCode, Value) {
+    let filter = routes(server.context.clone(), None);
+    let mut request = warp::test::request()
+        .method("POST")
+        .path("/api/v1/churn/predict")
+        .body(body);
+    if let Some(content_type) = content_type {
+        request = request.header("content-type", content_type);
+    }
+    let response = request.reply(&filter).await;
+    let body: Value = serde_json::from_slice(response.body()).unwrap();
+    (response.status(), body)
+}
+
+fn error_of(body: &Value) -> &str {
+    body["error"].as_str().expect("a JSON error body")
+}
+
+#[tokio::test]
+async fn predictions_answer_one_object_or_an_array() {
+    let model = model();
+    let server = server(Some(model.clone()));
+    let one = json!({"num_views": 4, "num_cart_adds": 1, "duration_s": 95.5});
+    let (status, body) = predict(&server, Some("application/json"), one.to_string().as_bytes()).await;
+    assert_eq!(status, StatusCode::OK);
+    let expected = model.predict(&Features::of_session(4, 1, 95_500));
+    assert_eq!(body["churn_probability"].as_f64(), Some(expected));
+    assert_eq!(body["model_version"], model.version());
+
+    let many = json!([
+        {"num_views": 1, "num_cart_adds": 0, "duration_s": 0},
+        {"num_views": 12, "num_cart_adds": 3, "duration_s": 600}
+    ]);
+    let (status, body) = predict(
+        &server,
+        Some("application/json; charset=utf-8"),
+        many.to_string().as_bytes(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let answers = body.as_array().unwrap();
+    assert_eq!(answers.len(), 2);
+    assert_eq!(
+        answers[1]["churn_probability"].as_f64(),
+        Some(model.predict(&Features::of_session(12, 3, 600_000)))
+    );
+}
+
+#[tokio::test]
+async fn bad_prediction_requests_get_a_json_error_naming_the_problem() {
+    let server = server(Some(model()));
+    let json = Some("application/json");
+    let cases: [(&[u8], Option<&str>, StatusCode, &str); 11] = [
+        (br#"{"num_views": 1, "num_cart_adds": 0}"#, json, StatusCode::BAD_REQUEST, "duration_s"),
+        (br#"{"num_views": -1, "num_cart_adds": 0, "duration_s": 3}"#, json, StatusCode::BAD_REQUEST, "num_views"),
+        (br#"{"num_views": "many", "num_cart_adds": 0, "duration_s": 3}"#, json, StatusCode::BAD_REQUEST, "invalid type"),
+        (br#"{"num_views": 1, "num_cart_adds": 0, "duration_s": 1e999}"#, json, StatusCode::BAD_REQUEST, "not valid JSON"),
+        (br#"{"num_views": 1, "num_cart_adds": 0, "duration_s": 3, "extra": 1}"#, json, StatusCode::BAD_REQUEST, "extra"),
+        (br#"[{"num_views": 1, "num_cart_adds": 0, "duration_s": 3}, {"num_views": 1}]"#, json, StatusCode::BAD_REQUEST, "item 1"),
+        (b"42", json, StatusCode::BAD_REQUEST, "expected an object"),
+        (b"{not json", json, StatusCode::BAD_REQUEST, "not valid JSON"),
+        (br#"{"num_views": 1, "num_cart_adds": 0, "duration_s": 3}"#, Some("text/plain"), StatusCode::UNSUPPORTED_MEDIA_TYPE, "text/plain"),
+        (br#"{"num_views": 1, "num_cart_adds": 0, "duration_s": 3}"#, None, StatusCode::UNSUPPORTED_MEDIA_TYPE, "application/json"),
+        (&[b' '; 2 << 20], json, StatusCode::PAYLOAD_TOO_LARGE, "larger than"),
+    ];
+    for (body, content_type, expected, mention) in cases {
+        let (status, reply) = predict(&server, content_type, body).await;
+        let shown = String::from_utf8_lossy(&body[..body.len().min(60)]).to_string();
+        assert_eq!(status, expected, "{shown}: {reply}");
+        assert!(error_of(&reply).contains(mention), "{shown}: {reply}");
+    }
+
+    let without_model = self::server(None);
+    let (status, reply) = predict(
+        &without_model,
+        json,
+        br#"{"num_views": 1, "num_cart_adds": 0, "duration_s": 3}"#,
+    )
+    .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(error_of(&reply).contains("--model"));
+
+    let (status, reply) = get_json(&server, "/api/v1/churn/predict").await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{reply}");
+}
+
+#[tokio::test]
+async fn the_json_api_reads_the_live_views() {
+    let server = server(None);
+    let (status, body) = get_json(&server, "/api/v1/funnel?last=2").await;
+    assert_eq!(status, StatusCode::OK);
+    let windows = body["windows"].as_array().unwrap();
+    assert_eq!(windows.len(), 2);
+    assert_eq!(windows[0]["window_start"], T0 + MINUTE);
+    assert_eq!(windows[0]["complete"], true);
+    assert_eq!(windows[1]["complete"], false, "the newest window is still open");
+    assert_eq!(windows[1]["click"], 60);
+
+    let (_, body) = get_json(&server, "/api/v1/trends").await;
+    let windows = body["windows"].as_array().unwrap();
+    assert_eq!(windows.len(), 3);
+    assert_eq!(windows[2]["purchase"], 24);
+    assert_eq!(windows[2]["revenue"], 24.0 * 19.99);
+
+    let (_, body) = get_json(&server, "/api/v1/sessions/at-risk?limit=2").await;
+    let sessions = body["sessions"].as_array().unwrap();
+    let ids: Vec<&str> = sessions.iter().map(|s| s["session_id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["s1", "s3"], "riskiest first; closed sessions are gone");
+    assert_eq!(sessions[0]["churn_probability"], 0.9);
+    assert_eq!(sessions[0]["duration_s"], 90.0);
+
+    let (_, body) = get_json(&server, "/api/v1/status").await;
+    assert_eq!(body["healthy"], true);
+    assert_eq!(body["malformed_total"], 20);
+    assert_eq!(body["open_sessions"], 3);
+}
+
+#[tokio::test]
+async fn bad_parameters_get_400_with_the_reason() {
+    let server = server(None);
+    for (path, mention) in [
+        ("/api/v1/funnel?last=0", "from 1 to"),
+        ("/api/v1/funnel?last=abc", "abc"),
+        ("/api/v1/trends?last=100000", "from 1 to 120"),
+        ("/api/v1/trends?lats=5", "unknown parameter `lats`"),
+        ("/api/v1/sessions/at-risk?limit=-3", "limit"),
+        ("/api/v1/sessions/at-risk?limit=", "limit"),
+    ] {
+        let (status, body) = get_json(&server, path).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{path}: {body}");
+        assert!(error_of(&body).contains(mention), "{path}: {body}");
+    }
+    let (status, body) = get_json(&server, "/no/such/route").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(error_of(&body).contains("no such route"));
+    let (status, _) = get_json(&server, "/charts/nothing.svg").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn charts_are_svg_with_their_data_and_labels() {
+    let server = server(None);
+    for (name, mentions) in [
+        ("funnel", vec!["distinct users", "viewed", "purchased", "latest complete window"]),
+        ("trends", vec!["events per minute", "add_to_cart", "revenue"]),
+        ("churn", vec!["churn probability", "open sessions"]),
+    ] {
+        let (status, content_type, svg) = get(&server, &format!("/charts/{name}.svg")).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(content_type, "image/svg+xml");
+        assert!(svg.starts_with("<svg"), "{name}");
+        for mention in mentions {
+            assert!(svg.contains(mention), "{name} chart lacks {mention:?}");
+        }
+        assert!(!svg.contains("waiting"), "{name} chart has data");
+    }
+    let empty = Server {
+        context: WebContext {
+            views: Arc::new(LiveViews::default()),
+            ..server.context.clone()
+        },
+        sink: server.sink.clone(),
+    };
+    let (_, _, svg) = get(&empty, "/charts/funnel.svg").await;
+    assert!(svg.contains("waiting for the first complete"), "{svg}");
+}
+
+#[tokio::test]
+async fn the_page_is_one_self_contained_document() {
+    let server = server(None);
+    let (status, content_type, html) = get(&server, "/").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(content_type.starts_with("text/html"));
+    for part in ["\"/charts/\"", "/api/v1/sessions/at-risk", "/api/v1/status", "setInterval(refresh, 2000)"] {
+        assert!(html.contains(part), "page lacks {part}");
+    }
+    assert!(!html.contains("http://") && !html.contains("https://"), "no external assets");
+}
+
+#[tokio::test]
+async fn metrics_are_prometheus_text() {
+    let server = server(Some(model()));
+    let (status, content_type, text) = get(&server, "/metrics").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(content_type.starts_with("text/plain; version=0.0.4"));
+    for line in [
+        "clickflow_events_total 12345",
+        "clickflow_dead_letters_total{reason=\"malformed\"} 20",
+        "clickflow_dead_letters_total{reason=\"late\"} 10",
+        "clickflow_open_sessions 3",
+        "clickflow_scores_total 3",
+        "clickflow_sink_rows_total 700",
+        "clickflow_freshness_seconds_bucket{le=\"0.5\"} 490",
+        "clickflow_freshness_seconds_bucket{le=\"+Inf\"} 500",
+        "clickflow_sink_commit_seconds_count 7",
+        "# TYPE clickflow_freshness_seconds histogram",
+    ] {
+        assert!(text.contains(line), "no {line:?} in:\n{text}");
+    }
+    assert!(text.contains("clickflow_model_info{version=\"rf-"));
+}
+
+#[tokio::test]
+async fn healthz_says_why_it_is_unhealthy() {
+    let server = server(None);
+    let (status, body) = get_json(&server, "/healthz").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["status"], "ok");
+
+    server.sink.lock().unwrap().as_mut().unwrap().connected = false;
+    let (status, body) = get_json(&server, "/healthz").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(body["reasons"][0].as_str().unwrap().contains("PostgreSQL"));
+
+    server
+        .context
+        .status
+        .set_state(DataflowState::Failed("source broke".into()));
+    let (_, body) = get_json(&server, "/healthz").await;
+    assert!(body["reasons"][0].as_str().unwrap().contains("source broke"));
+}
+
+#[tokio::test]
+async fn with_a_token_every_route_but_healthz_needs_it() {
+    let server = server(None);
+    let filter = routes(server.context.clone(), Some("s3cret".into()));
+    for path in ["/", "/charts/funnel.svg", "/api/v1/funnel", "/metrics"] {
+        let response = warp::test::request().path(path).reply(&filter).await;
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{path}");
+        let body: Value = serde_json::from_slice(response.body()).unwrap();
+        assert!(error_of(&body).contains("Bearer"), "{path}: {body}");
+        let response = warp::test::request()
+            .path(path)
+            .header("authorization", "Bearer wrong")
+            .reply(&filter)
+            .await;
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{path}");
+        let response = warp::test::request()
+            .path(path)
+            .header("authorization", "Bearer s3cret")
+            .reply(&filter)
+            .await;
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+    }
+    let response = warp::test::request()
+        .method("POST")
+        .path("/api/v1/churn/predict")
+        .header("authorization", "Basic s3cret")
+        .body("{}")
+        .reply(&filter)
+        .await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    let response = warp::test::request().path("/healthz").reply(&filter).await;
+    assert_eq!(response.status(), StatusCode::OK);
+}
