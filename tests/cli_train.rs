@@ -22,7 +22,13 @@ fn a_model_trained_from_events_scores_every_session_of_a_run() {
     produce_file(&history, 40_000, 21);
     let model_path = dir.path().join("churn.model");
     let printed = train(&["--events", history.to_str().unwrap()], &model_path);
-    for expected in ["sessions:", "churned", "accuracy", "ROC AUC", "num_cart_adds"] {
+    for expected in [
+        "sessions:",
+        "churned",
+        "accuracy",
+        "ROC AUC",
+        "num_cart_adds",
+    ] {
         assert!(printed.contains(expected), "no {expected:?} in:\n{printed}");
     }
     let model = ChurnModel::load(&model_path).unwrap();
@@ -45,14 +51,20 @@ fn a_model_trained_from_events_scores_every_session_of_a_run() {
     assert_eq!(tables.scores.len(), tables.sessions.len());
     for (id, session) in &tables.sessions {
         let score = &tables.scores[id];
-        assert_eq!(score.churn_probability.0, model.predict(&session.features()));
+        assert_eq!(
+            score.churn_probability.0,
+            model.predict(&session.features())
+        );
         assert_eq!(&*score.model_version, model.version());
     }
 
     // The closed sessions now in PostgreSQL train a model too.
     let from_db = dir.path().join("from-db.model");
     let printed = train(&["--database-url", &db.url], &from_db);
-    assert!(printed.contains(&format!("{} closed", tables.sessions.len())), "{printed}");
+    assert!(
+        printed.contains(&format!("{} closed", tables.sessions.len())),
+        "{printed}"
+    );
     assert!(ChurnModel::load(&from_db).is_ok());
 }
 

@@ -109,18 +109,20 @@ pub fn build_graph(
                 .inner
                 .map(|(row, _, diff)| Change::Score(row, diff))
         });
-        let changes = scope.concatenate(scores.into_iter().chain([
-            trends.inner.map(|(row, _, diff)| Change::Trend(row, diff)),
-            funnel.inner.map(|(row, _, diff)| Change::Funnel(row, diff)),
-            sessions
-                .inner
-                .map(|(row, _, diff)| Change::Session(row, diff)),
-            source_dead_letters
-                .concat(gate_dead_letters)
-                .map(Change::DeadLetter),
-            local_reports.map(Change::Progress),
-            retention.map(Change::Retention),
-        ]));
+        let changes = scope.concatenate(
+            scores.into_iter().chain([
+                trends.inner.map(|(row, _, diff)| Change::Trend(row, diff)),
+                funnel.inner.map(|(row, _, diff)| Change::Funnel(row, diff)),
+                sessions
+                    .inner
+                    .map(|(row, _, diff)| Change::Session(row, diff)),
+                source_dead_letters
+                    .concat(gate_dead_letters)
+                    .map(Change::DeadLetter),
+                local_reports.map(Change::Progress),
+                retention.map(Change::Retention),
+            ]),
+        );
         gather(changes, partitions, seed, config.window, deliver).probe_with(&probe);
         replayed
     });

@@ -17,7 +17,11 @@ pub struct Evaluation {
 impl Evaluation {
     /// Evaluates `probabilities` against the true `churned` labels, pairwise.
     pub fn of(probabilities: &[f64], churned: &[bool]) -> Evaluation {
-        assert_eq!(probabilities.len(), churned.len(), "one label per probability");
+        assert_eq!(
+            probabilities.len(),
+            churned.len(),
+            "one label per probability"
+        );
         let right = probabilities
             .iter()
             .zip(churned)

@@ -79,7 +79,9 @@ pub enum ModelError {
         source: io::Error,
     },
     /// It does not start like a clickflow model file.
-    #[error("{path} is not a clickflow model file (no model header); train one with `clickflow train`")]
+    #[error(
+        "{path} is not a clickflow model file (no model header); train one with `clickflow train`"
+    )]
     NotAModel {
         /// The file.
         path: PathBuf,
@@ -101,7 +103,9 @@ pub enum ModelError {
         detail: String,
     },
     /// It was trained on other features.
-    #[error("model file {path} expects features {found:?}, but clickflow computes {FEATURE_NAMES:?}")]
+    #[error(
+        "model file {path} expects features {found:?}, but clickflow computes {FEATURE_NAMES:?}"
+    )]
     FeatureMismatch {
         /// The file.
         path: PathBuf,
@@ -199,15 +203,16 @@ impl ChurnModel {
         };
         let found = u32::from_le_bytes(*format);
         if found != FORMAT_VERSION {
-            return Err(ModelError::UnsupportedFormat { path: path(), found });
+            return Err(ModelError::UnsupportedFormat {
+                path: path(),
+                found,
+            });
         }
         let (header, forest): (ModelHeader, Forest) =
-            codec()
-                .deserialize(body)
-                .map_err(|e| ModelError::Corrupt {
-                    path: path(),
-                    detail: e.to_string(),
-                })?;
+            codec().deserialize(body).map_err(|e| ModelError::Corrupt {
+                path: path(),
+                detail: e.to_string(),
+            })?;
         if header.format_version != FORMAT_VERSION {
             return Err(ModelError::UnsupportedFormat {
                 path: path(),

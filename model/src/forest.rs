@@ -121,11 +121,13 @@ impl Tree {
     }
 
     fn validate(&self, tree: usize) -> Result<(), InvalidForest> {
-        let fail = |node, problem| Err(InvalidForest {
-            tree,
-            node,
-            problem,
-        });
+        let fail = |node, problem| {
+            Err(InvalidForest {
+                tree,
+                node,
+                problem,
+            })
+        };
         if self.nodes.is_empty() {
             return fail(0, "the tree has no nodes");
         }
@@ -168,7 +170,9 @@ fn copy_node(
     fallback: &mut Vec<f64>,
 ) -> u32 {
     let index = nodes.len();
-    let leaf_class = node.prediction().map(|churned| f64::from(u8::from(churned)));
+    let leaf_class = node
+        .prediction()
+        .map(|churned| f64::from(u8::from(churned)));
     nodes.push(Node::Leaf {
         churn: leaf_class.unwrap_or(0.0),
     });

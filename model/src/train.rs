@@ -170,9 +170,8 @@ impl ChurnModel {
         );
 
         let (forest, importances) = fit_forest(&train, params)?;
-        let probabilities = forest.predict_batch(
-            &test.iter().map(|s| s.features).collect::<Vec<Features>>(),
-        );
+        let probabilities =
+            forest.predict_batch(&test.iter().map(|s| s.features).collect::<Vec<Features>>());
         let labels: Vec<bool> = test.iter().map(|s| s.churned).collect();
         let report = TrainingReport {
             rows: samples.len(),
@@ -268,7 +267,10 @@ fn fit_forest(train: &[Sample], params: &TrainParams) -> Result<(Forest, Vec<f64
     for result in fitted {
         let (tree, importance) = result?;
         trees.push(tree);
-        importances.iter_mut().zip(importance).for_each(|(a, b)| *a += b);
+        importances
+            .iter_mut()
+            .zip(importance)
+            .for_each(|(a, b)| *a += b);
     }
     let total: f64 = importances.iter().sum();
     if total > 0.0 {
@@ -311,7 +313,10 @@ fn fit_tree(
         .iter()
         .map(|&(i, m)| m as f32 * if train[i].churned { CHURN_TILT } else { 1.0 })
         .collect();
-    let names: Vec<String> = subset.iter().map(|&f| FEATURE_NAMES[f].to_string()).collect();
+    let names: Vec<String> = subset
+        .iter()
+        .map(|&f| FEATURE_NAMES[f].to_string())
+        .collect();
     let dataset = Dataset::new(records, targets)
         .with_weights(weights)
         .with_feature_names(names);

@@ -57,7 +57,11 @@ fn the_model_learns_the_signal_and_reports_it() {
     assert_eq!(report.rows, 4_000);
     assert_eq!(report.train_rows, 3_000);
     assert_eq!(report.holdout.rows, 1_000);
-    assert!(report.holdout.roc_auc > 0.7, "AUC {}", report.holdout.roc_auc);
+    assert!(
+        report.holdout.roc_auc > 0.7,
+        "AUC {}",
+        report.holdout.roc_auc
+    );
     let importance = |name: &str| {
         report
             .importances
@@ -87,7 +91,10 @@ fn a_saved_model_loads_with_identical_predictions() {
     let loaded = ChurnModel::load(&path).unwrap();
     assert_eq!(loaded, model);
     let features = some_features();
-    assert_eq!(loaded.predict_batch(&features), model.predict_batch(&features));
+    assert_eq!(
+        loaded.predict_batch(&features),
+        model.predict_batch(&features)
+    );
     for f in &features {
         assert_eq!(loaded.predict(f), model.predict(f));
     }
@@ -105,21 +112,33 @@ fn damaged_or_foreign_files_are_refused_with_the_reason() {
 
     let err = load(b"{\"not\": \"a model\"}").unwrap_err();
     assert!(matches!(err, ModelError::NotAModel { .. }), "{err}");
-    assert!(matches!(load(b"").unwrap_err(), ModelError::NotAModel { .. }));
+    assert!(matches!(
+        load(b"").unwrap_err(),
+        ModelError::NotAModel { .. }
+    ));
 
     let mut newer = bytes.clone();
     newer[8] = 9;
     let err = load(&newer).unwrap_err();
-    assert!(matches!(err, ModelError::UnsupportedFormat { found: 9, .. }), "{err}");
+    assert!(
+        matches!(err, ModelError::UnsupportedFormat { found: 9, .. }),
+        "{err}"
+    );
 
     // Every truncation is refused, none panics.
     for cut in [9, 12, 20, bytes.len() / 2, bytes.len() - 1] {
         let err = load(&bytes[..cut]).unwrap_err();
-        assert!(matches!(err, ModelError::Corrupt { .. }), "cut at {cut}: {err}");
+        assert!(
+            matches!(err, ModelError::Corrupt { .. }),
+            "cut at {cut}: {err}"
+        );
     }
     let mut longer = bytes.clone();
     longer.extend_from_slice(b"trailing");
-    assert!(matches!(load(&longer).unwrap_err(), ModelError::Corrupt { .. }));
+    assert!(matches!(
+        load(&longer).unwrap_err(),
+        ModelError::Corrupt { .. }
+    ));
 
     // Flipping bytes anywhere in the body never panics and never loads a changed forest.
     let mut rng = ChaCha8Rng::seed_from_u64(11);
@@ -137,7 +156,10 @@ fn damaged_or_foreign_files_are_refused_with_the_reason() {
 #[test]
 fn a_missing_file_names_its_path() {
     let err = ChurnModel::load(Path::new("/nonexistent/churn.model")).unwrap_err();
-    assert!(err.to_string().contains("/nonexistent/churn.model"), "{err}");
+    assert!(
+        err.to_string().contains("/nonexistent/churn.model"),
+        "{err}"
+    );
 }
 
 #[test]

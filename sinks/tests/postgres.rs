@@ -25,7 +25,11 @@ fn a_file_run_commits_exactly_the_oracle_tables() {
     let tables = read_tables(&db.url);
     let mut oracle = recompute_file(&splits, &DataflowConfig::default()).unwrap();
     oracle.score_with(&model);
-    assert_eq!(tables.scores.len(), tables.sessions.len(), "every session is scored");
+    assert_eq!(
+        tables.scores.len(),
+        tables.sessions.len(),
+        "every session is scored"
+    );
     let differences = oracle.differences(&tables);
     assert!(differences.is_empty(), "{}", differences.join("\n"));
     assert!(

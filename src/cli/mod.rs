@@ -2,10 +2,12 @@
 
 mod args;
 mod demo;
+mod launch;
 mod produce;
 mod run;
 mod signals;
 mod train;
+mod web;
 
 use clap::{Parser, Subcommand};
 

@@ -9,15 +9,15 @@ use anyhow::Context;
 use clap::Args;
 use clickflow_dataflow::run::{InputSpec, RunConfig};
 use clickflow_dataflow::PipelineMetrics;
-use clickflow_sinks::postgres::{
-    run_into_postgres, DatabaseUrl, PipelineSpec, SinkConfig, SinkMetrics,
-};
+use clickflow_sinks::postgres::{DatabaseUrl, PipelineSpec, SinkConfig, SinkMetrics};
 use clickflow_sources::file::FileSplits;
 use clickflow_sources::kafka::partition_count;
 
 use super::args::{ClusterArgs, DatabaseArgs, DataflowArgs};
+use super::launch::launch;
 use super::signals::stop_flag;
 use super::train::load_model;
+use super::web::WebArgs;
 
 /// Flags of `clickflow run`.
 #[derive(Debug, Args)]
@@ -44,6 +44,8 @@ pub struct RunArgs {
     cluster: ClusterArgs,
     #[command(flatten)]
     dataflow: DataflowArgs,
+    #[command(flatten)]
+    web: WebArgs,
 }
 
 /// Runs `clickflow run`.
@@ -70,10 +72,6 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     tracing::info!(database = %url, input = describe(&input), writes, "starting the pipeline");
     let stop = stop_flag()?;
-    let metrics = Arc::new(PipelineMetrics::default());
-    let finished = Arc::new(AtomicBool::new(false));
-    let progress = spawn_progress_log(metrics.clone(), finished.clone());
-    let mut sink_metrics = None;
     let started = Instant::now();
     let spec = PipelineSpec {
         timely: timely_config,
@@ -81,13 +79,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         config,
         sink: SinkConfig::new(url),
         writes,
+        observe: None,
     };
-    let result = run_into_postgres(spec, stop, metrics.clone(), |sink| {
-        sink_metrics = Some(sink.metrics.clone())
-    });
-    finished.store(true, Ordering::Relaxed);
-    let _ = progress.join();
-    let stats = result.context("the pipeline failed")?;
+    let finished = launch(spec, &args.web, stop).context("the pipeline failed")?;
+    let stats = finished.stats;
     let seconds = started.elapsed().as_secs_f64();
     eprintln!(
         "done: {} events ({:.0} events/s), {} dead letters ({} late) in {seconds:.2} s",
@@ -96,7 +91,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         stats.dead_letters,
         stats.late,
     );
-    if let Some(metrics) = sink_metrics {
+    if let Some(metrics) = finished.sink {
         eprintln!("sink: {}", sink_summary(&metrics));
     }
     Ok(())

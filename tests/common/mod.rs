@@ -17,6 +17,8 @@ use clickflow_sources::{DeadLetter, Event, SourceBatch};
 pub fn clickflow() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_clickflow"));
     command.env("CLICKFLOW_LOG", "warn");
+    // Tests run many pipelines at once: each web server takes a free port.
+    command.env("CLICKFLOW_HTTP", "127.0.0.1:0");
     command
 }
 

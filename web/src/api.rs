@@ -123,7 +123,15 @@ pub fn routes(
     let status = warp::path!("api" / "v1" / "status")
         .and(with_context(context))
         .map(|context: WebContext| warp::reply::json(&status(&context)).into_response());
-    warp::get().and(funnel.or(trends).unify().or(at_risk).unify().or(status).unify())
+    warp::get().and(
+        funnel
+            .or(trends)
+            .unify()
+            .or(at_risk)
+            .unify()
+            .or(status)
+            .unify(),
+    )
 }
 
 fn status(context: &WebContext) -> Status {
@@ -141,7 +149,10 @@ fn status(context: &WebContext) -> Status {
         watermark: flow.watermark,
         watermark_lag_s: flow.watermark.map(|w| (now_ms() - w) as f64 / 1000.0),
         late_total: late,
-        malformed_total: metrics.dead_letters.load(Ordering::Relaxed).saturating_sub(late),
+        malformed_total: metrics
+            .dead_letters
+            .load(Ordering::Relaxed)
+            .saturating_sub(late),
         open_sessions: context.views.churn(1).open_sessions,
         model_version: context.model.as_ref().map(|m| m.version().to_string()),
         sink: context.status.sink(),
@@ -170,8 +181,8 @@ pub fn charts(
                 "churn.svg" => churn_chart(&views.churn(CHURN_BINS)),
                 _ => return Err(warp::reject::not_found()),
             };
-            let svg = rendered
-                .map_err(|e| refuse(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+            let svg =
+                rendered.map_err(|e| refuse(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
             Ok(svg_reply(svg))
         })
 }

@@ -9,9 +9,7 @@ use warp::{Filter, Rejection};
 use crate::errors::refuse;
 
 /// Passes requests that carry the token (all requests when there is none).
-pub fn authorized(
-    token: Option<Arc<str>>,
-) -> impl Filter<Extract = (), Error = Rejection> + Clone {
+pub fn authorized(token: Option<Arc<str>>) -> impl Filter<Extract = (), Error = Rejection> + Clone {
     warp::header::optional::<String>("authorization")
         .and_then(move |header: Option<String>| {
             let token = token.clone();

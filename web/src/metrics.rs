@@ -12,49 +12,129 @@ pub fn render(context: &WebContext) -> String {
     let events = pipeline.events.load(Ordering::Relaxed);
     let dead_letters = pipeline.dead_letters.load(Ordering::Relaxed);
     let late = pipeline.late.load(Ordering::Relaxed);
-    out.counter("clickflow_events_total", "Events accepted into the dataflow.", events as f64);
+    out.counter(
+        "clickflow_events_total",
+        "Events accepted into the dataflow.",
+        events as f64,
+    );
     out.family(
         "clickflow_dead_letters_total",
         "counter",
         "Payloads rejected, by reason class.",
     );
-    out.sample("clickflow_dead_letters_total", "reason=\"malformed\"", dead_letters.saturating_sub(late) as f64);
-    out.sample("clickflow_dead_letters_total", "reason=\"late\"", late as f64);
-    out.counter("clickflow_epochs_total", "Epochs closed by the dataflow.", pipeline.epochs.load(Ordering::Relaxed) as f64);
+    out.sample(
+        "clickflow_dead_letters_total",
+        "reason=\"malformed\"",
+        dead_letters.saturating_sub(late) as f64,
+    );
+    out.sample(
+        "clickflow_dead_letters_total",
+        "reason=\"late\"",
+        late as f64,
+    );
+    out.counter(
+        "clickflow_epochs_total",
+        "Epochs closed by the dataflow.",
+        pipeline.epochs.load(Ordering::Relaxed) as f64,
+    );
 
     let flow = context.views.flow();
-    out.gauge("clickflow_events_per_second", "Events accepted per second over the last seconds.", flow.events_per_second);
+    out.gauge(
+        "clickflow_events_per_second",
+        "Events accepted per second over the last seconds.",
+        flow.events_per_second,
+    );
     if let Some(watermark) = flow.watermark {
-        out.gauge("clickflow_watermark_seconds", "The pipeline watermark (event time, Unix seconds).", watermark as f64 / 1000.0);
+        out.gauge(
+            "clickflow_watermark_seconds",
+            "The pipeline watermark (event time, Unix seconds).",
+            watermark as f64 / 1000.0,
+        );
         let lag = crate::api::now_ms() - watermark;
-        out.gauge("clickflow_watermark_lag_seconds", "Wall-clock time minus the watermark.", lag as f64 / 1000.0);
+        out.gauge(
+            "clickflow_watermark_lag_seconds",
+            "Wall-clock time minus the watermark.",
+            lag as f64 / 1000.0,
+        );
     }
-    out.family("clickflow_partition_next_offset", "gauge", "Next offset to read, per partition.");
+    out.family(
+        "clickflow_partition_next_offset",
+        "gauge",
+        "Next offset to read, per partition.",
+    );
     for (partition, next_offset) in context.views.offsets() {
         out.sample(
             "clickflow_partition_next_offset",
-            &format!("topic=\"{}\",partition=\"{}\"", escape(&partition.topic), partition.partition),
+            &format!(
+                "topic=\"{}\",partition=\"{}\"",
+                escape(&partition.topic),
+                partition.partition
+            ),
             next_offset as f64,
         );
     }
 
     let churn = context.views.churn(1);
-    out.gauge("clickflow_open_sessions", "Open sessions.", churn.open_sessions as f64);
-    out.gauge("clickflow_scored_sessions", "Open sessions with a churn score.", churn.scored as f64);
-    out.counter("clickflow_scores_total", "Churn scores produced (changed scores).", context.views.scores_produced() as f64);
+    out.gauge(
+        "clickflow_open_sessions",
+        "Open sessions.",
+        churn.open_sessions as f64,
+    );
+    out.gauge(
+        "clickflow_scored_sessions",
+        "Open sessions with a churn score.",
+        churn.scored as f64,
+    );
+    out.counter(
+        "clickflow_scores_total",
+        "Churn scores produced (changed scores).",
+        context.views.scores_produced() as f64,
+    );
     if let Some(model) = &context.model {
         out.family("clickflow_model_info", "gauge", "The churn model in use.");
-        out.sample("clickflow_model_info", &format!("version=\"{}\"", escape(model.version())), 1.0);
+        out.sample(
+            "clickflow_model_info",
+            &format!("version=\"{}\"", escape(model.version())),
+            1.0,
+        );
     }
 
     if let Some(sink) = context.status.sink() {
-        out.gauge("clickflow_sink_connected", "1 while PostgreSQL answers.", f64::from(u8::from(sink.connected)));
-        out.counter("clickflow_sink_transactions_total", "Transactions committed.", sink.transactions as f64);
-        out.counter("clickflow_sink_rows_total", "Rows inserted, updated or deleted.", sink.rows as f64);
-        out.counter("clickflow_sink_retries_total", "Lost connections retried.", sink.retries as f64);
-        out.family("clickflow_sink_commit_seconds", "summary", "Time spent committing transactions.");
-        out.sample("clickflow_sink_commit_seconds_sum", "", sink.commit_seconds_total);
-        out.sample("clickflow_sink_commit_seconds_count", "", sink.transactions as f64);
+        out.gauge(
+            "clickflow_sink_connected",
+            "1 while PostgreSQL answers.",
+            f64::from(u8::from(sink.connected)),
+        );
+        out.counter(
+            "clickflow_sink_transactions_total",
+            "Transactions committed.",
+            sink.transactions as f64,
+        );
+        out.counter(
+            "clickflow_sink_rows_total",
+            "Rows inserted, updated or deleted.",
+            sink.rows as f64,
+        );
+        out.counter(
+            "clickflow_sink_retries_total",
+            "Lost connections retried.",
+            sink.retries as f64,
+        );
+        out.family(
+            "clickflow_sink_commit_seconds",
+            "summary",
+            "Time spent committing transactions.",
+        );
+        out.sample(
+            "clickflow_sink_commit_seconds_sum",
+            "",
+            sink.commit_seconds_total,
+        );
+        out.sample(
+            "clickflow_sink_commit_seconds_count",
+            "",
+            sink.transactions as f64,
+        );
         out.family(
             "clickflow_freshness_seconds",
             "histogram",
@@ -63,13 +143,25 @@ pub fn render(context: &WebContext) -> String {
         let mut total_seconds = 0.0;
         let mut previous = (0.0, 0);
         for &(bound, events) in &sink.freshness_buckets {
-            out.sample("clickflow_freshness_seconds_bucket", &format!("le=\"{bound}\""), events as f64);
+            out.sample(
+                "clickflow_freshness_seconds_bucket",
+                &format!("le=\"{bound}\""),
+                events as f64,
+            );
             total_seconds += (events - previous.1) as f64 * (bound + previous.0) / 2.0;
             previous = (bound, events);
         }
-        out.sample("clickflow_freshness_seconds_bucket", "le=\"+Inf\"", sink.freshness_events as f64);
+        out.sample(
+            "clickflow_freshness_seconds_bucket",
+            "le=\"+Inf\"",
+            sink.freshness_events as f64,
+        );
         out.sample("clickflow_freshness_seconds_sum", "", total_seconds);
-        out.sample("clickflow_freshness_seconds_count", "", sink.freshness_events as f64);
+        out.sample(
+            "clickflow_freshness_seconds_count",
+            "",
+            sink.freshness_events as f64,
+        );
     }
     out.text
 }

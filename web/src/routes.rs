@@ -26,7 +26,10 @@ use crate::errors::recover;
 const DASHBOARD: &str = include_str!("dashboard.html");
 
 /// Every route; with a `token`, all but `/healthz` need it.
-pub fn routes(context: WebContext, token: Option<Arc<str>>) -> BoxedFilter<(warp::reply::Response,)> {
+pub fn routes(
+    context: WebContext,
+    token: Option<Arc<str>>,
+) -> BoxedFilter<(warp::reply::Response,)> {
     let health_context = context.clone();
     let healthz = warp::path!("healthz").and(warp::get()).map(move || {
         let problems = health_context.status.problems();

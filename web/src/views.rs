@@ -7,7 +7,8 @@
 //! match (after a restart, the views start empty while the dataflow replays): a retraction of
 //! an unknown row is ignored, an insertion replaces what is there.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -223,12 +224,19 @@ impl LiveViews {
     /// session id, so the order is stable).
     pub fn at_risk(&self, limit: usize) -> Vec<AtRisk> {
         let views = self.lock();
-        let mut scored: Vec<(&CompactString, f64)> =
-            views.scores.iter().map(|(id, p)| (id, *p)).collect();
-        scored.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(b.0)));
-        scored
+        // The riskiest `limit` by a bounded heap: open sessions can number in the millions.
+        let mut top: BinaryHeap<Reverse<Risk<'_>>> = BinaryHeap::with_capacity(limit + 1);
+        for (id, p) in &views.scores {
+            top.push(Reverse(Risk(*p, id)));
+            if top.len() > limit {
+                top.pop();
+            }
+        }
+        let mut riskiest: Vec<Risk<'_>> = top.into_iter().map(|Reverse(r)| r).collect();
+        riskiest.sort_by(|a, b| b.cmp(a));
+        riskiest
             .into_iter()
-            .filter_map(|(id, p)| {
+            .filter_map(|Risk(p, id)| {
                 let row = views.open.get(id)?;
                 Some(AtRisk {
                     session_id: id.to_string(),
@@ -239,7 +247,6 @@ impl LiveViews {
                     churn_probability: p,
                 })
             })
-            .take(limit)
             .collect()
     }
 
@@ -294,6 +301,24 @@ impl LiveViews {
 impl Views {
     fn is_complete(&self, window_end: EventTime) -> bool {
         self.watermark.is_some_and(|w| window_end <= w)
+    }
+}
+
+/// A session's risk: higher probability first, then the smaller session id.
+#[derive(PartialEq)]
+struct Risk<'a>(f64, &'a CompactString);
+
+impl Eq for Risk<'_> {}
+
+impl PartialOrd for Risk<'_> {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Risk<'_> {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.total_cmp(&other.0).then_with(|| other.1.cmp(self.1))
     }
 }
 

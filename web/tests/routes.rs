@@ -76,7 +76,11 @@ fn epoch() -> EpochOutput {
                     window,
                     event_type,
                     count,
-                    revenue_cents: if event_type == EventType::Purchase { 1999 * count } else { 0 },
+                    revenue_cents: if event_type == EventType::Purchase {
+                        1999 * count
+                    } else {
+                        0
+                    },
                 },
                 1,
             ));
@@ -151,7 +155,10 @@ async fn get(server: &Server, path: &str) -> (StatusCode, String, String) {
 
 async fn get_json(server: &Server, path: &str) -> (StatusCode, Value) {
     let (status, content_type, body) = get(server, path).await;
-    assert!(content_type.starts_with("application/json"), "{path}: {content_type}");
+    assert!(
+        content_type.starts_with("application/json"),
+        "{path}: {content_type}"
+    );
     (status, serde_json::from_str(&body).unwrap())
 }
 
@@ -178,7 +185,12 @@ async fn predictions_answer_one_object_or_an_array() {
     let model = model();
     let server = server(Some(model.clone()));
     let one = json!({"num_views": 4, "num_cart_adds": 1, "duration_s": 95.5});
-    let (status, body) = predict(&server, Some("application/json"), one.to_string().as_bytes()).await;
+    let (status, body) = predict(
+        &server,
+        Some("application/json"),
+        one.to_string().as_bytes(),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
     let expected = model.predict(&Features::of_session(4, 1, 95_500));
     assert_eq!(body["churn_probability"].as_f64(), Some(expected));
@@ -208,17 +220,67 @@ async fn bad_prediction_requests_get_a_json_error_naming_the_problem() {
     let server = server(Some(model()));
     let json = Some("application/json");
     let cases: [(&[u8], Option<&str>, StatusCode, &str); 11] = [
-        (br#"{"num_views": 1, "num_cart_adds": 0}"#, json, StatusCode::BAD_REQUEST, "duration_s"),
-        (br#"{"num_views": -1, "num_cart_adds": 0, "duration_s": 3}"#, json, StatusCode::BAD_REQUEST, "num_views"),
-        (br#"{"num_views": "many", "num_cart_adds": 0, "duration_s": 3}"#, json, StatusCode::BAD_REQUEST, "invalid type"),
-        (br#"{"num_views": 1, "num_cart_adds": 0, "duration_s": 1e999}"#, json, StatusCode::BAD_REQUEST, "not valid JSON"),
-        (br#"{"num_views": 1, "num_cart_adds": 0, "duration_s": 3, "extra": 1}"#, json, StatusCode::BAD_REQUEST, "extra"),
-        (br#"[{"num_views": 1, "num_cart_adds": 0, "duration_s": 3}, {"num_views": 1}]"#, json, StatusCode::BAD_REQUEST, "item 1"),
+        (
+            br#"{"num_views": 1, "num_cart_adds": 0}"#,
+            json,
+            StatusCode::BAD_REQUEST,
+            "duration_s",
+        ),
+        (
+            br#"{"num_views": -1, "num_cart_adds": 0, "duration_s": 3}"#,
+            json,
+            StatusCode::BAD_REQUEST,
+            "num_views",
+        ),
+        (
+            br#"{"num_views": "many", "num_cart_adds": 0, "duration_s": 3}"#,
+            json,
+            StatusCode::BAD_REQUEST,
+            "invalid type",
+        ),
+        (
+            br#"{"num_views": 1, "num_cart_adds": 0, "duration_s": 1e999}"#,
+            json,
+            StatusCode::BAD_REQUEST,
+            "not valid JSON",
+        ),
+        (
+            br#"{"num_views": 1, "num_cart_adds": 0, "duration_s": 3, "extra": 1}"#,
+            json,
+            StatusCode::BAD_REQUEST,
+            "extra",
+        ),
+        (
+            br#"[{"num_views": 1, "num_cart_adds": 0, "duration_s": 3}, {"num_views": 1}]"#,
+            json,
+            StatusCode::BAD_REQUEST,
+            "item 1",
+        ),
         (b"42", json, StatusCode::BAD_REQUEST, "expected an object"),
-        (b"{not json", json, StatusCode::BAD_REQUEST, "not valid JSON"),
-        (br#"{"num_views": 1, "num_cart_adds": 0, "duration_s": 3}"#, Some("text/plain"), StatusCode::UNSUPPORTED_MEDIA_TYPE, "text/plain"),
-        (br#"{"num_views": 1, "num_cart_adds": 0, "duration_s": 3}"#, None, StatusCode::UNSUPPORTED_MEDIA_TYPE, "application/json"),
-        (&[b' '; 2 << 20], json, StatusCode::PAYLOAD_TOO_LARGE, "larger than"),
+        (
+            b"{not json",
+            json,
+            StatusCode::BAD_REQUEST,
+            "not valid JSON",
+        ),
+        (
+            br#"{"num_views": 1, "num_cart_adds": 0, "duration_s": 3}"#,
+            Some("text/plain"),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "text/plain",
+        ),
+        (
+            br#"{"num_views": 1, "num_cart_adds": 0, "duration_s": 3}"#,
+            None,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "application/json",
+        ),
+        (
+            &[b' '; 2 << 20],
+            json,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "larger than",
+        ),
     ];
     for (body, content_type, expected, mention) in cases {
         let (status, reply) = predict(&server, content_type, body).await;
@@ -250,7 +312,10 @@ async fn the_json_api_reads_the_live_views() {
     assert_eq!(windows.len(), 2);
     assert_eq!(windows[0]["window_start"], T0 + MINUTE);
     assert_eq!(windows[0]["complete"], true);
-    assert_eq!(windows[1]["complete"], false, "the newest window is still open");
+    assert_eq!(
+        windows[1]["complete"], false,
+        "the newest window is still open"
+    );
     assert_eq!(windows[1]["click"], 60);
 
     let (_, body) = get_json(&server, "/api/v1/trends").await;
@@ -261,8 +326,15 @@ async fn the_json_api_reads_the_live_views() {
 
     let (_, body) = get_json(&server, "/api/v1/sessions/at-risk?limit=2").await;
     let sessions = body["sessions"].as_array().unwrap();
-    let ids: Vec<&str> = sessions.iter().map(|s| s["session_id"].as_str().unwrap()).collect();
-    assert_eq!(ids, ["s1", "s3"], "riskiest first; closed sessions are gone");
+    let ids: Vec<&str> = sessions
+        .iter()
+        .map(|s| s["session_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        ["s1", "s3"],
+        "riskiest first; closed sessions are gone"
+    );
     assert_eq!(sessions[0]["churn_probability"], 0.9);
     assert_eq!(sessions[0]["duration_s"], 90.0);
 
@@ -298,8 +370,20 @@ async fn bad_parameters_get_400_with_the_reason() {
 async fn charts_are_svg_with_their_data_and_labels() {
     let server = server(None);
     for (name, mentions) in [
-        ("funnel", vec!["distinct users", "viewed", "purchased", "latest complete window"]),
-        ("trends", vec!["events per minute", "add_to_cart", "revenue"]),
+        (
+            "funnel",
+            vec![
+                "distinct users",
+                "viewed",
+                "purchased",
+                "latest complete window, 00:01–00:02 UTC",
+                "mean per minute",
+            ],
+        ),
+        (
+            "trends",
+            vec!["events per minute", "add_to_cart", "revenue per minute"],
+        ),
         ("churn", vec!["churn probability", "open sessions"]),
     ] {
         let (status, content_type, svg) = get(&server, &format!("/charts/{name}.svg")).await;
@@ -328,10 +412,18 @@ async fn the_page_is_one_self_contained_document() {
     let (status, content_type, html) = get(&server, "/").await;
     assert_eq!(status, StatusCode::OK);
     assert!(content_type.starts_with("text/html"));
-    for part in ["\"/charts/\"", "/api/v1/sessions/at-risk", "/api/v1/status", "setInterval(refresh, 2000)"] {
+    for part in [
+        "\"/charts/\"",
+        "/api/v1/sessions/at-risk",
+        "/api/v1/status",
+        "setInterval(refresh, 2000)",
+    ] {
         assert!(html.contains(part), "page lacks {part}");
     }
-    assert!(!html.contains("http://") && !html.contains("https://"), "no external assets");
+    assert!(
+        !html.contains("http://") && !html.contains("https://"),
+        "no external assets"
+    );
 }
 
 #[tokio::test]
@@ -374,7 +466,10 @@ async fn healthz_says_why_it_is_unhealthy() {
         .status
         .set_state(DataflowState::Failed("source broke".into()));
     let (_, body) = get_json(&server, "/healthz").await;
-    assert!(body["reasons"][0].as_str().unwrap().contains("source broke"));
+    assert!(body["reasons"][0]
+        .as_str()
+        .unwrap()
+        .contains("source broke"));
 }
 
 #[tokio::test]

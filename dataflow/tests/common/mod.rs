@@ -8,9 +8,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use clickflow_dataflow::oracle::OracleTables;
-use clickflow_model::ChurnModel;
 use clickflow_dataflow::run::{run, InputSpec, RunConfig};
 use clickflow_dataflow::{DataflowConfig, EpochConfig, Tables};
+use clickflow_model::ChurnModel;
 use clickflow_sources::file::FileSplits;
 use clickflow_sources::shop::ShopRecord;
 

@@ -170,8 +170,14 @@ const SESSIONS_DELETE: Statement = Statement {
 
 const SCORES_UPSERT: Statement = Statement {
     staging: "clickflow_stage_scores",
-    columns: &["session_id", "user_id", "churn_probability", "model_version"],
-    sql: "INSERT INTO churn_scores (session_id, user_id, churn_probability, model_version, scored_at)
+    columns: &[
+        "session_id",
+        "user_id",
+        "churn_probability",
+        "model_version",
+    ],
+    sql:
+        "INSERT INTO churn_scores (session_id, user_id, churn_probability, model_version, scored_at)
           SELECT s.session_id, s.user_id, s.churn_probability, s.model_version, now()
           FROM {src}
           ON CONFLICT (session_id) DO UPDATE SET

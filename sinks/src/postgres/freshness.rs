@@ -27,6 +27,27 @@ impl Freshness {
         self.total += events;
     }
 
+    /// Events recorded.
+    pub fn total(&self) -> u64 {
+        self.total
+    }
+
+    /// For each bound (milliseconds, ascending), the events that waited at most that long.
+    pub fn cumulative(&self, bounds_ms: &[i64]) -> Vec<u64> {
+        let mut seen = 0;
+        let mut next = 0;
+        let mut counts = Vec::with_capacity(bounds_ms.len());
+        for &bound in bounds_ms {
+            let last = (bound.max(0) as usize).min(LIMIT_MS);
+            while next <= last {
+                seen += self.counts[next];
+                next += 1;
+            }
+            counts.push(seen);
+        }
+        counts
+    }
+
     /// The wait that `quantile` (0..=1) of the events did not exceed; `None` before any.
     pub fn quantile(&self, quantile: f64) -> Option<i64> {
         if self.total == 0 {
@@ -60,5 +81,10 @@ mod tests {
         assert_eq!(freshness.quantile(0.5), Some(10));
         assert_eq!(freshness.quantile(0.99), Some(250));
         assert_eq!(freshness.quantile(1.0), Some(60_000));
+        assert_eq!(
+            freshness.cumulative(&[5, 10, 300, 70_000]),
+            vec![0, 98, 99, 100]
+        );
+        assert_eq!(freshness.total(), 100);
     }
 }

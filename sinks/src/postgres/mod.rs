@@ -47,7 +47,7 @@ mod write;
 pub use config::{DatabaseUrl, SinkConfig};
 pub use error::SinkError;
 pub use freshness::Freshness;
-pub use pipeline::{run_into_postgres, PipelineError, PipelineSpec};
+pub use pipeline::{run_into_postgres, Observer, PipelineError, PipelineSpec};
 pub use read_back::{read_closed_sessions, read_tables};
 pub use resume::load_resume_plan;
 pub use schema::prepare;

@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use clickflow_dataflow::run::{run, InputSpec, RunConfig, RunError, RunStats};
-use clickflow_dataflow::PipelineMetrics;
+use clickflow_dataflow::{EpochOutput, PipelineMetrics};
 
 use super::{load_resume_plan, prepare, spawn_sink, SinkConfig, SinkError, SinkHandle};
 
@@ -31,7 +31,12 @@ pub struct PipelineSpec {
     pub sink: SinkConfig,
     /// Whether this process writes: only the one that gathers the output (process 0).
     pub writes: bool,
+    /// Sees every closed epoch just before the sink does (the web server's live views).
+    pub observe: Option<Observer>,
 }
+
+/// A callback that sees each closed epoch.
+pub type Observer = Box<dyn FnMut(&EpochOutput) + Send>;
 
 /// Prepares the database, loads where the pipeline stood, and runs the input into
 /// PostgreSQL until it ends or `stop` is set. `metrics` are the dataflow's counters;
@@ -48,6 +53,7 @@ pub fn run_into_postgres(
         mut config,
         sink,
         writes,
+        mut observe,
     } = spec;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -75,7 +81,10 @@ pub fn run_into_postgres(
     on_sink(&handle);
     let mut send = handle.deliver();
     let failed = stop.clone();
-    let deliver = Box::new(move |output| {
+    let deliver = Box::new(move |output: EpochOutput| {
+        if let Some(observe) = observe.as_mut() {
+            observe(&output);
+        }
         if !send(output) {
             // The sink failed for good: stop reading; nothing past its last commit counts.
             failed.store(true, Ordering::Relaxed);

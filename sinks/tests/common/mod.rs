@@ -81,6 +81,7 @@ pub fn run_file_scored(
         config,
         sink,
         writes: true,
+        observe: None,
     };
     run_into_postgres(
         spec,

@@ -8,27 +8,27 @@
 mod model;
 mod postgres;
 
-use std::sync::atomic::Ordering;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use clap::Args;
 use clickflow_dataflow::run::{InputSpec, RunConfig};
-use clickflow_dataflow::PipelineMetrics;
-use clickflow_sinks::postgres::{run_into_postgres, DatabaseUrl, PipelineSpec, SinkConfig};
+use clickflow_sinks::postgres::{DatabaseUrl, PipelineSpec, SinkConfig};
 use clickflow_sources::kafka::{EmbeddedBroker, EventProducer};
-use clickflow_sources::shop::{Shop, ShopConfig};
+use clickflow_sources::shop::{Shop, ShopConfig, ShopRecord};
 
 use super::args::{DatabaseArgs, DataflowArgs};
-use super::run::spawn_progress_log;
+use super::launch::launch;
 use super::signals::stop_flag;
 use super::train::load_model;
+use super::web::WebArgs;
 
 /// Flags of `clickflow demo`.
 #[derive(Debug, Args)]
 pub struct DemoArgs {
-    /// Events per second the synthetic shop produces.
+    /// Events per second the synthetic shop aims at (nominal: the simulation's think times
+    /// make the real rate somewhat higher; the dashboard shows what arrives).
     #[arg(long, default_value_t = 2000.0)]
     rate: f64,
     /// Partitions of the embedded topic.
@@ -54,6 +54,8 @@ pub struct DemoArgs {
     database: DatabaseArgs,
     #[command(flatten)]
     dataflow: DataflowArgs,
+    #[command(flatten)]
+    web: WebArgs,
 }
 
 const TOPIC: &str = "user-events";
@@ -84,8 +86,12 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
         malformed_fraction: args.malformed_fraction,
         ..ShopConfig::default()
     });
+    // Each event is sent when the wall clock reaches its event time, as in a real shop: the
+    // watermark then follows the clock and windows complete in real time. (The shop's
+    // `--rate` is nominal; the dashboard shows the rate that arrives.)
+    let start_ms = shop.config().start_ms;
     let producer = {
-        let (brokers, stop, rate) = (brokers.clone(), stop.clone(), args.rate.max(1.0));
+        let (brokers, stop) = (brokers.clone(), stop.clone());
         std::thread::spawn(move || -> anyhow::Result<u64> {
             let mut producer = EventProducer::new(&brokers, TOPIC)?;
             let started = Instant::now();
@@ -95,15 +101,17 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
                 if stop.load(Ordering::Relaxed) {
                     break;
                 }
+                if let ShopRecord::Event(event) = &record {
+                    let due = Duration::from_millis((event.ts - start_ms).max(0) as u64);
+                    if let Some(ahead) = due.checked_sub(started.elapsed()) {
+                        std::thread::sleep(ahead);
+                    }
+                }
                 payload.clear();
                 record.write_payload(&mut payload);
                 producer.send(record.key().as_bytes(), &payload)?;
                 sent += 1;
                 producer.poll();
-                let due = Duration::from_secs_f64(sent as f64 / rate);
-                if let Some(ahead) = due.checked_sub(started.elapsed()) {
-                    std::thread::sleep(ahead);
-                }
             }
             producer.flush(Duration::from_secs(10))?;
             Ok(sent)
@@ -135,32 +143,26 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
         topic: TOPIC.into(),
         partitions: args.partitions,
     };
-    let metrics = Arc::new(PipelineMetrics::default());
-    let finished = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let progress = spawn_progress_log(metrics.clone(), finished.clone());
     let spec = PipelineSpec {
         timely: timely::Config::process(args.workers.max(1)),
         input,
         config,
         sink: SinkConfig::new(url),
         writes: true,
+        observe: None,
     };
-    let mut sink_metrics = None;
-    let result = run_into_postgres(spec, stop.clone(), metrics, |sink| {
-        sink_metrics = Some(sink.metrics.clone())
-    });
+    let result = launch(spec, &args.web, stop.clone());
     stop.store(true, Ordering::Relaxed);
-    finished.store(true, Ordering::Relaxed);
-    let _ = progress.join();
     let sent = producer
         .join()
         .map_err(|_| anyhow::anyhow!("the shop thread panicked"))??;
-    let stats = result?;
+    let finished = result?;
+    let stats = finished.stats;
     eprintln!(
         "demo stopped: the shop sent {sent} events; the pipeline counted {} and dead-lettered {}",
         stats.events, stats.dead_letters
     );
-    if let Some(metrics) = sink_metrics {
+    if let Some(metrics) = finished.sink {
         eprintln!("sink: {}", super::run::sink_summary(&metrics));
     }
     Ok(())

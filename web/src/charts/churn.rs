@@ -2,7 +2,7 @@
 
 use plotters::prelude::*;
 
-use super::{waiting, ChartError, FONT};
+use super::{waiting, ChartError, FONT, NO_LINE};
 use crate::views::ChurnSummary;
 
 /// A histogram of open sessions per churn-probability bin, green (likely to buy) to red
@@ -15,10 +15,7 @@ pub fn churn_chart(summary: &ChurnSummary) -> Result<String, ChartError> {
 
 fn draw(svg: &mut String, summary: &ChurnSummary) -> Result<(), String> {
     let root = SVGBackend::with_string(svg, (620, 340)).into_drawing_area();
-    let title = format!(
-        "Churn risk of {} open sessions",
-        summary.scored
-    );
+    let title = format!("Churn risk of {} open sessions", summary.scored);
     if summary.scored == 0 {
         let message = if summary.open_sessions == 0 {
             "waiting for open sessions"
@@ -42,6 +39,7 @@ fn draw(svg: &mut String, summary: &ChurnSummary) -> Result<(), String> {
     chart
         .configure_mesh()
         .disable_x_mesh()
+        .light_line_style(NO_LINE)
         .x_labels(11)
         .x_label_formatter(&|x| format!("{x:.1}"))
         .x_desc("churn probability")

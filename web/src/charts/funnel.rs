@@ -3,7 +3,7 @@
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
-use super::{waiting, ChartError, FONT, STEP_COLOURS};
+use super::{clock, per_window, waiting, ChartError, FONT, NO_LINE, STEP_COLOURS};
 use crate::views::FunnelWindow;
 
 const STEPS: [&str; 3] = ["viewed", "added to cart", "purchased"];
@@ -32,7 +32,11 @@ fn draw(svg: &mut String, complete: &[FunnelWindow], windows: usize) -> Result<(
     let root = SVGBackend::with_string(svg, (620, 340)).into_drawing_area();
     let title = "Funnel: distinct users per step";
     let Some(latest) = complete.last() else {
-        return waiting(&root, title, "waiting for the first complete 1-minute window");
+        return waiting(
+            &root,
+            title,
+            "waiting for the first complete 1-minute window",
+        );
     };
     let recent = &complete[complete.len().saturating_sub(windows)..];
     let mut mean = [0.0; 3];
@@ -42,7 +46,13 @@ fn draw(svg: &mut String, complete: &[FunnelWindow], windows: usize) -> Result<(
             .for_each(|(m, v)| *m += v / recent.len() as f64);
     }
     let latest_steps = steps(latest);
-    let top = latest_steps.iter().chain(&mean).fold(1.0f64, |a, b| a.max(*b)) * 1.25;
+    // Head room above the bars for the legend.
+    let top = latest_steps
+        .iter()
+        .chain(&mean)
+        .fold(1.0f64, |a, b| a.max(*b))
+        * 1.5;
+    let length = latest.window_end - latest.window_start;
 
     root.fill(&WHITE).map_err(|e| e.to_string())?;
     let mut chart = ChartBuilder::on(&root)
@@ -55,6 +65,7 @@ fn draw(svg: &mut String, complete: &[FunnelWindow], windows: usize) -> Result<(
     chart
         .configure_mesh()
         .disable_x_mesh()
+        .light_line_style(NO_LINE)
         .x_labels(0)
         .y_desc("distinct users")
         .y_label_formatter(&|y| format!("{y:.0}"))
@@ -77,17 +88,19 @@ fn draw(svg: &mut String, complete: &[FunnelWindow], windows: usize) -> Result<(
         .map_err(|e| e.to_string())?;
     }
     let latest_label = format!(
-        "latest complete window ({}–{} UTC)",
-        super::clock(latest.window_start),
-        super::clock(latest.window_end)
+        "latest complete window, {}–{} UTC",
+        clock(latest.window_start, length < 60_000),
+        clock(latest.window_end, length < 60_000)
     );
-    let mean_label = format!("mean per window, last {} min", recent.len());
-    for (series, (values, label, offset)) in [
-        (latest_steps, latest_label, 0.12),
-        (mean, mean_label, 0.5),
-    ]
-    .into_iter()
-    .enumerate()
+    let mean_label = format!(
+        "mean per {}, last {} windows",
+        per_window(length),
+        recent.len()
+    );
+    for (series, (values, label, offset)) in
+        [(latest_steps, latest_label, 0.12), (mean, mean_label, 0.5)]
+            .into_iter()
+            .enumerate()
     {
         let bars = values.iter().enumerate().map(|(step, value)| {
             let colour = STEP_COLOURS[step].mix(if series == 0 { 1.0 } else { 0.45 });
@@ -101,7 +114,9 @@ fn draw(svg: &mut String, complete: &[FunnelWindow], windows: usize) -> Result<(
             .legend(move |(x, y)| {
                 Rectangle::new(
                     [(x, y - 6), (x + 14, y + 6)],
-                    STEP_COLOURS[0].mix(if series == 0 { 1.0 } else { 0.45 }).filled(),
+                    STEP_COLOURS[0]
+                        .mix(if series == 0 { 1.0 } else { 0.45 })
+                        .filled(),
                 )
             });
         let numbers = values.iter().enumerate().map(|(step, value)| {
@@ -116,8 +131,10 @@ fn draw(svg: &mut String, complete: &[FunnelWindow], windows: usize) -> Result<(
         });
         chart.draw_series(numbers).map_err(|e| e.to_string())?;
     }
-    // Conversion from one step to the next, latest window (mean in brackets).
+    // Conversion from one step to the next, latest window (mean in brackets), just above
+    // the taller of the two steps it joins.
     let conversions = (1..3).map(|step| {
+        let height = latest_steps[step - 1].max(mean[step - 1]);
         let rate = |v: &[f64; 3]| {
             if v[step - 1] > 0.0 {
                 format!("{:.0}%", 100.0 * v[step] / v[step - 1])
@@ -127,7 +144,7 @@ fn draw(svg: &mut String, complete: &[FunnelWindow], windows: usize) -> Result<(
         };
         Text::new(
             format!("→ {} ({})", rate(&latest_steps), rate(&mean)),
-            (step as f64, top * 0.93),
+            (step as f64, height + top * 0.06),
             (FONT, 13)
                 .into_font()
                 .style(FontStyle::Bold)
@@ -139,7 +156,7 @@ fn draw(svg: &mut String, complete: &[FunnelWindow], windows: usize) -> Result<(
     chart
         .configure_series_labels()
         .position(SeriesLabelPosition::UpperRight)
-        .margin(28)
+        .margin(8)
         .label_font((FONT, 12))
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK.mix(0.3))

@@ -74,12 +74,32 @@ fn waiting(
     root.present().map_err(|e| e.to_string())
 }
 
-/// `HH:MM` (UTC) of a Unix-ms time.
-pub(crate) fn clock(ms: i64) -> String {
-    let minutes = ms.div_euclid(60_000);
-    format!(
-        "{:02}:{:02}",
-        minutes.div_euclid(60).rem_euclid(24),
-        minutes.rem_euclid(60)
-    )
+/// `HH:MM` (UTC) of a Unix-ms time, `HH:MM:SS` when `with_seconds` (windows shorter than a
+/// minute).
+pub(crate) fn clock(ms: i64, with_seconds: bool) -> String {
+    let seconds = ms.div_euclid(1000);
+    let (h, m, s) = (
+        seconds.div_euclid(3600).rem_euclid(24),
+        seconds.div_euclid(60).rem_euclid(60),
+        seconds.rem_euclid(60),
+    );
+    if with_seconds {
+        format!("{h:02}:{m:02}:{s:02}")
+    } else {
+        format!("{h:02}:{m:02}")
+    }
 }
+
+/// How a window's length reads in a label: "minute", or "10 s window".
+pub(crate) fn per_window(length_ms: i64) -> String {
+    if length_ms == 60_000 {
+        "minute".to_string()
+    } else if length_ms % 60_000 == 0 {
+        format!("{} min window", length_ms / 60_000)
+    } else {
+        format!("{} s window", length_ms as f64 / 1000.0)
+    }
+}
+
+/// No light mesh lines: the bold ones are enough to read values off.
+pub(crate) const NO_LINE: RGBAColor = RGBAColor(255, 255, 255, 0.0);

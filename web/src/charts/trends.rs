@@ -2,7 +2,7 @@
 
 use plotters::prelude::*;
 
-use super::{clock, waiting, ChartError, FONT, REVENUE_COLOUR, STEP_COLOURS};
+use super::{clock, per_window, waiting, ChartError, FONT, NO_LINE, REVENUE_COLOUR, STEP_COLOURS};
 use crate::views::TrendWindow;
 
 /// Lines of events per window for each type (left axis) and revenue per window (dashed,
@@ -15,23 +15,22 @@ pub fn trends_chart(windows: &[TrendWindow]) -> Result<String, ChartError> {
 
 fn draw(svg: &mut String, windows: &[TrendWindow]) -> Result<(), String> {
     let root = SVGBackend::with_string(svg, (820, 340)).into_drawing_area();
-    let title = "Event trends: events per minute";
+    let title = "Event trends: events and revenue per window";
     let (Some(first), Some(last)) = (windows.first(), windows.last()) else {
         return waiting(&root, title, "waiting for events");
     };
-    let x_range = first.window_start..last.window_start.max(first.window_start + 60_000);
+    let length = first.window_end - first.window_start;
+    let x_range = first.window_start..last.window_start.max(first.window_start + length);
+    // Head room above the lines for the legend.
     let counts_top = windows
         .iter()
         .map(|w| w.click.max(w.add_to_cart).max(w.purchase))
         .max()
         .unwrap_or(0)
         .max(1) as f64
-        * 1.15;
-    let revenue_top = windows
-        .iter()
-        .map(|w| w.revenue)
-        .fold(1.0f64, f64::max)
-        * 1.15;
+        * 1.6;
+    let revenue_top = windows.iter().map(|w| w.revenue).fold(1.0f64, f64::max) * 1.6;
+    let per = per_window(length);
 
     root.fill(&WHITE).map_err(|e| e.to_string())?;
     let mut chart = ChartBuilder::on(&root)
@@ -46,18 +45,18 @@ fn draw(svg: &mut String, windows: &[TrendWindow]) -> Result<(), String> {
     chart
         .configure_mesh()
         .x_labels(8)
-        .x_label_formatter(&|ms| clock(*ms))
+        .x_label_formatter(&|ms| clock(*ms, length < 60_000))
         .x_desc("window start (UTC)")
-        .y_desc("events per minute")
+        .y_desc(format!("events per {per}"))
         .y_label_formatter(&|y| format!("{y:.0}"))
         .label_style((FONT, 13))
         .axis_desc_style((FONT, 13))
-        .light_line_style(WHITE.mix(0.0))
+        .light_line_style(NO_LINE)
         .draw()
         .map_err(|e| e.to_string())?;
     chart
         .configure_secondary_axes()
-        .y_desc("revenue per minute")
+        .y_desc(format!("revenue per {per}"))
         .y_label_formatter(&|y| format!("{y:.0}"))
         .label_style((FONT, 13))
         .axis_desc_style((FONT, 13))
@@ -78,7 +77,9 @@ fn draw(svg: &mut String, windows: &[TrendWindow]) -> Result<(), String> {
             ))
             .map_err(|e| e.to_string())?
             .label(name)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], colour.stroke_width(2)));
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 18, y)], colour.stroke_width(2))
+            });
     }
     chart
         .draw_secondary_series(DashedLineSeries::new(
@@ -89,10 +90,12 @@ fn draw(svg: &mut String, windows: &[TrendWindow]) -> Result<(), String> {
         ))
         .map_err(|e| e.to_string())?
         .label("revenue (right axis)")
-        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], REVENUE_COLOUR.stroke_width(2)));
+        .legend(|(x, y)| {
+            PathElement::new(vec![(x, y), (x + 18, y)], REVENUE_COLOUR.stroke_width(2))
+        });
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
+        .position(SeriesLabelPosition::UpperRight)
         .label_font((FONT, 12))
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK.mix(0.3))

@@ -1,0 +1,77 @@
+//! Running a pipeline into PostgreSQL with its web server and progress log: what `run` and
+//! `demo` share.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use clickflow_dataflow::run::RunStats;
+use clickflow_dataflow::PipelineMetrics;
+use clickflow_sinks::postgres::{run_into_postgres, PipelineSpec, SinkMetrics};
+use clickflow_web::{DataflowState, LiveViews, PipelineStatus, WebConfig, WebContext, WebServer};
+
+use super::run::spawn_progress_log;
+use super::web::{sink_probe, SinkSlot, WebArgs};
+
+/// What a finished pipeline leaves: its counts and the sink's counters.
+pub(super) struct Finished {
+    pub stats: RunStats,
+    pub sink: Option<Arc<SinkMetrics>>,
+}
+
+/// Starts the web server (on the process that gathers the output, unless `--no-http`), runs
+/// `spec` until its input ends or `stop` is set, then stops the server.
+pub(super) fn launch(
+    mut spec: PipelineSpec,
+    web: &WebArgs,
+    stop: Arc<AtomicBool>,
+) -> anyhow::Result<Finished> {
+    let metrics = Arc::new(PipelineMetrics::default());
+    let slot: SinkSlot = Arc::new(Mutex::new(None));
+    let status = Arc::new(PipelineStatus::new(
+        metrics.clone(),
+        sink_probe(slot.clone()),
+    ));
+    let views = Arc::new(LiveViews::default());
+    let server = if spec.writes && !web.no_http {
+        let context = WebContext {
+            views: views.clone(),
+            model: spec.config.model.clone(),
+            status: status.clone(),
+        };
+        let config = WebConfig {
+            addr: web.addr,
+            token: web.api_token.clone(),
+        };
+        let server = WebServer::start(config, context)?;
+        eprintln!("  dashboard: http://{}/", server.addr());
+        Some(server)
+    } else {
+        None
+    };
+    let observed = views.clone();
+    spec.observe = Some(Box::new(move |output| observed.apply(output)));
+
+    let finished = Arc::new(AtomicBool::new(false));
+    let progress = spawn_progress_log(metrics.clone(), finished.clone());
+    let running = status.clone();
+    let result = run_into_postgres(spec, stop, metrics, |sink| {
+        if let Ok(mut slot) = slot.lock() {
+            *slot = Some(sink.metrics.clone());
+        }
+        running.set_state(DataflowState::Running);
+    });
+    status.set_state(match &result {
+        Ok(_) => DataflowState::Stopped,
+        Err(error) => DataflowState::Failed(error.to_string()),
+    });
+    finished.store(true, Ordering::Relaxed);
+    let _ = progress.join();
+    if let Some(server) = server {
+        server.stop();
+    }
+    let sink = slot.lock().ok().and_then(|slot| slot.clone());
+    Ok(Finished {
+        stats: result?,
+        sink,
+    })
+}

@@ -1,0 +1,61 @@
+//! The web server's flags, and what the binary hands it: the live views, the model, the
+//! dataflow's state and the sink's counters.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+
+use clap::Args;
+use clickflow_sinks::postgres::SinkMetrics;
+use clickflow_web::{SinkProbe, SinkSnapshot};
+
+/// Flags of the web server (dashboard, API, metrics).
+#[derive(Debug, Args)]
+pub struct WebArgs {
+    /// Address of the dashboard, API and metrics. A non-loopback address should come with
+    /// --api-token.
+    #[arg(
+        long = "http",
+        env = "CLICKFLOW_HTTP",
+        default_value = "127.0.0.1:8080"
+    )]
+    pub addr: SocketAddr,
+    /// Bearer token every route but /healthz then requires.
+    #[arg(long, env = "CLICKFLOW_API_TOKEN", hide_env_values = true)]
+    pub api_token: Option<String>,
+    /// Do not start the web server.
+    #[arg(long, conflicts_with_all = ["addr", "api_token"])]
+    pub no_http: bool,
+}
+
+/// Bounds of the freshness histogram in `/metrics`, in milliseconds.
+const FRESHNESS_BOUNDS_MS: [i64; 10] = [25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 30_000];
+
+/// Where the running sink's counters will be, once it starts.
+pub(super) type SinkSlot = Arc<Mutex<Option<Arc<SinkMetrics>>>>;
+
+/// A probe reading the sink's counters from `slot`.
+pub(super) fn sink_probe(slot: SinkSlot) -> SinkProbe {
+    Arc::new(move || {
+        let metrics = slot.lock().ok()?.clone()?;
+        let transactions = metrics.epochs.load(Ordering::Relaxed);
+        let freshness = metrics.freshness.lock().ok()?;
+        let buckets = freshness.cumulative(&FRESHNESS_BOUNDS_MS);
+        Some(SinkSnapshot {
+            connected: metrics.connected.load(Ordering::Relaxed),
+            transactions,
+            rows: metrics.rows.load(Ordering::Relaxed),
+            retries: metrics.retries.load(Ordering::Relaxed),
+            commit_seconds_total: metrics.commit_micros_total.load(Ordering::Relaxed) as f64 / 1e6,
+            last_commit_seconds: metrics.last_commit_micros.load(Ordering::Relaxed) as f64 / 1e6,
+            freshness_buckets: FRESHNESS_BOUNDS_MS
+                .iter()
+                .map(|ms| *ms as f64 / 1000.0)
+                .zip(buckets)
+                .collect(),
+            freshness_events: freshness.total(),
+            freshness_p50_ms: freshness.quantile(0.5),
+            freshness_p99_ms: freshness.quantile(0.99),
+        })
+    })
+}

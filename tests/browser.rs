@@ -1,0 +1,140 @@
+//! The dashboard of a running `clickflow demo`, loaded in headless Chromium: the page fetches
+//! its charts, and the funnel, trend and churn charts show data. A screenshot is kept under
+//! `target/tmp/` for a human to look at.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use clickflow_testkit::free_port;
+use common::*;
+
+/// Debian's Chromium, as `.ci/run` installs it.
+fn chromium() -> PathBuf {
+    ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .expect("Chromium is not installed: `bash .ci/run` installs Debian's chromium package")
+}
+
+/// A plain HTTP/1.0 GET on loopback: the body, if the server answered 200.
+fn http_get(port: u16, path: &str) -> Option<String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    let status = head.split_whitespace().nth(1)?;
+    (status == "200").then(|| body.to_string())
+}
+
+/// Runs headless Chromium on `url` with the flags of the acceptance list, plus `extra`.
+fn headless(url: &str, profile: &Path, extra: &[&str]) -> String {
+    let output = Command::new(chromium())
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--hide-scrollbars",
+            "--window-size=1440,1500",
+            "--virtual-time-budget=6000",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(extra)
+        .arg(url)
+        .output()
+        .expect("Chromium runs");
+    assert!(
+        output.status.success(),
+        "chromium failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// The inner HTML of the element with `id` in a dumped DOM (up to its closing `</div>`).
+fn chart<'a>(dom: &'a str, id: &str) -> &'a str {
+    let start = dom
+        .find(&format!("id=\"{id}\""))
+        .unwrap_or_else(|| panic!("no #{id} in the page"));
+    let rest = &dom[start..];
+    &rest[..rest.find("</svg>").map_or(rest.len(), |end| end + 6)]
+}
+
+#[test]
+fn the_demo_dashboard_shows_live_charts_in_a_real_browser() {
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    // Short windows and lateness, so that complete windows come within seconds.
+    let mut demo = spawn(&[
+        "demo",
+        "--http",
+        &addr,
+        "--rate",
+        "1500",
+        "--window",
+        "5s",
+        "--allowed-lateness",
+        "1s",
+    ]);
+    wait_until(
+        Duration::from_secs(120),
+        "the demo has a complete window",
+        || {
+            http_get(port, "/api/v1/funnel?last=5")
+                .is_some_and(|body| body.contains("\"complete\":true"))
+        },
+    );
+    wait_until(Duration::from_secs(30), "open sessions are scored", || {
+        http_get(port, "/api/v1/sessions/at-risk?limit=1")
+            .is_some_and(|body| body.contains("churn_probability"))
+    });
+
+    let profile = tempfile::tempdir().unwrap();
+    let url = format!("http://{addr}/");
+    let dom = headless(&url, profile.path(), &["--dump-dom"]);
+    assert!(
+        dom.contains("data-charts=\"churn,funnel,trends\""),
+        "the page did not load all three charts:\n{}",
+        &dom[..dom.len().min(3000)]
+    );
+    for (id, data) in [
+        ("funnel", "<rect"),
+        ("trends", "<polyline"),
+        ("churn", "<rect"),
+    ] {
+        let svg = chart(&dom, id);
+        assert!(svg.contains("<svg"), "#{id} holds no chart");
+        assert!(!svg.contains("waiting for"), "#{id} is still empty: {svg}");
+        assert!(svg.matches(data).count() >= 3, "#{id} draws no data");
+    }
+    assert!(dom.contains("churn probability"));
+
+    let artifacts = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("browser");
+    std::fs::create_dir_all(&artifacts).unwrap();
+    let screenshot = artifacts.join("dashboard.png");
+    let _ = std::fs::remove_file(&screenshot);
+    headless(
+        &url,
+        profile.path(),
+        &[&format!("--screenshot={}", screenshot.display())],
+    );
+    let png = std::fs::read(&screenshot).expect("Chromium wrote the screenshot");
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 20_000,
+        "a real screenshot"
+    );
+    eprintln!("screenshot: {}", screenshot.display());
+
+    terminate(&mut demo);
+}
