@@ -330,3 +330,95 @@ pub fn run_generated(
         .map(|r| r.expect("a worker finished").events)
         .sum()
 }
+
+use clickflow_dataflow::rows::{FunnelRow, Probability, ScoreRow, SessionRow, TrendRow};
+use clickflow_dataflow::training::samples_from_file;
+use clickflow_dataflow::window::Window;
+use clickflow_dataflow::EpochOutput;
+use clickflow_model::{ChurnModel, Sample, TrainOptions};
+use clickflow_sources::file::FileSplits;
+use clickflow_sources::EventType;
+use clickflow_web::LiveViews;
+
+/// The default churn model trained on the sessions of `events` shop events, with those
+/// sessions.
+pub fn shop_model(events: usize) -> (ChurnModel, Vec<Sample>) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let path = dir.path().join("history.jsonl");
+    write_events_file(&path, events).expect("the history file is written");
+    let splits = FileSplits::plan(&path, 4).expect("the history file opens");
+    let samples =
+        samples_from_file(splits, DataflowConfig::default(), 2).expect("the dataflow runs");
+    let model = ChurnModel::train(&samples, &TrainOptions::default()).expect("the model trains");
+    (model, samples)
+}
+
+/// Live views as full as the dashboard ever sees them: 120 windows of trends and funnel, one
+/// still open, and `open_sessions` scored open sessions.
+pub fn full_views(open_sessions: usize) -> LiveViews {
+    const T0: i64 = 1_900_000_000_000;
+    let mut output = EpochOutput {
+        watermark: T0 + 119 * 60_000,
+        ..EpochOutput::default()
+    };
+    for w in 0..120 {
+        let window = Window {
+            start: T0 + w * 60_000,
+            end: T0 + (w + 1) * 60_000,
+        };
+        for (i, event_type) in EventType::ALL.into_iter().enumerate() {
+            let count = 30_000 / (1 + 3 * i as i64) + w * 7;
+            let revenue_cents = if event_type == EventType::Purchase {
+                count * 2_499
+            } else {
+                0
+            };
+            output.trends.push((
+                TrendRow {
+                    window,
+                    event_type,
+                    count,
+                    revenue_cents,
+                },
+                1,
+            ));
+            output.funnel.push((
+                FunnelRow {
+                    window,
+                    event_type,
+                    unique_users: count / 3,
+                },
+                1,
+            ));
+        }
+    }
+    for s in 0..open_sessions as i64 {
+        let session_id = format!("s{s}");
+        let user_id = format!("u{}", s % 50_000);
+        output.sessions.push((
+            SessionRow {
+                session_id: session_id.as_str().into(),
+                user_id: user_id.as_str().into(),
+                num_views: 1 + s % 9,
+                num_cart_adds: s % 3,
+                num_purchases: 0,
+                session_start: T0,
+                last_event: T0 + s % 600_000,
+                closed: false,
+            },
+            1,
+        ));
+        output.scores.push((
+            ScoreRow {
+                session_id: session_id.as_str().into(),
+                user_id: user_id.as_str().into(),
+                churn_probability: Probability((s % 1000) as f64 / 1000.0),
+                model_version: "rf-bench".into(),
+            },
+            1,
+        ));
+    }
+    let views = LiveViews::default();
+    views.apply(&output);
+    views
+}

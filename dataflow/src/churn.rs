@@ -23,6 +23,9 @@ use timely::dataflow::operators::Capability;
 use crate::rows::{Probability, ScoreRow, SessionRow};
 use crate::Epoch;
 
+/// One epoch's session row changes, held until the epoch is complete.
+type EpochRows = (Capability<Epoch>, Vec<(SessionRow, isize)>);
+
 /// Scores sessions with a churn model.
 pub trait ChurnScores<'scope> {
     /// The `churn_scores` row of every session in the collection, kept up to date as its
@@ -35,8 +38,7 @@ impl<'scope> ChurnScores<'scope> for VecCollection<'scope, Epoch, SessionRow> {
         let version: Arc<str> = model.version().into();
         self.inner
             .unary_frontier(Pipeline, "Churn: score", move |_capability, _info| {
-                let mut pending: BTreeMap<Epoch, (Capability<Epoch>, Vec<(SessionRow, isize)>)> =
-                    BTreeMap::new();
+                let mut pending: BTreeMap<Epoch, EpochRows> = BTreeMap::new();
                 move |(input, frontier), output| {
                     input.for_each_stamp(|stamp, batches| {
                         if let Some(capability) = stamp.retain_least(output.output_index()) {

@@ -1,6 +1,7 @@
 //! The subcommands and their flags.
 
 mod args;
+mod bench;
 mod demo;
 mod launch;
 mod produce;
@@ -21,6 +22,9 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// End-to-end benchmark: generate events, run the whole pipeline into PostgreSQL, check
+    /// the result against the oracle, print events/s, freshness and peak memory.
+    Bench(bench::BenchArgs),
     /// The whole system on one machine: embedded broker, synthetic shop, pipeline, PostgreSQL.
     Demo(demo::DemoArgs),
     /// Generate synthetic shop events into a Kafka topic or a JSON-lines file.
@@ -34,6 +38,7 @@ enum Command {
 /// Runs the chosen subcommand.
 pub fn execute(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Bench(args) => bench::bench(args),
         Command::Demo(args) => demo::demo(args),
         Command::Produce(args) => produce::produce(args),
         Command::Run(args) => run::run(args),

@@ -8,6 +8,9 @@
 mod model;
 mod postgres;
 
+pub(super) use model::train_on_history;
+pub(super) use postgres::{demo_server, fresh_database};
+
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -63,7 +66,7 @@ const TOPIC: &str = "user-events";
 /// Runs `clickflow demo`.
 pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
     let server = postgres::demo_server(&DatabaseUrl::parse(&args.database.database_url)?)?;
-    let url = postgres::fresh_demo_database(&server)?;
+    let url = postgres::fresh_database(&server, postgres::DEMO_DATABASE)?;
     let broker = EmbeddedBroker::start()?;
     broker.create_topic(TOPIC, args.partitions)?;
     let brokers = broker.bootstrap_servers().to_string();
@@ -72,7 +75,7 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
     eprintln!("clickflow demo");
     let model = match &args.model {
         Some(path) => load_model(Some(path))?,
-        None => Some(model::train_on_history(
+        None => Some(train_on_history(
             args.seed,
             args.dataflow.dataflow(),
             args.workers,

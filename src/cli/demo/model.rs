@@ -16,7 +16,7 @@ const HISTORY_EVENTS: usize = 100_000;
 
 /// Generates a history with the synthetic shop (a seed other than the live shop's, an hour
 /// before now), derives its sessions with the dataflow, and trains a model on them.
-pub(super) fn train_on_history(
+pub fn train_on_history(
     seed: u64,
     dataflow: DataflowConfig,
     workers: usize,

@@ -132,9 +132,9 @@ pub fn demo_server(url: &DatabaseUrl) -> anyhow::Result<DatabaseUrl> {
     ))?)
 }
 
-/// Creates the demo database afresh: the embedded broker is new on every start, so offsets
-/// from an earlier demo mean nothing.
-pub fn fresh_demo_database(server: &DatabaseUrl) -> anyhow::Result<DatabaseUrl> {
+/// Creates the database `name` afresh (the demo's: the embedded broker is new on every start,
+/// so offsets from an earlier demo mean nothing; the benchmark's: every run starts empty).
+pub fn fresh_database(server: &DatabaseUrl, name: &str) -> anyhow::Result<DatabaseUrl> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -146,14 +146,12 @@ pub fn fresh_demo_database(server: &DatabaseUrl) -> anyhow::Result<DatabaseUrl> 
             .with_context(|| format!("connecting to {server}"))?;
         tokio::spawn(connection);
         client
-            .batch_execute(&format!(
-                "DROP DATABASE IF EXISTS {DEMO_DATABASE} WITH (FORCE)"
-            ))
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
             .await?;
         client
-            .batch_execute(&format!("CREATE DATABASE {DEMO_DATABASE}"))
+            .batch_execute(&format!("CREATE DATABASE {name}"))
             .await?;
         anyhow::Ok(())
     })?;
-    Ok(server.with_database(DEMO_DATABASE))
+    Ok(server.with_database(name))
 }

@@ -13,6 +13,9 @@ pub fn trends_chart(windows: &[TrendWindow]) -> Result<String, ChartError> {
     Ok(svg)
 }
 
+/// Reads one event type's count off a window.
+type Count = fn(&TrendWindow) -> i64;
+
 fn draw(svg: &mut String, windows: &[TrendWindow]) -> Result<(), String> {
     let root = SVGBackend::with_string(svg, (820, 340)).into_drawing_area();
     let title = "Event trends: events and revenue per window";
@@ -63,7 +66,7 @@ fn draw(svg: &mut String, windows: &[TrendWindow]) -> Result<(), String> {
         .draw()
         .map_err(|e| e.to_string())?;
 
-    let series: [(&str, fn(&TrendWindow) -> i64); 3] = [
+    let series: [(&str, Count); 3] = [
         ("click", |w| w.click),
         ("add_to_cart", |w| w.add_to_cart),
         ("purchase", |w| w.purchase),
