@@ -422,3 +422,51 @@ pub fn full_views(open_sessions: usize) -> LiveViews {
     views.apply(&output);
     views
 }
+
+/// `epochs` epochs as the sink receives them from a backfill: each inserts `sessions` new
+/// open sessions with scores, and updates (retraction + insertion) the previous epoch's.
+pub fn sink_epochs(epochs: usize, sessions: usize) -> Vec<EpochOutput> {
+    let row = |s: usize, views: i64| SessionRow {
+        session_id: format!("s{s}").as_str().into(),
+        user_id: format!("u{}", s % 50_000).as_str().into(),
+        num_views: views,
+        num_cart_adds: (s % 3) as i64,
+        num_purchases: 0,
+        session_start: 1_900_000_000_000,
+        last_event: 1_900_000_000_000 + views * 1_000,
+        closed: false,
+    };
+    let score = |s: usize, views: i64| ScoreRow {
+        session_id: format!("s{s}").as_str().into(),
+        user_id: format!("u{}", s % 50_000).as_str().into(),
+        churn_probability: Probability(1.0 / (1.0 + views as f64)),
+        model_version: "rf-bench".into(),
+    };
+    let partition = clickflow_sources::PartitionId::new("bench", 0);
+    (0..epochs)
+        .map(|epoch| {
+            let mut output = EpochOutput {
+                epoch: epoch as u64,
+                watermark: 1_900_000_000_000,
+                ..EpochOutput::default()
+            };
+            for s in epoch * sessions..(epoch + 1) * sessions {
+                output.sessions.push((row(s, 1), 1));
+                output.scores.push((score(s, 1), 1));
+                if epoch > 0 {
+                    let old = s - sessions;
+                    output.sessions.push((row(old, 1), -1));
+                    output.sessions.push((row(old, 2), 1));
+                    output.scores.push((score(old, 1), -1));
+                    output.scores.push((score(old, 2), 1));
+                }
+            }
+            output.partitions.push(clickflow_dataflow::output::PartitionState {
+                partition: partition.clone(),
+                next_offset: ((epoch + 1) * sessions) as i64,
+                highest: Some(1_900_000_000_000),
+            });
+            output
+        })
+        .collect()
+}
