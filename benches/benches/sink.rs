@@ -24,30 +24,38 @@ fn sink(c: &mut Criterion) {
         .iter()
         .map(|e| {
             let written = |changes: usize, retracted: usize| changes - retracted;
-            written(e.sessions.len(), e.sessions.iter().filter(|(_, d)| *d < 0).count())
-                + written(e.scores.len(), e.scores.iter().filter(|(_, d)| *d < 0).count())
+            written(
+                e.sessions.len(),
+                e.sessions.iter().filter(|(_, d)| *d < 0).count(),
+            ) + written(
+                e.scores.len(),
+                e.scores.iter().filter(|(_, d)| *d < 0).count(),
+            )
         })
         .sum();
     let mut group = c.benchmark_group("postgres sink");
     group.throughput(Throughput::Elements(rows as u64));
-    group.bench_function(format!("{} epochs, {rows} rows upserted", epochs.len()), |b| {
-        b.iter_custom(|iterations| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iterations {
-                db.query("TRUNCATE session_features, churn_scores, clickflow_offsets");
-                let handle = spawn_sink(SinkConfig::new(url.clone()));
-                let mut send = handle.deliver();
-                let started = Instant::now();
-                for epoch in &epochs {
-                    assert!(send(epoch.clone()));
+    group.bench_function(
+        format!("{} epochs, {rows} rows upserted", epochs.len()),
+        |b| {
+            b.iter_custom(|iterations| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iterations {
+                    db.query("TRUNCATE session_features, churn_scores, clickflow_offsets");
+                    let handle = spawn_sink(SinkConfig::new(url.clone()));
+                    let mut send = handle.deliver();
+                    let started = Instant::now();
+                    for epoch in &epochs {
+                        assert!(send(epoch.clone()));
+                    }
+                    drop(send);
+                    handle.finish().unwrap();
+                    total += started.elapsed();
                 }
-                drop(send);
-                handle.finish().unwrap();
-                total += started.elapsed();
-            }
-            total
-        })
-    });
+                total
+            })
+        },
+    );
     group.finish();
 }
 

@@ -461,11 +461,13 @@ pub fn sink_epochs(epochs: usize, sessions: usize) -> Vec<EpochOutput> {
                     output.scores.push((score(old, 2), 1));
                 }
             }
-            output.partitions.push(clickflow_dataflow::output::PartitionState {
-                partition: partition.clone(),
-                next_offset: ((epoch + 1) * sessions) as i64,
-                highest: Some(1_900_000_000_000),
-            });
+            output
+                .partitions
+                .push(clickflow_dataflow::output::PartitionState {
+                    partition: partition.clone(),
+                    next_offset: ((epoch + 1) * sessions) as i64,
+                    highest: Some(1_900_000_000_000),
+                });
             output
         })
         .collect()

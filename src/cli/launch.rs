@@ -48,8 +48,11 @@ pub(super) fn launch(
     } else {
         None
     };
-    let observed = views.clone();
-    spec.observe = Some(Box::new(move |output| observed.apply(output)));
+    // The live views only matter to a server that shows them.
+    if server.is_some() {
+        let observed = views.clone();
+        spec.observe = Some(Box::new(move |output| observed.apply(output)));
+    }
 
     let finished = Arc::new(AtomicBool::new(false));
     let progress = spawn_progress_log(metrics.clone(), finished.clone());

@@ -10,10 +10,11 @@ use super::{DatabaseUrl, SinkError};
 ///
 /// Types: times are `timestamptz`; counts `bigint`; money `numeric(18,2)` (exact, as revenue
 /// is summed in integer cents); probabilities and durations `double precision`.
-const MIGRATIONS: &[(i32, &str, &str)] = &[(
-    1,
-    "tables of the reference design, offsets and checkpoints",
-    r#"
+const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (
+        1,
+        "tables of the reference design, offsets and checkpoints",
+        r#"
 -- Event times travel as Unix milliseconds; this turns them into timestamptz exactly.
 CREATE FUNCTION clickflow_ms(bigint) RETURNS timestamptz
     IMMUTABLE STRICT LANGUAGE sql AS $$ SELECT timestamptz 'epoch' + $1 * interval '1 millisecond' $$;
@@ -92,7 +93,22 @@ CREATE TABLE clickflow_pipeline (
     updated_at  timestamptz NOT NULL
 );
 "#,
-)];
+    ),
+    (
+        2,
+        "rows rewritten every epoch: in-page (HOT) updates, no index on the score",
+        r#"
+-- Session rows and their scores are rewritten many times while a session lasts. Free space
+-- in each page lets PostgreSQL update them in place without touching the primary key index
+-- (heap-only tuples), and an index on the probability would be rewritten with every score:
+-- the dashboard reads the dataflow's live views, and "riskiest sessions" queries over
+-- churn_scores scan it (or create their own index).
+DROP INDEX IF EXISTS churn_scores_risk;
+ALTER TABLE session_features SET (fillfactor = 80);
+ALTER TABLE churn_scores SET (fillfactor = 80);
+"#,
+    ),
+];
 
 /// The columns the sink writes, per table, with their types: checked at start.
 const EXPECTED_COLUMNS: &[(&str, &[(&str, &str)])] = &[
@@ -130,6 +146,16 @@ const EXPECTED_COLUMNS: &[(&str, &[(&str, &str)])] = &[
             ("duration_s", "double precision"),
             ("closed", "boolean"),
             ("batch_time", "timestamp with time zone"),
+        ],
+    ),
+    (
+        "churn_scores",
+        &[
+            ("session_id", "text"),
+            ("user_id", "text"),
+            ("churn_probability", "double precision"),
+            ("model_version", "text"),
+            ("scored_at", "timestamp with time zone"),
         ],
     ),
     (
