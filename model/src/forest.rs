@@ -210,19 +210,11 @@ impl Forest {
         sum / self.trees.len() as f64
     }
 
-    /// The churn probabilities of many sessions, in order: tree by tree over the whole batch,
-    /// so each tree's nodes stay in cache while the batch goes through it.
+    /// The churn probabilities of many sessions, in order. Session by session, each through
+    /// every tree: measured faster than tree by tree over the batch (the whole forest fits
+    /// in cache; the batch's rows and sums did not).
     pub fn predict_batch(&self, features: &[Features]) -> Vec<f64> {
-        let rows: Vec<[f64; 3]> = features.iter().map(|f| f.to_array()).collect();
-        let mut sums = vec![0.0; rows.len()];
-        for tree in &self.trees {
-            for (sum, x) in sums.iter_mut().zip(&rows) {
-                *sum += tree.predict(x);
-            }
-        }
-        let trees = self.trees.len() as f64;
-        sums.iter_mut().for_each(|sum| *sum /= trees);
-        sums
+        features.iter().map(|f| self.predict(f)).collect()
     }
 
     /// The trees.
