@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use clickflow_dataflow::rows::{FunnelRow, SessionRow, TrendRow};
 use clickflow_dataflow::watermark::{END_OF_INPUT, NO_WATERMARK};
+use clickflow_dataflow::window::Window;
 use clickflow_dataflow::EpochOutput;
 use clickflow_sources::{EventTime, EventType, PartitionId};
 use compact_str::CompactString;
@@ -173,51 +174,55 @@ impl LiveViews {
     /// The newest `last` windows of `event_trends`, oldest first.
     pub fn trends(&self, last: usize) -> Vec<TrendWindow> {
         let views = self.lock();
-        let mut windows: BTreeMap<EventTime, TrendWindow> = BTreeMap::new();
-        for row in views.trends.values() {
-            let window = windows
-                .entry(row.window.start)
-                .or_insert_with(|| TrendWindow {
-                    window_start: row.window.start,
-                    window_end: row.window.end,
-                    complete: views.is_complete(row.window.end),
-                    click: 0,
-                    add_to_cart: 0,
-                    purchase: 0,
-                    revenue: 0.0,
-                });
-            match row.event_type {
-                EventType::Click => window.click = row.count,
-                EventType::AddToCart => window.add_to_cart = row.count,
-                EventType::Purchase => window.purchase = row.count,
-            }
-            window.revenue += row.revenue_cents as f64 / 100.0;
-        }
-        newest(windows, last)
+        let rows = views.trends.values().map(|r| (r.window, r));
+        pivot(
+            rows,
+            last,
+            |window| TrendWindow {
+                window_start: window.start,
+                window_end: window.end,
+                complete: views.is_complete(window.end),
+                click: 0,
+                add_to_cart: 0,
+                purchase: 0,
+                revenue: 0.0,
+            },
+            |window, row| {
+                *step(
+                    row.event_type,
+                    &mut window.click,
+                    &mut window.add_to_cart,
+                    &mut window.purchase,
+                ) = row.count;
+                window.revenue += row.revenue_cents as f64 / 100.0;
+            },
+        )
     }
 
     /// The newest `last` windows of `funnel_summary`, oldest first.
     pub fn funnel(&self, last: usize) -> Vec<FunnelWindow> {
         let views = self.lock();
-        let mut windows: BTreeMap<EventTime, FunnelWindow> = BTreeMap::new();
-        for row in views.funnel.values() {
-            let window = windows
-                .entry(row.window.start)
-                .or_insert_with(|| FunnelWindow {
-                    window_start: row.window.start,
-                    window_end: row.window.end,
-                    complete: views.is_complete(row.window.end),
-                    click: 0,
-                    add_to_cart: 0,
-                    purchase: 0,
-                });
-            match row.event_type {
-                EventType::Click => window.click = row.unique_users,
-                EventType::AddToCart => window.add_to_cart = row.unique_users,
-                EventType::Purchase => window.purchase = row.unique_users,
-            }
-        }
-        newest(windows, last)
+        let rows = views.funnel.values().map(|r| (r.window, r));
+        pivot(
+            rows,
+            last,
+            |window| FunnelWindow {
+                window_start: window.start,
+                window_end: window.end,
+                complete: views.is_complete(window.end),
+                click: 0,
+                add_to_cart: 0,
+                purchase: 0,
+            },
+            |window, row| {
+                *step(
+                    row.event_type,
+                    &mut window.click,
+                    &mut window.add_to_cart,
+                    &mut window.purchase,
+                ) = row.unique_users;
+            },
+        )
     }
 
     /// The `limit` scored open sessions most likely to churn, riskiest first (ties by
@@ -346,7 +351,35 @@ fn keep_newest_windows<R>(table: &mut BTreeMap<(EventTime, EventType), R>) {
     }
 }
 
-fn newest<T>(windows: BTreeMap<EventTime, T>, last: usize) -> Vec<T> {
+/// Rows of one table, one per (window, event type), turned into one value per window (made
+/// by `new`, filled by `add`); the newest `last` windows, oldest first.
+fn pivot<'a, R: 'a, W>(
+    rows: impl Iterator<Item = (Window, &'a R)>,
+    last: usize,
+    new: impl Fn(Window) -> W,
+    add: impl Fn(&mut W, &R),
+) -> Vec<W> {
+    let mut windows: BTreeMap<EventTime, W> = BTreeMap::new();
+    for (window, row) in rows {
+        add(
+            windows.entry(window.start).or_insert_with(|| new(window)),
+            row,
+        );
+    }
     let skip = windows.len().saturating_sub(last);
     windows.into_values().skip(skip).collect()
+}
+
+/// The one of three per-step fields that belongs to `event_type`.
+fn step<'a, T>(
+    event_type: EventType,
+    click: &'a mut T,
+    add_to_cart: &'a mut T,
+    purchase: &'a mut T,
+) -> &'a mut T {
+    match event_type {
+        EventType::Click => click,
+        EventType::AddToCart => add_to_cart,
+        EventType::Purchase => purchase,
+    }
 }
