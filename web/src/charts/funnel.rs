@@ -92,11 +92,13 @@ fn draw(svg: &mut String, complete: &[FunnelWindow], windows: usize) -> Result<(
         clock(latest.window_start, length < 60_000),
         clock(latest.window_end, length < 60_000)
     );
-    let mean_label = format!(
-        "mean per {}, last {} windows",
-        per_window(length),
-        recent.len()
-    );
+    let mean_label = match recent.len() {
+        1 => format!(
+            "mean per {} (one complete window so far)",
+            per_window(length)
+        ),
+        n => format!("mean per {}, last {n} windows", per_window(length)),
+    };
     for (series, (values, label, offset)) in
         [(latest_steps, latest_label, 0.12), (mean, mean_label, 0.5)]
             .into_iter()

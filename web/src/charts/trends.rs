@@ -47,9 +47,10 @@ fn draw(svg: &mut String, windows: &[TrendWindow]) -> Result<(), String> {
         .set_secondary_coord(x_range, 0.0..revenue_top);
     chart
         .configure_mesh()
-        .x_labels(8)
+        // One label per window while there are few, so that labels never repeat.
+        .x_labels(windows.len().clamp(2, 8))
         .x_label_formatter(&|ms| clock(*ms, length < 60_000))
-        .x_desc("window start (UTC)")
+        .x_desc("window start (UTC); the newest window is still filling")
         .y_desc(format!("events per {per}"))
         .y_label_formatter(&|y| format!("{y:.0}"))
         .label_style((FONT, 13))
