@@ -146,8 +146,13 @@ fn migrations_are_idempotent_and_a_mismatched_schema_is_refused_at_start() {
     prepare_blocking(&db.url).unwrap();
     prepare_blocking(&db.url).unwrap();
     assert_eq!(
-        db.query("SELECT count(*) FROM clickflow_schema_migrations"),
-        "1"
+        db.query("SELECT string_agg(version::text, ',' ORDER BY version) FROM clickflow_schema_migrations"),
+        "1,2",
+        "each migration once"
+    );
+    assert_eq!(
+        db.query("SELECT count(*) FROM pg_indexes WHERE indexname = 'churn_scores_risk'"),
+        "0"
     );
     db.query("ALTER TABLE event_trends ALTER COLUMN count TYPE integer");
     let error = prepare_blocking(&db.url).unwrap_err();
