@@ -4,18 +4,21 @@
 //! fast wrong answer fails.
 
 use std::io::Write;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use clap::Args;
-use clickflow_dataflow::oracle::recompute_file;
+use clap::{Args, ValueEnum};
+use clickflow_dataflow::oracle::{recompute, recompute_file};
 use clickflow_dataflow::run::{InputSpec, RunConfig};
 use clickflow_dataflow::DataflowConfig;
 use clickflow_sinks::postgres::{read_tables, DatabaseUrl, PipelineSpec, SinkConfig};
 use clickflow_sources::file::FileSplits;
+use clickflow_sources::kafka::{read_topic, EmbeddedBroker, EventProducer};
 use clickflow_sources::shop::{Shop, ShopConfig};
+use clickflow_sources::Event;
 
 use super::args::DatabaseArgs;
 use super::demo::{demo_server, fresh_database, train_on_history};
@@ -25,12 +28,31 @@ use super::web::WebArgs;
 /// The database the benchmark recreates on every run.
 const BENCH_DATABASE: &str = "clickflow_bench";
 
+/// The embedded topic.
+const TOPIC: &str = "user-events";
+
+/// Where the benchmark's events come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum BenchSource {
+    /// A JSON-lines file, read to its end.
+    File,
+    /// The embedded Kafka broker (in this process), filled before the run starts.
+    Kafka,
+}
+
 /// Flags of `clickflow bench`.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
     /// Events to generate and process.
     #[arg(long, default_value_t = 2_000_000)]
     events: usize,
+    /// Read the events from a file or from the embedded Kafka broker.
+    #[arg(long, value_enum, default_value_t = BenchSource::File)]
+    source: BenchSource,
+    /// Partitions of the embedded topic (the embedded broker keeps only ~100k messages per
+    /// partition: 2M events need at least 32).
+    #[arg(long, default_value_t = 64)]
+    partitions: i32,
     /// Worker threads.
     #[arg(long, short = 'w', default_value_t = 2)]
     workers: usize,
@@ -63,21 +85,25 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
     };
 
     let dir = tempfile::tempdir()?;
-    let path = dir.path().join("events.jsonl");
     let generated = Instant::now();
-    write_shop(&path, args.seed, args.events)?;
-    let bytes = std::fs::metadata(&path)?.len();
+    let prepared = match args.source {
+        BenchSource::File => prepare_file(&dir.path().join("events.jsonl"), &args)?,
+        BenchSource::Kafka => prepare_kafka(&args)?,
+    };
     eprintln!(
-        "generated {} events ({:.0} MB) in {:.1} s",
+        "generated {} events into the {} in {:.1} s",
         args.events,
-        bytes as f64 / 1e6,
+        prepared.describe,
         generated.elapsed().as_secs_f64()
     );
-
-    let splits = FileSplits::plan(&path, args.input_splits)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    if let BenchSource::Kafka = args.source {
+        // A topic has no end: stop once every message's offset is committed.
+        stop_when_committed(url.clone(), args.events as i64, stop.clone());
+    }
     let spec = PipelineSpec {
         timely: timely::Config::process(args.workers.max(1)),
-        input: InputSpec::File(splits.clone()),
+        input: prepared.input.clone(),
         config: RunConfig {
             dataflow,
             model: model.clone(),
@@ -94,7 +120,7 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
         api_token: None,
         no_http: true,
     };
-    let finished = launch(spec, &no_web, Arc::new(AtomicBool::new(false)))?;
+    let finished = launch(spec, &no_web, stop)?;
     let seconds = started.elapsed().as_secs_f64();
     let sink = finished.sink.context("the sink did not start")?;
     let (p50, p99) = sink
@@ -105,7 +131,7 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
     let show = |q: Option<i64>| q.map_or("-".to_string(), |ms| format!("{ms} ms"));
     let stats = finished.stats;
     println!(
-        "events {} | wall {seconds:.2} s | {:.0} events/s | freshness p50 {} p99 {} | peak RSS {:.0} MB (before the run {:.0} MB) | rows written {} in {} transactions | {} workers, file source, {}",
+        "events {} | wall {seconds:.2} s | {:.0} events/s | freshness p50 {} p99 {} | peak RSS {:.0} MB (before the run {:.0} MB) | rows written {} in {} transactions | {} workers, {} source, {}",
         stats.events + stats.dead_letters,
         (stats.events + stats.dead_letters) as f64 / seconds,
         show(p50),
@@ -115,6 +141,7 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
         sink.rows.load(Ordering::Relaxed),
         sink.epochs.load(Ordering::Relaxed),
         args.workers,
+        prepared.describe,
         if model.is_some() { "with churn scoring" } else { "without churn scoring" }
     );
 
@@ -125,7 +152,40 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let tables = runtime.block_on(read_tables(&url))?;
-    let mut oracle = recompute_file(&splits, &dataflow)?;
+    let mut oracle = match &prepared.input {
+        InputSpec::File(splits) => recompute_file(splits, &dataflow)?,
+        InputSpec::Kafka {
+            brokers,
+            topic,
+            partitions,
+        } => {
+            let contents = read_topic(
+                brokers,
+                topic,
+                *partitions,
+                args.events,
+                Duration::from_secs(300),
+            )?;
+            let events: Vec<Vec<(i64, Event)>> = contents
+                .into_iter()
+                .map(|partition| {
+                    partition
+                        .into_iter()
+                        .filter_map(|(offset, message)| Some((offset, message.ok()?)))
+                        .collect()
+                })
+                .collect();
+            // A topic never ends: only sessions the committed watermark has passed by the
+            // session gap are closed.
+            let watermark = runtime.block_on(committed_watermark(&url))?;
+            let mut oracle = recompute(&events, &dataflow);
+            for session in oracle.tables.sessions.values_mut() {
+                session.closed =
+                    session.last_event.saturating_add(dataflow.session_gap_ms) <= watermark;
+            }
+            oracle
+        }
+    };
     if let Some(model) = &model {
         oracle.score_with(model);
     }
@@ -146,9 +206,101 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The shop's events as JSON lines: a realistic mix with some late and malformed records.
-fn write_shop(path: &std::path::Path, seed: u64, count: usize) -> std::io::Result<()> {
-    let shop = Shop::new(ShopConfig {
+/// The benchmark's input, ready to run.
+struct Prepared {
+    input: InputSpec,
+    describe: &'static str,
+    /// Keeps the embedded broker alive for the run.
+    _broker: Option<EmbeddedBroker>,
+}
+
+fn prepare_file(path: &Path, args: &BenchArgs) -> anyhow::Result<Prepared> {
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?);
+    let mut payload = Vec::with_capacity(256);
+    for record in bench_shop(args.seed).bounded(args.events) {
+        payload.clear();
+        record.write_payload(&mut payload);
+        payload.push(b'\n');
+        out.write_all(&payload)?;
+    }
+    out.flush()?;
+    Ok(Prepared {
+        input: InputSpec::File(FileSplits::plan(path, args.input_splits)?),
+        describe: "file",
+        _broker: None,
+    })
+}
+
+fn prepare_kafka(args: &BenchArgs) -> anyhow::Result<Prepared> {
+    let broker = EmbeddedBroker::start()?;
+    broker.create_topic(TOPIC, args.partitions)?;
+    let brokers = broker.bootstrap_servers().to_string();
+    let mut producer = EventProducer::new(&brokers, TOPIC)?;
+    let mut payload = Vec::with_capacity(256);
+    for record in bench_shop(args.seed).bounded(args.events) {
+        payload.clear();
+        record.write_payload(&mut payload);
+        producer.send(record.key().as_bytes(), &payload)?;
+    }
+    producer.flush(Duration::from_secs(60))?;
+    let dropped = broker.check_retention(TOPIC, args.events as u64)?;
+    anyhow::ensure!(
+        dropped == 0,
+        "the embedded broker dropped {dropped} messages: use more --partitions"
+    );
+    Ok(Prepared {
+        input: InputSpec::Kafka {
+            brokers,
+            topic: TOPIC.into(),
+            partitions: args.partitions,
+        },
+        describe: "embedded Kafka",
+        _broker: Some(broker),
+    })
+}
+
+/// The pipeline watermark committed in `url`.
+async fn committed_watermark(url: &DatabaseUrl) -> anyhow::Result<i64> {
+    let (client, connection) = url.config().connect(tokio_postgres::NoTls).await?;
+    tokio::spawn(connection);
+    let row = client
+        .query_one("SELECT watermark FROM clickflow_pipeline", &[])
+        .await?;
+    Ok(row.get(0))
+}
+
+/// Sets `stop` once the offsets committed in `url` add up to `messages`.
+fn stop_when_committed(url: DatabaseUrl, messages: i64, stop: Arc<AtomicBool>) {
+    std::thread::spawn(move || -> anyhow::Result<()> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        runtime.block_on(async {
+            let (client, connection) = url.config().connect(tokio_postgres::NoTls).await?;
+            tokio::spawn(connection);
+            loop {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                let committed: Option<i64> = client
+                    .query_opt(
+                        "SELECT sum(next_offset)::bigint FROM clickflow_offsets",
+                        &[],
+                    )
+                    .await
+                    .ok()
+                    .flatten()
+                    .and_then(|row| row.get(0));
+                if committed.unwrap_or(0) >= messages {
+                    stop.store(true, Ordering::Relaxed);
+                    return anyhow::Ok(());
+                }
+            }
+        })
+    });
+}
+
+/// The benchmark's shop: a realistic mix with some late and malformed records.
+fn bench_shop(seed: u64) -> Shop {
+    Shop::new(ShopConfig {
         seed,
         users: 100_000,
         products: 5_000,
@@ -158,16 +310,7 @@ fn write_shop(path: &std::path::Path, seed: u64, count: usize) -> std::io::Resul
         max_lateness_ms: 20_000,
         malformed_fraction: 0.001,
         ..ShopConfig::default()
-    });
-    let mut out = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?);
-    let mut payload = Vec::with_capacity(256);
-    for record in shop.bounded(count) {
-        payload.clear();
-        record.write_payload(&mut payload);
-        payload.push(b'\n');
-        out.write_all(&payload)?;
-    }
-    out.flush()
+    })
 }
 
 /// The process's peak resident set (VmHWM), in MB; 0 where /proc does not tell.

@@ -10,7 +10,7 @@ use clickflow_dataflow::oracle::{recompute, OracleTables};
 use clickflow_dataflow::{DataflowConfig, Tables};
 use clickflow_sinks::postgres::DatabaseUrl;
 use clickflow_sources::decode::DecodeLimits;
-use clickflow_sources::kafka::{KafkaSource, KafkaSourceConfig};
+use clickflow_sources::kafka::TopicContents;
 use clickflow_sources::{DeadLetter, Event, SourceBatch};
 
 /// A `clickflow` command.
@@ -119,50 +119,15 @@ pub fn produce_file(path: &Path, count: usize, seed: u64) {
 
 /// Reads every partition of a topic from the start until `count` messages arrived: per
 /// partition, by offset, each decoded event or dead letter.
-pub fn read_topic(
-    brokers: &str,
-    topic: &str,
-    partitions: i32,
-    count: usize,
-) -> Vec<BTreeMap<i64, Result<Event, DeadLetter>>> {
-    let mut source = KafkaSource::new(KafkaSourceConfig {
-        brokers: brokers.into(),
-        topic: topic.into(),
-        partitions: (0..partitions).map(|p| (p, None)).collect(),
-        limits: DecodeLimits::default(),
-    })
-    .unwrap();
-    let mut messages = vec![BTreeMap::new(); partitions as usize];
-    let mut seen = 0;
-    let mut batch = SourceBatch::default();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while seen < count {
-        assert!(
-            Instant::now() < deadline,
-            "read {seen} of {count} messages back"
-        );
-        source.poll(&mut batch, 10_000).unwrap();
-        for event in batch.events.drain(..) {
-            assert!(
-                messages[event.partition]
-                    .insert(event.offset, Ok(event.event))
-                    .is_none(),
-                "no message twice"
-            );
-            seen += 1;
-        }
-        for letter in batch.dead_letters.drain(..) {
-            let index = letter.partition.partition as usize;
-            assert!(
-                messages[index].insert(letter.offset, Err(letter)).is_none(),
-                "no message twice"
-            );
-            seen += 1;
-        }
-        batch.clear();
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    messages
+pub fn read_topic(brokers: &str, topic: &str, partitions: i32, count: usize) -> TopicContents {
+    clickflow_sources::kafka::read_topic(
+        brokers,
+        topic,
+        partitions,
+        count,
+        Duration::from_secs(120),
+    )
+    .unwrap()
 }
 
 /// The oracle over a topic (`count` messages), partition by partition in offset order.

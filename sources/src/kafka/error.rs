@@ -31,6 +31,26 @@ pub enum KafkaSourceError {
     /// A consumer error while fetching.
     #[error("fetching failed: {0}")]
     Fetch(#[source] KafkaError),
+    /// Reading a topic back met an offset twice.
+    #[error("topic {topic:?} partition {partition} delivered offset {offset} twice")]
+    Duplicate {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: usize,
+        /// The offset.
+        offset: i64,
+    },
+    /// Reading a topic back ended before every message arrived.
+    #[error("read {read} of the {expected} messages of topic {topic:?} in time")]
+    Incomplete {
+        /// The topic.
+        topic: String,
+        /// Messages expected.
+        expected: usize,
+        /// Messages that arrived.
+        read: usize,
+    },
 }
 
 /// A failed metadata request, with what was asked of whom.

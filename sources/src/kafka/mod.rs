@@ -5,10 +5,12 @@ mod embedded;
 mod error;
 mod metadata;
 mod producer;
+mod read_back;
 mod source;
 
 pub use embedded::EmbeddedBroker;
 pub use error::KafkaSourceError;
 pub use metadata::{partition_count, watermarks};
 pub use producer::{EventProducer, ProducerStats};
+pub use read_back::{read_topic, TopicContents};
 pub use source::{KafkaSource, KafkaSourceConfig};
