@@ -1,7 +1,6 @@
 //! Helpers for the tests that drive the `clickflow` binary.
 #![allow(dead_code)]
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -9,9 +8,8 @@ use std::time::{Duration, Instant};
 use clickflow_dataflow::oracle::{recompute, OracleTables};
 use clickflow_dataflow::{DataflowConfig, Tables};
 use clickflow_sinks::postgres::DatabaseUrl;
-use clickflow_sources::decode::DecodeLimits;
 use clickflow_sources::kafka::TopicContents;
-use clickflow_sources::{DeadLetter, Event, SourceBatch};
+use clickflow_sources::Event;
 
 /// A `clickflow` command.
 pub fn clickflow() -> Command {
