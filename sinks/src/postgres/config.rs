@@ -72,8 +72,8 @@ pub struct SinkConfig {
     pub copy_threshold: usize,
     /// How often a transaction also records a resume checkpoint.
     pub checkpoint_interval: Duration,
-    /// Epochs that may wait for the sink before the pipeline pauses; when several wait,
-    /// they are committed together.
+    /// Epochs that may wait for the sink before the pipeline pauses (4); when several wait,
+    /// they are committed together. Each waiting epoch is memory: see `MAX_MERGED_ROWS`.
     pub queue_epochs: usize,
     /// The longest pause between two reconnection attempts.
     pub max_backoff: Duration,
@@ -87,7 +87,7 @@ impl SinkConfig {
             url,
             copy_threshold: 2_000,
             checkpoint_interval: Duration::from_secs(5),
-            queue_epochs: 16,
+            queue_epochs: 4,
             max_backoff: Duration::from_secs(5),
         }
     }
