@@ -71,7 +71,7 @@ impl ModelHeader {
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
     /// The file could not be read or written.
-    #[error("model file {path}: {source}")]
+    #[error("model file {path}")]
     Io {
         /// The file.
         path: PathBuf,
@@ -121,7 +121,7 @@ pub enum ModelError {
         version: String,
     },
     /// A tree cannot be walked safely.
-    #[error("model file {path} holds an invalid forest: {source}")]
+    #[error("model file {path} holds an invalid forest")]
     Invalid {
         /// The file.
         path: PathBuf,

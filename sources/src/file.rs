@@ -19,7 +19,7 @@ use crate::decode::{decode, DecodeLimits};
 #[derive(Debug, thiserror::Error)]
 pub enum FileSourceError {
     /// The file could not be opened, sought or read.
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}")]
     Io {
         /// The file.
         path: PathBuf,

@@ -4,6 +4,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
+use anyhow::Context;
 use clickflow_dataflow::run::RunStats;
 use clickflow_dataflow::PipelineMetrics;
 use clickflow_sinks::postgres::{run_into_postgres, PipelineSpec, SinkMetrics};
@@ -74,7 +75,7 @@ pub(super) fn launch(
     }
     let sink = slot.lock().ok().and_then(|slot| slot.clone());
     Ok(Finished {
-        stats: result?,
+        stats: result.context("the pipeline failed")?,
         sink,
     })
 }

@@ -5,7 +5,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use clap::Args;
 use clickflow_dataflow::run::{InputSpec, RunConfig};
 use clickflow_dataflow::PipelineMetrics;
@@ -81,7 +80,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         writes,
         observe: None,
     };
-    let finished = launch(spec, &args.web, stop).context("the pipeline failed")?;
+    let finished = launch(spec, &args.web, stop)?;
     let stats = finished.stats;
     let seconds = started.elapsed().as_secs_f64();
     eprintln!(

@@ -20,7 +20,7 @@ pub struct WebConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum WebError {
     /// The address is taken or not ours.
-    #[error("cannot listen on {addr}: {source} (choose another with --http ADDR)")]
+    #[error("cannot listen on {addr} (choose another address with --http ADDR)")]
     Bind {
         /// The address.
         addr: SocketAddr,
