@@ -9,16 +9,7 @@ use clickflow_sources::shop::{Shop, ShopConfig, ShopRecord};
 
 /// The shop the benchmarks use: realistic mix, a little disorder, no malformed payloads.
 pub fn bench_shop(seed: u64) -> Shop {
-    Shop::new(ShopConfig {
-        seed,
-        users: 100_000,
-        products: 5_000,
-        events_per_second: 20_000.0,
-        concurrent_sessions: 20_000,
-        late_fraction: 0.01,
-        max_lateness_ms: 20_000,
-        ..ShopConfig::default()
-    })
+    Shop::new(ShopConfig::benchmark(seed))
 }
 
 /// `count` encoded payloads.

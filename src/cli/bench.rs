@@ -298,18 +298,11 @@ fn stop_when_committed(url: DatabaseUrl, messages: i64, stop: Arc<AtomicBool>) {
     });
 }
 
-/// The benchmark's shop: a realistic mix with some late and malformed records.
+/// The benchmark's shop: the criterion benches' mix, with a few malformed records.
 fn bench_shop(seed: u64) -> Shop {
     Shop::new(ShopConfig {
-        seed,
-        users: 100_000,
-        products: 5_000,
-        events_per_second: 20_000.0,
-        concurrent_sessions: 20_000,
-        late_fraction: 0.01,
-        max_lateness_ms: 20_000,
         malformed_fraction: 0.001,
-        ..ShopConfig::default()
+        ..ShopConfig::benchmark(seed)
     })
 }
 

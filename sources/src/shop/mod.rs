@@ -62,6 +62,23 @@ impl Default for ShopConfig {
     }
 }
 
+impl ShopConfig {
+    /// The shop every benchmark runs: 100k users, 5k products, 20k events/s of event time over
+    /// 20k concurrent sessions, 1% of events late by up to 20 s, nothing malformed.
+    pub fn benchmark(seed: u64) -> ShopConfig {
+        ShopConfig {
+            seed,
+            users: 100_000,
+            products: 5_000,
+            events_per_second: 20_000.0,
+            concurrent_sessions: 20_000,
+            late_fraction: 0.01,
+            max_lateness_ms: 20_000,
+            ..ShopConfig::default()
+        }
+    }
+}
+
 /// One generated record: an event, or a malformed payload.
 #[derive(Clone, Debug, PartialEq)]
 pub enum ShopRecord {
