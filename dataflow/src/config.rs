@@ -30,6 +30,9 @@ impl Default for DataflowConfig {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct EpochConfig {
     /// Length of one processing-time epoch; each closed epoch becomes one transaction.
+    /// 50 ms by default: at ~80k events/s on 2 cores, 50 ms epochs gave freshness p50/p99
+    /// of 130/367 ms against 226/608 ms with 100 ms, and a sink that falls behind merges
+    /// waiting epochs anyway.
     pub epoch: Duration,
     /// A caught-up Kafka partition that receives nothing for this long stops holding back
     /// the pipeline's watermark (as Flink's idleness does).
@@ -47,7 +50,7 @@ pub struct EpochConfig {
 impl Default for EpochConfig {
     fn default() -> Self {
         EpochConfig {
-            epoch: Duration::from_millis(100),
+            epoch: Duration::from_millis(50),
             idle_timeout: Duration::from_secs(5),
             max_epochs_in_flight: 4,
             poll_batch: 4096,

@@ -30,7 +30,7 @@ pub struct DataflowArgs {
     #[arg(long, default_value = "30m", value_parser = duration)]
     session_gap: Duration,
     /// Length of a processing-time epoch: each one is committed as one transaction.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = 50)]
     epoch_ms: u64,
     /// A caught-up Kafka partition silent this long stops holding back the watermark.
     #[arg(long, default_value = "5s", value_parser = duration)]
