@@ -132,6 +132,8 @@ pub fn drive(
         source.poll(&mut batch, epochs.poll_batch)?;
         let idle_poll = batch.is_empty();
         let batch_messages = batch.events.len() + batch.dead_letters.len();
+        // A full poll means input is waiting: the worker is catching up.
+        let catching_up = batch_messages >= epochs.poll_batch;
         let before = stats;
         feed(
             &mut batch,
@@ -155,7 +157,12 @@ pub fn drive(
         let finished = source.is_finished() && !holding;
         let stopping = stop.load(Ordering::Relaxed);
         let full = epoch_messages >= epochs.max_epoch_messages;
-        if epoch_started.elapsed() >= epochs.epoch || full || finished || stopping {
+        let due = if catching_up {
+            epochs.catch_up_epoch.max(epochs.epoch)
+        } else {
+            epochs.epoch
+        };
+        if epoch_started.elapsed() >= due || full || finished || stopping {
             epoch_messages = 0;
             report(
                 &mut partitions,

@@ -114,6 +114,7 @@ fn connections_killed_mid_run_are_retried_without_loss_or_duplicates() {
     // Slow epochs so the run outlasts the killing.
     let epochs = clickflow_dataflow::EpochConfig {
         epoch: Duration::from_millis(5),
+        catch_up_epoch: Duration::from_millis(5),
         poll_batch: 16,
         ..Default::default()
     };

@@ -31,6 +31,7 @@ pub fn write_lines(path: &Path, records: &[ShopRecord]) {
 pub fn stress_epochs() -> EpochConfig {
     EpochConfig {
         epoch: Duration::from_millis(1),
+        catch_up_epoch: Duration::from_millis(1),
         poll_batch: 7,
         ..EpochConfig::default()
     }

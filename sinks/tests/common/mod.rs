@@ -44,6 +44,7 @@ pub fn shop_file(path: &Path, seed: u64, count: usize) {
 pub fn short_epochs() -> EpochConfig {
     EpochConfig {
         epoch: Duration::from_millis(5),
+        catch_up_epoch: Duration::from_millis(5),
         poll_batch: 64,
         ..EpochConfig::default()
     }
