@@ -69,6 +69,26 @@ fn a_model_trained_from_events_scores_every_session_of_a_run() {
 }
 
 #[test]
+fn without_a_model_the_run_says_so_and_writes_no_scores() {
+    let dir = tempfile::tempdir().unwrap();
+    let live = dir.path().join("live.jsonl");
+    produce_file(&live, 2_000, 23);
+    let db = TestDatabase::create("cli_no_model");
+    let output = run_ok(&[
+        "run",
+        "--input",
+        live.to_str().unwrap(),
+        "--database-url",
+        &db.url,
+    ]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("churn_scores stays empty"), "{stderr}");
+    let tables = read_tables(&db.url);
+    assert!(!tables.sessions.is_empty());
+    assert!(tables.scores.is_empty());
+}
+
+#[test]
 fn a_bad_model_file_stops_the_run_with_the_reason() {
     let dir = tempfile::tempdir().unwrap();
     let bogus = dir.path().join("bogus.model");

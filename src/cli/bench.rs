@@ -14,7 +14,9 @@ use clap::{Args, ValueEnum};
 use clickflow_dataflow::oracle::{recompute, recompute_file};
 use clickflow_dataflow::run::{InputSpec, RunConfig};
 use clickflow_dataflow::DataflowConfig;
-use clickflow_sinks::postgres::{read_tables, DatabaseUrl, PipelineSpec, SinkConfig};
+use clickflow_sinks::postgres::{
+    load_resume_plan, read_tables, DatabaseUrl, PipelineSpec, SinkConfig,
+};
 use clickflow_sources::file::FileSplits;
 use clickflow_sources::kafka::{read_topic, EmbeddedBroker, EventProducer};
 use clickflow_sources::shop::{Shop, ShopConfig};
@@ -177,7 +179,9 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
                 .collect();
             // A topic never ends: only sessions the committed watermark has passed by the
             // session gap are closed.
-            let watermark = runtime.block_on(committed_watermark(&url))?;
+            let watermark = runtime
+                .block_on(load_resume_plan(&url, &prepared.input.partitions()))?
+                .committed_watermark;
             let mut oracle = recompute(&events, &dataflow);
             for session in oracle.tables.sessions.values_mut() {
                 session.closed =
@@ -257,16 +261,6 @@ fn prepare_kafka(args: &BenchArgs) -> anyhow::Result<Prepared> {
         describe: "embedded Kafka",
         _broker: Some(broker),
     })
-}
-
-/// The pipeline watermark committed in `url`.
-async fn committed_watermark(url: &DatabaseUrl) -> anyhow::Result<i64> {
-    let (client, connection) = url.config().connect(tokio_postgres::NoTls).await?;
-    tokio::spawn(connection);
-    let row = client
-        .query_one("SELECT watermark FROM clickflow_pipeline", &[])
-        .await?;
-    Ok(row.get(0))
 }
 
 /// Sets `stop` once the offsets committed in `url` add up to `messages`.

@@ -10,7 +10,10 @@ use clickflow_dataflow::{EpochOutput, PipelineMetrics};
 use clickflow_model::{ChurnModel, Features, Sample, TrainOptions, TrainParams};
 use clickflow_sources::EventType;
 use clickflow_web::routes::routes;
-use clickflow_web::{DataflowState, LiveViews, PipelineStatus, SinkSnapshot, WebContext};
+use clickflow_web::{
+    DataflowState, LiveViews, PipelineStatus, SinkSnapshot, WebConfig, WebContext, WebError,
+    WebServer,
+};
 use serde_json::{json, Value};
 use warp::http::StatusCode;
 
@@ -504,4 +507,20 @@ async fn with_a_token_every_route_but_healthz_needs_it() {
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     let response = warp::test::request().path("/healthz").reply(&filter).await;
     assert_eq!(response.status(), StatusCode::OK);
+}
+
+#[test]
+fn a_taken_address_is_an_error_naming_the_flag() {
+    let server = server(None);
+    let config = |addr| WebConfig { addr, token: None };
+    let first = WebServer::start(
+        config("127.0.0.1:0".parse().unwrap()),
+        server.context.clone(),
+    )
+    .unwrap();
+    let taken = WebServer::start(config(first.addr()), server.context.clone());
+    let error = taken.err().expect("the second bind fails");
+    assert!(matches!(error, WebError::Bind { .. }), "{error}");
+    assert!(error.to_string().contains("--http"), "{error}");
+    first.stop();
 }
