@@ -46,7 +46,7 @@ pub fn closed_window_gate<'scope>(
             for input in events {
                 let end = window.window_of(input.event.ts).end;
                 if watermarks.replaying || end > closed_before {
-                    out.push(Ok(input));
+                    out(Ok(input));
                     continue;
                 }
                 let rejection = Rejection::new(
@@ -57,7 +57,7 @@ pub fn closed_window_gate<'scope>(
                     .get(input.partition as usize)
                     .cloned()
                     .unwrap_or_else(|| PartitionId::new("unknown", input.partition as i32));
-                out.push(Err(DeadLetter::new(
+                out(Err(DeadLetter::new(
                     partition,
                     input.offset,
                     rejection,

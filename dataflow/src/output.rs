@@ -165,7 +165,7 @@ pub fn gather<'scope>(
         Exchange::new(|_: &Change| 0),
         "Output: gather",
         move |_cap, _info| {
-            let mut pending: BTreeMap<Epoch, Vec<Change>> = BTreeMap::new();
+            let mut pending: BTreeMap<Epoch, Arriving> = BTreeMap::new();
             let mut progress = Progress {
                 tracker: WatermarkTracker::new(seed.partitions),
                 committed: seed.committed_watermark,
@@ -175,18 +175,18 @@ pub fn gather<'scope>(
             move |(input, frontier), _output| {
                 input.for_each_stamp(|stamp, batches| {
                     if let Some(&epoch) = stamp.least() {
-                        pending
-                            .entry(epoch)
-                            .or_default()
-                            .extend(batches.flat_map(|b| b.drain(..)));
+                        let arriving = pending.entry(epoch).or_default();
+                        for change in batches.flat_map(|b| b.drain(..)) {
+                            arriving.add(change);
+                        }
                     }
                 });
                 while let Some(entry) = pending.first_entry() {
                     if frontier.frontier().less_equal(entry.key()) {
                         break;
                     }
-                    let (epoch, changes) = entry.remove_entry();
-                    let output = assemble(epoch, changes, &partitions, &mut progress);
+                    let (epoch, arriving) = entry.remove_entry();
+                    let output = arriving.assemble(epoch, &partitions, &mut progress);
                     if let Some(deliver) = deliver.as_mut() {
                         if !output.is_empty() {
                             deliver(output);
@@ -230,67 +230,123 @@ impl Progress {
     }
 }
 
-fn assemble(
-    epoch: Epoch,
-    changes: Vec<Change>,
-    partitions: &[PartitionId],
-    progress: &mut Progress,
-) -> EpochOutput {
-    let mut output = EpochOutput {
-        epoch,
-        ..EpochOutput::default()
-    };
-    let mut moved: HashMap<u32, (i64, Option<EventTime>)> = HashMap::new();
-    // As in the stages: an epoch belongs to the replay unless the replay was over before it.
-    output.replay = !progress.tracker.all_replayed();
-    for change in changes {
-        match change {
-            Change::Trend(row, diff) => output.trends.push((row, diff)),
-            Change::Funnel(row, diff) => output.funnel.push((row, diff)),
-            Change::Session(row, diff) => output.sessions.push((row, diff)),
-            Change::Score(row, diff) => output.scores.push((row, diff)),
-            Change::DeadLetter(letter) => output.dead_letters.push(letter),
-            Change::Progress(report) => {
-                output.arrived += report.arrived;
-                output.opened_at_ms = Some(
-                    output
-                        .opened_at_ms
-                        .map_or(report.opened_at_ms, |t| t.min(report.opened_at_ms)),
-                );
-                let state = moved
-                    .entry(report.partition)
-                    .or_insert((report.next_offset, report.highest));
-                *state = (state.0.max(report.next_offset), state.1.max(report.highest));
-                progress.tracker.update(report);
-            }
-            Change::Retention(retention) => {
-                progress
-                    .retention
-                    .insert((retention.stage, retention.worker), retention.since);
-            }
+/// One epoch's changes as they reach the gathering worker, already sorted by table, so the
+/// epoch is never held twice (as changes and as tables). The row changes are consolidated
+/// whenever they have doubled since the last time, which keeps an epoch that retracts and
+/// re-inserts many rows near the size of its net effect.
+#[derive(Default)]
+struct Arriving {
+    trends: Consolidating<TrendRow>,
+    funnel: Consolidating<FunnelRow>,
+    sessions: Consolidating<SessionRow>,
+    scores: Consolidating<ScoreRow>,
+    dead_letters: Vec<DeadLetter>,
+    reports: Vec<PartitionReport>,
+    retention: Vec<Retention>,
+}
+
+/// Row changes that consolidate themselves as they grow.
+struct Consolidating<R> {
+    changes: Vec<(R, isize)>,
+    /// The length after the last consolidation.
+    settled: usize,
+}
+
+impl<R> Default for Consolidating<R> {
+    fn default() -> Self {
+        Consolidating {
+            changes: Vec::new(),
+            settled: 0,
         }
     }
-    progress.tracker.advance();
-    output.watermark = progress.watermark();
-    output.retain_from = progress.retain_from();
-    consolidate(&mut output.trends);
-    consolidate(&mut output.funnel);
-    consolidate(&mut output.sessions);
-    consolidate(&mut output.scores);
-    output
-        .dead_letters
-        .sort_by(|a, b| (&a.partition, a.offset).cmp(&(&b.partition, b.offset)));
-    output.partitions = moved
-        .into_iter()
-        .filter_map(|(index, (next_offset, highest))| {
-            let partition = partitions.get(index as usize)?.clone();
-            Some(PartitionState {
-                partition,
-                next_offset,
-                highest,
+}
+
+impl<R: Ord> Consolidating<R> {
+    /// Consolidates once this many changes have come since the last time, at least.
+    const MIN_GROWTH: usize = 64 * 1024;
+
+    fn push(&mut self, row: R, diff: isize) {
+        self.changes.push((row, diff));
+        if self.changes.len() >= (2 * self.settled).max(Self::MIN_GROWTH) {
+            consolidate(&mut self.changes);
+            self.settled = self.changes.len();
+        }
+    }
+
+    fn finish(mut self) -> Vec<(R, isize)> {
+        consolidate(&mut self.changes);
+        self.changes
+    }
+}
+
+impl Arriving {
+    fn add(&mut self, change: Change) {
+        match change {
+            Change::Trend(row, diff) => self.trends.push(row, diff),
+            Change::Funnel(row, diff) => self.funnel.push(row, diff),
+            Change::Session(row, diff) => self.sessions.push(row, diff),
+            Change::Score(row, diff) => self.scores.push(row, diff),
+            Change::DeadLetter(letter) => self.dead_letters.push(letter),
+            Change::Progress(report) => self.reports.push(report),
+            Change::Retention(retention) => self.retention.push(retention),
+        }
+    }
+
+    fn assemble(
+        self,
+        epoch: Epoch,
+        partitions: &[PartitionId],
+        progress: &mut Progress,
+    ) -> EpochOutput {
+        let mut output = EpochOutput {
+            epoch,
+            // As in the stages: an epoch belongs to the replay unless the replay was over
+            // before it.
+            replay: !progress.tracker.all_replayed(),
+            trends: self.trends.finish(),
+            funnel: self.funnel.finish(),
+            sessions: self.sessions.finish(),
+            scores: self.scores.finish(),
+            dead_letters: self.dead_letters,
+            ..EpochOutput::default()
+        };
+        let mut moved: HashMap<u32, (i64, Option<EventTime>)> = HashMap::new();
+        for report in self.reports {
+            output.arrived += report.arrived;
+            output.opened_at_ms = Some(
+                output
+                    .opened_at_ms
+                    .map_or(report.opened_at_ms, |t| t.min(report.opened_at_ms)),
+            );
+            let state = moved
+                .entry(report.partition)
+                .or_insert((report.next_offset, report.highest));
+            *state = (state.0.max(report.next_offset), state.1.max(report.highest));
+            progress.tracker.update(report);
+        }
+        for retention in self.retention {
+            progress
+                .retention
+                .insert((retention.stage, retention.worker), retention.since);
+        }
+        progress.tracker.advance();
+        output.watermark = progress.watermark();
+        output.retain_from = progress.retain_from();
+        output
+            .dead_letters
+            .sort_by(|a, b| (&a.partition, a.offset).cmp(&(&b.partition, b.offset)));
+        output.partitions = moved
+            .into_iter()
+            .filter_map(|(index, (next_offset, highest))| {
+                let partition = partitions.get(index as usize)?.clone();
+                Some(PartitionState {
+                    partition,
+                    next_offset,
+                    highest,
+                })
             })
-        })
-        .collect();
-    output.partitions.sort();
-    output
+            .collect();
+        output.partitions.sort();
+        output
+    }
 }

@@ -28,10 +28,12 @@ struct Pending<D> {
     reports: Vec<PartitionReport>,
 }
 
-/// Calls `logic(epoch, data, watermarks, output)` once per epoch, in epoch order, when both
+/// Calls `logic(epoch, data, watermarks, emit)` once per epoch, in epoch order, when both
 /// `data` (distributed by `pact`) and the broadcast `reports` are complete for that epoch.
 /// Every worker sees every epoch that has reports, so state can be evicted in epochs that
-/// bring no data.
+/// bring no data. `emit` sends a record on at once, in output-sized batches: an epoch that
+/// changes a million rows (the end of a backfill closes every session) never sits in memory
+/// as one vector.
 pub fn by_epoch<'scope, D, O, P, L>(
     data: StreamVec<'scope, Epoch, D>,
     pact: P,
@@ -44,12 +46,11 @@ where
     D: ExchangeData + Clone,
     O: ExchangeData + Clone,
     P: ParallelizationContract<Epoch, Vec<D>>,
-    L: FnMut(Epoch, Vec<D>, EpochWatermarks, &mut Vec<O>) + 'static,
+    L: FnMut(Epoch, Vec<D>, EpochWatermarks, &mut dyn FnMut(O)) + 'static,
 {
     data.binary_frontier(reports, pact, Pipeline, name, move |_capability, _info| {
         let mut pending: BTreeMap<Epoch, Pending<D>> = BTreeMap::new();
         let mut tracker = WatermarkTracker::new(seed.partitions);
-        let mut produced = Vec::new();
         move |(data_input, data_frontier), (report_input, report_frontier), output| {
             data_input.for_each_stamp(|stamp, batches| {
                 if let Some(capability) = stamp.retain_least(output.output_index()) {
@@ -95,21 +96,13 @@ where
                     tracker.update(report);
                 }
                 let after = tracker.advance();
-                logic(
-                    epoch,
-                    data,
-                    EpochWatermarks {
-                        before,
-                        after,
-                        replaying,
-                    },
-                    &mut produced,
-                );
-                if !produced.is_empty() {
-                    output
-                        .session(&capability)
-                        .give_iterator(produced.drain(..));
-                }
+                let watermarks = EpochWatermarks {
+                    before,
+                    after,
+                    replaying,
+                };
+                let mut session = output.session(&capability);
+                logic(epoch, data, watermarks, &mut |record| session.give(record));
             }
         }
     })

@@ -1,10 +1,11 @@
 //! Keeping one merged value per key and emitting the changes of its row, epoch by epoch.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::hash::Hash;
 
 use clickflow_sources::EventTime;
 use differential_dataflow::{AsCollection, VecCollection};
+use foldhash::HashMap;
 use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::core::OkErr;
@@ -97,14 +98,14 @@ pub fn aggregate_by_key<'scope, S: KeyedStage>(
 ) {
     let worker = updates.scope().index();
     let stage_name = name.to_string();
-    let mut state: HashMap<S::Key, S::Value> = HashMap::new();
+    let mut state: HashMap<S::Key, S::Value> = HashMap::default();
     // Keys by the event time at which they close, for eviction without a scan.
     let mut closing: BTreeSet<(EventTime, S::Key)> = BTreeSet::new();
     // Keys by the earliest event time they depend on (stages that track it).
     let mut depending: BTreeSet<(EventTime, S::Key)> = BTreeSet::new();
     let mut reported_since: Option<Option<EventTime>> = None;
     // Per epoch: each changed key with its row and close time before the epoch.
-    let mut changed: HashMap<S::Key, Option<Before<S::Row>>> = HashMap::new();
+    let mut changed: HashMap<S::Key, Option<Before<S::Row>>> = HashMap::default();
     let pact = Exchange::new(|(key, _): &(S::Key, S::Value)| hash_of(key));
     let outputs = by_epoch(
         updates,
@@ -112,7 +113,7 @@ pub fn aggregate_by_key<'scope, S: KeyedStage>(
         reports,
         seed,
         name,
-        move |epoch, updates, watermarks, out: &mut Vec<Output<S::Row>>| {
+        move |epoch, updates, watermarks, out: &mut dyn FnMut(Output<S::Row>)| {
             for (key, value) in updates {
                 match state.get_mut(&key) {
                     Some(existing) => {
@@ -138,25 +139,37 @@ pub fn aggregate_by_key<'scope, S: KeyedStage>(
                 let row = S::row(&key, value, false);
                 let closes_at = stage.closes_at(&key, value);
                 let emit = closes_at > committed;
+                let since = stage.depends_since(&key, value);
+                // The eviction indexes are touched only where a time moved: most changes
+                // move a session's close time, few its start, none a window's end.
+                let (mut index_close, mut index_since) = (true, since.is_some());
                 if let Some((old_row, old_closes_at, old_since)) = before {
                     if old_row == row {
                         continue;
                     }
                     if emit && old_closes_at > committed {
-                        out.push(Ok((old_row, epoch, -1)));
+                        out(Ok((old_row, epoch, -1)));
                     }
-                    closing.remove(&(old_closes_at, key.clone()));
-                    if let Some(since) = old_since {
-                        depending.remove(&(since, key.clone()));
+                    if old_closes_at == closes_at {
+                        index_close = false;
+                    } else {
+                        closing.remove(&(old_closes_at, key.clone()));
+                    }
+                    if old_since == since {
+                        index_since = false;
+                    } else if let Some(old_since) = old_since {
+                        depending.remove(&(old_since, key.clone()));
                     }
                 }
                 if emit {
-                    out.push(Ok((row, epoch, 1)));
+                    out(Ok((row, epoch, 1)));
                 }
-                if let Some(since) = stage.depends_since(&key, value) {
+                if let (true, Some(since)) = (index_since, since) {
                     depending.insert((since, key.clone()));
                 }
-                closing.insert((closes_at, key));
+                if index_close {
+                    closing.insert((closes_at, key));
+                }
             }
             while let Some((closes_at, _)) = closing.first() {
                 if *closes_at > watermarks.after {
@@ -168,8 +181,8 @@ pub fn aggregate_by_key<'scope, S: KeyedStage>(
                         depending.remove(&(since, key.clone()));
                     }
                     if S::EMITS_CLOSED_ROW && closes_at > committed {
-                        out.push(Ok((S::row(&key, &value, false), epoch, -1)));
-                        out.push(Ok((S::row(&key, &value, true), epoch, 1)));
+                        out(Ok((S::row(&key, &value, false), epoch, -1)));
+                        out(Ok((S::row(&key, &value, true), epoch, 1)));
                     }
                 }
             }
@@ -177,7 +190,7 @@ pub fn aggregate_by_key<'scope, S: KeyedStage>(
             if reported_since != Some(since)
                 && stage_tracks_dependencies(&depending, reported_since)
             {
-                out.push(Err(Retention {
+                out(Err(Retention {
                     stage: stage_name.clone(),
                     worker,
                     since,
@@ -198,8 +211,9 @@ fn stage_tracks_dependencies<K>(
     !depending.is_empty() || reported.is_some()
 }
 
-/// A stable hash for routing keys to workers (the same on every process).
+/// A stable hash for routing keys to workers: fixed-seed foldhash, the same on every process
+/// of one build (and several times cheaper than SipHash on these short keys).
 fn hash_of<K: Hash>(key: &K) -> u64 {
-    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
-    BuildHasherDefault::<DefaultHasher>::default().hash_one(key)
+    use std::hash::BuildHasher;
+    foldhash::fast::FixedState::with_seed(0x636c_6963_6b66_6c77).hash_one(key)
 }

@@ -1,8 +1,8 @@
 //! Merging values of equal keys within a batch, before they cross the network.
 
-use std::collections::HashMap;
 use std::hash::Hash;
 
+use foldhash::HashMap;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::StreamVec;
@@ -27,7 +27,7 @@ where
     F: FnMut(&D, &mut dyn FnMut(K, V)) + 'static,
 {
     records.unary(Pipeline, name, move |_capability, _info| {
-        let mut merged: HashMap<K, V> = HashMap::new();
+        let mut merged: HashMap<K, V> = HashMap::default();
         move |input, output| {
             input.for_each_stamp(|stamp, batches| {
                 for batch in batches {

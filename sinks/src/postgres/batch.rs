@@ -2,15 +2,21 @@
 
 use std::collections::HashSet;
 use std::hash::Hash;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clickflow_dataflow::rows::{FunnelRow, ScoreRow, SessionRow, TrendRow};
 use clickflow_dataflow::EpochOutput;
+use clickflow_sources::EventTime;
 use compact_str::CompactString;
 use tokio_postgres::types::{ToSql, Type};
 
 /// One column of values.
 pub(super) enum Column {
     Int8(Vec<i64>),
+    /// Instants, sent as `timestamptz` in PostgreSQL's binary form: converting milliseconds
+    /// in SQL (`timestamptz 'epoch' + ms * interval '1 ms'`) cost about a microsecond per
+    /// value on the server, a third of the time of a session upsert.
+    Timestamp(Vec<SystemTime>),
     OptionalInt8(Vec<Option<i64>>),
     Text(Vec<String>),
     Float8(Vec<f64>),
@@ -21,6 +27,7 @@ impl Column {
     pub(super) fn pg_type(&self) -> Type {
         match self {
             Column::Int8(_) | Column::OptionalInt8(_) => Type::INT8,
+            Column::Timestamp(_) => Type::TIMESTAMPTZ,
             Column::Text(_) => Type::TEXT,
             Column::Float8(_) => Type::FLOAT8,
             Column::Bool(_) => Type::BOOL,
@@ -30,6 +37,7 @@ impl Column {
     pub(super) fn sql_type(&self) -> &'static str {
         match self {
             Column::Int8(_) | Column::OptionalInt8(_) => "bigint",
+            Column::Timestamp(_) => "timestamptz",
             Column::Text(_) => "text",
             Column::Float8(_) => "double precision",
             Column::Bool(_) => "boolean",
@@ -40,6 +48,7 @@ impl Column {
     pub(super) fn as_array(&self) -> &(dyn ToSql + Sync) {
         match self {
             Column::Int8(v) => v,
+            Column::Timestamp(v) => v,
             Column::OptionalInt8(v) => v,
             Column::Text(v) => v,
             Column::Float8(v) => v,
@@ -51,6 +60,7 @@ impl Column {
     pub(super) fn value(&self, i: usize) -> &(dyn ToSql + Sync) {
         match self {
             Column::Int8(v) => &v[i],
+            Column::Timestamp(v) => &v[i],
             Column::OptionalInt8(v) => &v[i],
             Column::Text(v) => &v[i],
             Column::Float8(v) => &v[i],
@@ -80,6 +90,7 @@ impl Staged {
     pub(super) fn len(&self) -> usize {
         match self.values.first() {
             Some(Column::Int8(v)) => v.len(),
+            Some(Column::Timestamp(v)) => v.len(),
             Some(Column::OptionalInt8(v)) => v.len(),
             Some(Column::Text(v)) => v.len(),
             Some(Column::Float8(v)) => v.len(),
@@ -100,7 +111,7 @@ const TRENDS_UPSERT: Statement = Statement {
     ],
     sql:
         "INSERT INTO event_trends (window_start, window_end, event_type, count, revenue, batch_time)
-          SELECT clickflow_ms(s.window_start), clickflow_ms(s.window_end), s.event_type, s.count,
+          SELECT s.window_start, s.window_end, s.event_type, s.count,
                  s.revenue_cents::numeric / 100, now()
           FROM {src}
           ON CONFLICT (window_start, event_type) DO UPDATE SET
@@ -112,7 +123,7 @@ const TRENDS_DELETE: Statement = Statement {
     staging: "clickflow_stage_trends_gone",
     columns: &["window_start", "event_type"],
     sql: "DELETE FROM event_trends t USING {src}
-          WHERE t.window_start = clickflow_ms(s.window_start) AND t.event_type = s.event_type",
+          WHERE t.window_start = s.window_start AND t.event_type = s.event_type",
 };
 
 const FUNNEL_UPSERT: Statement = Statement {
@@ -120,7 +131,7 @@ const FUNNEL_UPSERT: Statement = Statement {
     columns: &["window_start", "window_end", "event_type", "unique_users"],
     sql:
         "INSERT INTO funnel_summary (window_start, window_end, event_type, unique_users, batch_time)
-          SELECT clickflow_ms(s.window_start), clickflow_ms(s.window_end), s.event_type,
+          SELECT s.window_start, s.window_end, s.event_type,
                  s.unique_users, now()
           FROM {src}
           ON CONFLICT (window_start, event_type) DO UPDATE SET
@@ -132,7 +143,7 @@ const FUNNEL_DELETE: Statement = Statement {
     staging: "clickflow_stage_funnel_gone",
     columns: &["window_start", "event_type"],
     sql: "DELETE FROM funnel_summary t USING {src}
-          WHERE t.window_start = clickflow_ms(s.window_start) AND t.event_type = s.event_type",
+          WHERE t.window_start = s.window_start AND t.event_type = s.event_type",
 };
 
 const SESSIONS_UPSERT: Statement = Statement {
@@ -151,7 +162,7 @@ const SESSIONS_UPSERT: Statement = Statement {
     sql: "INSERT INTO session_features (session_id, user_id, num_views, num_cart_adds,
               num_purchases, session_start, last_event, duration_s, closed, batch_time)
           SELECT s.session_id, s.user_id, s.num_views, s.num_cart_adds, s.num_purchases,
-                 clickflow_ms(s.session_start), clickflow_ms(s.last_event), s.duration_s,
+                 s.session_start, s.last_event, s.duration_s,
                  s.closed, now()
           FROM {src}
           ON CONFLICT (session_id) DO UPDATE SET
@@ -337,9 +348,20 @@ fn split<R: Clone, K: Hash + Eq>(
     (inserted, gone)
 }
 
+/// The instant `ms` milliseconds after the Unix epoch.
+fn instant(ms: EventTime) -> SystemTime {
+    let offset = Duration::from_millis(ms.unsigned_abs());
+    if ms >= 0 {
+        UNIX_EPOCH + offset
+    } else {
+        UNIX_EPOCH - offset
+    }
+}
+
 fn window_keys<'a>(keys: impl Iterator<Item = (i64, &'a str)>) -> Vec<Column> {
-    let (starts, types): (Vec<i64>, Vec<String>) = keys.map(|(s, t)| (s, t.to_string())).unzip();
-    vec![Column::Int8(starts), Column::Text(types)]
+    let (starts, types): (Vec<SystemTime>, Vec<String>) =
+        keys.map(|(s, t)| (instant(s), t.to_string())).unzip();
+    vec![Column::Timestamp(starts), Column::Text(types)]
 }
 
 fn session_keys<'a>(ids: impl Iterator<Item = &'a CompactString>) -> Vec<Column> {
@@ -348,8 +370,8 @@ fn session_keys<'a>(ids: impl Iterator<Item = &'a CompactString>) -> Vec<Column>
 
 fn trend_columns(rows: &[TrendRow]) -> Vec<Column> {
     vec![
-        Column::Int8(rows.iter().map(|r| r.window.start).collect()),
-        Column::Int8(rows.iter().map(|r| r.window.end).collect()),
+        Column::Timestamp(rows.iter().map(|r| instant(r.window.start)).collect()),
+        Column::Timestamp(rows.iter().map(|r| instant(r.window.end)).collect()),
         Column::Text(
             rows.iter()
                 .map(|r| r.event_type.as_str().to_string())
@@ -362,8 +384,8 @@ fn trend_columns(rows: &[TrendRow]) -> Vec<Column> {
 
 fn funnel_columns(rows: &[FunnelRow]) -> Vec<Column> {
     vec![
-        Column::Int8(rows.iter().map(|r| r.window.start).collect()),
-        Column::Int8(rows.iter().map(|r| r.window.end).collect()),
+        Column::Timestamp(rows.iter().map(|r| instant(r.window.start)).collect()),
+        Column::Timestamp(rows.iter().map(|r| instant(r.window.end)).collect()),
         Column::Text(
             rows.iter()
                 .map(|r| r.event_type.as_str().to_string())
@@ -380,8 +402,8 @@ fn session_columns(rows: &[SessionRow]) -> Vec<Column> {
         Column::Int8(rows.iter().map(|r| r.num_views).collect()),
         Column::Int8(rows.iter().map(|r| r.num_cart_adds).collect()),
         Column::Int8(rows.iter().map(|r| r.num_purchases).collect()),
-        Column::Int8(rows.iter().map(|r| r.session_start).collect()),
-        Column::Int8(rows.iter().map(|r| r.last_event).collect()),
+        Column::Timestamp(rows.iter().map(|r| instant(r.session_start)).collect()),
+        Column::Timestamp(rows.iter().map(|r| instant(r.last_event)).collect()),
         Column::Float8(rows.iter().map(SessionRow::duration_s).collect()),
         Column::Bool(rows.iter().map(|r| r.closed).collect()),
     ]

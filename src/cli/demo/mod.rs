@@ -95,7 +95,7 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
     let start_ms = shop.config().start_ms;
     let producer = {
         let (brokers, stop) = (brokers.clone(), stop.clone());
-        std::thread::spawn(move || -> anyhow::Result<u64> {
+        std::thread::spawn(move || -> anyhow::Result<(u64, Duration)> {
             let mut producer = EventProducer::new(&brokers, TOPIC)?;
             let started = Instant::now();
             let mut payload = Vec::with_capacity(256);
@@ -116,8 +116,9 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
                 sent += 1;
                 producer.poll();
             }
+            let sending = started.elapsed();
             producer.flush(Duration::from_secs(10))?;
-            Ok(sent)
+            Ok((sent, sending))
         })
     };
 
@@ -156,14 +157,17 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
     };
     let result = launch(spec, &args.web, stop.clone());
     stop.store(true, Ordering::Relaxed);
-    let sent = producer
+    let (sent, sending) = producer
         .join()
         .map_err(|_| anyhow::anyhow!("the shop thread panicked"))??;
     let finished = result?;
     let stats = finished.stats;
     eprintln!(
-        "demo stopped: the shop sent {sent} events; the pipeline counted {} and dead-lettered {}",
-        stats.events, stats.dead_letters
+        "demo stopped: the shop sent {sent} events in {:.1} s ({:.0} events/s); the pipeline counted {} and dead-lettered {}",
+        sending.as_secs_f64(),
+        sent as f64 / sending.as_secs_f64().max(1e-3),
+        stats.events,
+        stats.dead_letters
     );
     if let Some(metrics) = finished.sink {
         eprintln!("sink: {}", super::run::sink_summary(&metrics));
