@@ -113,6 +113,10 @@ impl Source for MemorySource {
         self.finished.iter().all(|f| *f)
     }
 
+    fn backlogged(&self) -> bool {
+        !self.is_finished()
+    }
+
     fn set_limit(&mut self, _partition: usize, _limit: Option<i64>) -> Result<(), SourceError> {
         // Nothing is ever committed before a benchmark run, so no hold is needed once the
         // replay barrier (trivially) passes; the bench starts fresh every time.
@@ -236,6 +240,10 @@ impl Source for GeneratedSource {
 
     fn is_finished(&self) -> bool {
         self.remaining == 0
+    }
+
+    fn backlogged(&self) -> bool {
+        !self.is_finished()
     }
 
     fn set_limit(&mut self, _partition: usize, _limit: Option<i64>) -> Result<(), SourceError> {

@@ -39,6 +39,7 @@ impl<'scope> ChurnScores<'scope> for VecCollection<'scope, Epoch, SessionRow> {
                 let mut scores: Vec<(ScoreRow, Epoch, isize)> = Vec::new();
                 move |input, output| {
                     input.for_each_stamp(|stamp, batches| {
+                        let mut session = output.session(&stamp);
                         for batch in batches {
                             scores.extend(batch.drain(..).map(|(row, epoch, diff)| {
                                 let probability = model.predict(&row.features());
@@ -50,10 +51,10 @@ impl<'scope> ChurnScores<'scope> for VecCollection<'scope, Epoch, SessionRow> {
                                 };
                                 (score, epoch, diff)
                             }));
+                            // An unchanged score cancels here, before it travels anywhere.
+                            consolidate_updates(&mut scores);
+                            session.give_iterator(scores.drain(..));
                         }
-                        // An unchanged score cancels here, before it travels anywhere.
-                        consolidate_updates(&mut scores);
-                        output.session(&stamp).give_iterator(scores.drain(..));
                     });
                 }
             })

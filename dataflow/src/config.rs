@@ -35,7 +35,7 @@ pub struct EpochConfig {
     /// waiting epochs anyway.
     pub epoch: Duration,
     /// The longest an epoch lasts while its worker is catching up (its last poll came back
-    /// full: a backlog, a file). Freshness means nothing there, and longer epochs write each
+    /// full, or its source says it reads a backlog: a file, a Kafka partition far behind). Freshness means nothing there, and longer epochs write each
     /// changed row fewer times: a backfill runs at the speed of 200–400 ms epochs while a
     /// caught-up stream keeps `epoch`. Never shorter than `epoch`.
     pub catch_up_epoch: Duration,

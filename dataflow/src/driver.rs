@@ -132,8 +132,9 @@ pub fn drive(
         source.poll(&mut batch, epochs.poll_batch)?;
         let idle_poll = batch.is_empty();
         let batch_messages = batch.events.len() + batch.dead_letters.len();
-        // A full poll means input is waiting: the worker is catching up.
-        let catching_up = batch_messages >= epochs.poll_batch;
+        // A full poll means input is waiting; a backlogged source says so itself (a fast
+        // broker often hands over less than a full poll while far behind).
+        let catching_up = batch_messages >= epochs.poll_batch || source.backlogged();
         let before = stats;
         feed(
             &mut batch,

@@ -36,6 +36,12 @@ pub trait Source {
     /// True when nothing will ever arrive again (the end of a file); never for Kafka.
     fn is_finished(&self) -> bool;
 
+    /// True while the source reads a backlog rather than what just arrived: a file until its
+    /// end; a Kafka partition that has not reached its end for a while (see
+    /// [`KafkaSource::backlogged`]). Workers then cut longer epochs: freshness means nothing
+    /// there, and every row changes fewer times.
+    fn backlogged(&self) -> bool;
+
     /// Holds back every message of partition `partition` at or after offset `limit`
     /// (`None`: no limit). Lifting a limit delivers the held-back messages in order.
     fn set_limit(&mut self, partition: usize, limit: Option<i64>) -> Result<(), SourceError>;
@@ -54,6 +60,10 @@ impl Source for KafkaSource {
         false
     }
 
+    fn backlogged(&self) -> bool {
+        KafkaSource::backlogged(self)
+    }
+
     fn set_limit(&mut self, partition: usize, limit: Option<i64>) -> Result<(), SourceError> {
         Ok(KafkaSource::set_limit(self, partition, limit)?)
     }
@@ -70,6 +80,10 @@ impl Source for FileSource {
 
     fn is_finished(&self) -> bool {
         FileSource::is_finished(self)
+    }
+
+    fn backlogged(&self) -> bool {
+        !FileSource::is_finished(self)
     }
 
     fn set_limit(&mut self, partition: usize, limit: Option<i64>) -> Result<(), SourceError> {

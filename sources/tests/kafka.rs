@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use clickflow_sources::decode::DecodeLimits;
-use clickflow_sources::kafka::{EmbeddedBroker, EventProducer, KafkaSource, KafkaSourceConfig};
+use clickflow_sources::kafka::{
+    EmbeddedBroker, EventProducer, KafkaSource, KafkaSourceConfig, BACKLOG_AFTER,
+};
 use clickflow_sources::shop::{Shop, ShopConfig, ShopRecord};
 use clickflow_sources::SourceBatch;
 use clickflow_testkit::Tansu;
@@ -147,4 +149,41 @@ fn tansu_returns_what_was_produced() {
     produce(&tansu.bootstrap, "user-events", &records);
     let read = read_back(&tansu.bootstrap, "user-events", 4, records.len());
     assert_round_trip(&records, &read);
+}
+
+#[test]
+fn a_partition_that_does_not_reach_its_end_is_a_backlog_until_it_does() {
+    let broker = EmbeddedBroker::start().unwrap();
+    broker.create_topic("user-events", 2).unwrap();
+    let records = shop_records(20_000);
+    produce(broker.bootstrap_servers(), "user-events", &records);
+    let mut source = KafkaSource::new(KafkaSourceConfig {
+        brokers: broker.bootstrap_servers().into(),
+        topic: "user-events".into(),
+        partitions: vec![(0, None), (1, None)],
+        limits: DecodeLimits::default(),
+    })
+    .unwrap();
+    let mut batch = SourceBatch::default();
+    // A trickle of reads for longer than BACKLOG_AFTER never gets near the end.
+    let trickle = Instant::now();
+    while trickle.elapsed() < BACKLOG_AFTER + Duration::from_millis(200) {
+        batch.clear();
+        source.poll(&mut batch, 5).unwrap();
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(source.backlogged(), "20k waiting messages are a backlog");
+    // Reading everything reaches the end of both partitions: caught up.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut caught_up = [false, false];
+    while caught_up != [true, true] {
+        assert!(Instant::now() < deadline, "never reached the end");
+        batch.clear();
+        source.poll(&mut batch, 10_000).unwrap();
+        for progress in &batch.progress {
+            caught_up[progress.partition] = progress.caught_up;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(!source.backlogged(), "a source at its end is no backlog");
 }

@@ -13,4 +13,4 @@ pub use error::KafkaSourceError;
 pub use metadata::{partition_count, watermarks};
 pub use producer::{EventProducer, ProducerStats};
 pub use read_back::{read_topic, TopicContents};
-pub use source::{KafkaSource, KafkaSourceConfig};
+pub use source::{KafkaSource, KafkaSourceConfig, BACKLOG_AFTER};

@@ -11,7 +11,7 @@
 //! resumes fetching.
 
 use std::collections::{HashMap, VecDeque};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
@@ -55,6 +55,9 @@ impl ClientContext for SourceContext {
 
 impl ConsumerContext for SourceContext {}
 
+/// How long a partition must deliver without reaching its end to count as a backlog.
+pub const BACKLOG_AFTER: Duration = Duration::from_secs(1);
+
 /// A decoded message: an event or a dead letter.
 type Decoded = Result<SourcedEvent, DeadLetter>;
 
@@ -63,6 +66,9 @@ struct Assigned {
     id: PartitionId,
     next_offset: Option<i64>,
     caught_up: bool,
+    /// Since when the partition has been delivering without reaching its end (`None`: it is
+    /// at its end). Unknown at the start, so it starts behind.
+    behind_since: Option<Instant>,
     /// Messages at or after this offset are held back.
     hold: Option<i64>,
     /// Messages received at or past the hold, in order.
@@ -92,6 +98,7 @@ impl KafkaSource {
                 id: PartitionId::new(topic.clone(), p),
                 next_offset: start,
                 caught_up: false,
+                behind_since: Some(Instant::now()),
                 hold: None,
                 held: VecDeque::new(),
                 paused: false,
@@ -187,6 +194,18 @@ impl KafkaSource {
         }
     }
 
+    /// True when some partition has been delivering for [`BACKLOG_AFTER`] without reaching its
+    /// end: it is working through a backlog (a restart, a consumer that fell behind, a topic
+    /// filled before the pipeline started). A partition that keeps up reaches its end after
+    /// every fetch, many times a second.
+    pub fn backlogged(&self) -> bool {
+        self.assigned.iter().any(|partition| {
+            partition
+                .behind_since
+                .is_some_and(|since| since.elapsed() >= BACKLOG_AFTER)
+        })
+    }
+
     /// Moves up to `max_messages` already-fetched messages into `batch` without waiting, and
     /// records the progress of every partition that moved.
     pub fn poll(
@@ -205,6 +224,7 @@ impl KafkaSource {
                         if let Some(&i) = self.index.get(&partition) {
                             moved[i] |= !self.assigned[i].caught_up;
                             self.assigned[i].caught_up = true;
+                            self.assigned[i].behind_since = None;
                         }
                         continue;
                     }
@@ -232,6 +252,7 @@ impl KafkaSource {
                 deliver(batch, decoded);
                 partition.next_offset = Some(offset + 1);
                 partition.caught_up = false;
+                partition.behind_since.get_or_insert_with(Instant::now);
                 moved[i] = true;
             }
         }
