@@ -1,5 +1,6 @@
 //! Rows of an epoch turned into columns, and the statements that apply them.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::hash::Hash;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -10,20 +11,21 @@ use clickflow_sources::EventTime;
 use compact_str::CompactString;
 use tokio_postgres::types::{ToSql, Type};
 
-/// One column of values.
-pub(super) enum Column {
+/// One column of values, borrowing the epoch's text where it can: a merged backfill epoch
+/// holds a million rows, and owned copies of their ids doubled the sink's memory.
+pub(super) enum Column<'a> {
     Int8(Vec<i64>),
     /// Instants, sent as `timestamptz` in PostgreSQL's binary form: converting milliseconds
     /// in SQL (`timestamptz 'epoch' + ms * interval '1 ms'`) cost about a microsecond per
     /// value on the server, a third of the time of a session upsert.
     Timestamp(Vec<SystemTime>),
     OptionalInt8(Vec<Option<i64>>),
-    Text(Vec<String>),
+    Text(Vec<Cow<'a, str>>),
     Float8(Vec<f64>),
     Bool(Vec<bool>),
 }
 
-impl Column {
+impl Column<'_> {
     pub(super) fn pg_type(&self) -> Type {
         match self {
             Column::Int8(_) | Column::OptionalInt8(_) => Type::INT8,
@@ -81,12 +83,12 @@ pub(super) struct Statement {
 }
 
 /// Rows staged for one statement.
-pub(super) struct Staged {
+pub(super) struct Staged<'a> {
     pub(super) statement: &'static Statement,
-    pub(super) values: Vec<Column>,
+    pub(super) values: Vec<Column<'a>>,
 }
 
-impl Staged {
+impl Staged<'_> {
     pub(super) fn len(&self) -> usize {
         match self.values.first() {
             Some(Column::Int8(v)) => v.len(),
@@ -222,7 +224,7 @@ const OFFSETS: Statement = Statement {
 
 /// Everything an epoch writes, in the order it must be applied: deletes (retractions) before
 /// upserts (insertions), then dead letters and offsets.
-pub(super) fn stage_epoch(output: &EpochOutput) -> Vec<Staged> {
+pub(super) fn stage_epoch(output: &EpochOutput) -> Vec<Staged<'_>> {
     let (trend_upserts, trend_deletes) = split(&output.trends, |r| (r.window.start, r.event_type));
     let (funnel_upserts, funnel_deletes) =
         split(&output.funnel, |r| (r.window.start, r.event_type));
@@ -276,7 +278,7 @@ pub(super) fn stage_epoch(output: &EpochOutput) -> Vec<Staged> {
                     output
                         .dead_letters
                         .iter()
-                        .map(|d| d.partition.topic.to_string())
+                        .map(|d| Cow::Borrowed(&*d.partition.topic))
                         .collect(),
                 ),
                 Column::Int8(
@@ -291,15 +293,14 @@ pub(super) fn stage_epoch(output: &EpochOutput) -> Vec<Staged> {
                     output
                         .dead_letters
                         .iter()
-                        .map(|d| d.rejection.reason())
+                        .map(|d| Cow::Owned(d.rejection.reason()))
                         .collect(),
                 ),
-                // PostgreSQL text cannot hold NUL bytes.
                 Column::Text(
                     output
                         .dead_letters
                         .iter()
-                        .map(|d| d.payload.replace('\0', "\u{FFFD}"))
+                        .map(|d| without_nul(&d.payload))
                         .collect(),
                 ),
             ],
@@ -311,7 +312,7 @@ pub(super) fn stage_epoch(output: &EpochOutput) -> Vec<Staged> {
                     output
                         .partitions
                         .iter()
-                        .map(|p| p.partition.topic.to_string())
+                        .map(|p| Cow::Borrowed(&*p.partition.topic))
                         .collect(),
                 ),
                 Column::Int8(
@@ -330,22 +331,31 @@ pub(super) fn stage_epoch(output: &EpochOutput) -> Vec<Staged> {
 }
 
 /// Rows inserted (the new value of their key) and rows only retracted (their key is gone).
-fn split<R: Clone, K: Hash + Eq>(
-    changes: &[(R, isize)],
-    key: impl Fn(&R) -> K,
-) -> (Vec<R>, Vec<R>) {
-    let inserted: Vec<R> = changes
+fn split<'a, R, K: Hash + Eq>(
+    changes: &'a [(R, isize)],
+    key: impl Fn(&'a R) -> K,
+) -> (Vec<&'a R>, Vec<&'a R>) {
+    let inserted: Vec<&R> = changes
         .iter()
         .filter(|(_, d)| *d > 0)
-        .map(|(r, _)| r.clone())
+        .map(|(r, _)| r)
         .collect();
-    let kept: HashSet<K> = inserted.iter().map(&key).collect();
+    let kept: HashSet<K> = inserted.iter().map(|r| key(r)).collect();
     let gone = changes
         .iter()
         .filter(|(r, d)| *d < 0 && !kept.contains(&key(r)))
-        .map(|(r, _)| r.clone())
+        .map(|(r, _)| r)
         .collect();
     (inserted, gone)
+}
+
+/// PostgreSQL text cannot hold NUL bytes.
+fn without_nul(text: &str) -> Cow<'_, str> {
+    if text.contains('\0') {
+        Cow::Owned(text.replace('\0', "\u{FFFD}"))
+    } else {
+        Cow::Borrowed(text)
+    }
 }
 
 /// The instant `ms` milliseconds after the Unix epoch.
@@ -358,23 +368,23 @@ fn instant(ms: EventTime) -> SystemTime {
     }
 }
 
-fn window_keys<'a>(keys: impl Iterator<Item = (i64, &'a str)>) -> Vec<Column> {
-    let (starts, types): (Vec<SystemTime>, Vec<String>) =
-        keys.map(|(s, t)| (instant(s), t.to_string())).unzip();
+fn window_keys(keys: impl Iterator<Item = (i64, &'static str)>) -> Vec<Column<'static>> {
+    let (starts, types): (Vec<SystemTime>, Vec<Cow<'static, str>>) =
+        keys.map(|(s, t)| (instant(s), Cow::Borrowed(t))).unzip();
     vec![Column::Timestamp(starts), Column::Text(types)]
 }
 
-fn session_keys<'a>(ids: impl Iterator<Item = &'a CompactString>) -> Vec<Column> {
-    vec![Column::Text(ids.map(|id| id.to_string()).collect())]
+fn session_keys<'a>(ids: impl Iterator<Item = &'a CompactString>) -> Vec<Column<'a>> {
+    vec![Column::Text(ids.map(|id| Cow::Borrowed(id.as_str())).collect())]
 }
 
-fn trend_columns(rows: &[TrendRow]) -> Vec<Column> {
+fn trend_columns<'a>(rows: &[&'a TrendRow]) -> Vec<Column<'a>> {
     vec![
         Column::Timestamp(rows.iter().map(|r| instant(r.window.start)).collect()),
         Column::Timestamp(rows.iter().map(|r| instant(r.window.end)).collect()),
         Column::Text(
             rows.iter()
-                .map(|r| r.event_type.as_str().to_string())
+                .map(|r| Cow::Borrowed(r.event_type.as_str()))
                 .collect(),
         ),
         Column::Int8(rows.iter().map(|r| r.count).collect()),
@@ -382,38 +392,38 @@ fn trend_columns(rows: &[TrendRow]) -> Vec<Column> {
     ]
 }
 
-fn funnel_columns(rows: &[FunnelRow]) -> Vec<Column> {
+fn funnel_columns<'a>(rows: &[&'a FunnelRow]) -> Vec<Column<'a>> {
     vec![
         Column::Timestamp(rows.iter().map(|r| instant(r.window.start)).collect()),
         Column::Timestamp(rows.iter().map(|r| instant(r.window.end)).collect()),
         Column::Text(
             rows.iter()
-                .map(|r| r.event_type.as_str().to_string())
+                .map(|r| Cow::Borrowed(r.event_type.as_str()))
                 .collect(),
         ),
         Column::Int8(rows.iter().map(|r| r.unique_users).collect()),
     ]
 }
 
-fn session_columns(rows: &[SessionRow]) -> Vec<Column> {
+fn session_columns<'a>(rows: &[&'a SessionRow]) -> Vec<Column<'a>> {
     vec![
-        Column::Text(rows.iter().map(|r| r.session_id.to_string()).collect()),
-        Column::Text(rows.iter().map(|r| r.user_id.to_string()).collect()),
+        Column::Text(rows.iter().map(|r| Cow::Borrowed(r.session_id.as_str())).collect()),
+        Column::Text(rows.iter().map(|r| Cow::Borrowed(r.user_id.as_str())).collect()),
         Column::Int8(rows.iter().map(|r| r.num_views).collect()),
         Column::Int8(rows.iter().map(|r| r.num_cart_adds).collect()),
         Column::Int8(rows.iter().map(|r| r.num_purchases).collect()),
         Column::Timestamp(rows.iter().map(|r| instant(r.session_start)).collect()),
         Column::Timestamp(rows.iter().map(|r| instant(r.last_event)).collect()),
-        Column::Float8(rows.iter().map(SessionRow::duration_s).collect()),
+        Column::Float8(rows.iter().map(|r| r.duration_s()).collect()),
         Column::Bool(rows.iter().map(|r| r.closed).collect()),
     ]
 }
 
-fn score_columns(rows: &[ScoreRow]) -> Vec<Column> {
+fn score_columns<'a>(rows: &[&'a ScoreRow]) -> Vec<Column<'a>> {
     vec![
-        Column::Text(rows.iter().map(|r| r.session_id.to_string()).collect()),
-        Column::Text(rows.iter().map(|r| r.user_id.to_string()).collect()),
+        Column::Text(rows.iter().map(|r| Cow::Borrowed(r.session_id.as_str())).collect()),
+        Column::Text(rows.iter().map(|r| Cow::Borrowed(r.user_id.as_str())).collect()),
         Column::Float8(rows.iter().map(|r| r.churn_probability.0).collect()),
-        Column::Text(rows.iter().map(|r| r.model_version.to_string()).collect()),
+        Column::Text(rows.iter().map(|r| Cow::Borrowed(&*r.model_version)).collect()),
     ]
 }

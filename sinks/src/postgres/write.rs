@@ -95,7 +95,7 @@ impl Writer {
 }
 
 /// `unnest($1::type[], ...) AS s(columns)`.
-fn unnest_source(batch: &Staged) -> String {
+fn unnest_source(batch: &Staged<'_>) -> String {
     let arrays: Vec<String> = batch
         .values
         .iter()
@@ -113,7 +113,7 @@ fn unnest_source(batch: &Staged) -> String {
 /// then the statement reads from it.
 async fn copy_and_apply(
     tx: &Transaction<'_>,
-    batch: &Staged,
+    batch: &Staged<'_>,
     created: &mut HashSet<&'static str>,
 ) -> Result<(), SinkError> {
     let statement = batch.statement;
