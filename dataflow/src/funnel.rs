@@ -11,7 +11,7 @@ use differential_dataflow::VecCollection;
 use timely::dataflow::operators::vec::Map;
 use timely::dataflow::StreamVec;
 
-use crate::input::InputEvent;
+use crate::input::Accepted;
 use crate::rows::FunnelRow;
 use crate::stage::{aggregate_by_key, pre_aggregate, KeyedStage};
 use crate::watermark::{PartitionReport, ProgressSeed};
@@ -71,7 +71,7 @@ pub trait Funnel<'scope> {
     ) -> VecCollection<'scope, Epoch, FunnelRow>;
 }
 
-impl<'scope> Funnel<'scope> for StreamVec<'scope, Epoch, InputEvent> {
+impl<'scope> Funnel<'scope> for StreamVec<'scope, Epoch, Accepted> {
     fn funnel(
         self,
         window: WindowSize,
@@ -81,8 +81,7 @@ impl<'scope> Funnel<'scope> for StreamVec<'scope, Epoch, InputEvent> {
         let sightings = pre_aggregate(
             self,
             "Funnel: pre-aggregate users",
-            move |input: &InputEvent, emit| {
-                let event = &input.event;
+            move |event: &Accepted, emit| {
                 emit(
                     (
                         window.window_of(event.ts),

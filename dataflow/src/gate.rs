@@ -17,7 +17,7 @@ use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::core::OkErr;
 use timely::dataflow::StreamVec;
 
-use crate::input::InputEvent;
+use crate::input::{Accepted, InputEvent};
 use crate::stage::by_epoch;
 use crate::watermark::{PartitionReport, ProgressSeed};
 use crate::window::WindowSize;
@@ -32,7 +32,7 @@ pub fn closed_window_gate<'scope>(
     seed: ProgressSeed,
     window: WindowSize,
 ) -> (
-    StreamVec<'scope, Epoch, InputEvent>,
+    StreamVec<'scope, Epoch, Accepted>,
     StreamVec<'scope, Epoch, DeadLetter>,
 ) {
     let judged = by_epoch(
@@ -46,7 +46,7 @@ pub fn closed_window_gate<'scope>(
             for input in events {
                 let end = window.window_of(input.event.ts).end;
                 if watermarks.replaying || end > closed_before {
-                    out(Ok(input));
+                    out(Ok(Accepted::from(input.event)));
                     continue;
                 }
                 let rejection = Rejection::new(

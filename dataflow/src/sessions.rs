@@ -6,7 +6,7 @@ use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
 use timely::dataflow::StreamVec;
 
-use crate::input::InputEvent;
+use crate::input::Accepted;
 use crate::rows::SessionRow;
 use crate::stage::{aggregate_by_key, pre_aggregate, KeyedStage, Merge, Retention};
 use crate::watermark::{PartitionReport, ProgressSeed};
@@ -87,7 +87,7 @@ pub trait Sessions<'scope> {
     );
 }
 
-impl<'scope> Sessions<'scope> for StreamVec<'scope, Epoch, InputEvent> {
+impl<'scope> Sessions<'scope> for StreamVec<'scope, Epoch, Accepted> {
     fn session_features(
         self,
         gap_ms: i64,
@@ -97,25 +97,20 @@ impl<'scope> Sessions<'scope> for StreamVec<'scope, Epoch, InputEvent> {
         VecCollection<'scope, Epoch, SessionRow>,
         StreamVec<'scope, Epoch, Retention>,
     ) {
-        let summaries = pre_aggregate(
-            self,
-            "Sessions: pre-aggregate",
-            |input: &InputEvent, emit| {
-                let event = &input.event;
-                let is = |t: EventType| i64::from(event.event_type == t);
-                emit(
-                    event.session_id.clone(),
-                    SessionSummary {
-                        user_id: event.user_id.clone(),
-                        views: is(EventType::Click),
-                        cart_adds: is(EventType::AddToCart),
-                        purchases: is(EventType::Purchase),
-                        first: event.ts,
-                        last: event.ts,
-                    },
-                );
-            },
-        );
+        let summaries = pre_aggregate(self, "Sessions: pre-aggregate", |event: &Accepted, emit| {
+            let is = |t: EventType| i64::from(event.event_type == t);
+            emit(
+                event.session_id.clone(),
+                SessionSummary {
+                    user_id: event.user_id.clone(),
+                    views: is(EventType::Click),
+                    cart_adds: is(EventType::AddToCart),
+                    purchases: is(EventType::Purchase),
+                    first: event.ts,
+                    last: event.ts,
+                },
+            );
+        });
         aggregate_by_key(
             SessionStage { gap_ms },
             summaries,

@@ -5,7 +5,7 @@ use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
 use timely::dataflow::StreamVec;
 
-use crate::input::InputEvent;
+use crate::input::Accepted;
 use crate::rows::TrendRow;
 use crate::stage::{aggregate_by_key, pre_aggregate, KeyedStage, Merge};
 use crate::watermark::{PartitionReport, ProgressSeed};
@@ -60,7 +60,7 @@ pub trait EventTrends<'scope> {
     ) -> VecCollection<'scope, Epoch, TrendRow>;
 }
 
-impl<'scope> EventTrends<'scope> for StreamVec<'scope, Epoch, InputEvent> {
+impl<'scope> EventTrends<'scope> for StreamVec<'scope, Epoch, Accepted> {
     fn event_trends(
         self,
         window: WindowSize,
@@ -70,8 +70,7 @@ impl<'scope> EventTrends<'scope> for StreamVec<'scope, Epoch, InputEvent> {
         let tallies = pre_aggregate(
             self,
             "Trends: pre-aggregate",
-            move |input: &InputEvent, emit| {
-                let event = &input.event;
+            move |event: &Accepted, emit| {
                 let tally = Tally {
                     count: 1,
                     revenue_cents: event.price_cents.unwrap_or(0),

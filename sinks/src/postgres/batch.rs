@@ -375,7 +375,9 @@ fn window_keys(keys: impl Iterator<Item = (i64, &'static str)>) -> Vec<Column<'s
 }
 
 fn session_keys<'a>(ids: impl Iterator<Item = &'a CompactString>) -> Vec<Column<'a>> {
-    vec![Column::Text(ids.map(|id| Cow::Borrowed(id.as_str())).collect())]
+    vec![Column::Text(
+        ids.map(|id| Cow::Borrowed(id.as_str())).collect(),
+    )]
 }
 
 fn trend_columns<'a>(rows: &[&'a TrendRow]) -> Vec<Column<'a>> {
@@ -407,8 +409,16 @@ fn funnel_columns<'a>(rows: &[&'a FunnelRow]) -> Vec<Column<'a>> {
 
 fn session_columns<'a>(rows: &[&'a SessionRow]) -> Vec<Column<'a>> {
     vec![
-        Column::Text(rows.iter().map(|r| Cow::Borrowed(r.session_id.as_str())).collect()),
-        Column::Text(rows.iter().map(|r| Cow::Borrowed(r.user_id.as_str())).collect()),
+        Column::Text(
+            rows.iter()
+                .map(|r| Cow::Borrowed(r.session_id.as_str()))
+                .collect(),
+        ),
+        Column::Text(
+            rows.iter()
+                .map(|r| Cow::Borrowed(r.user_id.as_str()))
+                .collect(),
+        ),
         Column::Int8(rows.iter().map(|r| r.num_views).collect()),
         Column::Int8(rows.iter().map(|r| r.num_cart_adds).collect()),
         Column::Int8(rows.iter().map(|r| r.num_purchases).collect()),
@@ -421,9 +431,21 @@ fn session_columns<'a>(rows: &[&'a SessionRow]) -> Vec<Column<'a>> {
 
 fn score_columns<'a>(rows: &[&'a ScoreRow]) -> Vec<Column<'a>> {
     vec![
-        Column::Text(rows.iter().map(|r| Cow::Borrowed(r.session_id.as_str())).collect()),
-        Column::Text(rows.iter().map(|r| Cow::Borrowed(r.user_id.as_str())).collect()),
+        Column::Text(
+            rows.iter()
+                .map(|r| Cow::Borrowed(r.session_id.as_str()))
+                .collect(),
+        ),
+        Column::Text(
+            rows.iter()
+                .map(|r| Cow::Borrowed(r.user_id.as_str()))
+                .collect(),
+        ),
         Column::Float8(rows.iter().map(|r| r.churn_probability.0).collect()),
-        Column::Text(rows.iter().map(|r| Cow::Borrowed(&*r.model_version)).collect()),
+        Column::Text(
+            rows.iter()
+                .map(|r| Cow::Borrowed(&*r.model_version))
+                .collect(),
+        ),
     ]
 }
