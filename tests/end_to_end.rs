@@ -47,7 +47,7 @@ fn finish_and_check(
     assert_matches(&read_tables(&db.url), &with_open_sessions(oracle), context);
 }
 
-fn run_kafka(brokers: &str, db: &TestDatabase) -> std::process::Child {
+fn run_kafka(brokers: &str, db: &TestDatabase) -> Spawned {
     spawn(&[
         "run",
         "--brokers",

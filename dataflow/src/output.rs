@@ -109,6 +109,13 @@ impl EpochOutput {
     /// cancels out), the later progress wins. A sink behind its input commits several
     /// epochs as one transaction this way, writing each changed row once.
     pub fn absorb(&mut self, later: EpochOutput) {
+        self.append(later);
+        self.consolidate();
+    }
+
+    /// [`EpochOutput::absorb`] without consolidating: for folding many epochs, consolidating
+    /// once in a while (each consolidation sorts everything so far).
+    pub fn append(&mut self, later: EpochOutput) {
         self.epoch = later.epoch;
         self.watermark = later.watermark;
         self.retain_from = later.retain_from;
@@ -117,10 +124,6 @@ impl EpochOutput {
         self.funnel.extend(later.funnel);
         self.sessions.extend(later.sessions);
         self.scores.extend(later.scores);
-        consolidate(&mut self.trends);
-        consolidate(&mut self.funnel);
-        consolidate(&mut self.sessions);
-        consolidate(&mut self.scores);
         self.dead_letters.extend(later.dead_letters);
         for state in later.partitions {
             match self
@@ -137,6 +140,14 @@ impl EpochOutput {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
+    }
+
+    /// Cancels the row changes that undo each other and puts them in order.
+    pub fn consolidate(&mut self) {
+        consolidate(&mut self.trends);
+        consolidate(&mut self.funnel);
+        consolidate(&mut self.sessions);
+        consolidate(&mut self.scores);
     }
 
     /// How many rows the epoch inserts or retracts, over all tables.

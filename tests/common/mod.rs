@@ -33,13 +33,42 @@ pub fn run_ok(args: &[&str]) -> Output {
 
 /// Starts `clickflow` with `args` in the background. Its log goes to the test's stderr: a
 /// pipe that nobody reads would fill up and block the child.
-pub fn spawn(args: &[&str]) -> Child {
-    clickflow()
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("clickflow starts")
+pub fn spawn(args: &[&str]) -> Spawned {
+    Spawned(
+        clickflow()
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("clickflow starts"),
+    )
+}
+
+/// A `clickflow` started by a test, killed when dropped if it still runs: a test that fails
+/// half-way must not leave a pipeline (and the CPU it burns) behind.
+pub struct Spawned(Child);
+
+impl std::ops::Deref for Spawned {
+    type Target = Child;
+
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Spawned {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
 }
 
 /// Sends SIGTERM (a graceful stop) and waits.

@@ -72,15 +72,16 @@ pub struct SinkConfig {
     pub copy_threshold: usize,
     /// How often a transaction also records a resume checkpoint.
     pub checkpoint_interval: Duration,
-    /// Epochs that may wait for the sink before the pipeline pauses (4); when several wait,
-    /// they are committed together. Each waiting epoch is memory: see `MAX_MERGED_ROWS`.
+    /// Epochs handed over to the sink that it has not yet folded into its next transaction
+    /// (4). The sink folds arriving epochs while it writes (see `merge.rs`), so this only
+    /// fills once the fold holds a million row changes; the pipeline then pauses.
     pub queue_epochs: usize,
     /// The longest pause between two reconnection attempts.
     pub max_backoff: Duration,
 }
 
 impl SinkConfig {
-    /// The defaults for `url`: COPY above 2,000 rows, a checkpoint every 5 s, 16 queued
+    /// The defaults for `url`: COPY above 2,000 rows, a checkpoint every 5 s, 4 queued
     /// epochs, backoff up to 5 s.
     pub fn new(url: DatabaseUrl) -> SinkConfig {
         SinkConfig {

@@ -37,6 +37,7 @@ mod batch;
 mod config;
 mod error;
 mod freshness;
+mod merge;
 mod pipeline;
 mod read_back;
 mod resume;

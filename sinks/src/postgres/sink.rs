@@ -6,8 +6,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use clickflow_dataflow::EpochOutput;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
+use super::merge::{merge_waiting, Request};
 use super::schema::connect;
 use super::write::Writer;
 use super::{Freshness, SinkConfig, SinkError};
@@ -80,34 +81,38 @@ pub fn spawn_sink(config: SinkConfig) -> SinkHandle {
     }
 }
 
-/// A transaction merges waiting epochs up to about this many row changes. Measured on a 2M-event
-/// backfill with scoring: 200k → 1M took the run from 63–71k to 79–84k events/s (a session row
-/// rewritten in several epochs is written once per transaction), with a queue of 4 epochs
-/// (instead of 16) keeping peak memory below what it was.
-const MAX_MERGED_ROWS: usize = 1_000_000;
-
 async fn run(
     config: SinkConfig,
-    mut epochs: mpsc::Receiver<EpochOutput>,
+    epochs: mpsc::Receiver<EpochOutput>,
     metrics: Arc<SinkMetrics>,
+) -> Result<(), SinkError> {
+    let (requests, merger_requests) = mpsc::channel(1);
+    let merger = tokio::spawn(merge_waiting(epochs, merger_requests, metrics.clone()));
+    let result = write_all(&config, &requests, &metrics).await;
+    drop(requests);
+    // The merger stops once its requests are gone; its panics are ours.
+    if let Err(panic) = merger.await {
+        std::panic::resume_unwind(panic.into_panic());
+    }
+    result
+}
+
+/// Writes what the merger hands over, one transaction at a time, until it has no more.
+async fn write_all(
+    config: &SinkConfig,
+    requests: &mpsc::Sender<Request>,
+    metrics: &SinkMetrics,
 ) -> Result<(), SinkError> {
     let mut writer: Option<Writer> = None;
     let mut last_checkpoint: Option<Instant> = None;
-    while let Some(mut output) = epochs.recv().await {
-        if output.replay {
-            metrics.replayed_epochs.fetch_add(1, Ordering::Relaxed);
-            continue;
+    loop {
+        let (reply, next) = oneshot::channel();
+        if requests.send(reply).await.is_err() {
+            return Ok(());
         }
-        // Behind? Commit every epoch already waiting in the same transaction.
-        while output.row_changes() < MAX_MERGED_ROWS {
-            match epochs.try_recv() {
-                Ok(next) if next.replay => {
-                    metrics.replayed_epochs.fetch_add(1, Ordering::Relaxed);
-                }
-                Ok(next) => output.absorb(next),
-                Err(_) => break,
-            }
-        }
+        let Ok(output) = next.await else {
+            return Ok(());
+        };
         let checkpoint =
             last_checkpoint.is_none_or(|at| at.elapsed() >= config.checkpoint_interval);
         let mut backoff = Duration::from_millis(100);
@@ -171,7 +176,6 @@ async fn run(
             }
         }
     }
-    Ok(())
 }
 
 fn unix_millis() -> i64 {

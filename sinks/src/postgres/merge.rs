@@ -1,0 +1,101 @@
+//! Folding the epochs that arrive while a transaction is being written into the next one.
+//!
+//! ```text
+//!  gather ─epochs─► merge_waiting ─(one merged output per request)─► writer ─► PostgreSQL
+//! ```
+//!
+//! A sink that is behind its input commits everything that arrived meanwhile as one
+//! transaction, so a row changed in many epochs is written once. Folding happens while the
+//! writer waits on PostgreSQL, not between transactions, and the fold is consolidated as it
+//! grows: memory holds the distinct rows changed since the last commit (at most
+//! [`MAX_MERGED_ROWS`]), not every epoch's changes, and the pipeline keeps running while a
+//! transaction is in flight instead of stalling once a few epochs wait.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use clickflow_dataflow::EpochOutput;
+use tokio::sync::{mpsc, oneshot};
+
+use super::sink::SinkMetrics;
+
+/// The most row changes one transaction takes: beyond it the fold stops taking epochs and
+/// the pipeline waits (back-pressure). Measured on a 2M-event backfill with scoring: a
+/// million rows per transaction keep the rewrites of sessions that span several
+/// transactions low (see the Performance section of the README).
+pub(super) const MAX_MERGED_ROWS: usize = 1_000_000;
+
+/// The writer asks for its next transaction's content through this.
+pub(super) type Request = oneshot::Sender<EpochOutput>;
+
+/// Epochs folded together, consolidated whenever they have doubled since the last time.
+struct Fold {
+    output: EpochOutput,
+    settled: usize,
+}
+
+impl Fold {
+    fn new(output: EpochOutput) -> Fold {
+        let settled = output.row_changes();
+        Fold { output, settled }
+    }
+
+    fn append(&mut self, later: EpochOutput) {
+        self.output.append(later);
+        if self.output.row_changes() >= 2 * self.settled.max(16 * 1024) {
+            self.output.consolidate();
+            self.settled = self.output.row_changes();
+        }
+    }
+
+    fn finish(mut self) -> EpochOutput {
+        self.output.consolidate();
+        self.output
+    }
+}
+
+/// Receives `epochs` and answers each writer request with everything that arrived since the
+/// previous answer, folded into one output (waiting for the first epoch if none has). Epochs
+/// that replay committed input are skipped. Returns when `epochs` is closed and everything
+/// has been handed over, or when the writer is gone.
+pub(super) async fn merge_waiting(
+    mut epochs: mpsc::Receiver<EpochOutput>,
+    mut requests: mpsc::Receiver<Request>,
+    metrics: Arc<SinkMetrics>,
+) {
+    let mut fold: Option<Fold> = None;
+    let mut waiting: Option<Request> = None;
+    let mut open = true;
+    loop {
+        if fold.is_some() && waiting.is_some() {
+            let (fold, request) = (fold.take(), waiting.take());
+            if let (Some(fold), Some(request)) = (fold, request) {
+                if request.send(fold.finish()).is_err() {
+                    return;
+                }
+            }
+        }
+        if !open && fold.is_none() {
+            return;
+        }
+        let full = fold
+            .as_ref()
+            .is_some_and(|f| f.output.row_changes() >= MAX_MERGED_ROWS);
+        tokio::select! {
+            request = requests.recv(), if waiting.is_none() => match request {
+                Some(request) => waiting = Some(request),
+                None => return,
+            },
+            epoch = epochs.recv(), if open && !full => match epoch {
+                Some(epoch) if epoch.replay => {
+                    metrics.replayed_epochs.fetch_add(1, Ordering::Relaxed);
+                }
+                Some(epoch) => match fold.as_mut() {
+                    Some(fold) => fold.append(epoch),
+                    None => fold = Some(Fold::new(epoch)),
+                },
+                None => open = false,
+            },
+        }
+    }
+}
