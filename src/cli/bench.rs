@@ -239,7 +239,7 @@ fn prepare_kafka(args: &BenchArgs) -> anyhow::Result<Prepared> {
     let broker = EmbeddedBroker::start()?;
     broker.create_topic(TOPIC, args.partitions)?;
     let brokers = broker.bootstrap_servers().to_string();
-    let mut producer = EventProducer::new(&brokers, TOPIC)?;
+    let mut producer = EventProducer::bulk(&brokers, TOPIC)?;
     let mut payload = Vec::with_capacity(256);
     for record in bench_shop(args.seed).bounded(args.events) {
         payload.clear();

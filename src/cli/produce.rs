@@ -155,6 +155,14 @@ pub fn produce(args: ProduceArgs) -> anyhow::Result<()> {
     let shop = Shop::new(args.shop()?);
     let stop = stop_flag()?;
     let mut embedded = None;
+    // Unpaced (`--rate 0`) is a bulk load: batches may wait longer to fill.
+    let producer = |brokers: &str| {
+        if args.rate > 0.0 {
+            EventProducer::new(brokers, &args.topic)
+        } else {
+            EventProducer::bulk(brokers, &args.topic)
+        }
+    };
     let mut destination = match (&args.output, &args.brokers) {
         (Some(path), _) if path.as_os_str() == "-" => {
             Destination::Lines(Box::new(std::io::BufWriter::new(std::io::stdout().lock())))
@@ -164,7 +172,7 @@ pub fn produce(args: ProduceArgs) -> anyhow::Result<()> {
                 .with_context(|| format!("cannot create {}", path.display()))?;
             Destination::Lines(Box::new(std::io::BufWriter::with_capacity(1 << 20, file)))
         }
-        (None, Some(brokers)) => Destination::Kafka(EventProducer::new(brokers, &args.topic)?),
+        (None, Some(brokers)) => Destination::Kafka(producer(brokers)?),
         (None, None) => {
             let broker = EmbeddedBroker::start()?;
             broker.create_topic(&args.topic, args.partitions)?;
@@ -172,9 +180,9 @@ pub fn produce(args: ProduceArgs) -> anyhow::Result<()> {
                 brokers = broker.bootstrap_servers(),
                 "no --brokers: producing into an embedded broker that stops with this command"
             );
-            let producer = EventProducer::new(broker.bootstrap_servers(), &args.topic)?;
+            let kafka = producer(broker.bootstrap_servers())?;
             embedded = Some(broker);
-            Destination::Kafka(producer)
+            Destination::Kafka(kafka)
         }
     };
     let records: Box<dyn Iterator<Item = ShopRecord>> = match args.count {
