@@ -25,6 +25,17 @@ fn produce(brokers: &str, topic: &str, records: &[ShopRecord]) {
     assert_eq!(stats.failed, 0);
 }
 
+/// A source reading partitions `0..partitions` of `topic` from their start.
+fn source_from_start(brokers: &str, topic: &str, partitions: i32) -> KafkaSource {
+    KafkaSource::new(KafkaSourceConfig {
+        brokers: brokers.into(),
+        topic: topic.into(),
+        partitions: (0..partitions).map(|p| (p, None)).collect(),
+        limits: DecodeLimits::default(),
+    })
+    .unwrap()
+}
+
 /// Reads every partition from its start until `expected` messages arrived; returns the
 /// payloads per partition, keyed by offset.
 fn read_back(
@@ -33,13 +44,7 @@ fn read_back(
     partitions: i32,
     expected: usize,
 ) -> Vec<BTreeMap<i64, Vec<u8>>> {
-    let mut source = KafkaSource::new(KafkaSourceConfig {
-        brokers: brokers.into(),
-        topic: topic.into(),
-        partitions: (0..partitions).map(|p| (p, None)).collect(),
-        limits: DecodeLimits::default(),
-    })
-    .unwrap();
+    let mut source = source_from_start(brokers, topic, partitions);
     let mut by_partition = vec![BTreeMap::new(); partitions as usize];
     let mut batch = SourceBatch::default();
     let mut seen = 0;
@@ -157,13 +162,7 @@ fn a_partition_that_does_not_reach_its_end_is_a_backlog_until_it_does() {
     broker.create_topic("user-events", 2).unwrap();
     let records = shop_records(20_000);
     produce(broker.bootstrap_servers(), "user-events", &records);
-    let mut source = KafkaSource::new(KafkaSourceConfig {
-        brokers: broker.bootstrap_servers().into(),
-        topic: "user-events".into(),
-        partitions: vec![(0, None), (1, None)],
-        limits: DecodeLimits::default(),
-    })
-    .unwrap();
+    let mut source = source_from_start(broker.bootstrap_servers(), "user-events", 2);
     let mut batch = SourceBatch::default();
     // A trickle of reads for longer than BACKLOG_AFTER never gets near the end.
     let trickle = Instant::now();

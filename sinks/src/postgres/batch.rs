@@ -384,11 +384,7 @@ fn trend_columns<'a>(rows: &[&'a TrendRow]) -> Vec<Column<'a>> {
     vec![
         Column::Timestamp(rows.iter().map(|r| instant(r.window.start)).collect()),
         Column::Timestamp(rows.iter().map(|r| instant(r.window.end)).collect()),
-        Column::Text(
-            rows.iter()
-                .map(|r| Cow::Borrowed(r.event_type.as_str()))
-                .collect(),
-        ),
+        text(rows, |r| r.event_type.as_str()),
         Column::Int8(rows.iter().map(|r| r.count).collect()),
         Column::Int8(rows.iter().map(|r| r.revenue_cents).collect()),
     ]
@@ -398,27 +394,20 @@ fn funnel_columns<'a>(rows: &[&'a FunnelRow]) -> Vec<Column<'a>> {
     vec![
         Column::Timestamp(rows.iter().map(|r| instant(r.window.start)).collect()),
         Column::Timestamp(rows.iter().map(|r| instant(r.window.end)).collect()),
-        Column::Text(
-            rows.iter()
-                .map(|r| Cow::Borrowed(r.event_type.as_str()))
-                .collect(),
-        ),
+        text(rows, |r| r.event_type.as_str()),
         Column::Int8(rows.iter().map(|r| r.unique_users).collect()),
     ]
 }
 
+/// A text column borrowing `field` of every row.
+fn text<'a, R>(rows: &[&'a R], field: impl Fn(&'a R) -> &'a str) -> Column<'a> {
+    Column::Text(rows.iter().map(|r| Cow::Borrowed(field(r))).collect())
+}
+
 fn session_columns<'a>(rows: &[&'a SessionRow]) -> Vec<Column<'a>> {
     vec![
-        Column::Text(
-            rows.iter()
-                .map(|r| Cow::Borrowed(r.session_id.as_str()))
-                .collect(),
-        ),
-        Column::Text(
-            rows.iter()
-                .map(|r| Cow::Borrowed(r.user_id.as_str()))
-                .collect(),
-        ),
+        text(rows, |r| &r.session_id),
+        text(rows, |r| &r.user_id),
         Column::Int8(rows.iter().map(|r| r.num_views).collect()),
         Column::Int8(rows.iter().map(|r| r.num_cart_adds).collect()),
         Column::Int8(rows.iter().map(|r| r.num_purchases).collect()),
@@ -431,21 +420,9 @@ fn session_columns<'a>(rows: &[&'a SessionRow]) -> Vec<Column<'a>> {
 
 fn score_columns<'a>(rows: &[&'a ScoreRow]) -> Vec<Column<'a>> {
     vec![
-        Column::Text(
-            rows.iter()
-                .map(|r| Cow::Borrowed(r.session_id.as_str()))
-                .collect(),
-        ),
-        Column::Text(
-            rows.iter()
-                .map(|r| Cow::Borrowed(r.user_id.as_str()))
-                .collect(),
-        ),
+        text(rows, |r| &r.session_id),
+        text(rows, |r| &r.user_id),
         Column::Float8(rows.iter().map(|r| r.churn_probability.0).collect()),
-        Column::Text(
-            rows.iter()
-                .map(|r| Cow::Borrowed(&*r.model_version))
-                .collect(),
-        ),
+        text(rows, |r| &r.model_version),
     ]
 }

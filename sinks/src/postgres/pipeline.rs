@@ -1,7 +1,9 @@
 //! The whole pipeline into PostgreSQL: prepare, resume, run, commit.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use clickflow_dataflow::run::{run, InputSpec, RunConfig, RunError, RunStats};
 use clickflow_dataflow::{EpochOutput, PipelineMetrics};
@@ -59,8 +61,11 @@ pub fn run_into_postgres(
         .enable_all()
         .build()
         .map_err(|_| SinkError::Closed)?;
-    runtime.block_on(prepare(&sink.url))?;
-    config.resume = runtime.block_on(load_resume_plan(&sink.url, &input.partitions()))?;
+    let partitions = input.partitions();
+    config.resume = runtime.block_on(retrying_at_start(|| async {
+        prepare(&sink.url).await?;
+        load_resume_plan(&sink.url, &partitions).await
+    }))?;
     if !config.resume.partitions.is_empty() {
         let replaying = config
             .resume
@@ -93,4 +98,38 @@ pub fn run_into_postgres(
     let stats = run(timely_config, input, config, Some(deliver), stop, metrics);
     handle.finish()?;
     Ok(stats?)
+}
+
+/// How many times starting tries again after a lost connection, and the first pause (it
+/// doubles): about 3 s in all, enough for a connection cut or a server restart under way,
+/// short enough that a server that is not there is reported promptly.
+const START_ATTEMPTS: u32 = 5;
+const START_BACKOFF: Duration = Duration::from_millis(200);
+
+/// Runs `step` (preparing the schema and reading where the pipeline stood), trying again when
+/// it fails in a way that may pass (a connection cut, a server restarting). Once running,
+/// the sink retries without limit; at start, a server that stays away is an error.
+async fn retrying_at_start<T, F, Fut>(mut step: F) -> Result<T, SinkError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, SinkError>>,
+{
+    let mut backoff = START_BACKOFF;
+    let mut attempt = 1;
+    loop {
+        match step().await {
+            Err(error) if error.is_retriable() && attempt < START_ATTEMPTS => {
+                tracing::warn!(
+                    %error,
+                    attempt,
+                    retry_in_ms = backoff.as_millis() as u64,
+                    "PostgreSQL unavailable at start; trying again"
+                );
+                tokio::time::sleep(backoff).await;
+                backoff *= 2;
+                attempt += 1;
+            }
+            result => return result,
+        }
+    }
 }
