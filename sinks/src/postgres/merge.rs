@@ -99,3 +99,78 @@ pub(super) async fn merge_waiting(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clickflow_dataflow::rows::TrendRow;
+    use clickflow_dataflow::window::Window;
+    use clickflow_sources::EventType;
+
+    use super::*;
+
+    fn trend(count: i64) -> TrendRow {
+        TrendRow {
+            window: Window {
+                start: 0,
+                end: 60_000,
+            },
+            event_type: EventType::Click,
+            count,
+            revenue_cents: 0,
+        }
+    }
+
+    fn epoch(epoch: u64, trends: Vec<(TrendRow, isize)>, replay: bool) -> EpochOutput {
+        EpochOutput {
+            epoch,
+            watermark: epoch as i64,
+            replay,
+            trends,
+            arrived: 1,
+            ..EpochOutput::default()
+        }
+    }
+
+    /// Epochs that arrive before the writer asks are handed over as one consolidated output
+    /// with the latest progress; replayed epochs are skipped; the merger ends when its input
+    /// does, after handing over what it holds.
+    #[tokio::test]
+    async fn epochs_waiting_for_the_writer_become_one_consolidated_transaction() {
+        let (send, epochs) = mpsc::channel(8);
+        let (ask, requests) = mpsc::channel(1);
+        let metrics = Arc::new(SinkMetrics::default());
+        let merger = tokio::spawn(merge_waiting(epochs, requests, metrics.clone()));
+        send.send(epoch(1, vec![(trend(1), 1)], false))
+            .await
+            .unwrap();
+        send.send(epoch(2, vec![(trend(1), -1), (trend(2), 1)], false))
+            .await
+            .unwrap();
+        send.send(epoch(3, vec![(trend(7), 1)], true))
+            .await
+            .unwrap();
+        send.send(epoch(4, vec![(trend(2), -1), (trend(3), 1)], false))
+            .await
+            .unwrap();
+        // Let the merger take in everything before asking (one thread: once a message has
+        // left the channel, the merger has folded it).
+        while send.capacity() < send.max_capacity() {
+            tokio::task::yield_now().await;
+        }
+        drop(send);
+        let (reply, answer) = oneshot::channel();
+        ask.send(reply).await.unwrap();
+        let merged = answer.await.unwrap();
+        assert_eq!(merged.trends, vec![(trend(3), 1)]);
+        assert_eq!((merged.epoch, merged.watermark, merged.arrived), (4, 4, 3));
+        assert!(!merged.replay);
+        assert_eq!(metrics.replayed_epochs.load(Ordering::Relaxed), 1);
+        let (reply, answer) = oneshot::channel();
+        let _ = ask.send(reply).await;
+        assert!(
+            answer.await.is_err(),
+            "nothing more once the input is closed"
+        );
+        merger.await.unwrap();
+    }
+}
