@@ -1,13 +1,16 @@
 //! The PostgreSQL delta sink.
 //!
 //! ```text
-//!  worker 0 ──EpochOutput──► bounded channel ──► sink thread ──► one transaction per epoch
-//!                            (full: the pipeline        │          ├ deletes, then upserts of changed rows
-//!                             waits: back-pressure)     │          ├ dead letters (ON CONFLICT DO NOTHING)
-//!                                                       │          ├ clickflow_offsets (+ a checkpoint every few s)
-//!                                                       ▼          └ clickflow_pipeline (watermark, retain_from)
+//!  worker 0 ──EpochOutput──► bounded channel ──► fold ──► writer ──► one transaction per fold
+//!                            (full: the pipeline   (epochs    │        ├ deletes, then upserts of changed rows
+//!                             waits: back-pressure) arriving  │        ├ dead letters (ON CONFLICT DO NOTHING)
+//!                                                   while it  │        ├ clickflow_offsets (+ a checkpoint every few s)
+//!                                                   writes)   ▼        └ clickflow_pipeline (watermark, retain_from)
 //!                                                  retry with backoff on a lost connection
 //! ```
+//!
+//! A sink that keeps up commits every epoch on its own; one that is behind commits the
+//! epochs that arrived during its last transaction as one (see `merge.rs`).
 //!
 //! **Encoding.** An epoch's consolidated changes become, per table, the upsert of every row
 //! inserted and the delete of every key only retracted. Small batches are sent as one
@@ -30,8 +33,9 @@
 //! [`EpochOutput::replay`](clickflow_dataflow::EpochOutput) flag), then goes on with new input.
 //!
 //! **Failure.** A lost connection is retried with exponential backoff (logged, password
-//! hidden); meanwhile the channel fills and the pipeline waits. A schema that does not match
-//! or missing privileges are fatal errors at start ([`prepare`]).
+//! hidden); meanwhile the fold and then the channel fill and the pipeline waits. At start, a
+//! lost connection is retried a few times (about 3 s); a schema that does not match or
+//! missing privileges are fatal errors ([`prepare`]).
 
 mod batch;
 mod config;

@@ -1,4 +1,5 @@
-//! The sink thread: receives closed epochs and commits each one, retrying through outages.
+//! The sink thread: commits what the fold of closed epochs hands over, one transaction at a
+//! time, retrying through outages.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
