@@ -104,17 +104,12 @@ impl EpochOutput {
             && self.partitions.is_empty()
     }
 
-    /// Folds the next epoch into this one, as if both were one epoch: their changes are
-    /// consolidated together (a row inserted by the first and retracted by the second
-    /// cancels out), the later progress wins. A sink behind its input commits several
-    /// epochs as one transaction this way, writing each changed row once.
-    pub fn absorb(&mut self, later: EpochOutput) {
-        self.append(later);
-        self.consolidate();
-    }
-
-    /// [`EpochOutput::absorb`] without consolidating: for folding many epochs, consolidating
-    /// once in a while (each consolidation sorts everything so far).
+    /// Folds the next epoch into this one, as if both were one epoch: the later progress
+    /// wins, and once [`EpochOutput::consolidate`]d their changes cancel where they undo each
+    /// other (a row inserted by the first and retracted by the second). A sink behind its
+    /// input commits several epochs as one transaction this way, writing each changed row
+    /// once. Consolidating is left to the caller: it sorts everything so far, so a fold of
+    /// many epochs does it once in a while rather than after each.
     pub fn append(&mut self, later: EpochOutput) {
         self.epoch = later.epoch;
         self.watermark = later.watermark;
