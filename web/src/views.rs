@@ -188,12 +188,7 @@ impl LiveViews {
                 revenue: 0.0,
             },
             |window, row| {
-                *step(
-                    row.event_type,
-                    &mut window.click,
-                    &mut window.add_to_cart,
-                    &mut window.purchase,
-                ) = row.count;
+                *step(window, row.event_type) = row.count;
                 window.revenue += row.revenue_cents as f64 / 100.0;
             },
         )
@@ -215,12 +210,7 @@ impl LiveViews {
                 purchase: 0,
             },
             |window, row| {
-                *step(
-                    row.event_type,
-                    &mut window.click,
-                    &mut window.add_to_cart,
-                    &mut window.purchase,
-                ) = row.unique_users;
+                *step(window, row.event_type) = row.unique_users;
             },
         )
     }
@@ -371,12 +361,27 @@ fn pivot<'a, R: 'a, W>(
 }
 
 /// The one of three per-step fields that belongs to `event_type`.
-fn step<'a, T>(
-    event_type: EventType,
-    click: &'a mut T,
-    add_to_cart: &'a mut T,
-    purchase: &'a mut T,
-) -> &'a mut T {
+/// A window with one count per funnel step.
+trait StepCounts {
+    /// The counts of `click`, `add_to_cart` and `purchase`, in that order.
+    fn counts(&mut self) -> [&mut i64; 3];
+}
+
+impl StepCounts for TrendWindow {
+    fn counts(&mut self) -> [&mut i64; 3] {
+        [&mut self.click, &mut self.add_to_cart, &mut self.purchase]
+    }
+}
+
+impl StepCounts for FunnelWindow {
+    fn counts(&mut self) -> [&mut i64; 3] {
+        [&mut self.click, &mut self.add_to_cart, &mut self.purchase]
+    }
+}
+
+/// The count of `event_type` in `window`.
+fn step(window: &mut impl StepCounts, event_type: EventType) -> &mut i64 {
+    let [click, add_to_cart, purchase] = window.counts();
     match event_type {
         EventType::Click => click,
         EventType::AddToCart => add_to_cart,
