@@ -410,6 +410,7 @@ pub fn full_views(open_sessions: usize) -> LiveViews {
         output.scores.push((
             ScoreRow {
                 session_id: session_id.as_str().into(),
+                session_start: T0,
                 user_id: user_id.as_str().into(),
                 churn_probability: Probability((s % 1000) as f64 / 1000.0),
                 model_version: "rf-bench".into(),
@@ -437,6 +438,7 @@ pub fn sink_epochs(epochs: usize, sessions: usize) -> Vec<EpochOutput> {
     };
     let score = |s: usize, views: i64| ScoreRow {
         session_id: format!("s{s}").as_str().into(),
+        session_start: 1_900_000_000_000,
         user_id: format!("u{}", s % 50_000).as_str().into(),
         churn_probability: Probability(1.0 / (1.0 + views as f64)),
         model_version: "rf-bench".into(),

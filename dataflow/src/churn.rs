@@ -45,6 +45,7 @@ impl<'scope> ChurnScores<'scope> for VecCollection<'scope, Epoch, SessionRow> {
                                 let probability = model.predict(&row.features());
                                 let score = ScoreRow {
                                     session_id: row.session_id,
+                                    session_start: row.session_start,
                                     user_id: row.user_id,
                                     churn_probability: Probability(probability),
                                     model_version: version.clone(),

@@ -11,6 +11,13 @@
 //!
 //! Until every partition of every worker has replayed its committed input (see
 //! [`crate::replay`]), each partition is held at its committed offset.
+//!
+//! **Failures.** A retriable source error (a broker unreachable, a partition leader moving)
+//! is logged, counted in [`PipelineMetrics::source_retries`] and retried with a doubling
+//! backoff (100 ms up to 5 s) while the graph keeps running. A fatal one sets the shared stop
+//! flag, so that every worker of the process closes its epoch and stops (what was committed
+//! stays consistent with its offsets), and this worker returns the error: the run fails with
+//! it. No worker ever leaves the others running without it.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -113,9 +120,13 @@ pub fn drive(
         .collect();
     // Hold every partition at its committed offset until the replay is over everywhere.
     for (i, partition) in partitions.iter().enumerate() {
-        source.set_limit(i, Some(partition.committed.unwrap_or(-1)))?;
+        if let Err(error) = source.set_limit(i, Some(partition.committed.unwrap_or(-1))) {
+            return abandon(worker, inputs, stop, error);
+        }
     }
     let mut holding = true;
+    let mut retry = Retry::default();
+    let mut failure = None;
     let mut stats = DriveStats::default();
     let mut batch = SourceBatch::default();
     let mut epoch_started = Instant::now();
@@ -125,11 +136,17 @@ pub fn drive(
         if holding && inputs.replayed.get() {
             holding = false;
             for i in 0..partitions.len() {
-                source.set_limit(i, None)?;
+                if let Err(error) = source.set_limit(i, None) {
+                    return abandon(worker, inputs, stop, error);
+                }
             }
         }
         batch.clear();
-        source.poll(&mut batch, epochs.poll_batch)?;
+        let polled = if retry.due() {
+            source.poll(&mut batch, epochs.poll_batch)
+        } else {
+            Ok(())
+        };
         let idle_poll = batch.is_empty();
         let batch_messages = batch.events.len() + batch.dead_letters.len();
         // A full poll means input is waiting; a backlogged source says so itself (a fast
@@ -145,6 +162,19 @@ pub fn drive(
             &mut stats,
         );
 
+        match polled {
+            Ok(()) => retry.succeeded(!idle_poll),
+            Err(error) if error.is_retriable() => {
+                metrics.source_retries.fetch_add(1, Ordering::Relaxed);
+                let pause = retry.failed();
+                tracing::warn!(%error, retry_in_ms = pause.as_millis() as u64, "source error; retrying");
+            }
+            Err(error) => {
+                tracing::error!(%error, "source failed; stopping every worker");
+                stop.store(true, Ordering::Relaxed);
+                failure = Some(error);
+            }
+        }
         metrics
             .events
             .fetch_add(stats.events - before.events, Ordering::Relaxed);
@@ -197,7 +227,62 @@ pub fn drive(
     while !probe.done() {
         worker.step_or_park(Some(Duration::from_millis(1)));
     }
-    Ok(stats)
+    failure.map_or(Ok(stats), Err)
+}
+
+/// Gives up on a worker's input after a fatal `error`: stops every worker (the shared stop
+/// flag), closes this worker's inputs and runs the graph dry, so the other workers finish
+/// their epochs instead of waiting for this one. Returns the error.
+pub fn abandon(
+    worker: &mut Worker,
+    inputs: GraphInputs,
+    stop: &AtomicBool,
+    error: SourceError,
+) -> Result<DriveStats, SourceError> {
+    tracing::error!(%error, "source failed; stopping every worker");
+    stop.store(true, Ordering::Relaxed);
+    let probe = inputs.probe.clone();
+    drop(inputs);
+    while !probe.done() {
+        worker.step_or_park(Some(Duration::from_millis(1)));
+    }
+    Err(error)
+}
+
+/// When to poll a source again after a retriable error.
+#[derive(Debug, Default)]
+struct Retry {
+    /// The pause after the last failure (`None`: no failure since the last success).
+    backoff: Option<Duration>,
+    /// No poll before this.
+    next: Option<Instant>,
+}
+
+impl Retry {
+    const FIRST: Duration = Duration::from_millis(100);
+    const LONGEST: Duration = Duration::from_secs(5);
+
+    fn due(&self) -> bool {
+        self.next.is_none_or(|next| Instant::now() >= next)
+    }
+
+    /// Records a failure; returns how long to wait before the next poll.
+    fn failed(&mut self) -> Duration {
+        let pause = self
+            .backoff
+            .map_or(Self::FIRST, |b| (b * 2).min(Self::LONGEST));
+        self.backoff = Some(pause);
+        self.next = Some(Instant::now() + pause);
+        pause
+    }
+
+    /// Records a poll that worked; one that delivered something ends the backoff.
+    fn succeeded(&mut self, delivered: bool) {
+        self.next = None;
+        if delivered {
+            self.backoff = None;
+        }
+    }
 }
 
 /// Judges and sends one polled batch.
@@ -227,7 +312,11 @@ fn feed(
                 let end = config.window.window_of(sourced.event.ts).end;
                 let rejection = Rejection::new(
                     RejectKind::Late,
-                    format!("window ending {end} ms closed: partition watermark is {watermark} ms"),
+                    format!(
+                        "window ending {end} ms closed: partition watermark is {watermark} ms; \
+                         session {:?} is final there",
+                        sourced.event.session_id
+                    ),
                 );
                 let name = names[sourced.partition].clone();
                 inputs.dead_letters.send(DeadLetter::new(

@@ -26,15 +26,13 @@ impl KeyedStage for DistinctUsers {
     type Value = ();
     type Row = (Window, EventType, CompactString);
 
-    fn row(key: &Self::Key, _: &(), _closed: bool) -> Self::Key {
+    fn row(key: &Self::Key, _: &()) -> Self::Key {
         key.clone()
     }
 
     fn closes_at(&self, (window, _, _): &Self::Key, _: &()) -> EventTime {
         window.end
     }
-
-    const EMITS_CLOSED_ROW: bool = false;
 }
 
 /// The number of distinct users per window and type.
@@ -45,7 +43,7 @@ impl KeyedStage for UserCounts {
     type Value = i64;
     type Row = FunnelRow;
 
-    fn row(&(window, event_type): &Self::Key, users: &i64, _closed: bool) -> FunnelRow {
+    fn row(&(window, event_type): &Self::Key, users: &i64) -> FunnelRow {
         FunnelRow {
             window,
             event_type,
@@ -56,8 +54,6 @@ impl KeyedStage for UserCounts {
     fn closes_at(&self, (window, _): &Self::Key, _: &i64) -> EventTime {
         window.end
     }
-
-    const EMITS_CLOSED_ROW: bool = false;
 }
 
 /// Computes `funnel_summary` from accepted events.
@@ -92,7 +88,7 @@ impl<'scope> Funnel<'scope> for StreamVec<'scope, Epoch, Accepted> {
                 );
             },
         );
-        let (first_sightings, _) = aggregate_by_key(
+        let first_sightings = aggregate_by_key(
             DistinctUsers,
             sightings,
             reports.clone(),
@@ -117,6 +113,5 @@ impl<'scope> Funnel<'scope> for StreamVec<'scope, Epoch, Accepted> {
             seed,
             "Funnel: users per window and type",
         )
-        .0
     }
 }

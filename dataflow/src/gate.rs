@@ -50,9 +50,13 @@ pub fn closed_window_gate<'scope>(
                     continue;
                 }
                 let rejection = Rejection::new(
-                RejectKind::Late,
-                format!("window ending {end} ms was already closed by the pipeline watermark {closed_before} ms"),
-            );
+                    RejectKind::Late,
+                    format!(
+                        "window ending {end} ms was already closed by the pipeline watermark \
+                         {closed_before} ms; session {:?} is final there",
+                        input.event.session_id
+                    ),
+                );
                 let partition = partitions
                     .get(input.partition as usize)
                     .cloned()

@@ -18,7 +18,7 @@ use crate::gate::closed_window_gate;
 use crate::input::InputEvent;
 use crate::output::{gather, Change, Deliver};
 use crate::replay::replay_monitor;
-use crate::sessions::Sessions;
+use crate::sessions::{SessionRule, Sessions};
 use crate::trends::EventTrends;
 use crate::watermark::{PartitionReport, ProgressSeed};
 use crate::Epoch;
@@ -99,8 +99,11 @@ pub fn build_graph(
         let funnel = accepted
             .clone()
             .funnel(config.window, all_reports.clone(), seed);
-        let (sessions, retention) =
-            accepted.session_features(config.session_gap_ms, all_reports, seed);
+        let rule = SessionRule {
+            gap_ms: config.session_gap_ms,
+            window: config.window,
+        };
+        let (sessions, retention) = accepted.session_features(rule, all_reports, seed);
 
         let scores = model.map(|model| {
             sessions

@@ -17,6 +17,8 @@ pub struct PipelineMetrics {
     pub late: AtomicU64,
     /// Epochs closed by this process's worker 0.
     pub epochs: AtomicU64,
+    /// Source errors that were retried (a broker unreachable, a leader moving).
+    pub source_retries: AtomicU64,
     /// The pipeline watermark after the last gathered epoch.
     pub watermark: AtomicI64,
 }
@@ -28,6 +30,7 @@ impl Default for PipelineMetrics {
             dead_letters: AtomicU64::new(0),
             late: AtomicU64::new(0),
             epochs: AtomicU64::new(0),
+            source_retries: AtomicU64::new(0),
             watermark: AtomicI64::new(NO_WATERMARK),
         }
     }

@@ -38,7 +38,7 @@ pub fn recompute(partitions: &[Vec<(i64, Event)>], config: &DataflowConfig) -> O
     let size = config.window.millis();
     let mut counts: BTreeMap<(i64, EventType), (i64, i64)> = BTreeMap::new();
     let mut users: BTreeMap<(i64, EventType), BTreeSet<CompactString>> = BTreeMap::new();
-    let mut sessions: HashMap<CompactString, SessionRow> = HashMap::new();
+    let mut by_session: HashMap<CompactString, Vec<&Event>> = HashMap::new();
     let mut late = BTreeSet::new();
     for (index, events) in partitions.iter().enumerate() {
         let mut highest: Option<i64> = None;
@@ -58,7 +58,10 @@ pub fn recompute(partitions: &[Vec<(i64, Event)>], config: &DataflowConfig) -> O
                 .entry((start, event.event_type))
                 .or_default()
                 .insert(event.user_id.clone());
-            add_to_session(&mut sessions, event);
+            by_session
+                .entry(event.session_id.clone())
+                .or_default()
+                .push(event);
         }
     }
     let window = |start: i64| Window {
@@ -83,31 +86,41 @@ pub fn recompute(partitions: &[Vec<(i64, Event)>], config: &DataflowConfig) -> O
         };
         tables.funnel.insert((row.window, event_type), row);
     }
-    tables.sessions = sessions.into_iter().collect();
+    for (_, mut events) in by_session {
+        events.sort_by_key(|e| e.ts);
+        for session in split_at_gaps(&events, config.session_gap_ms) {
+            let row = session_row(session);
+            tables.sessions.insert(row.key(), row);
+        }
+    }
     OracleTables { tables, late }
 }
 
-fn add_to_session(sessions: &mut HashMap<CompactString, SessionRow>, event: &Event) {
-    let row = sessions
-        .entry(event.session_id.clone())
-        .or_insert_with(|| SessionRow {
-            session_id: event.session_id.clone(),
-            user_id: event.user_id.clone(),
-            num_views: 0,
-            num_cart_adds: 0,
-            num_purchases: 0,
-            session_start: event.ts,
-            last_event: event.ts,
-            closed: true,
-        });
-    match event.event_type {
-        EventType::Click => row.num_views += 1,
-        EventType::AddToCart => row.num_cart_adds += 1,
-        EventType::Purchase => row.num_purchases += 1,
+/// The sessions of one id's events (sorted by time): a new one wherever two consecutive
+/// events are more than `gap_ms` apart.
+fn split_at_gaps<'a>(
+    events: &'a [&'a Event],
+    gap_ms: i64,
+) -> impl Iterator<Item = &'a [&'a Event]> {
+    events.chunk_by(move |a, b| b.ts - a.ts <= gap_ms)
+}
+
+fn session_row(events: &[&Event]) -> SessionRow {
+    let count = |t: EventType| events.iter().filter(|e| e.event_type == t).count() as i64;
+    SessionRow {
+        session_id: events[0].session_id.clone(),
+        user_id: events
+            .iter()
+            .map(|e| e.user_id.clone())
+            .min()
+            .expect("a session has events"),
+        num_views: count(EventType::Click),
+        num_cart_adds: count(EventType::AddToCart),
+        num_purchases: count(EventType::Purchase),
+        session_start: events[0].ts,
+        last_event: events[events.len() - 1].ts,
+        closed: true,
     }
-    row.user_id = row.user_id.clone().min(event.user_id.clone());
-    row.session_start = row.session_start.min(event.ts);
-    row.last_event = row.last_event.max(event.ts);
 }
 
 /// The oracle over an input file: each split read on its own, in order.
@@ -139,14 +152,15 @@ impl OracleTables {
             .tables
             .sessions
             .iter()
-            .map(|(id, session)| {
+            .map(|(key, session)| {
                 let score = ScoreRow {
-                    session_id: id.clone(),
+                    session_id: key.0.clone(),
+                    session_start: key.1,
                     user_id: session.user_id.clone(),
                     churn_probability: Probability(model.predict(&session.features())),
                     model_version: version.clone(),
                 };
-                (id.clone(), score)
+                (key.clone(), score)
             })
             .collect();
     }

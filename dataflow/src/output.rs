@@ -26,7 +26,7 @@ use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::StreamVec;
 
 use crate::rows::{FunnelRow, ScoreRow, SessionRow, TrendRow};
-use crate::stage::Retention;
+use crate::sessions::Retention;
 use crate::watermark::{PartitionReport, ProgressSeed, WatermarkTracker, END_OF_INPUT};
 use crate::window::WindowSize;
 use crate::Epoch;

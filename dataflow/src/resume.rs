@@ -4,7 +4,8 @@ use std::collections::HashMap;
 
 use clickflow_sources::{EventTime, PartitionId};
 
-use crate::watermark::NO_WATERMARK;
+use crate::watermark::{END_OF_INPUT, NO_WATERMARK};
+use crate::window::WindowSize;
 
 /// How one partition starts.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -34,5 +35,49 @@ impl Default for ResumePlan {
             partitions: HashMap::new(),
             committed_watermark: NO_WATERMARK,
         }
+    }
+}
+
+impl ResumePlan {
+    /// A pipeline whose finite input ended committed the watermark `+infinity`: every
+    /// window and session was closed and is final. Should the input grow (a file that is
+    /// appended to), what came after the end is new input: the watermark it resumes from is
+    /// the end of the newest window that held an event, so events in that window or earlier
+    /// ones are late (those rows are final), later ones count, and ids seen before start new
+    /// sessions (the end of the input closed theirs).
+    pub fn reopen_after_end(&mut self, window: WindowSize) {
+        if self.committed_watermark != END_OF_INPUT {
+            return;
+        }
+        let highest = self.partitions.values().filter_map(|p| p.highest).max();
+        self.committed_watermark = highest.map_or(NO_WATERMARK, |h| window.window_of(h).end);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_ended_input_reopens_after_its_newest_window() {
+        let resumed = |highest| PartitionResume {
+            start: Some(10),
+            highest,
+            committed: Some(10),
+        };
+        let mut plan = ResumePlan {
+            partitions: [
+                (PartitionId::new("f", 0), resumed(Some(125_000))),
+                (PartitionId::new("f", 1), resumed(Some(61_000))),
+                (PartitionId::new("f", 2), resumed(None)),
+            ]
+            .into(),
+            committed_watermark: END_OF_INPUT,
+        };
+        plan.reopen_after_end(WindowSize::from_millis(60_000));
+        assert_eq!(plan.committed_watermark, 180_000);
+        // A watermark that is not the end of the input is left alone.
+        plan.reopen_after_end(WindowSize::from_millis(60_000));
+        assert_eq!(plan.committed_watermark, 180_000);
     }
 }

@@ -42,7 +42,8 @@ pub struct FunnelRow {
     pub unique_users: i64,
 }
 
-/// `session_features`: one row per session.
+/// `session_features`: one row per session, keyed by `(session_id, session_start)`: one id
+/// split by event-time gaps is several sessions (see [`crate::sessions`]).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct SessionRow {
     /// The session.
@@ -59,11 +60,17 @@ pub struct SessionRow {
     pub session_start: EventTime,
     /// Event time of its last event.
     pub last_event: EventTime,
-    /// True once the session has been inactive for the session gap: the row is final.
+    /// True once the session is final: the watermark passed the end of the window holding
+    /// `last_event` plus the session gap, so no event can join it any more.
     pub closed: bool,
 }
 
 impl SessionRow {
+    /// The row's key: `(session_id, session_start)`.
+    pub fn key(&self) -> SessionKey {
+        (self.session_id.clone(), self.session_start)
+    }
+
     /// `last_event - session_start`, in seconds.
     pub fn duration_s(&self) -> f64 {
         self.features().duration_s
@@ -89,11 +96,16 @@ impl SessionRow {
     }
 }
 
+/// The key of a session: its id and its start.
+pub type SessionKey = (CompactString, EventTime);
+
 /// `churn_scores`: the churn probability of every session, from its current features.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct ScoreRow {
-    /// The session.
+    /// The session's id.
     pub session_id: CompactString,
+    /// The session's start: with the id, the key of its `session_features` row.
+    pub session_start: EventTime,
     /// Its user.
     pub user_id: CompactString,
     /// The model's churn probability.
@@ -106,6 +118,13 @@ pub struct ScoreRow {
 /// consolidated like any other (the model never produces NaN).
 #[derive(Clone, Copy, Debug, Serialize, Deserialize)]
 pub struct Probability(pub f64);
+
+impl ScoreRow {
+    /// The row's key, the key of the session it scores.
+    pub fn key(&self) -> SessionKey {
+        (self.session_id.clone(), self.session_start)
+    }
+}
 
 impl PartialEq for Probability {
     fn eq(&self, other: &Probability) -> bool {

@@ -14,7 +14,7 @@ use clickflow_sources::kafka::{KafkaSource, KafkaSourceConfig};
 use clickflow_sources::{PartitionId, Source, SourceError};
 
 use crate::config::{DataflowConfig, EpochConfig};
-use crate::driver::{drive, DriveSettings, DriveStats};
+use crate::driver::{abandon, drive, DriveSettings, DriveStats};
 use crate::graph::build_graph;
 use crate::metrics::PipelineMetrics;
 use crate::output::{Deliver, EpochOutput};
@@ -123,7 +123,6 @@ pub fn run(
                         .unwrap_or_default()
                 })
                 .collect();
-            let mut source = open_source(&input, &own, &resume, config.limits)?;
             let sink: Option<Deliver> = if index == 0 {
                 let shared = metrics.clone();
                 deliver
@@ -149,8 +148,16 @@ pub fn run(
                 config.model.clone(),
                 sink,
             );
-            let owned: Vec<(u32, PartitionResume)> = own.iter().copied().zip(resume).collect();
-            drive(worker, inputs, source.as_mut(), &owned, &settings)
+            // The graph exists on every worker before any source opens: a worker whose source
+            // fails must still take part in the dataflow until it is run dry.
+            match open_source(&input, &own, &resume, config.limits) {
+                Ok(mut source) => {
+                    let owned: Vec<(u32, PartitionResume)> =
+                        own.iter().copied().zip(resume).collect();
+                    drive(worker, inputs, source.as_mut(), &owned, &settings)
+                }
+                Err(error) => abandon(worker, inputs, &settings.stop, error),
+            }
         },
     )
     .map_err(RunError::Timely)?;

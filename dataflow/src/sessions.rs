@@ -1,20 +1,87 @@
 //! `session_features`: views, cart adds, purchases and duration of every session.
+//!
+//! **The session rule, in event time alone.** A session is a `session_id` together with a
+//! gap: the events of one id, ordered by event time, split into separate sessions wherever
+//! two consecutive events are more than `gap` apart. Each session has its own row, keyed by
+//! `(session_id, session_start)`. The rule depends on the events only, never on when they
+//! arrive: an event that falls between two sessions of its id within the gap of both joins
+//! them into one (the later row is retracted), one that arrives out of order before a
+//! session's start moves the start (the row moves to its new key).
+//!
+//! **When a session is final.** Once the pipeline watermark passes the end of the window
+//! that contains `last_event + gap`, no event that could still join the session can be
+//! accepted: such an event lies in that window or an earlier one, which is closed, so its
+//! partition's clock or the closed-window gate dead-letters it as `late` (the reason names
+//! its session). The row then gets `closed = true`, is final, and the session leaves the
+//! state. Hence the same input gives the same sessions on any number of workers, with any
+//! epoch length, arrival order within the allowed lateness, and across restarts.
+//!
+//! ```text
+//!  accepted events ─exchange by session_id─► per id: spans sorted by start, > gap apart
+//!                                                   │ per epoch: changed spans → (row, ±1)
+//!  partition reports ─broadcast─► watermark ────────┘ final spans → closed row, evicted
+//! ```
+
+use std::collections::BTreeSet;
 
 use clickflow_sources::{EventTime, EventType};
 use compact_str::CompactString;
-use differential_dataflow::VecCollection;
+use differential_dataflow::{AsCollection, VecCollection};
+use foldhash::HashMap;
 use serde::{Deserialize, Serialize};
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::core::OkErr;
 use timely::dataflow::StreamVec;
 
 use crate::input::Accepted;
 use crate::rows::SessionRow;
-use crate::stage::{aggregate_by_key, pre_aggregate, KeyedStage, Merge, Retention};
+use crate::stage::{by_epoch, RouteKey};
 use crate::watermark::{PartitionReport, ProgressSeed};
+use crate::window::WindowSize;
 use crate::Epoch;
 
-/// What is known of a session: mergeable in any order.
+/// The earliest event time a worker's open sessions depend on, after an epoch: a restart
+/// must replay from before it to rebuild them.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SessionSummary {
+pub struct Retention {
+    /// The stage (its operator name).
+    pub stage: String,
+    /// The worker.
+    pub worker: usize,
+    /// The earliest event time, or `None` when the worker holds no open session.
+    pub since: Option<EventTime>,
+}
+
+/// The gap rule: how far apart two events of one id may be and still share a session, and
+/// the windows whose closing makes a session final.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SessionRule {
+    /// The longest silence (event time) inside one session.
+    pub gap_ms: i64,
+    /// The pipeline's tumbling windows.
+    pub window: WindowSize,
+}
+
+impl SessionRule {
+    /// Whether `a` and `b` (each one session) are within the gap of each other, and so one
+    /// session.
+    fn joins(&self, a: &Span, b: &Span) -> bool {
+        a.first.saturating_sub(self.gap_ms) <= b.last
+            && b.first <= a.last.saturating_add(self.gap_ms)
+    }
+
+    /// The watermark from which `span` is final: the end of the window holding its last
+    /// event plus the gap.
+    pub fn final_at(&self, last_event: EventTime) -> EventTime {
+        self.window
+            .window_of(last_event.saturating_add(self.gap_ms))
+            .end
+    }
+}
+
+/// What is known of one session of an id.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Span {
     user_id: CompactString,
     views: i64,
     cart_adds: i64,
@@ -23,8 +90,20 @@ pub struct SessionSummary {
     last: EventTime,
 }
 
-impl Merge for SessionSummary {
-    fn merge(&mut self, other: SessionSummary) {
+impl Span {
+    fn of(event: Accepted) -> Span {
+        let is = |t: EventType| i64::from(event.event_type == t);
+        Span {
+            views: is(EventType::Click),
+            cart_adds: is(EventType::AddToCart),
+            purchases: is(EventType::Purchase),
+            first: event.ts,
+            last: event.ts,
+            user_id: event.user_id,
+        }
+    }
+
+    fn merge(&mut self, other: Span) {
         if other.user_id < self.user_id {
             self.user_id = other.user_id;
         }
@@ -34,51 +113,43 @@ impl Merge for SessionSummary {
         self.first = self.first.min(other.first);
         self.last = self.last.max(other.last);
     }
-}
 
-struct SessionStage {
-    gap_ms: i64,
-}
-
-impl KeyedStage for SessionStage {
-    type Key = CompactString;
-    type Value = SessionSummary;
-    type Row = SessionRow;
-
-    fn row(session_id: &CompactString, s: &SessionSummary, closed: bool) -> SessionRow {
+    fn row(&self, session_id: &CompactString, closed: bool) -> SessionRow {
         SessionRow {
             session_id: session_id.clone(),
-            user_id: s.user_id.clone(),
-            num_views: s.views,
-            num_cart_adds: s.cart_adds,
-            num_purchases: s.purchases,
-            session_start: s.first,
-            last_event: s.last,
+            user_id: self.user_id.clone(),
+            num_views: self.views,
+            num_cart_adds: self.cart_adds,
+            num_purchases: self.purchases,
+            session_start: self.first,
+            last_event: self.last,
             closed,
         }
     }
+}
 
-    fn closes_at(&self, _: &CompactString, s: &SessionSummary) -> EventTime {
-        s.last.saturating_add(self.gap_ms)
+/// Adds `new` to the sessions of one id (sorted by start, each more than the gap from the
+/// next), merging every session it joins: those form one run of neighbours.
+fn absorb(spans: &mut Vec<Span>, mut new: Span, rule: &SessionRule) {
+    let from = spans.partition_point(|s| s.last.saturating_add(rule.gap_ms) < new.first);
+    let mut to = from;
+    while to < spans.len() && rule.joins(&spans[to], &new) {
+        to += 1;
     }
-
-    fn depends_since(&self, _: &CompactString, s: &SessionSummary) -> Option<EventTime> {
-        Some(s.first)
+    for joined in spans.drain(from..to) {
+        new.merge(joined);
     }
-
-    const EMITS_CLOSED_ROW: bool = true;
+    spans.insert(from, new);
 }
 
 /// Computes `session_features` from accepted events.
 pub trait Sessions<'scope> {
-    /// One row per session, as row changes per epoch. A session closes (its row gets
-    /// `closed = true` and becomes final) once the pipeline watermark is `gap_ms` past its
-    /// last event; it then leaves the state. Should its id appear again later, a new
-    /// session with that id begins (and its row replaces the closed one). Also reports the
-    /// earliest event time any open session depends on, which bounds a restart's replay.
+    /// One row per session under `rule`, as row changes per epoch; a final session's row
+    /// gets `closed = true` and it leaves the state. Also reports the earliest event time
+    /// any open session depends on, which bounds a restart's replay.
     fn session_features(
         self,
-        gap_ms: i64,
+        rule: SessionRule,
         reports: StreamVec<'scope, Epoch, PartitionReport>,
         seed: ProgressSeed,
     ) -> (
@@ -87,36 +158,192 @@ pub trait Sessions<'scope> {
     );
 }
 
+type Output = Result<(SessionRow, Epoch, isize), Retention>;
+
 impl<'scope> Sessions<'scope> for StreamVec<'scope, Epoch, Accepted> {
     fn session_features(
         self,
-        gap_ms: i64,
+        rule: SessionRule,
         reports: StreamVec<'scope, Epoch, PartitionReport>,
         seed: ProgressSeed,
     ) -> (
         VecCollection<'scope, Epoch, SessionRow>,
         StreamVec<'scope, Epoch, Retention>,
     ) {
-        let summaries = pre_aggregate(self, "Sessions: pre-aggregate", |event: &Accepted, emit| {
-            let is = |t: EventType| i64::from(event.event_type == t);
-            emit(
-                event.session_id.clone(),
-                SessionSummary {
-                    user_id: event.user_id.clone(),
-                    views: is(EventType::Click),
-                    cart_adds: is(EventType::AddToCart),
-                    purchases: is(EventType::Purchase),
-                    first: event.ts,
-                    last: event.ts,
-                },
-            );
-        });
-        aggregate_by_key(
-            SessionStage { gap_ms },
-            summaries,
+        const NAME: &str = "Sessions: per session";
+        let worker = self.scope().index();
+        let mut state = SessionState::default();
+        let mut reported_since: Option<Option<EventTime>> = None;
+        let pact = Exchange::new(|event: &Accepted| event.session_id.route());
+        let outputs = by_epoch(
+            self,
+            pact,
             reports,
             seed,
-            "Sessions: per session",
-        )
+            NAME,
+            move |epoch, events, watermarks, out: &mut dyn FnMut(Output)| {
+                let committed = seed.committed_watermark;
+                let mut emit = |row: SessionRow, diff: isize| out(Ok((row, epoch, diff)));
+                state.apply(events, &rule, committed, &mut emit);
+                state.evict(watermarks.after, &rule, committed, &mut emit);
+                let since = state.depending.first().map(|(since, _)| *since);
+                if reported_since != Some(since) && (since.is_some() || reported_since.is_some()) {
+                    out(Err(Retention {
+                        stage: NAME.to_string(),
+                        worker,
+                        since,
+                    }));
+                    reported_since = Some(since);
+                }
+            },
+        );
+        let (rows, retention) = outputs.ok_err(|output| output);
+        (rows.as_collection(), retention)
+    }
+}
+
+/// One worker's open sessions, with the indexes that find what closes and what is oldest.
+#[derive(Default)]
+struct SessionState {
+    spans: HashMap<CompactString, Vec<Span>>,
+    /// `(final_at, session_id, session_start)` of every open session.
+    closing: BTreeSet<(EventTime, CompactString, EventTime)>,
+    /// `(session_start, session_id)` of every open session.
+    depending: BTreeSet<(EventTime, CompactString)>,
+}
+
+impl SessionState {
+    /// Adds an epoch's events and emits the changes of the rows they touched. Sessions final
+    /// before a restart (at or before `committed`) had their rows committed then: replay
+    /// rebuilds them, but never emits them again.
+    fn apply(
+        &mut self,
+        events: Vec<Accepted>,
+        rule: &SessionRule,
+        committed: EventTime,
+        emit: &mut dyn FnMut(SessionRow, isize),
+    ) {
+        let mut before: HashMap<CompactString, Vec<Span>> = HashMap::default();
+        for event in events {
+            let spans = self.spans.entry(event.session_id.clone()).or_default();
+            if !before.contains_key(&event.session_id) {
+                before.insert(event.session_id.clone(), spans.clone());
+            }
+            absorb(spans, Span::of(event), rule);
+        }
+        for (id, old) in before {
+            let new = &self.spans[&id];
+            for gone in old.iter().filter(|span| !new.contains(span)) {
+                let final_at = rule.final_at(gone.last);
+                self.closing.remove(&(final_at, id.clone(), gone.first));
+                self.depending.remove(&(gone.first, id.clone()));
+                if final_at > committed {
+                    emit(gone.row(&id, false), -1);
+                }
+            }
+            for came in new.iter().filter(|span| !old.contains(span)) {
+                let final_at = rule.final_at(came.last);
+                self.closing.insert((final_at, id.clone(), came.first));
+                self.depending.insert((came.first, id.clone()));
+                if final_at > committed {
+                    emit(came.row(&id, false), 1);
+                }
+            }
+        }
+    }
+
+    /// Closes and forgets every session final at `watermark`.
+    fn evict(
+        &mut self,
+        watermark: EventTime,
+        rule: &SessionRule,
+        committed: EventTime,
+        emit: &mut dyn FnMut(SessionRow, isize),
+    ) {
+        while let Some((final_at, _, _)) = self.closing.first() {
+            if *final_at > watermark {
+                break;
+            }
+            let (final_at, id, first) = self.closing.pop_first().expect("first exists");
+            self.depending.remove(&(first, id.clone()));
+            let Some(spans) = self.spans.get_mut(&id) else {
+                continue;
+            };
+            let Some(at) = spans.iter().position(|s| s.first == first) else {
+                continue;
+            };
+            let span = spans.remove(at);
+            if spans.is_empty() {
+                self.spans.remove(&id);
+            }
+            debug_assert_eq!(rule.final_at(span.last), final_at);
+            if final_at > committed {
+                emit(span.row(&id, false), -1);
+                emit(span.row(&id, true), 1);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(ts: EventTime) -> Span {
+        Span {
+            user_id: "u".into(),
+            views: 1,
+            cart_adds: 0,
+            purchases: 0,
+            first: ts,
+            last: ts,
+        }
+    }
+
+    fn sessions_of(times: &[EventTime], gap_ms: i64) -> Vec<(EventTime, EventTime, i64)> {
+        let rule = SessionRule {
+            gap_ms,
+            window: WindowSize::from_millis(60_000),
+        };
+        let mut spans = Vec::new();
+        for &ts in times {
+            absorb(&mut spans, event(ts), &rule);
+        }
+        spans.iter().map(|s| (s.first, s.last, s.views)).collect()
+    }
+
+    #[test]
+    fn events_more_than_the_gap_apart_are_separate_sessions_in_any_order() {
+        let times = [0, 70_000, 71_000, 190_000];
+        let expected = vec![(0, 0, 1), (70_000, 71_000, 2), (190_000, 190_000, 1)];
+        assert_eq!(sessions_of(&times, 60_000), expected);
+        assert_eq!(sessions_of(&[190_000, 71_000, 0, 70_000], 60_000), expected);
+        // Exactly the gap apart is still one session.
+        assert_eq!(sessions_of(&[0, 60_000], 60_000), vec![(0, 60_000, 2)]);
+    }
+
+    #[test]
+    fn an_event_between_two_sessions_joins_them() {
+        assert_eq!(
+            sessions_of(&[0, 100_000, 50_000], 60_000),
+            vec![(0, 100_000, 3)]
+        );
+        assert_eq!(
+            sessions_of(
+                &[0, 100_000, 200_000, 300_000, 150_000, 250_000, 50_000],
+                60_000
+            ),
+            vec![(0, 300_000, 7)]
+        );
+    }
+
+    #[test]
+    fn a_session_is_final_once_the_window_of_its_end_closed() {
+        let rule = SessionRule {
+            gap_ms: 60_000,
+            window: WindowSize::from_millis(60_000),
+        };
+        // Last event at 100 s: it could be joined until 160 s, whose window ends at 180 s.
+        assert_eq!(rule.final_at(100_000), 180_000);
     }
 }

@@ -6,10 +6,9 @@
 use std::collections::BTreeMap;
 
 use clickflow_sources::{DeadLetter, EventType, PartitionId};
-use compact_str::CompactString;
 
 use crate::output::EpochOutput;
-use crate::rows::{FunnelRow, ScoreRow, SessionRow, TrendRow};
+use crate::rows::{FunnelRow, ScoreRow, SessionKey, SessionRow, TrendRow};
 use crate::window::Window;
 
 /// The final rows of every table, keyed as in PostgreSQL.
@@ -19,10 +18,10 @@ pub struct Tables {
     pub trends: BTreeMap<(Window, EventType), TrendRow>,
     /// `funnel_summary` by `(window, event_type)`.
     pub funnel: BTreeMap<(Window, EventType), FunnelRow>,
-    /// `session_features` by `session_id`.
-    pub sessions: BTreeMap<CompactString, SessionRow>,
-    /// `churn_scores` by `session_id`.
-    pub scores: BTreeMap<CompactString, ScoreRow>,
+    /// `session_features` by `(session_id, session_start)`.
+    pub sessions: BTreeMap<SessionKey, SessionRow>,
+    /// `churn_scores` by `(session_id, session_start)`.
+    pub scores: BTreeMap<SessionKey, ScoreRow>,
     /// `dead_letters`, in arrival order.
     pub dead_letters: Vec<DeadLetter>,
     /// `clickflow_offsets`.
@@ -58,11 +57,8 @@ impl Tables {
             (r.window, r.event_type)
         })
         .map_err(fail)?;
-        apply_changes(&mut self.sessions, &output.sessions, |r| {
-            r.session_id.clone()
-        })
-        .map_err(fail)?;
-        apply_changes(&mut self.scores, &output.scores, |r| r.session_id.clone()).map_err(fail)?;
+        apply_changes(&mut self.sessions, &output.sessions, SessionRow::key).map_err(fail)?;
+        apply_changes(&mut self.scores, &output.scores, ScoreRow::key).map_err(fail)?;
         self.dead_letters
             .extend(output.dead_letters.iter().cloned());
         for state in &output.partitions {

@@ -33,7 +33,7 @@ impl KeyedStage for TrendStage {
     type Value = Tally;
     type Row = TrendRow;
 
-    fn row(&(window, event_type): &Self::Key, tally: &Tally, _closed: bool) -> TrendRow {
+    fn row(&(window, event_type): &Self::Key, tally: &Tally) -> TrendRow {
         TrendRow {
             window,
             event_type,
@@ -45,8 +45,6 @@ impl KeyedStage for TrendStage {
     fn closes_at(&self, (window, _): &Self::Key, _: &Tally) -> EventTime {
         window.end
     }
-
-    const EMITS_CLOSED_ROW: bool = false;
 }
 
 /// Computes `event_trends` from accepted events.
@@ -85,6 +83,5 @@ impl<'scope> EventTrends<'scope> for StreamVec<'scope, Epoch, Accepted> {
             seed,
             "Trends: per window and type",
         )
-        .0
     }
 }

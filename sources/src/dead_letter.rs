@@ -71,9 +71,10 @@ impl Rejection {
         }
     }
 
-    /// The text stored in `dead_letters.reason`: `kind: detail`.
+    /// The text stored in `dead_letters.reason`: `kind: detail`, storable as PostgreSQL
+    /// `text` whatever the detail quotes.
     pub fn reason(&self) -> String {
-        format!("{}: {}", self.kind.as_str(), self.detail)
+        storable_text(&format!("{}: {}", self.kind.as_str(), self.detail)).into_owned()
     }
 }
 
@@ -92,7 +93,8 @@ pub struct DeadLetter {
     pub offset: i64,
     /// Why it was rejected.
     pub rejection: Rejection,
-    /// The payload as received; invalid UTF-8 is replaced, and oversized payloads are cut.
+    /// The payload as received; invalid UTF-8 is replaced (U+FFFD), NUL is written `\u0000`
+    /// (PostgreSQL's `text` cannot hold it), and oversized payloads are cut.
     pub payload: String,
 }
 
@@ -107,7 +109,17 @@ impl DeadLetter {
             partition,
             offset,
             rejection,
-            payload: String::from_utf8_lossy(kept).into_owned(),
+            payload: storable_text(&String::from_utf8_lossy(kept)).into_owned(),
         }
+    }
+}
+
+/// `text` as PostgreSQL stores it: every NUL written as the six characters `\u0000`, so
+/// that no dead letter can be refused by the database it is meant to be kept in.
+pub fn storable_text(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.contains('\0') {
+        text.replace('\0', "\\u0000").into()
+    } else {
+        text.into()
     }
 }

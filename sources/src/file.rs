@@ -5,6 +5,9 @@
 //! the byte offset of the next line, and a split that reaches its end is finished. The number
 //! of splits does not depend on the number of workers, so the same file yields the same
 //! per-split order, and so the same results, on any number of workers.
+//!
+//! A plan carries the file's [`FileIdentity`]; the sink records it, and a restart resumes
+//! only the same file (or a grown copy of it: see [`FileSplits::resume`]) cut the same way.
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Seek, SeekFrom};
@@ -14,6 +17,10 @@ use std::sync::Arc;
 use crate::batch::{PartitionId, PartitionProgress, SourceBatch, SourcedEvent};
 use crate::dead_letter::DeadLetter;
 use crate::decode::{decode, DecodeLimits};
+
+mod identity;
+
+pub use identity::FileIdentity;
 
 /// Errors reading an input file.
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +34,14 @@ pub enum FileSourceError {
         #[source]
         source: io::Error,
     },
+    /// The file is not the input the pipeline read before.
+    #[error("{path} is not the file this pipeline read before: {why}")]
+    Changed {
+        /// The file.
+        path: PathBuf,
+        /// What differs.
+        why: String,
+    },
 }
 
 /// The layout of an input file: its name as a topic, and where each split starts.
@@ -37,18 +52,74 @@ pub struct FileSplits {
     path: PathBuf,
     /// Byte offset where each split starts; one more entry holds the file's length.
     bounds: Vec<u64>,
+    /// What the splits were cut from.
+    identity: FileIdentity,
 }
 
 impl FileSplits {
     /// Cuts `path` into `splits` line-aligned byte ranges (some may be empty).
     pub fn plan(path: &Path, splits: usize) -> Result<FileSplits, FileSourceError> {
+        let len = std::fs::metadata(path)
+            .map_err(|source| FileSourceError::Io {
+                path: path.to_path_buf(),
+                source,
+            })?
+            .len();
+        FileSplits::cut(path, splits, len)
+    }
+
+    /// The plan of a file read before under `recorded`: refused unless it is the same file
+    /// cut into as many splits, or that file grown. A grown file keeps the recorded split
+    /// bounds, and its last split extends to the new end.
+    pub fn resume(
+        path: &Path,
+        splits: usize,
+        recorded: &FileIdentity,
+    ) -> Result<FileSplits, FileSourceError> {
+        let io_error = |source| FileSourceError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let why = recorded.mismatch(path, splits.max(1)).map_err(io_error)?;
+        if let Some(why) = why {
+            return Err(FileSourceError::Changed {
+                path: path.to_path_buf(),
+                why,
+            });
+        }
+        let mut plan = FileSplits::cut(path, splits, recorded.length)?;
+        let len = std::fs::metadata(&plan.path).map_err(io_error)?.len();
+        *plan.bounds.last_mut().expect("a plan has bounds") = len;
+        Ok(plan)
+    }
+
+    /// The file (canonical path).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The error saying that this file is not the input read before, because of `why`.
+    pub fn changed(&self, why: String) -> FileSourceError {
+        FileSourceError::Changed {
+            path: self.path.clone(),
+            why,
+        }
+    }
+
+    /// The identity the splits were cut from.
+    pub fn identity(&self) -> FileIdentity {
+        self.identity
+    }
+
+    /// Cuts `path` into `splits` ranges as if it were `len` bytes long.
+    fn cut(path: &Path, splits: usize, len: u64) -> Result<FileSplits, FileSourceError> {
         let io_error = |source| FileSourceError::Io {
             path: path.to_path_buf(),
             source,
         };
         let path = path.canonicalize().map_err(io_error)?;
         let mut file = File::open(&path).map_err(io_error)?;
-        let len = file.metadata().map_err(io_error)?.len();
+        let identity = FileIdentity::of(&mut file, splits.max(1), len).map_err(io_error)?;
         let splits = splits.max(1) as u64;
         let mut bounds = Vec::with_capacity(splits as usize + 1);
         bounds.push(0);
@@ -62,6 +133,7 @@ impl FileSplits {
             topic,
             path,
             bounds,
+            identity,
         })
     }
 

@@ -38,7 +38,7 @@ fn arb_event() -> impl Strategy<Value = Event> {
             Just(EventType::Purchase)
         ],
         946_684_800_000i64..4_102_444_799_999,
-        proptest::option::of(0i64..100_000_000_000),
+        proptest::option::of(0i64..=clickflow_sources::decode::MAX_PRICE_CENTS),
     )
         .prop_map(
             |(event_id, user_id, session_id, product_id, event_type, ts, price_cents)| Event {
@@ -205,4 +205,70 @@ fn rejections_name_the_problem() {
     )
     .unwrap_err();
     assert_eq!(rejection.reason(), "missing_field: `user_id`");
+}
+
+/// Regression: `"u\u0000x"` (valid JSON) reached PostgreSQL and stopped the sink for good.
+#[test]
+fn ids_postgresql_cannot_store_are_rejected_at_decode_time() {
+    let event = |field: &str, value: &str| {
+        let mut fields = serde_json::json!({
+            "event_id": "e1", "user_id": "u1", "session_id": "s1", "product_id": "p1",
+            "event_type": "click", "ts": 1_751_952_912_345i64,
+        });
+        fields[field] = serde_json::Value::String(value.to_string());
+        fields.to_string()
+    };
+    let too_long = "x".repeat(clickflow_sources::decode::MAX_ID_BYTES + 1);
+    for field in ["event_id", "user_id", "session_id", "product_id"] {
+        for (value, says) in [
+            ("u\u{0}x", "U+0000"),
+            ("a\u{7}b", "U+0007"),
+            ("line\nbreak", "U+000A"),
+            ("c1\u{85}", "U+0085"),
+            (too_long.as_str(), "limit 256"),
+        ] {
+            let payload = event(field, value);
+            let rejection = decode(payload.as_bytes(), None, &LIMITS).expect_err(&payload);
+            assert_eq!(rejection.kind, RejectKind::BadField, "{payload}");
+            assert!(
+                rejection.detail.contains(field) && rejection.detail.contains(says),
+                "{field}: {}",
+                rejection.detail
+            );
+        }
+    }
+    let longest = "x".repeat(clickflow_sources::decode::MAX_ID_BYTES);
+    assert!(decode(event("user_id", &longest).as_bytes(), None, &LIMITS).is_ok());
+    assert!(decode(event("user_id", "ünï-cødé ✓").as_bytes(), None, &LIMITS).is_ok());
+}
+
+#[test]
+fn prices_that_could_overflow_revenue_are_rejected() {
+    let base = r#""event_id":"e","user_id":"u","session_id":"s","event_type":"purchase","ts":1751952912345"#;
+    let ok = format!("{{{base},\"price\":10000000}}");
+    assert_eq!(
+        decode(ok.as_bytes(), None, &LIMITS).unwrap().price_cents,
+        Some(1_000_000_000)
+    );
+    assert_eq!(
+        kind_of(&format!("{{{base},\"price\":10000000.01}}")),
+        RejectKind::BadField
+    );
+    assert_eq!(
+        kind_of(&format!("{{{base},\"price\":1e300}}")),
+        RejectKind::BadField
+    );
+}
+
+#[test]
+fn dead_letters_hold_only_text_postgresql_accepts() {
+    use clickflow_sources::{DeadLetter, PartitionId, Rejection};
+    let letter = DeadLetter::new(
+        PartitionId::new("t", 0),
+        7,
+        Rejection::new(RejectKind::NotJson, "bad \u{0} byte"),
+        b"a\x00b\xff",
+    );
+    assert_eq!(letter.payload, "a\\u0000b\u{FFFD}");
+    assert!(!letter.rejection.reason().contains('\0'));
 }

@@ -33,6 +33,11 @@ pub fn render(context: &WebContext) -> String {
         late as f64,
     );
     out.counter(
+        "clickflow_source_retries_total",
+        "Source errors that were retried with backoff (broker unreachable, leader moving).",
+        pipeline.source_retries.load(Ordering::Relaxed) as f64,
+    );
+    out.counter(
         "clickflow_epochs_total",
         "Epochs closed by the dataflow.",
         pipeline.epochs.load(Ordering::Relaxed) as f64,

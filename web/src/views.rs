@@ -12,12 +12,12 @@ use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use clickflow_dataflow::rows::{FunnelRow, SessionRow, TrendRow};
+use clickflow_dataflow::rows::{FunnelRow, SessionKey, SessionRow, TrendRow};
 use clickflow_dataflow::watermark::{END_OF_INPUT, NO_WATERMARK};
 use clickflow_dataflow::window::Window;
 use clickflow_dataflow::EpochOutput;
 use clickflow_sources::{EventTime, EventType, PartitionId};
-use compact_str::CompactString;
+
 use serde::Serialize;
 
 /// Windows kept per table: two hours of 1-minute windows.
@@ -36,8 +36,8 @@ pub struct LiveViews {
 struct Views {
     trends: BTreeMap<(EventTime, EventType), TrendRow>,
     funnel: BTreeMap<(EventTime, EventType), FunnelRow>,
-    open: HashMap<CompactString, SessionRow>,
-    scores: HashMap<CompactString, f64>,
+    open: HashMap<SessionKey, SessionRow>,
+    scores: HashMap<SessionKey, f64>,
     watermark: Option<EventTime>,
     arrivals: VecDeque<(Instant, u64)>,
     epochs: u64,
@@ -84,8 +84,10 @@ pub struct FunnelWindow {
 /// An open session and its churn probability.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct AtRisk {
-    /// The session.
+    /// The session's id.
     pub session_id: String,
+    /// The session's first event (Unix ms): with the id, its key.
+    pub session_start: EventTime,
     /// Its user.
     pub user_id: String,
     /// Product views so far.
@@ -146,14 +148,13 @@ impl LiveViews {
         keep_newest_windows(&mut views.trends);
         keep_newest_windows(&mut views.funnel);
         for (row, _) in output.sessions.iter().filter(|(_, d)| *d < 0) {
-            views.open.remove(&row.session_id);
+            let key = row.key();
+            views.open.remove(&key);
+            views.scores.remove(&key);
         }
         for (row, _) in output.sessions.iter().filter(|(_, d)| *d > 0) {
-            if row.closed {
-                views.open.remove(&row.session_id);
-                views.scores.remove(&row.session_id);
-            } else {
-                views.open.insert(row.session_id.clone(), row.clone());
+            if !row.closed {
+                views.open.insert(row.key(), row.clone());
             }
         }
         for state in &output.partitions {
@@ -163,10 +164,9 @@ impl LiveViews {
         }
         for (score, _) in output.scores.iter().filter(|(_, d)| *d > 0) {
             views.scores_produced += 1;
-            if views.open.contains_key(&score.session_id) {
-                views
-                    .scores
-                    .insert(score.session_id.clone(), score.churn_probability.0);
+            let key = score.key();
+            if views.open.contains_key(&key) {
+                views.scores.insert(key, score.churn_probability.0);
             }
         }
     }
@@ -231,10 +231,11 @@ impl LiveViews {
         riskiest.sort_by(|a, b| b.cmp(a));
         riskiest
             .into_iter()
-            .filter_map(|Risk(p, id)| {
-                let row = views.open.get(id)?;
+            .filter_map(|Risk(p, key)| {
+                let row = views.open.get(key)?;
                 Some(AtRisk {
-                    session_id: id.to_string(),
+                    session_id: key.0.to_string(),
+                    session_start: key.1,
                     user_id: row.user_id.to_string(),
                     num_views: row.num_views,
                     num_cart_adds: row.num_cart_adds,
@@ -299,9 +300,9 @@ impl Views {
     }
 }
 
-/// A session's risk: higher probability first, then the smaller session id.
+/// A session's risk: higher probability first, then the smaller session key.
 #[derive(PartialEq)]
-struct Risk<'a>(f64, &'a CompactString);
+struct Risk<'a>(f64, &'a SessionKey);
 
 impl Eq for Risk<'_> {}
 

@@ -53,6 +53,7 @@ fn session(id: &str, views: i64, carts: i64, closed: bool) -> SessionRow {
 fn score(id: &str, p: f64) -> ScoreRow {
     ScoreRow {
         session_id: id.into(),
+        session_start: T0,
         user_id: format!("u-{id}").as_str().into(),
         churn_probability: Probability(p),
         model_version: "rf-test".into(),

@@ -15,7 +15,9 @@
 mod by_epoch;
 mod keyed;
 mod pre_aggregate;
+mod route;
 
 pub use by_epoch::{by_epoch, EpochWatermarks};
-pub use keyed::{aggregate_by_key, KeyedStage, Merge, Retention};
+pub use keyed::{aggregate_by_key, KeyedStage, Merge};
 pub use pre_aggregate::pre_aggregate;
+pub use route::RouteKey;

@@ -7,8 +7,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clickflow_dataflow::rows::{FunnelRow, ScoreRow, SessionRow, TrendRow};
 use clickflow_dataflow::EpochOutput;
+use clickflow_sources::dead_letter::storable_text;
 use clickflow_sources::EventTime;
-use compact_str::CompactString;
 use tokio_postgres::types::{ToSql, Type};
 
 /// One column of values, borrowing the epoch's text where it can: a merged backfill epoch
@@ -167,41 +167,45 @@ const SESSIONS_UPSERT: Statement = Statement {
                  s.session_start, s.last_event, s.duration_s,
                  s.closed, now()
           FROM {src}
-          ON CONFLICT (session_id) DO UPDATE SET
+          ON CONFLICT (session_id, session_start) DO UPDATE SET
               user_id = EXCLUDED.user_id, num_views = EXCLUDED.num_views,
               num_cart_adds = EXCLUDED.num_cart_adds, num_purchases = EXCLUDED.num_purchases,
-              session_start = EXCLUDED.session_start, last_event = EXCLUDED.last_event,
+              last_event = EXCLUDED.last_event,
               duration_s = EXCLUDED.duration_s, closed = EXCLUDED.closed,
               batch_time = EXCLUDED.batch_time",
 };
 
 const SESSIONS_DELETE: Statement = Statement {
     staging: "clickflow_stage_sessions_gone",
-    columns: &["session_id"],
-    sql: "DELETE FROM session_features t USING {src} WHERE t.session_id = s.session_id",
+    columns: &["session_id", "session_start"],
+    sql: "DELETE FROM session_features t USING {src}
+          WHERE t.session_id = s.session_id AND t.session_start = s.session_start",
 };
 
 const SCORES_UPSERT: Statement = Statement {
     staging: "clickflow_stage_scores",
     columns: &[
         "session_id",
+        "session_start",
         "user_id",
         "churn_probability",
         "model_version",
     ],
-    sql:
-        "INSERT INTO churn_scores (session_id, user_id, churn_probability, model_version, scored_at)
-          SELECT s.session_id, s.user_id, s.churn_probability, s.model_version, now()
+    sql: "INSERT INTO churn_scores (session_id, session_start, user_id, churn_probability,
+              model_version, scored_at)
+          SELECT s.session_id, s.session_start, s.user_id, s.churn_probability,
+                 s.model_version, now()
           FROM {src}
-          ON CONFLICT (session_id) DO UPDATE SET
+          ON CONFLICT (session_id, session_start) DO UPDATE SET
               user_id = EXCLUDED.user_id, churn_probability = EXCLUDED.churn_probability,
               model_version = EXCLUDED.model_version, scored_at = EXCLUDED.scored_at",
 };
 
 const SCORES_DELETE: Statement = Statement {
     staging: "clickflow_stage_scores_gone",
-    columns: &["session_id"],
-    sql: "DELETE FROM churn_scores t USING {src} WHERE t.session_id = s.session_id",
+    columns: &["session_id", "session_start"],
+    sql: "DELETE FROM churn_scores t USING {src}
+          WHERE t.session_id = s.session_id AND t.session_start = s.session_start",
 };
 
 const DEAD_LETTERS: Statement = Statement {
@@ -228,8 +232,8 @@ pub(super) fn stage_epoch(output: &EpochOutput) -> Vec<Staged<'_>> {
     let (trend_upserts, trend_deletes) = split(&output.trends, |r| (r.window.start, r.event_type));
     let (funnel_upserts, funnel_deletes) =
         split(&output.funnel, |r| (r.window.start, r.event_type));
-    let (session_upserts, session_deletes) = split(&output.sessions, |r| r.session_id.clone());
-    let (score_upserts, score_deletes) = split(&output.scores, |r| r.session_id.clone());
+    let (session_upserts, session_deletes) = split(&output.sessions, SessionRow::key);
+    let (score_upserts, score_deletes) = split(&output.scores, ScoreRow::key);
     let staged = vec![
         Staged {
             statement: &TRENDS_DELETE,
@@ -249,11 +253,19 @@ pub(super) fn stage_epoch(output: &EpochOutput) -> Vec<Staged<'_>> {
         },
         Staged {
             statement: &SESSIONS_DELETE,
-            values: session_keys(session_deletes.iter().map(|r| &r.session_id)),
+            values: session_keys(
+                session_deletes
+                    .iter()
+                    .map(|r| (r.session_id.as_str(), r.session_start)),
+            ),
         },
         Staged {
             statement: &SCORES_DELETE,
-            values: session_keys(score_deletes.iter().map(|r| &r.session_id)),
+            values: session_keys(
+                score_deletes
+                    .iter()
+                    .map(|r| (r.session_id.as_str(), r.session_start)),
+            ),
         },
         Staged {
             statement: &TRENDS_UPSERT,
@@ -300,7 +312,7 @@ pub(super) fn stage_epoch(output: &EpochOutput) -> Vec<Staged<'_>> {
                     output
                         .dead_letters
                         .iter()
-                        .map(|d| without_nul(&d.payload))
+                        .map(|d| storable_text(&d.payload))
                         .collect(),
                 ),
             ],
@@ -349,15 +361,6 @@ fn split<'a, R, K: Hash + Eq>(
     (inserted, gone)
 }
 
-/// PostgreSQL text cannot hold NUL bytes.
-fn without_nul(text: &str) -> Cow<'_, str> {
-    if text.contains('\0') {
-        Cow::Owned(text.replace('\0', "\u{FFFD}"))
-    } else {
-        Cow::Borrowed(text)
-    }
-}
-
 /// The instant `ms` milliseconds after the Unix epoch.
 fn instant(ms: EventTime) -> SystemTime {
     let offset = Duration::from_millis(ms.unsigned_abs());
@@ -374,10 +377,11 @@ fn window_keys(keys: impl Iterator<Item = (i64, &'static str)>) -> Vec<Column<'s
     vec![Column::Timestamp(starts), Column::Text(types)]
 }
 
-fn session_keys<'a>(ids: impl Iterator<Item = &'a CompactString>) -> Vec<Column<'a>> {
-    vec![Column::Text(
-        ids.map(|id| Cow::Borrowed(id.as_str())).collect(),
-    )]
+fn session_keys<'a>(keys: impl Iterator<Item = (&'a str, i64)>) -> Vec<Column<'a>> {
+    let (ids, starts): (Vec<Cow<'a, str>>, Vec<SystemTime>) = keys
+        .map(|(id, start)| (Cow::Borrowed(id), instant(start)))
+        .unzip();
+    vec![Column::Text(ids), Column::Timestamp(starts)]
 }
 
 fn trend_columns<'a>(rows: &[&'a TrendRow]) -> Vec<Column<'a>> {
@@ -421,6 +425,7 @@ fn session_columns<'a>(rows: &[&'a SessionRow]) -> Vec<Column<'a>> {
 fn score_columns<'a>(rows: &[&'a ScoreRow]) -> Vec<Column<'a>> {
     vec![
         text(rows, |r| &r.session_id),
+        Column::Timestamp(rows.iter().map(|r| instant(r.session_start)).collect()),
         text(rows, |r| &r.user_id),
         Column::Float8(rows.iter().map(|r| r.churn_probability.0).collect()),
         text(rows, |r| &r.model_version),

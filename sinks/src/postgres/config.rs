@@ -5,22 +5,59 @@ use std::time::Duration;
 
 use super::SinkError;
 
-/// A PostgreSQL connection URL; its `Display` never shows the password.
+/// A PostgreSQL connection URL and the schema the pipeline's tables live in; its `Display`
+/// never shows the password.
 #[derive(Clone)]
 pub struct DatabaseUrl {
     url: String,
     config: tokio_postgres::Config,
+    schema: String,
 }
+
+/// The schema a pipeline uses when none is given.
+pub const DEFAULT_SCHEMA: &str = "public";
 
 impl DatabaseUrl {
     /// Parses `url` (`postgres://user:password@host:port/database` or key=value form).
     pub fn parse(url: &str) -> Result<DatabaseUrl, SinkError> {
         let config =
             tokio_postgres::Config::from_str(url).map_err(|e| SinkError::BadUrl(e.to_string()))?;
-        Ok(DatabaseUrl {
+        let mut url = DatabaseUrl {
             url: url.to_string(),
             config,
-        })
+            schema: String::new(),
+        };
+        url.set_schema(DEFAULT_SCHEMA);
+        Ok(url)
+    }
+
+    /// The same server and database, with the pipeline's tables in `schema`: a lowercase
+    /// SQL identifier (`[a-z_][a-z0-9_]*`, at most 63 bytes), so that it needs no quoting
+    /// anywhere and cannot be mistaken for another. Every connection then resolves table
+    /// names in that schema only (`search_path`).
+    pub fn with_schema(&self, schema: &str) -> Result<DatabaseUrl, SinkError> {
+        let valid = !schema.is_empty()
+            && schema.len() <= 63
+            && schema.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+            && schema
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        if !valid {
+            return Err(SinkError::BadSchema(schema.to_string()));
+        }
+        let mut url = self.clone();
+        url.set_schema(schema);
+        Ok(url)
+    }
+
+    fn set_schema(&mut self, schema: &str) {
+        self.schema = schema.to_string();
+        self.config.options(&format!("-c search_path={schema}"));
+    }
+
+    /// The schema holding the pipeline's tables.
+    pub fn schema(&self) -> &str {
+        &self.schema
     }
 
     /// The parsed connection configuration.
@@ -35,6 +72,7 @@ impl DatabaseUrl {
         DatabaseUrl {
             url: self.url.clone(),
             config,
+            schema: self.schema.clone(),
         }
     }
 

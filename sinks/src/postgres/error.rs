@@ -6,6 +6,33 @@ pub enum SinkError {
     /// The URL could not be parsed.
     #[error("invalid database URL: {0}")]
     BadUrl(String),
+    /// `--schema` is not a plain lowercase identifier.
+    #[error(
+        "invalid --schema {0:?}: use a lowercase name of letters, digits and _ (at most 63 bytes)"
+    )]
+    BadSchema(String),
+    /// The schema belongs to a pipeline that reads another input.
+    #[error(
+        "schema {schema:?} holds the pipeline of {recorded}, not of {given}: \
+         give this input its own --schema (or drop that schema to start it over)"
+    )]
+    ForeignInput {
+        /// The schema.
+        schema: String,
+        /// The input recorded there.
+        recorded: String,
+        /// The input of this run.
+        given: String,
+    },
+    /// The input file is not the one read before in this schema.
+    #[error("schema {schema:?}: {source}")]
+    ChangedFile {
+        /// The schema.
+        schema: String,
+        /// What differs.
+        #[source]
+        source: clickflow_sources::file::FileSourceError,
+    },
     /// Nothing answered, or the connection broke.
     #[error("cannot reach PostgreSQL at {url}: {}", describe(source))]
     Connect {

@@ -36,11 +36,17 @@
 //! hidden); meanwhile the fold and then the channel fill and the pipeline waits. At start, a
 //! lost connection is retried a few times (about 3 s); a schema that does not match or
 //! missing privileges are fatal errors ([`prepare`]).
+//!
+//! **Namespaces.** A pipeline's tables live in one PostgreSQL schema (`--schema`, default
+//! `public`; every connection sets `search_path` to it), which records the input it belongs
+//! to: a run with another input is refused at start ([`claim_input`]). Several pipelines
+//! share a database side by side, each in its own schema.
 
 mod batch;
 mod config;
 mod error;
 mod freshness;
+mod input;
 mod merge;
 mod pipeline;
 mod read_back;
@@ -52,6 +58,7 @@ mod write;
 pub use config::{DatabaseUrl, SinkConfig};
 pub use error::SinkError;
 pub use freshness::Freshness;
+pub use input::claim_input;
 pub use pipeline::{run_into_postgres, Observer, PipelineError, PipelineSpec};
 pub use read_back::{read_closed_sessions, read_tables};
 pub use resume::load_resume_plan;

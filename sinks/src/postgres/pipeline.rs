@@ -8,7 +8,9 @@ use std::time::Duration;
 use clickflow_dataflow::run::{run, InputSpec, RunConfig, RunError, RunStats};
 use clickflow_dataflow::{EpochOutput, PipelineMetrics};
 
-use super::{load_resume_plan, prepare, spawn_sink, SinkConfig, SinkError, SinkHandle};
+use super::{
+    claim_input, load_resume_plan, prepare, spawn_sink, SinkConfig, SinkError, SinkHandle,
+};
 
 /// Why the pipeline stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -61,11 +63,17 @@ pub fn run_into_postgres(
         .enable_all()
         .build()
         .map_err(|_| SinkError::Closed)?;
-    let partitions = input.partitions();
-    config.resume = runtime.block_on(retrying_at_start(|| async {
-        prepare(&sink.url).await?;
-        load_resume_plan(&sink.url, &partitions).await
+    let (input, resume) = runtime.block_on(retrying_at_start(|| {
+        let (url, input) = (&sink.url, input.clone());
+        async move {
+            prepare(url).await?;
+            let input = claim_input(url, input).await?;
+            let plan = load_resume_plan(url, &input.partitions()).await?;
+            Ok((input, plan))
+        }
     }))?;
+    config.resume = resume;
+    config.resume.reopen_after_end(config.dataflow.window);
     if !config.resume.partitions.is_empty() {
         let replaying = config
             .resume

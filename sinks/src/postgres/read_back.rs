@@ -65,18 +65,22 @@ pub async fn read_tables(url: &DatabaseUrl) -> Result<Tables, SinkError> {
         );
     }
     for session in query_sessions(&client, "").await? {
-        tables.sessions.insert(session.session_id.clone(), session);
+        tables.sessions.insert(session.key(), session);
     }
     let read = SinkError::statement("reading the tables back");
-    let sql = "SELECT session_id, user_id, churn_probability, model_version FROM churn_scores";
-    for row in client.query(sql, &[]).await.map_err(read)? {
+    let sql = format!(
+        "SELECT session_id, user_id, churn_probability, model_version, {} FROM churn_scores",
+        ms("session_start")
+    );
+    for row in client.query(&sql, &[]).await.map_err(read)? {
         let score = ScoreRow {
             session_id: row.get::<_, &str>(0).into(),
             user_id: row.get::<_, &str>(1).into(),
             churn_probability: Probability(row.get(2)),
             model_version: row.get::<_, &str>(3).into(),
+            session_start: row.get(4),
         };
-        tables.scores.insert(score.session_id.clone(), score);
+        tables.scores.insert(score.key(), score);
     }
     let read = SinkError::statement("reading the tables back");
     let sql = "SELECT topic, partition, \"offset\", reason, payload FROM dead_letters ORDER BY id";

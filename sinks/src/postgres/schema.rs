@@ -108,6 +108,36 @@ ALTER TABLE session_features SET (fillfactor = 80);
 ALTER TABLE churn_scores SET (fillfactor = 80);
 "#,
     ),
+    (
+        3,
+        "a session is an id and its start: one id split by event-time gaps is several rows",
+        r#"
+-- Until now one id was one row, and a session that reused its id replaced the earlier row.
+-- Existing rows keep their values; scores move to the key of the session they score.
+ALTER TABLE session_features DROP CONSTRAINT session_features_pkey,
+    ADD PRIMARY KEY (session_id, session_start);
+ALTER TABLE churn_scores ADD COLUMN session_start timestamptz;
+UPDATE churn_scores c SET session_start = s.session_start
+    FROM session_features s WHERE s.session_id = c.session_id;
+DELETE FROM churn_scores WHERE session_start IS NULL;
+ALTER TABLE churn_scores ALTER COLUMN session_start SET NOT NULL,
+    DROP CONSTRAINT churn_scores_pkey, ADD PRIMARY KEY (session_id, session_start);
+"#,
+    ),
+    (
+        4,
+        "the input this pipeline belongs to",
+        r#"
+-- One pipeline per schema: the input it reads is recorded on its first start, and a run
+-- with another input is refused (its offsets, watermark and rows would mix with these).
+CREATE TABLE clickflow_input (
+    id          integer PRIMARY KEY CHECK (id = 1),
+    input       text        NOT NULL,
+    fingerprint text,
+    recorded_at timestamptz NOT NULL DEFAULT now()
+);
+"#,
+    ),
 ];
 
 /// The columns the sink writes, per table, with their types: checked at start.
@@ -152,6 +182,7 @@ const EXPECTED_COLUMNS: &[(&str, &[(&str, &str)])] = &[
         "churn_scores",
         &[
             ("session_id", "text"),
+            ("session_start", "timestamp with time zone"),
             ("user_id", "text"),
             ("churn_probability", "double precision"),
             ("model_version", "text"),
@@ -197,6 +228,14 @@ const EXPECTED_COLUMNS: &[(&str, &[(&str, &str)])] = &[
             ("retain_from", "bigint"),
         ],
     ),
+    (
+        "clickflow_input",
+        &[
+            ("id", "integer"),
+            ("input", "text"),
+            ("fingerprint", "text"),
+        ],
+    ),
 ];
 
 /// Opens a connection, driving it on the current tokio runtime.
@@ -221,6 +260,21 @@ pub(super) async fn connect(url: &DatabaseUrl) -> Result<Client, SinkError> {
 /// and that this user may write them. Run once at start: every problem here is fatal.
 pub async fn prepare(url: &DatabaseUrl) -> Result<(), SinkError> {
     let mut client = connect(url).await?;
+    let exists = client
+        .query_opt(
+            "SELECT 1 FROM pg_namespace WHERE nspname = $1",
+            &[&url.schema()],
+        )
+        .await
+        .map_err(SinkError::statement("looking for the schema"))?;
+    if exists.is_none() {
+        // Created only when missing: a user who may write an existing schema need not be
+        // allowed to create one. The name is a plain identifier (`DatabaseUrl::with_schema`).
+        client
+            .batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {}", url.schema()))
+            .await
+            .map_err(SinkError::statement("creating the schema"))?;
+    }
     migrate(&mut client).await?;
     check_columns(&client).await?;
     check_privileges(&client).await

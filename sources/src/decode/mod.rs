@@ -20,6 +20,14 @@ use crate::event::{Event, EventId, EventTime, EventType};
 pub const EARLIEST_PLAUSIBLE_MS: EventTime = 946_684_800_000;
 /// 2100-01-01T00:00:00Z: no shop event is newer than this.
 pub const LATEST_PLAUSIBLE_MS: EventTime = 4_102_444_800_000;
+/// The longest id (event, user, session, product) accepted, in bytes of UTF-8. Real ids are
+/// a few dozen bytes; the bound keeps every key of the dataflow's state and every indexed
+/// column small.
+pub const MAX_ID_BYTES: usize = 256;
+/// The highest price accepted, in cents (ten million): far above any shop price, and low
+/// enough that a window's revenue stays inside `event_trends.revenue` (`numeric(18,2)`)
+/// until a billion purchases in one window.
+pub const MAX_PRICE_CENTS: i64 = 1_000_000_000;
 
 /// Bounds a payload must respect to be decoded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -88,9 +96,12 @@ pub fn decode(
         )
     })?;
     let event_id = event_id(wire.event_id.ok_or_else(|| missing("event_id"))?)?;
-    let user_id = non_empty(required(wire.user_id, "user_id")?, "user_id")?;
-    let session_id = non_empty(required(wire.session_id, "session_id")?, "session_id")?;
-    let product_id = wire.product_id.map(|p| CompactString::from(p.as_ref()));
+    let user_id = id(required(wire.user_id, "user_id")?, "user_id")?;
+    let session_id = id(required(wire.session_id, "session_id")?, "session_id")?;
+    let product_id = match wire.product_id {
+        Some(product_id) => Some(id(product_id, "product_id")?),
+        None => None,
+    };
     let ts = match wire.ts.filter(|raw| raw.get() != "null") {
         Some(raw) => timestamp(raw)?,
         None => message_ts.ok_or_else(|| {
@@ -134,12 +145,25 @@ fn required<'a>(value: Option<Cow<'a, str>>, field: &str) -> Result<Cow<'a, str>
     value.ok_or_else(|| missing(field))
 }
 
-fn non_empty(value: Cow<'_, str>, field: &str) -> Result<CompactString, Rejection> {
+/// An id as PostgreSQL and the dataflow can hold it: not blank, at most [`MAX_ID_BYTES`],
+/// without NUL or any other control character (PostgreSQL's `text` refuses NUL, and control
+/// characters in an id are corruption, not data).
+fn id(value: Cow<'_, str>, field: &str) -> Result<CompactString, Rejection> {
+    let bad = |why: String| Rejection::new(RejectKind::BadField, format!("`{field}` {why}"));
     if value.trim().is_empty() {
-        return Err(Rejection::new(
-            RejectKind::BadField,
-            format!("`{field}` is empty"),
-        ));
+        return Err(bad("is empty".into()));
+    }
+    if value.len() > MAX_ID_BYTES {
+        return Err(bad(format!(
+            "is {} bytes long, limit {MAX_ID_BYTES}",
+            value.len()
+        )));
+    }
+    if let Some((at, c)) = value.char_indices().find(|(_, c)| c.is_control()) {
+        return Err(bad(format!(
+            "holds the control character U+{:04X} at byte {at}",
+            c as u32
+        )));
     }
     Ok(CompactString::from(value.as_ref()))
 }
@@ -156,8 +180,7 @@ fn event_id(raw: &RawValue) -> Result<EventId, Rejection> {
     if text.starts_with('"') {
         let id: Cow<'_, str> = serde_json::from_str(text)
             .map_err(|e| Rejection::new(RejectKind::BadField, format!("`event_id`: {e}")))?;
-        let id = non_empty(id, "event_id")?;
-        return Ok(EventId::Text(id));
+        return Ok(EventId::Text(self::id(id, "event_id")?));
     }
     text.parse::<i64>().map(EventId::Number).map_err(|_| {
         Rejection::new(
@@ -215,9 +238,9 @@ fn price_cents(raw: &RawValue) -> Result<i64, Rejection> {
         )
     };
     let price: f64 = text.parse().map_err(|_| bad("not a number"))?;
-    // A payment above ten billion is not a shop price; the bound also keeps cents in i64.
-    if !price.is_finite() || !(0.0..1e10).contains(&price) {
-        return Err(bad("must be between 0 and 1e10"));
+    let max = MAX_PRICE_CENTS as f64 / 100.0;
+    if !price.is_finite() || !(0.0..=max).contains(&price) {
+        return Err(bad(&format!("must be between 0 and {max}")));
     }
     Ok((price * 100.0).round() as i64)
 }

@@ -1,6 +1,6 @@
 //! Errors of the Kafka side.
 
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 
 /// What went wrong talking to Kafka.
 #[derive(Debug, thiserror::Error)]
@@ -79,12 +79,38 @@ impl KafkaSourceError {
         }
     }
 
-    /// Whether trying again later may succeed (a broker that is down, a timeout), as opposed
-    /// to a mistake in configuration that will not fix itself.
+    /// Whether trying again later may succeed (a broker that is down, a leader moving, a
+    /// timeout), as opposed to a refusal or a mistake in configuration that will not fix
+    /// itself (no authorization, a topic or partition that no longer exists, a fatal client
+    /// state).
     pub fn is_retriable(&self) -> bool {
-        matches!(
-            self,
-            KafkaSourceError::Metadata { .. } | KafkaSourceError::Fetch(_)
-        )
+        match self {
+            KafkaSourceError::Metadata(_) => true,
+            KafkaSourceError::Fetch(error) => !error
+                .rdkafka_error_code()
+                .is_some_and(is_fatal_consumer_error),
+            _ => false,
+        }
     }
+}
+
+/// Consumer errors that retrying cannot cure.
+fn is_fatal_consumer_error(code: RDKafkaErrorCode) -> bool {
+    use RDKafkaErrorCode as Code;
+    matches!(
+        code,
+        Code::TopicAuthorizationFailed
+            | Code::GroupAuthorizationFailed
+            | Code::ClusterAuthorizationFailed
+            | Code::SaslAuthenticationFailed
+            | Code::Authentication
+            | Code::UnknownTopicOrPartition
+            | Code::UnknownTopic
+            | Code::UnknownPartition
+            | Code::OffsetOutOfRange
+            | Code::InvalidConfig
+            | Code::UnsupportedVersion
+            | Code::UnsupportedFeature
+            | Code::Fatal
+    )
 }

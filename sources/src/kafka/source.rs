@@ -215,6 +215,9 @@ impl KafkaSource {
     ) -> Result<(), KafkaSourceError> {
         let mut moved = vec![false; self.assigned.len()];
         let mut budget = max_messages;
+        // A consumer error ends the poll, but what was taken before it is still delivered
+        // with its progress: those messages cannot be fetched again.
+        let mut failure = None;
         self.release_held(batch, &mut moved, &mut budget)?;
         if let Some(consumer) = &self.consumer {
             while budget > 0 {
@@ -228,7 +231,10 @@ impl KafkaSource {
                         }
                         continue;
                     }
-                    Some(Err(error)) => return Err(KafkaSourceError::Fetch(error)),
+                    Some(Err(error)) => {
+                        failure = Some(KafkaSourceError::Fetch(error));
+                        break;
+                    }
                     Some(Ok(message)) => message,
                 };
                 let Some(&i) = self.index.get(&message.partition()) else {
@@ -267,7 +273,7 @@ impl KafkaSource {
                 });
             }
         }
-        Ok(())
+        failure.map_or(Ok(()), Err)
     }
 
     /// Delivers held messages that are now below their partition's hold, and resumes a

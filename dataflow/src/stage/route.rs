@@ -1,0 +1,101 @@
+//! Which worker owns a key: a hash whose output is fixed by a specification.
+//!
+//! Every process of a cluster must send a key to the same worker, even when the processes
+//! were built by different compilers, for different platforms or from different releases of
+//! clickflow. `std::hash::Hash` promises none of that (its byte stream and integer
+//! endianness are implementation details), and neither do seeded fast hashers. A key is
+//! therefore written as an explicit byte string (integers little-endian, strings as their
+//! UTF-8 bytes after their length) and hashed with XXH3-64, whose output the XXH3
+//! specification fixes: the golden values in the tests below hold on any machine.
+
+use clickflow_sources::EventType;
+use compact_str::CompactString;
+use xxhash_rust::xxh3::Xxh3Default;
+
+use crate::window::Window;
+
+/// A key that can be routed to a worker.
+pub trait RouteKey {
+    /// Feeds the key's canonical bytes to `hasher`.
+    fn feed(&self, hasher: &mut Xxh3Default);
+
+    /// The key's routing hash: XXH3-64 (seed 0) of its canonical bytes.
+    fn route(&self) -> u64 {
+        let mut hasher = Xxh3Default::new();
+        self.feed(&mut hasher);
+        hasher.digest()
+    }
+}
+
+impl RouteKey for CompactString {
+    fn feed(&self, hasher: &mut Xxh3Default) {
+        hasher.update(&(self.len() as u64).to_le_bytes());
+        hasher.update(self.as_bytes());
+    }
+}
+
+impl RouteKey for Window {
+    fn feed(&self, hasher: &mut Xxh3Default) {
+        hasher.update(&self.start.to_le_bytes());
+    }
+}
+
+impl RouteKey for EventType {
+    fn feed(&self, hasher: &mut Xxh3Default) {
+        let code: u8 = match self {
+            EventType::Click => 0,
+            EventType::AddToCart => 1,
+            EventType::Purchase => 2,
+        };
+        hasher.update(&[code]);
+    }
+}
+
+impl<A: RouteKey, B: RouteKey> RouteKey for (A, B) {
+    fn feed(&self, hasher: &mut Xxh3Default) {
+        self.0.feed(hasher);
+        self.1.feed(hasher);
+    }
+}
+
+impl<A: RouteKey, B: RouteKey, C: RouteKey> RouteKey for (A, B, C) {
+    fn feed(&self, hasher: &mut Xxh3Default) {
+        self.0.feed(hasher);
+        self.1.feed(hasher);
+        self.2.feed(hasher);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_hash_is_xxh3_64_as_specified() {
+        // Test vectors of the XXH3 reference implementation (seed 0).
+        assert_eq!(xxhash_rust::xxh3::xxh3_64(b""), 0x2D06_8005_38D3_94C2);
+        let mut streamed = Xxh3Default::new();
+        streamed.update(b"");
+        assert_eq!(streamed.digest(), 0x2D06_8005_38D3_94C2);
+    }
+
+    /// Regression: routing used fixed-seed foldhash, whose output no specification fixes.
+    /// These values must never change: processes of one cluster built from different
+    /// releases would send the same key to different workers. They were computed outside
+    /// Rust, with Python's `xxhash` package over the canonical bytes described above.
+    #[test]
+    fn routing_hashes_are_golden() {
+        let window = Window {
+            start: 1_751_952_900_000,
+            end: 1_751_952_960_000,
+        };
+        let session = CompactString::from("s9001");
+        let user = CompactString::from("u42");
+        assert_eq!(session.route(), 0x5a4b_fd20_c566_b2a6);
+        assert_eq!((window, EventType::Purchase).route(), 0x990f_a819_dc5b_0060);
+        assert_eq!(
+            (window, EventType::Click, user).route(),
+            0xa935_52ae_0110_c3c8
+        );
+    }
+}
