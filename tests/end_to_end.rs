@@ -143,11 +143,8 @@ fn a_kafka_run_killed_midway_resumes_with_its_open_state() {
     // Second half, consumed by a new process that must rebuild the open state first.
     produce_shop(&tansu.bootstrap, EVENTS / 2..EVENTS);
     let mut run = run_kafka(&tansu.bootstrap, &db);
+    // The oracle accounts for every dead letter: each malformed and late record exactly once.
     finish_and_check(&mut run, &db, &tansu.bootstrap, 4, "after a restart");
-    let duplicates = db.query(
-        "SELECT count(*) - count(DISTINCT (topic, partition, \"offset\")) FROM dead_letters",
-    );
-    assert_eq!(duplicates, "0");
 }
 
 #[test]

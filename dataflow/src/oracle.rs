@@ -29,6 +29,9 @@ pub struct OracleTables {
     pub tables: Tables,
     /// `(global partition index, offset)` of every event rejected as late.
     pub late: BTreeSet<(u32, i64)>,
+    /// `(global partition index, offset)` of every record that does not decode, when the
+    /// oracle read the raw input ([`recompute_file`]); `None` when it was given events.
+    pub malformed: Option<BTreeSet<(u32, i64)>>,
 }
 
 /// Recomputes every table from the decoded events of each partition, given in partition
@@ -93,7 +96,11 @@ pub fn recompute(partitions: &[Vec<(i64, Event)>], config: &DataflowConfig) -> O
             tables.sessions.insert(row.key(), row);
         }
     }
-    OracleTables { tables, late }
+    OracleTables {
+        tables,
+        late,
+        malformed: None,
+    }
 }
 
 /// The sessions of one id's events (sorted by time): a new one wherever two consecutive
@@ -129,6 +136,7 @@ pub fn recompute_file(
     config: &DataflowConfig,
 ) -> Result<OracleTables, FileSourceError> {
     let mut partitions = Vec::with_capacity(splits.len());
+    let mut malformed = BTreeSet::new();
     for index in 0..splits.len() {
         let mut source = FileSource::open(splits, &[(index, None)], DecodeLimits::default())?;
         let mut events = Vec::new();
@@ -136,11 +144,14 @@ pub fn recompute_file(
         while !source.is_finished() {
             source.poll(&mut batch, 4096)?;
             events.extend(batch.events.drain(..).map(|e| (e.offset, e.event)));
+            malformed.extend(batch.dead_letters.iter().map(|d| (index as u32, d.offset)));
             batch.clear();
         }
         partitions.push(events);
     }
-    Ok(recompute(&partitions, config))
+    let mut oracle = recompute(&partitions, config);
+    oracle.malformed = Some(malformed);
+    Ok(oracle)
 }
 
 impl OracleTables {
@@ -166,7 +177,9 @@ impl OracleTables {
     }
 
     /// How `tables` differ from the oracle: at most a few rows per table, described; empty
-    /// when they are equal (dead letters compared on the set of late offsets).
+    /// when they are equal. Dead letters are compared on the offsets of late events and,
+    /// when the oracle read the raw input, of malformed records; a record dead-lettered
+    /// twice is a difference too.
     pub fn differences(&self, tables: &Tables) -> Vec<String> {
         let mut found = Vec::new();
         differ(
@@ -208,6 +221,31 @@ impl OracleTables {
             found.push(format!(
                 "late: {missing:?} is late for the oracle but not in the tables"
             ));
+        }
+        let all: BTreeSet<(u32, i64)> = tables
+            .dead_letters
+            .iter()
+            .map(|d| (d.partition.partition as u32, d.offset))
+            .collect();
+        if all.len() != tables.dead_letters.len() {
+            found.push(format!(
+                "dead letters: {} rows for {} records",
+                tables.dead_letters.len(),
+                all.len()
+            ));
+        }
+        if let Some(malformed) = &self.malformed {
+            let rejected: BTreeSet<(u32, i64)> = tables
+                .dead_letters
+                .iter()
+                .filter(|d| d.rejection.kind != RejectKind::Late)
+                .map(|d| (d.partition.partition as u32, d.offset))
+                .collect();
+            for extra in rejected.symmetric_difference(malformed).take(3) {
+                found.push(format!(
+                    "malformed: {extra:?} is dead-lettered in only one of the tables and the oracle"
+                ));
+            }
         }
         found
     }

@@ -134,4 +134,16 @@ pub struct DatabaseArgs {
         hide_env_values = true
     )]
     pub database_url: String,
+    /// PostgreSQL schema holding this pipeline's tables (created if missing). It records the
+    /// input it belongs to: a run with another input is refused. Give each pipeline its own.
+    #[arg(long, env = "CLICKFLOW_SCHEMA", default_value = "public")]
+    pub schema: String,
+}
+
+impl DatabaseArgs {
+    /// The database URL with the pipeline's schema.
+    pub fn url(&self) -> anyhow::Result<clickflow_sinks::postgres::DatabaseUrl> {
+        let url = clickflow_sinks::postgres::DatabaseUrl::parse(&self.database_url)?;
+        Ok(url.with_schema(&self.schema)?)
+    }
 }

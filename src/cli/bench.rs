@@ -77,7 +77,7 @@ pub struct BenchArgs {
 
 /// Runs `clickflow bench`.
 pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
-    let server = demo_server(&DatabaseUrl::parse(&args.database.database_url)?)?;
+    let server = demo_server(&args.database.url()?)?;
     let url = fresh_database(&server, BENCH_DATABASE)?;
     let dataflow = DataflowConfig::default();
     let model = if args.no_model {

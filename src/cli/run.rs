@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use clickflow_dataflow::run::{InputSpec, RunConfig};
 use clickflow_dataflow::PipelineMetrics;
-use clickflow_sinks::postgres::{DatabaseUrl, PipelineSpec, SinkConfig, SinkMetrics};
+use clickflow_sinks::postgres::{PipelineSpec, SinkConfig, SinkMetrics};
 use clickflow_sources::file::FileSplits;
 use clickflow_sources::kafka::partition_count;
 
@@ -49,7 +49,7 @@ pub struct RunArgs {
 
 /// Runs `clickflow run`.
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
-    let url = DatabaseUrl::parse(&args.database.database_url)?;
+    let url = args.database.url()?;
     let input = match (&args.input, &args.brokers) {
         (Some(path), _) => InputSpec::File(FileSplits::plan(path, args.input_splits)?),
         (None, Some(brokers)) => {
@@ -84,16 +84,32 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let stats = finished.stats;
     let seconds = started.elapsed().as_secs_f64();
     eprintln!(
-        "done: {} events ({:.0} events/s), {} dead letters ({} late) in {seconds:.2} s",
+        "done: {} events ({:.0} events/s) in {seconds:.2} s",
         stats.events,
         stats.events as f64 / seconds.max(1e-9),
-        stats.dead_letters,
-        stats.late,
     );
     if let Some(metrics) = finished.sink {
+        eprintln!("dead letters written: {}", dead_letter_summary(&metrics));
         eprintln!("sink: {}", sink_summary(&metrics));
     }
     Ok(())
+}
+
+/// The dead letters the sink inserted, in all and by reason: `0`, or `25 (late 20, not_json 5)`.
+/// Counted from what PostgreSQL says it inserted, so a replayed dead letter is not counted
+/// twice and a late event rejected anywhere in the dataflow is.
+pub(super) fn dead_letter_summary(metrics: &SinkMetrics) -> String {
+    let by_kind = metrics
+        .dead_letters
+        .lock()
+        .map(|m| m.clone())
+        .unwrap_or_default();
+    let total: u64 = by_kind.values().sum();
+    if total == 0 {
+        return "0".into();
+    }
+    let kinds: Vec<String> = by_kind.iter().map(|(k, n)| format!("{k} {n}")).collect();
+    format!("{total} ({})", kinds.join(", "))
 }
 
 /// Transactions, rows, the sink's own speed, and how fresh committed results were.

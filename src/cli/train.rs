@@ -9,7 +9,7 @@ use anyhow::Context;
 use clap::Args;
 use clickflow_dataflow::training::samples_from_file;
 use clickflow_model::{ChurnModel, Sample, TrainOptions, TrainParams};
-use clickflow_sinks::postgres::{read_closed_sessions, DatabaseUrl};
+use clickflow_sinks::postgres::read_closed_sessions;
 use clickflow_sources::file::FileSplits;
 
 use super::args::{DatabaseArgs, DataflowArgs};
@@ -61,7 +61,7 @@ pub fn train(args: TrainArgs) -> anyhow::Result<()> {
             samples_from_file(splits, args.dataflow.dataflow(), args.workers)?
         }
         None => {
-            let url = DatabaseUrl::parse(&args.database.database_url)?;
+            let url = args.database.url()?;
             eprintln!("reading closed sessions from {url}");
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()

@@ -165,16 +165,26 @@ pub fn oracle_for_topic(
     count: usize,
     config: &DataflowConfig,
 ) -> OracleTables {
-    let events: Vec<Vec<(i64, Event)>> = read_topic(brokers, topic, partitions, count)
+    let mut malformed = std::collections::BTreeSet::new();
+    let mut events: Vec<Vec<(i64, Event)>> = Vec::new();
+    for (partition, messages) in read_topic(brokers, topic, partitions, count)
         .into_iter()
-        .map(|messages| {
-            messages
-                .into_iter()
-                .filter_map(|(offset, m)| Some((offset, m.ok()?)))
-                .collect()
-        })
-        .collect();
-    recompute(&events, config)
+        .enumerate()
+    {
+        let mut decoded = Vec::new();
+        for (offset, message) in messages {
+            match message {
+                Ok(event) => decoded.push((offset, event)),
+                Err(_) => {
+                    malformed.insert((partition as u32, offset));
+                }
+            }
+        }
+        events.push(decoded);
+    }
+    let mut oracle = recompute(&events, config);
+    oracle.malformed = Some(malformed);
+    oracle
 }
 
 /// The oracle with every session still open: a Kafka run never reaches the end of its input.

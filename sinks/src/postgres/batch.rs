@@ -211,9 +211,15 @@ const SCORES_DELETE: Statement = Statement {
 const DEAD_LETTERS: Statement = Statement {
     staging: "clickflow_stage_dead_letters",
     columns: &["topic", "partition", "message_offset", "reason", "payload"],
-    sql: "INSERT INTO dead_letters (received_at, topic, partition, \"offset\", reason, payload)
-          SELECT now(), s.topic, s.partition::integer, s.message_offset, s.reason, s.payload FROM {src}
-          ON CONFLICT (topic, partition, \"offset\") DO NOTHING",
+    // Answers how many dead letters of each kind were actually inserted (a replayed one is
+    // already there), for the run's summary.
+    sql: "WITH inserted AS (
+              INSERT INTO dead_letters (received_at, topic, partition, \"offset\", reason, payload)
+              SELECT now(), s.topic, s.partition::integer, s.message_offset, s.reason, s.payload
+              FROM {src}
+              ON CONFLICT (topic, partition, \"offset\") DO NOTHING
+              RETURNING split_part(reason, ':', 1) AS kind)
+          SELECT kind, count(*) FROM inserted GROUP BY kind",
 };
 
 const OFFSETS: Statement = Statement {

@@ -1,6 +1,7 @@
 //! The sink thread: commits what the fold of closed epochs hands over, one transaction at a
 //! time, retrying through outages.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -21,6 +22,9 @@ pub struct SinkMetrics {
     pub epochs: AtomicU64,
     /// Rows inserted, updated or deleted.
     pub rows: AtomicU64,
+    /// Dead letters inserted into `dead_letters`, by kind: what a run really wrote (a
+    /// replayed one is not counted again).
+    pub dead_letters: Mutex<BTreeMap<String, u64>>,
     /// Epochs skipped because they replayed committed input.
     pub replayed_epochs: AtomicU64,
     /// Duration of the last commit, in microseconds.
@@ -142,6 +146,11 @@ async fn write_all(
                     metrics
                         .rows
                         .fetch_add(written.rows as u64, Ordering::Relaxed);
+                    if let Ok(mut by_kind) = metrics.dead_letters.lock() {
+                        for (kind, count) in written.dead_letters {
+                            *by_kind.entry(kind).or_default() += count as u64;
+                        }
+                    }
                     metrics.last_commit_micros.store(micros, Ordering::Relaxed);
                     metrics
                         .commit_micros_total

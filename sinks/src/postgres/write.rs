@@ -22,9 +22,11 @@ pub(super) struct Writer {
 }
 
 /// What an epoch's transaction wrote.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub(super) struct Written {
     pub(super) rows: usize,
+    /// Dead letters inserted, by kind (`dead_letters.reason` up to its colon).
+    pub(super) dead_letters: Vec<(String, i64)>,
 }
 
 impl Writer {
@@ -51,10 +53,12 @@ impl Writer {
             .await
             .map_err(SinkError::statement("BEGIN"))?;
         let mut rows = 0;
+        let mut dead_letters = Vec::new();
         for batch in &staged {
             rows += batch.len();
-            if batch.len() > self.copy_threshold {
-                copy_and_apply(&tx, batch, &mut self.staging_tables).await?;
+            // Statements answer rows only to say what they inserted (dead letters by kind).
+            let answered = if batch.len() > self.copy_threshold {
+                copy_and_apply(&tx, batch, &mut self.staging_tables).await?
             } else {
                 let statement = match self.statements.get(batch.statement.staging) {
                     Some(statement) => statement.clone(),
@@ -71,10 +75,11 @@ impl Writer {
                 };
                 let params: Vec<&(dyn ToSql + Sync)> =
                     batch.values.iter().map(|c| c.as_array()).collect();
-                tx.execute(&statement, &params)
+                tx.query(&statement, &params)
                     .await
-                    .map_err(SinkError::statement("an upsert"))?;
-            }
+                    .map_err(SinkError::statement("an upsert"))?
+            };
+            dead_letters.extend(answered.iter().map(|row| (row.get(0), row.get(1))));
         }
         let epoch = output.epoch as i64;
         tx.execute(
@@ -90,7 +95,7 @@ impl Writer {
             record_checkpoint(&tx, output.retain_from).await?;
         }
         tx.commit().await.map_err(SinkError::statement("COMMIT"))?;
-        Ok(Written { rows })
+        Ok(Written { rows, dead_letters })
     }
 }
 
@@ -115,7 +120,7 @@ async fn copy_and_apply(
     tx: &Transaction<'_>,
     batch: &Staged<'_>,
     created: &mut HashSet<&'static str>,
-) -> Result<(), SinkError> {
+) -> Result<Vec<tokio_postgres::Row>, SinkError> {
     let statement = batch.statement;
     if !created.contains(statement.staging) {
         let columns: Vec<String> = statement
@@ -163,10 +168,9 @@ async fn copy_and_apply(
     let sql = statement
         .sql
         .replace("{src}", &format!("{} AS s", statement.staging));
-    tx.execute(sql.as_str(), &[])
+    tx.query(sql.as_str(), &[])
         .await
-        .map_err(SinkError::statement("applying a staged batch"))?;
-    Ok(())
+        .map_err(SinkError::statement("applying a staged batch"))
 }
 
 /// Records where every partition stands, and drops the checkpoints older than the newest

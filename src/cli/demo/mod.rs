@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use clickflow_dataflow::run::{InputSpec, RunConfig};
-use clickflow_sinks::postgres::{DatabaseUrl, PipelineSpec, SinkConfig};
+use clickflow_sinks::postgres::{PipelineSpec, SinkConfig};
 use clickflow_sources::kafka::{EmbeddedBroker, EventProducer};
 use clickflow_sources::shop::{Shop, ShopConfig, ShopRecord};
 
@@ -65,7 +65,7 @@ const TOPIC: &str = "user-events";
 
 /// Runs `clickflow demo`.
 pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
-    let server = postgres::demo_server(&DatabaseUrl::parse(&args.database.database_url)?)?;
+    let server = postgres::demo_server(&args.database.url()?)?;
     let url = postgres::fresh_database(&server, postgres::DEMO_DATABASE)?;
     let broker = EmbeddedBroker::start()?;
     broker.create_topic(TOPIC, args.partitions)?;
