@@ -145,7 +145,9 @@ fn epochs(ms: u64) -> EpochConfig {
 }
 
 /// What must be equal across runs: every row, and which records were dead-lettered why.
-fn comparable(tables: &Tables) -> (Tables, BTreeSet<(i32, i64, String)>) {
+type Comparable = (Tables, BTreeSet<(i32, i64, String)>);
+
+fn comparable(tables: &Tables) -> Comparable {
     let letters = tables
         .dead_letters
         .iter()
@@ -183,7 +185,7 @@ proptest! {
         std::fs::write(&path, render(&lines)).unwrap();
         let splits = FileSplits::plan(&path, 3).unwrap();
         let oracle = oracle_for(&splits, &dataflow());
-        let mut first: Option<(Tables, BTreeSet<(i32, i64, String)>)> = None;
+        let mut first: Option<Comparable> = None;
         for workers in [1, 2, 4] {
             for epoch_ms in [1, 400] {
                 let context = format!("{workers} workers, {epoch_ms} ms epochs");

@@ -4,42 +4,19 @@
 mod common;
 
 use std::io::Write;
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
-use std::time::Duration;
 
 use clickflow_dataflow::oracle::recompute_file;
-use clickflow_dataflow::run::{InputSpec, RunConfig, RunStats};
+use clickflow_dataflow::run::RunStats;
 use clickflow_dataflow::{DataflowConfig, Tables};
-use clickflow_sinks::postgres::{
-    run_into_postgres, DatabaseUrl, PipelineError, PipelineSpec, SinkConfig, SinkError,
-};
+use clickflow_sinks::postgres::{DatabaseUrl, PipelineError, SinkError};
 use clickflow_sources::file::FileSplits;
 use clickflow_testkit::TestDatabase;
-use common::{shop_file, short_epochs};
+use common::{run_file_at, shop_file, short_epochs};
 use proptest::prelude::*;
 
 /// Runs `splits` into `url`, two workers, short epochs.
 fn run(splits: &FileSplits, url: &DatabaseUrl) -> Result<RunStats, PipelineError> {
-    let mut sink = SinkConfig::new(url.clone());
-    sink.checkpoint_interval = Duration::from_millis(20);
-    let spec = PipelineSpec {
-        timely: timely::Config::process(2),
-        input: InputSpec::File(splits.clone()),
-        config: RunConfig {
-            epochs: short_epochs(),
-            ..RunConfig::default()
-        },
-        sink,
-        writes: true,
-        observe: None,
-    };
-    run_into_postgres(
-        spec,
-        Arc::new(AtomicBool::new(false)),
-        Default::default(),
-        |_| {},
-    )
+    run_file_at(splits, 2, url, short_epochs(), None)
 }
 
 fn read(url: &DatabaseUrl) -> Tables {

@@ -52,7 +52,7 @@ impl DatabaseUrl {
 
     fn set_schema(&mut self, schema: &str) {
         self.schema = schema.to_string();
-        self.config.options(&format!("-c search_path={schema}"));
+        self.config.options(format!("-c search_path={schema}"));
     }
 
     /// The schema holding the pipeline's tables.
