@@ -5,7 +5,7 @@
 //! forest's probability is the mean, over trees, of the churn share in the leaf a session
 //! falls into. Training ([`train`]) holds out part of the sessions to measure accuracy and
 //! ROC AUC ([`evaluate`]); the result is a [`ChurnModel`], saved and loaded as a versioned file
-//! ([`file`]). The same [`Features`] function feeds training, the dataflow's scoring and the
+//! ([`file`](mod@file)). The same [`Features`] function feeds training, the dataflow's scoring and the
 //! REST API, so they cannot drift apart.
 //!
 //! Why not linfa-ensemble's RandomForest: it cannot be serialised, and it breaks majority-vote
