@@ -286,7 +286,7 @@ async fn migrate(client: &mut Client) -> Result<(), SinkError> {
         .execute("SELECT pg_advisory_lock(724001)", &[])
         .await
         .map_err(SinkError::statement("locking for migrations"))?;
-    let result = apply_migrations(client).await;
+    let result = apply_migrations(client, MIGRATIONS).await;
     client
         .execute("SELECT pg_advisory_unlock(724001)", &[])
         .await
@@ -294,7 +294,10 @@ async fn migrate(client: &mut Client) -> Result<(), SinkError> {
     result
 }
 
-async fn apply_migrations(client: &mut Client) -> Result<(), SinkError> {
+async fn apply_migrations(
+    client: &mut Client,
+    migrations: &[(i32, &str, &str)],
+) -> Result<(), SinkError> {
     // Only create what is missing: a user who may write the tables need not own the schema.
     let exists = client
         .query_one(
@@ -314,7 +317,7 @@ async fn apply_migrations(client: &mut Client) -> Result<(), SinkError> {
             .await
             .map_err(SinkError::statement("creating the migrations table"))?;
     }
-    for &(version, description, sql) in MIGRATIONS {
+    for &(version, description, sql) in migrations {
         let applied = client
             .query_opt(
                 "SELECT 1 FROM clickflow_schema_migrations WHERE version = $1",
@@ -395,5 +398,68 @@ async fn check_privileges(client: &Client) -> Result<(), SinkError> {
         Ok(())
     } else {
         Err(SinkError::Privileges(missing.join(", ")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clickflow_testkit::TestDatabase;
+
+    use super::*;
+
+    /// Migration 3 re-keys sessions by `(session_id, session_start)`: rows written under the
+    /// old key keep their values, and scores move to the key of the session they score.
+    #[test]
+    fn sessions_written_under_the_old_key_are_moved_to_the_new_one() {
+        let db = TestDatabase::create("migration3");
+        let url = DatabaseUrl::parse(&db.url).unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let mut client = connect(&url).await.unwrap();
+            apply_migrations(&mut client, &MIGRATIONS[..2])
+                .await
+                .unwrap();
+        });
+        db.query(
+            "INSERT INTO session_features VALUES
+                 ('s1', 'u1', 3, 1, 0, '2025-07-08 05:00:00+00', '2025-07-08 05:10:00+00', 600, true, now()),
+                 ('s2', 'u2', 1, 0, 0, '2025-07-08 06:00:00+00', '2025-07-08 06:00:00+00', 0, false, now());
+             INSERT INTO churn_scores VALUES ('s1', 'u1', 0.25, 'rf-old', now()),
+                                             ('gone', 'u3', 0.5, 'rf-old', now())",
+        );
+        runtime.block_on(prepare(&url)).unwrap();
+        assert_eq!(
+            db.query(
+                "SELECT string_agg(a.attname, ',' ORDER BY a.attnum) FROM pg_index i
+                 JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
+                 WHERE i.indrelid = 'session_features'::regclass AND i.indisprimary"
+            ),
+            "session_id,session_start"
+        );
+        assert_eq!(
+            db.query("SELECT string_agg(session_id || ' ' || num_views, ',' ORDER BY session_id) FROM session_features"),
+            "s1 3,s2 1"
+        );
+        assert_eq!(
+            db.query(
+                "SELECT string_agg(c.session_id || ' ' || c.churn_probability, ',')
+                 FROM churn_scores c JOIN session_features s USING (session_id, session_start)"
+            ),
+            "s1 0.25",
+            "the score of s1 follows its session; the score of no session is dropped"
+        );
+        assert_eq!(db.query("SELECT count(*) FROM churn_scores"), "1");
+        // A second session of s1, after a gap, can now be stored beside the first.
+        db.query(
+            "INSERT INTO session_features VALUES
+                 ('s1', 'u1', 1, 0, 0, '2025-07-08 07:00:00+00', '2025-07-08 07:00:00+00', 0, false, now())",
+        );
+        assert_eq!(
+            db.query("SELECT count(*) FROM session_features WHERE session_id = 's1'"),
+            "2"
+        );
     }
 }

@@ -68,29 +68,22 @@ pub fn run_file_scored(
     epochs: EpochConfig,
     model: Option<Arc<ChurnModel>>,
 ) -> Result<RunStats, PipelineError> {
-    run_file_at(
-        splits,
-        workers,
-        &DatabaseUrl::parse(url).unwrap(),
-        epochs,
-        model,
-    )
-}
-
-/// [`run_file_scored`] into `url`, whose schema it keeps.
-pub fn run_file_at(
-    splits: &FileSplits,
-    workers: usize,
-    url: &DatabaseUrl,
-    epochs: EpochConfig,
-    model: Option<Arc<ChurnModel>>,
-) -> Result<RunStats, PipelineError> {
     let config = RunConfig {
         dataflow: DataflowConfig::default(),
         epochs,
         model,
         ..RunConfig::default()
     };
+    run_file_at(splits, workers, &DatabaseUrl::parse(url).unwrap(), config)
+}
+
+/// Runs a file with `config` into `url`, whose schema it keeps.
+pub fn run_file_at(
+    splits: &FileSplits,
+    workers: usize,
+    url: &DatabaseUrl,
+    config: RunConfig,
+) -> Result<RunStats, PipelineError> {
     let mut sink = SinkConfig::new(url.clone());
     sink.checkpoint_interval = Duration::from_millis(20);
     let spec = PipelineSpec {
