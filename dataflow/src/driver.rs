@@ -162,6 +162,12 @@ pub fn drive(
             &mut stats,
         );
 
+        let retried_by_client = source.take_retried_errors();
+        if retried_by_client > 0 {
+            metrics
+                .source_retries
+                .fetch_add(retried_by_client, Ordering::Relaxed);
+        }
         match polled {
             Ok(()) => retry.succeeded(!idle_poll),
             Err(error) if error.is_retriable() => {

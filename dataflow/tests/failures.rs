@@ -159,3 +159,56 @@ fn retriable_fetch_errors_are_retried_and_the_run_ends_equal_to_the_oracle() {
     let differences = oracle.differences(&tables);
     assert!(differences.is_empty(), "{}", differences.join("\n"));
 }
+
+#[test]
+fn an_unreachable_broker_is_retried_counted_and_nothing_is_lost() {
+    let (cluster, events) = cluster_with_events();
+    cluster.broker_down(1).unwrap();
+    let tables = Arc::new(Mutex::new(Tables::default()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let metrics = Arc::new(PipelineMetrics::default());
+    let running = {
+        let (tables, stop, metrics, input) = (
+            tables.clone(),
+            stop.clone(),
+            metrics.clone(),
+            input(&cluster),
+        );
+        std::thread::spawn(move || {
+            run(
+                timely::Config::process(2),
+                input,
+                RunConfig::default(),
+                Some(Box::new(move |output| {
+                    tables.lock().unwrap().apply(&output).unwrap()
+                })),
+                stop,
+                metrics,
+            )
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while metrics.source_retries.load(Ordering::Relaxed) == 0 {
+        assert!(Instant::now() < deadline, "no retried error was counted");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        tables.lock().unwrap().offsets.values().sum::<i64>(),
+        0,
+        "nothing is read while the broker is down"
+    );
+    cluster.broker_up(1).unwrap();
+    while tables.lock().unwrap().offsets.values().sum::<i64>() < EVENTS as i64 {
+        assert!(Instant::now() < deadline, "the run did not catch up");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    stop.store(true, Ordering::Relaxed);
+    running.join().unwrap().unwrap();
+    let tables = tables.lock().unwrap().clone();
+    let mut oracle = recompute(&events, &Default::default());
+    for session in oracle.tables.sessions.values_mut() {
+        session.closed = false;
+    }
+    let differences = oracle.differences(&tables);
+    assert!(differences.is_empty(), "{}", differences.join("\n"));
+}

@@ -42,6 +42,13 @@ pub trait Source {
     /// there, and every row changes fewer times.
     fn backlogged(&self) -> bool;
 
+    /// Errors the source's client met and retries on its own (a broker unreachable), since
+    /// the last call: for the retry counter of `/metrics`. None, for sources without a
+    /// client of their own.
+    fn take_retried_errors(&mut self) -> u64 {
+        0
+    }
+
     /// Holds back every message of partition `partition` at or after offset `limit`
     /// (`None`: no limit). Lifting a limit delivers the held-back messages in order.
     fn set_limit(&mut self, partition: usize, limit: Option<i64>) -> Result<(), SourceError>;
@@ -62,6 +69,10 @@ impl Source for KafkaSource {
 
     fn backlogged(&self) -> bool {
         KafkaSource::backlogged(self)
+    }
+
+    fn take_retried_errors(&mut self) -> u64 {
+        KafkaSource::take_retried(self)
     }
 
     fn set_limit(&mut self, partition: usize, limit: Option<i64>) -> Result<(), SourceError> {

@@ -95,7 +95,7 @@ impl KafkaSourceError {
 }
 
 /// Consumer errors that retrying cannot cure.
-fn is_fatal_consumer_error(code: RDKafkaErrorCode) -> bool {
+pub(super) fn is_fatal_consumer_error(code: RDKafkaErrorCode) -> bool {
     use RDKafkaErrorCode as Code;
     matches!(
         code,

@@ -11,6 +11,8 @@
 //! resumes fetching.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
@@ -19,6 +21,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
+use super::error::is_fatal_consumer_error;
 use super::KafkaSourceError;
 use crate::batch::{PartitionId, PartitionProgress, SourceBatch, SourcedEvent};
 use crate::dead_letter::DeadLetter;
@@ -38,9 +41,16 @@ pub struct KafkaSourceConfig {
     pub limits: DecodeLimits,
 }
 
-/// The consumer's client context: partition EOFs are progress information here (they tell
-/// that a partition is caught up), not errors, so they are not logged as such.
-pub(super) struct SourceContext;
+/// The consumer's client context. librdkafka reports here what it retries on its own (a
+/// broker unreachable, a connection lost): each is logged and counted, so that `/metrics`
+/// shows them. A fatal client error (librdkafka's fatal state, failed authentication) is
+/// kept for [`KafkaSource::poll`] to return: retrying would never end. Partition EOFs are
+/// progress information here (a partition is caught up), not errors.
+#[derive(Default)]
+pub(super) struct SourceContext {
+    retried: AtomicU64,
+    fatal: Mutex<Option<KafkaError>>,
+}
 
 impl ClientContext for SourceContext {
     fn error(&self, error: KafkaError, reason: &str) {
@@ -48,7 +58,20 @@ impl ClientContext for SourceContext {
             KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF) => {
                 tracing::trace!(reason, "partition caught up")
             }
-            error => tracing::error!(%error, reason, "librdkafka error"),
+            error
+                if error
+                    .rdkafka_error_code()
+                    .is_some_and(is_fatal_consumer_error) =>
+            {
+                tracing::error!(%error, reason, "fatal Kafka client error");
+                if let Ok(mut fatal) = self.fatal.lock() {
+                    fatal.get_or_insert(error);
+                }
+            }
+            error => {
+                tracing::warn!(%error, reason, "Kafka client error; librdkafka retries");
+                self.retried.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 }
@@ -144,7 +167,7 @@ impl KafkaSource {
             .set("fetch.wait.max.ms", "10")
             // Prefetch generously so `poll` finds messages waiting.
             .set("queued.min.messages", "200000")
-            .create_with_context(SourceContext)
+            .create_with_context(SourceContext::default())
             .map_err(KafkaSourceError::Client)?;
         let mut assignment = TopicPartitionList::new();
         for (partition, start) in &config.partitions {
@@ -162,6 +185,13 @@ impl KafkaSource {
     /// The partitions this source reads, in the order `SourcedEvent::partition` indexes.
     pub fn partitions(&self) -> &[PartitionId] {
         &self.partitions
+    }
+
+    /// Client errors librdkafka reported and retries on its own, since the last call.
+    pub fn take_retried(&self) -> u64 {
+        self.consumer
+            .as_ref()
+            .map_or(0, |c| c.context().retried.swap(0, Ordering::Relaxed))
     }
 
     fn only(&self, i: usize) -> TopicPartitionList {
@@ -213,6 +243,13 @@ impl KafkaSource {
         batch: &mut SourceBatch,
         max_messages: usize,
     ) -> Result<(), KafkaSourceError> {
+        if let Some(fatal) = self
+            .consumer
+            .as_ref()
+            .and_then(|c| c.context().fatal.lock().ok()?.take())
+        {
+            return Err(KafkaSourceError::Fetch(fatal));
+        }
         let mut moved = vec![false; self.assigned.len()];
         let mut budget = max_messages;
         // A consumer error ends the poll, but what was taken before it is still delivered
