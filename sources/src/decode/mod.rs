@@ -159,7 +159,12 @@ fn id(value: Cow<'_, str>, field: &str) -> Result<CompactString, Rejection> {
             value.len()
         )));
     }
-    if let Some((at, c)) = value.char_indices().find(|(_, c)| c.is_control()) {
+    // Ids are almost always ASCII: check bytes first, characters only when needed.
+    let ascii_clean = value.bytes().all(|b| (0x20..0x7f).contains(&b));
+    if let Some((at, c)) = (!ascii_clean)
+        .then(|| value.char_indices().find(|(_, c)| c.is_control()))
+        .flatten()
+    {
         return Err(bad(format!(
             "holds the control character U+{:04X} at byte {at}",
             c as u32
