@@ -9,9 +9,12 @@
 //! exactly as it was inserted (the model is deterministic), and a change that leaves the
 //! probability as it was — a longer duration within the same tree leaves, or the session
 //! closing — cancels out within the batch and writes nothing. (Should a pair ever straddle two
-//! batches, the gathering worker consolidates the epoch and cancels it there.) Closed sessions
-//! keep the score of their final features: the table then holds, for every session, what the
-//! model said of it, which is what a later check of the model against real outcomes needs.
+//! batches, the gathering worker consolidates the epoch and cancels it there.)
+//!
+//! Only what can churn is scored: a session that bought is converted, and has no churn
+//! probability (its score is retracted when the purchase arrives, so it never shows in the
+//! at-risk list or the histogram). A closed session keeps the score it had while open:
+//! closing changes no feature.
 
 use std::sync::Arc;
 
@@ -26,8 +29,8 @@ use crate::Epoch;
 
 /// Scores sessions with a churn model.
 pub trait ChurnScores<'scope> {
-    /// The `churn_scores` row of every session in the collection, kept up to date as its
-    /// features change.
+    /// The `churn_scores` row of every session in the collection that has not bought, kept
+    /// up to date as its features change.
     fn churn_scores(self, model: Arc<ChurnModel>) -> VecCollection<'scope, Epoch, ScoreRow>;
 }
 
@@ -41,7 +44,9 @@ impl<'scope> ChurnScores<'scope> for VecCollection<'scope, Epoch, SessionRow> {
                     input.for_each_stamp(|stamp, batches| {
                         let mut session = output.session(&stamp);
                         for batch in batches {
-                            scores.extend(batch.drain(..).map(|(row, epoch, diff)| {
+                            let unconverted =
+                                batch.drain(..).filter(|(row, _, _)| row.num_purchases == 0);
+                            scores.extend(unconverted.map(|(row, epoch, diff)| {
                                 let probability = model.predict(&row.features());
                                 let score = ScoreRow {
                                     session_id: row.session_id,

@@ -155,14 +155,15 @@ pub fn recompute_file(
 }
 
 impl OracleTables {
-    /// Fills `churn_scores` as the model sees each final session: one `predict` per session,
-    /// independent of the dataflow's batched scoring.
+    /// Fills `churn_scores` as the model sees each final session that did not buy: one
+    /// `predict` per session, independent of the dataflow's batched scoring.
     pub fn score_with(&mut self, model: &ChurnModel) {
         let version: Arc<str> = model.version().into();
         self.tables.scores = self
             .tables
             .sessions
             .iter()
+            .filter(|(_, session)| session.num_purchases == 0)
             .map(|(key, session)| {
                 let score = ScoreRow {
                     session_id: key.0.clone(),

@@ -83,7 +83,18 @@ fn the_model_beats_chance_and_the_dataflow_scores_like_the_model() {
             Some(model.clone()),
         );
         assert!(!tables.scores.is_empty());
-        assert_eq!(tables.scores.len(), tables.sessions.len());
+        // Converted sessions (they bought) have no churn probability.
+        let converted: Vec<_> = tables
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.num_purchases > 0)
+            .map(|(key, _)| key)
+            .collect();
+        assert!(!converted.is_empty());
+        assert!(converted
+            .iter()
+            .all(|key| !tables.scores.contains_key(*key)));
+        assert_eq!(tables.scores.len(), tables.sessions.len() - converted.len());
         assert!(tables
             .scores
             .values()
