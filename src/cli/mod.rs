@@ -4,6 +4,7 @@ mod args;
 mod bench;
 mod demo;
 mod launch;
+mod predict;
 mod produce;
 mod run;
 mod signals;
@@ -29,6 +30,9 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Generate synthetic shop events into a Kafka topic or a JSON-lines file.
     Produce(produce::ProduceArgs),
+    /// Churn probabilities for session features given as JSON lines (standard input or a
+    /// file), one JSON line out per line in.
+    Predict(predict::PredictArgs),
     /// Run the pipeline: Kafka topic or JSON-lines file in, PostgreSQL out.
     Run(run::RunArgs),
     /// Train the churn model on closed sessions (PostgreSQL or an events file).
@@ -41,6 +45,7 @@ pub fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(args) => bench::bench(args),
         Command::Demo(args) => demo::demo(args),
         Command::Produce(args) => produce::produce(args),
+        Command::Predict(args) => predict::predict(args),
         Command::Run(args) => run::run(args),
         Command::Train(args) => train::train(args),
     }

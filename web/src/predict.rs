@@ -79,7 +79,7 @@ fn predict(
         .map_err(|e| bad(format!("the body is not valid JSON: {e}")))?;
     let reply = match value {
         Value::Object(_) => {
-            let features = parse(value).map_err(bad)?;
+            let features = features_from_json(value).map_err(bad)?;
             warp::reply::json(&Prediction {
                 churn_probability: model.predict(&features),
                 model_version: model.version(),
@@ -89,7 +89,9 @@ fn predict(
             let features = items
                 .into_iter()
                 .enumerate()
-                .map(|(index, item)| parse(item).map_err(|e| bad(format!("item {index}: {e}"))))
+                .map(|(index, item)| {
+                    features_from_json(item).map_err(|e| bad(format!("item {index}: {e}")))
+                })
                 .collect::<Result<Vec<Features>, Rejection>>()?;
             let predictions: Vec<Prediction<'_>> = model
                 .predict_batch(&features)
@@ -111,7 +113,10 @@ fn predict(
     Ok(reply.into_response())
 }
 
-fn parse(value: Value) -> Result<Features, String> {
+/// A session's features from a JSON object `{"num_views", "num_cart_adds", "duration_s"}`,
+/// checked: the one parser of REST predictions and `clickflow predict`. The error names the
+/// missing or unknown field, the wrong type, or the out-of-range number.
+pub fn features_from_json(value: Value) -> Result<Features, String> {
     let given: FeaturesIn = serde_json::from_value(value).map_err(|e| e.to_string())?;
     Features {
         num_views: given.num_views,
