@@ -227,6 +227,28 @@ fn an_edited_file_or_other_splits_are_refused_and_a_grown_file_continues() {
     assert_eq!(tables.trends.values().map(|r| r.count).sum::<i64>(), 4);
     assert!(tables.dead_letters.is_empty());
 
+    // The end of the grown file closed its newest window ([T0 + 1 h, + 1 min)): an event
+    // appended into it is late, although its split's own clock would still take it.
+    let in_closed_window = concat!(
+        r#"{"event_id":"c1","user_id":"u4","session_id":"s4","event_type":"click","ts":1751955605000}"#,
+        "\n"
+    );
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap()
+        .write_all(in_closed_window.as_bytes())
+        .unwrap();
+    run(&FileSplits::plan(&path, 2).unwrap(), &url).unwrap();
+    let tables = read(&url);
+    assert_eq!(tables.trends.values().map(|r| r.count).sum::<i64>(), 4);
+    assert_eq!(tables.dead_letters.len(), 1);
+    let reason = tables.dead_letters[0].rejection.reason();
+    assert!(
+        reason.starts_with("late:") && reason.contains("\"s4\""),
+        "{reason}"
+    );
+
     let mut edited = std::fs::read_to_string(&path).unwrap();
     edited = edited.replacen("\"u2\"", "\"u9\"", 1);
     std::fs::write(&path, edited).unwrap();

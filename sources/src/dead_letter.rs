@@ -71,10 +71,9 @@ impl Rejection {
         }
     }
 
-    /// The text stored in `dead_letters.reason`: `kind: detail`, storable as PostgreSQL
-    /// `text` whatever the detail quotes.
+    /// The text stored in `dead_letters.reason`: `kind: detail`.
     pub fn reason(&self) -> String {
-        storable_text(&format!("{}: {}", self.kind.as_str(), self.detail)).into_owned()
+        format!("{}: {}", self.kind.as_str(), self.detail)
     }
 }
 
@@ -93,8 +92,8 @@ pub struct DeadLetter {
     pub offset: i64,
     /// Why it was rejected.
     pub rejection: Rejection,
-    /// The payload as received; invalid UTF-8 is replaced (U+FFFD), NUL is written `\u0000`
-    /// (PostgreSQL's `text` cannot hold it), and oversized payloads are cut.
+    /// The payload as received; invalid UTF-8 is replaced (U+FFFD), and oversized payloads
+    /// are cut. (The sink writes NUL as `\u0000`: see [`storable_text`].)
     pub payload: String,
 }
 
@@ -109,13 +108,14 @@ impl DeadLetter {
             partition,
             offset,
             rejection,
-            payload: storable_text(&String::from_utf8_lossy(kept)).into_owned(),
+            payload: String::from_utf8_lossy(kept).into_owned(),
         }
     }
 }
 
 /// `text` as PostgreSQL stores it: every NUL written as the six characters `\u0000`, so
-/// that no dead letter can be refused by the database it is meant to be kept in.
+/// that no dead letter (payload or reason) can be refused by the database it is meant to be
+/// kept in. Applied by the sink, where text meets PostgreSQL.
 pub fn storable_text(text: &str) -> std::borrow::Cow<'_, str> {
     if text.contains('\0') {
         text.replace('\0', "\\u0000").into()

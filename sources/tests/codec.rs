@@ -261,7 +261,8 @@ fn prices_that_could_overflow_revenue_are_rejected() {
 }
 
 #[test]
-fn dead_letters_hold_only_text_postgresql_accepts() {
+fn dead_letters_become_text_postgresql_accepts() {
+    use clickflow_sources::dead_letter::storable_text;
     use clickflow_sources::{DeadLetter, PartitionId, Rejection};
     let letter = DeadLetter::new(
         PartitionId::new("t", 0),
@@ -269,6 +270,11 @@ fn dead_letters_hold_only_text_postgresql_accepts() {
         Rejection::new(RejectKind::NotJson, "bad \u{0} byte"),
         b"a\x00b\xff",
     );
-    assert_eq!(letter.payload, "a\\u0000b\u{FFFD}");
-    assert!(!letter.rejection.reason().contains('\0'));
+    assert_eq!(letter.payload, "a\u{0}b\u{FFFD}");
+    assert_eq!(storable_text(&letter.payload), "a\\u0000b\u{FFFD}");
+    assert_eq!(
+        storable_text(&letter.rejection.reason()),
+        "not_json: bad \\u0000 byte"
+    );
+    assert_eq!(storable_text("plain"), "plain");
 }

@@ -118,6 +118,7 @@ fn server(model: Option<Arc<ChurnModel>>) -> Server {
     metrics.events.store(12_345, Ordering::Relaxed);
     metrics.dead_letters.store(30, Ordering::Relaxed);
     metrics.late.store(10, Ordering::Relaxed);
+    metrics.source_retries.store(4, Ordering::Relaxed);
     let sink = Arc::new(Mutex::new(Some(SinkSnapshot {
         connected: true,
         transactions: 7,
@@ -440,6 +441,7 @@ async fn metrics_are_prometheus_text() {
         "clickflow_events_total 12345",
         "clickflow_dead_letters_total{reason=\"malformed\"} 20",
         "clickflow_dead_letters_total{reason=\"late\"} 10",
+        "clickflow_source_retries_total 4",
         "clickflow_open_sessions 3",
         "clickflow_scores_total 3",
         "clickflow_sink_rows_total 700",

@@ -311,7 +311,7 @@ pub(super) fn stage_epoch(output: &EpochOutput) -> Vec<Staged<'_>> {
                     output
                         .dead_letters
                         .iter()
-                        .map(|d| Cow::Owned(d.rejection.reason()))
+                        .map(|d| Cow::Owned(storable_text(&d.rejection.reason()).into_owned()))
                         .collect(),
                 ),
                 Column::Text(

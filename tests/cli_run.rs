@@ -1,0 +1,78 @@
+//! `clickflow run` as a user meets it: the summary of what was dead-lettered, and one
+//! pipeline per `--schema`.
+
+mod common;
+
+use clickflow_testkit::TestDatabase;
+use common::*;
+
+fn run_file(path: &std::path::Path, db: &TestDatabase, schema: &str) -> std::process::Output {
+    clickflow()
+        .args(["run", "--input", path.to_str().unwrap()])
+        .args(["--database-url", &db.url, "--schema", schema])
+        .output()
+        .expect("clickflow runs")
+}
+
+/// Regression: a second file into the same database was dead-lettered whole as `late` while
+/// the run reported `0 dead letters (0 late)`.
+#[test]
+fn the_summary_counts_stored_dead_letters_and_another_input_needs_its_own_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a.jsonl"), dir.path().join("b.jsonl"));
+    produce_file(&a, 20_000, 41);
+    produce_file(&b, 20_000, 42);
+    let db = TestDatabase::create("cli_schema");
+
+    let first = run_file(&a, &db, "public");
+    let stderr = String::from_utf8_lossy(&first.stderr);
+    assert!(first.status.success(), "{stderr}");
+    let stored = db.query("SELECT count(*) FROM public.dead_letters");
+    let by_kind = db.query(
+        "SELECT string_agg(kind || ' ' || n, ', ' ORDER BY kind) FROM
+             (SELECT split_part(reason, ':', 1) AS kind, count(*) AS n
+              FROM public.dead_letters GROUP BY 1) k",
+    );
+    assert_ne!(
+        stored, "0",
+        "the shop file holds late and malformed records"
+    );
+    assert!(
+        stderr.contains(&format!("dead letters written: {stored} ({by_kind})")),
+        "the summary says what PostgreSQL stored ({stored}: {by_kind}):\n{stderr}"
+    );
+
+    let refused = run_file(&b, &db, "public");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(
+        stderr.contains("a.jsonl") && stderr.contains("b.jsonl") && stderr.contains("--schema"),
+        "{stderr}"
+    );
+
+    let beside = run_file(&b, &db, "shop_b");
+    assert!(
+        beside.status.success(),
+        "{}",
+        String::from_utf8_lossy(&beside.stderr)
+    );
+    let counted = |schema: &str| {
+        db.query(&format!("SELECT sum(count) FROM {schema}.event_trends"))
+            .parse::<i64>()
+            .unwrap()
+    };
+    let dead = |schema: &str| {
+        db.query(&format!("SELECT count(*) FROM {schema}.dead_letters"))
+            .parse::<i64>()
+            .unwrap()
+    };
+    // Every record of each file is counted or dead-lettered in its own schema.
+    for (schema, path) in [("public", &a), ("shop_b", &b)] {
+        let records = std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .count() as i64;
+        assert_eq!(counted(schema) + dead(schema), records, "{schema}");
+    }
+}
