@@ -290,10 +290,10 @@ pub fn run_generated(
                 products: 5_000,
                 start_ms: ENDLESS_START_MS,
                 events_per_second: rate,
-                concurrent_sessions: 500,
+                daily_rhythm: 0.0,
                 late_fraction: 0.01,
                 max_lateness_ms: 60_000,
-                malformed_fraction: 0.0,
+                ..ShopConfig::default()
             });
             let mut source = GeneratedSource {
                 ids: vec![ids[index].clone()],

@@ -28,7 +28,6 @@ fn shop(seed: u64) -> Shop {
         users: 2_000,
         products: 200,
         events_per_second: 50.0,
-        concurrent_sessions: 60,
         late_fraction: 0.02,
         max_lateness_ms: 90_000,
         malformed_fraction: 0.01,

@@ -20,7 +20,6 @@ fn shuffled_shop(seed: u64, count: usize, block: usize) -> Vec<ShopRecord> {
         users: 300,
         products: 50,
         events_per_second: 20.0,
-        concurrent_sessions: 40,
         late_fraction: 0.05,
         max_lateness_ms: 90_000,
         malformed_fraction: 0.01,

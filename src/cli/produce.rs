@@ -39,15 +39,20 @@ pub struct ProduceArgs {
     /// Seed of every random choice: the same seed and --start give the same bytes.
     #[arg(long, default_value_t = 42)]
     seed: u64,
-    /// Distinct shoppers.
-    #[arg(long, default_value_t = 10_000)]
+    /// Shoppers in the pool (the default: a shopper returns after days, as in a real shop).
+    #[arg(long, default_value_t = ShopConfig::default().users)]
     users: u32,
     /// Distinct products (popularity is Zipf-like).
     #[arg(long, default_value_t = 1_000)]
     products: u32,
-    /// Visits in progress at any moment.
-    #[arg(long, default_value_t = 2_000)]
-    concurrent_sessions: usize,
+    /// How strongly traffic follows the hour of day (UTC), 0 to 0.95: 0 is a flat rate, 0.5
+    /// has three times as many visits at 20:00 as at 08:00.
+    #[arg(long, default_value_t = ShopConfig::default().daily_rhythm)]
+    daily_rhythm: f64,
+    /// Event time (RFC 3339) from which visits behave differently: buyers' patterns change
+    /// (see the README), as a churn model's drift test needs.
+    #[arg(long)]
+    drift_at: Option<String>,
     /// Event time of the first event (RFC 3339). Default: now, or with --rate 0 and --count,
     /// early enough that the generated history ends now.
     #[arg(long)]
@@ -74,11 +79,7 @@ impl ProduceArgs {
             self.traffic
         };
         let start_ms = match &self.start {
-            Some(text) => {
-                let start = OffsetDateTime::parse(text, &Rfc3339)
-                    .with_context(|| format!("--start {text:?} is not RFC 3339"))?;
-                (start.unix_timestamp_nanos() / 1_000_000) as i64
-            }
+            Some(text) => rfc3339_ms(text).context("--start")?,
             None => {
                 let now = (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
                 match self.count {
@@ -89,6 +90,10 @@ impl ProduceArgs {
                 }
             }
         };
+        anyhow::ensure!(
+            (0.0..0.96).contains(&self.daily_rhythm),
+            "--daily-rhythm must be within 0..0.95"
+        );
         anyhow::ensure!(
             (0.0..=1.0).contains(&self.late_fraction),
             "--late-fraction must be within 0..1"
@@ -103,12 +108,20 @@ impl ProduceArgs {
             products: self.products,
             start_ms,
             events_per_second,
-            concurrent_sessions: self.concurrent_sessions,
+            daily_rhythm: self.daily_rhythm,
             late_fraction: self.late_fraction,
             max_lateness_ms: self.max_lateness.as_millis() as i64,
             malformed_fraction: self.malformed_fraction,
+            drift_at_ms: self.drift_at.as_deref().map(rfc3339_ms).transpose()?,
         })
     }
+}
+
+/// Unix milliseconds of an RFC 3339 time.
+pub(super) fn rfc3339_ms(text: &str) -> anyhow::Result<i64> {
+    let at = OffsetDateTime::parse(text, &Rfc3339)
+        .with_context(|| format!("{text:?} is not an RFC 3339 time"))?;
+    Ok((at.unix_timestamp_nanos() / 1_000_000) as i64)
 }
 
 /// Where records go.

@@ -23,7 +23,6 @@ pub fn shop_file(path: &Path, seed: u64, count: usize) {
         seed,
         users: 500,
         events_per_second: 50.0,
-        concurrent_sessions: 100,
         late_fraction: 0.03,
         max_lateness_ms: 90_000,
         malformed_fraction: 0.01,
