@@ -6,21 +6,26 @@ mod common;
 use std::io::Write;
 use std::process::Stdio;
 
-use clickflow_model::{ChurnModel, Features, Sample, TrainOptions, TrainParams};
+use clickflow_model::{ChurnModel, Example, Features, TrainOptions, TrainParams, FEATURE_COUNT};
 use common::*;
 
 /// A small model: sessions with cart adds rarely churn, long ones often do.
 fn model_file(dir: &std::path::Path) -> (ChurnModel, std::path::PathBuf) {
-    let samples: Vec<Sample> = (0..400)
+    let samples: Vec<Example> = (0..400)
         .map(|i| {
             let (views, carts, duration) = ((i % 9) as f64, (i % 3) as f64, (i * 7 % 900) as f64);
-            Sample {
-                features: Features {
-                    num_views: views,
-                    num_cart_adds: carts,
-                    duration_s: duration,
-                },
+            let mut x = [0.0; FEATURE_COUNT];
+            x[0] = views;
+            x[1] = carts;
+            x[2] = duration;
+            x[5] = carts * 20.0;
+            Example {
+                features: Features::from_array(x),
                 churned: carts == 0.0 || (duration > 600.0 && i % 2 == 0),
+                session_start: i * 1_000,
+                known_at: i * 1_000 + 500,
+                prefix_events: 1,
+                session: i as u64,
             }
         })
         .collect();
@@ -69,24 +74,46 @@ fn each_line_gets_the_models_probability_in_order() {
     let dir = tempfile::tempdir().unwrap();
     let (model, path) = model_file(dir.path());
     let sessions = [(1.0, 0.0, 5.0), (6.0, 2.0, 300.0), (3.0, 1.0, 800.0)];
-    let input: String = sessions
+    let mut input: String = sessions
         .iter()
         .map(|(v, c, d)| {
             format!("{{\"num_views\":{v},\"num_cart_adds\":{c},\"duration_s\":{d}}}\n")
         })
         .collect();
+    // Every feature given: no default applies.
+    input.push_str(concat!(
+        r#"{"num_views":4,"num_cart_adds":1,"duration_s":90,"recency_s":60,"#,
+        r#""distinct_products":2,"cart_value":35.5,"user_sessions_before":3,"user_purchases_before":1}"#,
+        "\n"
+    ));
     let (ok, lines, stderr) = predict(&path, &input);
     assert!(ok, "{stderr}");
-    assert_eq!(lines.len(), sessions.len());
+    assert_eq!(lines.len(), sessions.len() + 1);
+    let price = model.header().defaults.cart_add_price;
+    assert!(
+        (price - 20.0).abs() < 1e-9,
+        "the training data's cart-add price"
+    );
     for (line, (v, c, d)) in lines.iter().zip(sessions) {
+        // The seed's three features, the others by their documented defaults.
         let expected = model.predict(&Features {
             num_views: v,
             num_cart_adds: c,
             duration_s: d,
+            recency_s: 0.0,
+            distinct_products: v,
+            cart_value: c * price,
+            user_sessions_before: 0.0,
+            user_purchases_before: 0.0,
         });
         assert_eq!(line["churn_probability"].as_f64(), Some(expected));
         assert_eq!(line["model_version"].as_str(), Some(model.version()));
     }
+    let full = Features::from_array([4.0, 1.0, 90.0, 60.0, 2.0, 35.5, 3.0, 1.0]);
+    assert_eq!(
+        lines[3]["churn_probability"].as_f64(),
+        Some(model.predict(&full))
+    );
 }
 
 #[test]

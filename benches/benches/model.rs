@@ -1,14 +1,14 @@
 //! Churn scoring: predictions per second, one session at a time (the REST path) and in
-//! batches (the dataflow's per-epoch path), with the default forest (31 trees, depth 8)
-//! trained on the synthetic shop's sessions.
+//! batches, with the default forest (31 trees, depth 10) trained on the synthetic shop's
+//! session prefixes.
 
 use clickflow_benches::shop_model;
 use clickflow_model::Features;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 
 fn scoring(c: &mut Criterion) {
-    let (model, samples) = shop_model(100_000);
-    let features: Vec<Features> = samples.iter().map(|s| s.features).take(10_000).collect();
+    let (model, examples) = shop_model();
+    let features: Vec<Features> = examples.iter().map(|e| e.features).take(10_000).collect();
     let mut group = c.benchmark_group("churn scoring");
     group.throughput(Throughput::Elements(features.len() as u64));
     group.bench_function("single predictions, 10k sessions", |b| {

@@ -171,6 +171,7 @@ pub fn run_in_memory(partitions: Arc<Vec<Vec<Event>>>, workers: usize) -> usize 
                 },
                 stop: Arc::new(AtomicBool::new(false)),
                 metrics: Default::default(),
+                models: None,
             };
             drive(worker, inputs, &mut source, &owned, &settings).expect("memory never fails")
         },
@@ -311,6 +312,7 @@ pub fn run_generated(
                 },
                 stop: Arc::new(AtomicBool::new(false)),
                 metrics: metrics.clone(),
+                models: None,
             };
             drive(
                 worker,
@@ -330,26 +332,24 @@ pub fn run_generated(
         .sum()
 }
 
-use clickflow_dataflow::rows::{FunnelRow, Probability, ScoreRow, SessionRow, TrendRow};
-use clickflow_dataflow::training::samples_from_file;
+use clickflow_dataflow::rows::{
+    FeatureValues, FunnelRow, Probability, ScoreRow, SessionRow, TrendRow,
+};
+use clickflow_dataflow::training::history_examples;
 use clickflow_dataflow::window::Window;
 use clickflow_dataflow::EpochOutput;
-use clickflow_model::{ChurnModel, Sample, TrainOptions};
-use clickflow_sources::file::FileSplits;
+use clickflow_model::{ChurnModel, Example, TrainOptions, FEATURE_COUNT};
 use clickflow_sources::EventType;
 use clickflow_web::LiveViews;
 
-/// The default churn model trained on the sessions of `events` shop events, with those
-/// sessions.
-pub fn shop_model(events: usize) -> (ChurnModel, Vec<Sample>) {
+/// The default churn model trained on a synthetic history (as the demo's), with its
+/// examples.
+pub fn shop_model() -> (ChurnModel, Vec<Example>) {
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let path = dir.path().join("history.jsonl");
-    write_events_file(&path, events).expect("the history file is written");
-    let splits = FileSplits::plan(&path, 4).expect("the history file opens");
-    let samples =
-        samples_from_file(splits, DataflowConfig::default(), 2).expect("the dataflow runs");
-    let model = ChurnModel::train(&samples, &TrainOptions::default()).expect("the model trains");
-    (model, samples)
+    let examples = history_examples(7, 1_900_000_000_000, DataflowConfig::default(), dir.path())
+        .expect("the history is written and read");
+    let model = ChurnModel::train(&examples, &TrainOptions::default()).expect("the model trains");
+    (model, examples)
 }
 
 /// Live views as full as the dashboard ever sees them: 120 windows of trends and funnel, one
@@ -403,6 +403,8 @@ pub fn full_views(open_sessions: usize) -> LiveViews {
                 num_purchases: 0,
                 session_start: T0,
                 last_event: T0 + s % 600_000,
+                num_products: 1 + s % 7,
+                cart_value_cents: (s % 3) * 1_999,
                 closed: false,
             },
             1,
@@ -414,6 +416,8 @@ pub fn full_views(open_sessions: usize) -> LiveViews {
                 user_id: user_id.as_str().into(),
                 churn_probability: Probability((s % 1000) as f64 / 1000.0),
                 model_version: "rf-bench".into(),
+                features: FeatureValues([0.0; FEATURE_COUNT]),
+                as_of: T0 + s % 600_000,
             },
             1,
         ));
@@ -434,6 +438,8 @@ pub fn sink_epochs(epochs: usize, sessions: usize) -> Vec<EpochOutput> {
         num_purchases: 0,
         session_start: 1_900_000_000_000,
         last_event: 1_900_000_000_000 + views * 1_000,
+        num_products: views,
+        cart_value_cents: (s % 3) as i64 * 1_999,
         closed: false,
     };
     let score = |s: usize, views: i64| ScoreRow {
@@ -442,6 +448,8 @@ pub fn sink_epochs(epochs: usize, sessions: usize) -> Vec<EpochOutput> {
         user_id: format!("u{}", s % 50_000).as_str().into(),
         churn_probability: Probability(1.0 / (1.0 + views as f64)),
         model_version: "rf-bench".into(),
+        features: FeatureValues([views as f64; FEATURE_COUNT]),
+        as_of: 1_900_000_000_000 + views * 1_000,
     };
     let partition = clickflow_sources::PartitionId::new("bench", 0);
     (0..epochs)

@@ -33,6 +33,7 @@ use crate::config::{DataflowConfig, EpochConfig};
 use crate::graph::GraphInputs;
 use crate::input::InputEvent;
 use crate::lateness::PartitionClock;
+use crate::lifecycle::LiveModel;
 use crate::metrics::PipelineMetrics;
 use crate::resume::PartitionResume;
 use crate::watermark::PartitionReport;
@@ -86,6 +87,8 @@ pub struct DriveSettings {
     pub stop: Arc<AtomicBool>,
     /// Counters to add to.
     pub metrics: Arc<PipelineMetrics>,
+    /// On worker 0 with a model: replacement models to send into the dataflow.
+    pub models: Option<LiveModel>,
 }
 
 /// Runs `source` through the graph behind `inputs` until the source is finished or the stop
@@ -103,6 +106,7 @@ pub fn drive(
         epochs,
         stop,
         metrics,
+        models,
     } = settings;
     let mut partitions: Vec<LocalPartition> = owned
         .iter()
@@ -201,6 +205,12 @@ pub fn drive(
         };
         if epoch_started.elapsed() >= due || full || finished || stopping {
             epoch_messages = 0;
+            // A replaced model scores from this epoch on, on every worker.
+            if let Some(live) = models {
+                for model in live.take_pending() {
+                    inputs.models.send(model);
+                }
+            }
             report(
                 &mut partitions,
                 &mut inputs,

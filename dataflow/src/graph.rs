@@ -11,7 +11,7 @@ use timely::dataflow::operators::{Concat, Concatenate, Probe};
 use timely::dataflow::{InputHandleVec, ProbeHandle};
 use timely::worker::Worker;
 
-use crate::churn::ChurnScores;
+use crate::churn::{ChurnScores, ScoringSetup};
 use crate::config::DataflowConfig;
 use crate::funnel::Funnel;
 use crate::gate::closed_window_gate;
@@ -31,6 +31,9 @@ pub struct GraphInputs {
     pub dead_letters: InputHandleVec<Epoch, DeadLetter>,
     /// Partition progress, once per epoch for every partition that changed.
     pub reports: InputHandleVec<Epoch, PartitionReport>,
+    /// Models that replace the scoring model from the epoch they are sent in (worker 0
+    /// sends them; without scoring nothing reads them).
+    pub models: InputHandleVec<Epoch, Arc<ChurnModel>>,
     /// Tells which epochs the output has completely delivered.
     pub probe: ProbeHandle<Epoch>,
     /// Turns true once no partition replays committed input any more.
@@ -43,6 +46,7 @@ impl GraphInputs {
         self.events.advance_to(epoch);
         self.dead_letters.advance_to(epoch);
         self.reports.advance_to(epoch);
+        self.models.advance_to(epoch);
     }
 
     /// The epoch the inputs are at.
@@ -53,14 +57,14 @@ impl GraphInputs {
 
 /// Builds the KPI graph on `worker`. `partitions` lists every partition of the input, indexed
 /// by the global partition index that events and reports carry; `committed_watermark` is the
-/// watermark committed before a restart; `model`, when given, scores every session;
+/// watermark committed before a restart; `scoring`, when given, scores every open session;
 /// `deliver` receives the closed epochs (on worker 0).
 ///
 /// ```text
 ///  events ─► gate ─┬─► event_trends ────┐
 ///                  ├─► funnel_summary ──┼─► gather (worker 0) ─► deliver
 ///                  └─► session_features ┤
-///                          └─► churn_scores (with a model)
+///                          └─► churn_scores (with a model) ◄─ models
 ///  reports ─broadcast─► every stateful stage (watermark), replay monitor
 /// ```
 pub fn build_graph(
@@ -68,7 +72,7 @@ pub fn build_graph(
     config: DataflowConfig,
     partitions: Arc<[PartitionId]>,
     committed_watermark: EventTime,
-    model: Option<Arc<ChurnModel>>,
+    scoring: Option<ScoringSetup>,
     deliver: Option<Deliver>,
 ) -> GraphInputs {
     let seed = ProgressSeed {
@@ -78,11 +82,13 @@ pub fn build_graph(
     let mut events = InputHandleVec::new();
     let mut dead_letters = InputHandleVec::new();
     let mut reports = InputHandleVec::new();
+    let mut models = InputHandleVec::new();
     let probe = ProbeHandle::new();
     let replayed = worker.dataflow_named::<Epoch, _, _>("clickflow", |scope| {
         let event_stream = scope.input_from(&mut events);
         let source_dead_letters = scope.input_from(&mut dead_letters);
         let local_reports = scope.input_from(&mut reports);
+        let model_stream = scope.input_from(&mut models);
         let all_reports = local_reports.clone().broadcast();
         let replayed = replay_monitor(all_reports.clone(), seed.partitions);
 
@@ -103,12 +109,12 @@ pub fn build_graph(
             gap_ms: config.session_gap_ms,
             window: config.window,
         };
-        let (sessions, retention) = accepted.session_features(rule, all_reports, seed);
+        let (sessions, retention) = accepted.session_features(rule, all_reports.clone(), seed);
 
-        let scores = model.map(|model| {
+        let scores = scoring.map(|setup| {
             sessions
                 .clone()
-                .churn_scores(model)
+                .churn_scores(setup, retention.clone(), model_stream, all_reports, seed)
                 .inner
                 .map(|(row, _, diff)| Change::Score(row, diff))
         });
@@ -133,6 +139,7 @@ pub fn build_graph(
         events,
         dead_letters,
         reports,
+        models,
         probe,
         replayed,
     }

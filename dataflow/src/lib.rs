@@ -4,9 +4,9 @@
 //!  source (per worker) ─► partition clock ─► events ─► gate ─┬─► event_trends
 //!      │                   (late → dead letters)             ├─► funnel_summary
 //!      │                                                     └─► session_features ─► churn_scores
-//!      └─► partition reports ─broadcast─► watermark                    │              │
-//!                                                                      ▼              ▼
-//!                                 worker 0: one EpochOutput per closed epoch ─► sink
+//!      └─► partition reports ─broadcast─► watermark                    │   (per user) │   ▲
+//!                                                                      ▼              ▼   │
+//!                                 worker 0: one EpochOutput per closed epoch ─► sink     models
 //! ```
 //!
 //! Timestamps are processing-time epochs ([`Epoch`]); event time is data. Each closed epoch
@@ -22,8 +22,10 @@ pub mod driver;
 pub mod funnel;
 pub mod gate;
 pub mod graph;
+pub mod history;
 pub mod input;
 pub mod lateness;
+pub mod lifecycle;
 pub mod metrics;
 pub mod oracle;
 pub mod output;
@@ -43,6 +45,7 @@ pub mod window;
 pub type Epoch = u64;
 
 pub use config::{DataflowConfig, EpochConfig};
+pub use lifecycle::LiveModel;
 pub use metrics::PipelineMetrics;
 pub use output::EpochOutput;
 pub use tables::Tables;

@@ -10,15 +10,15 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Debug;
 use std::sync::Arc;
 
-use clickflow_model::ChurnModel;
+use clickflow_model::{recency_checkpoints, ChurnModel, Features, UserHistory};
 
 use clickflow_sources::decode::DecodeLimits;
 use clickflow_sources::file::{FileSource, FileSourceError, FileSplits};
-use clickflow_sources::{Event, EventType, RejectKind, SourceBatch};
+use clickflow_sources::{Event, EventTime, EventType, RejectKind, SourceBatch};
 use compact_str::CompactString;
 
 use crate::config::DataflowConfig;
-use crate::rows::{FunnelRow, Probability, ScoreRow, SessionRow, TrendRow};
+use crate::rows::{FeatureValues, FunnelRow, Probability, ScoreRow, SessionRow, TrendRow};
 use crate::tables::Tables;
 use crate::window::Window;
 
@@ -56,7 +56,9 @@ pub fn recompute(partitions: &[Vec<(i64, Event)>], config: &DataflowConfig) -> O
             highest = Some(highest.map_or(event.ts, |h: i64| h.max(event.ts)));
             let tally = counts.entry((start, event.event_type)).or_default();
             tally.0 += 1;
-            tally.1 += event.price_cents.unwrap_or(0);
+            if event.event_type == EventType::Purchase {
+                tally.1 += event.price_cents.unwrap_or(0);
+            }
             users
                 .entry((start, event.event_type))
                 .or_default()
@@ -114,6 +116,10 @@ fn split_at_gaps<'a>(
 
 fn session_row(events: &[&Event]) -> SessionRow {
     let count = |t: EventType| events.iter().filter(|e| e.event_type == t).count() as i64;
+    let of_type = |t: EventType| events.iter().filter(move |e| e.event_type == t);
+    let products: BTreeSet<&str> = of_type(EventType::Click)
+        .filter_map(|e| e.product_id.as_deref())
+        .collect();
     SessionRow {
         session_id: events[0].session_id.clone(),
         user_id: events
@@ -126,6 +132,10 @@ fn session_row(events: &[&Event]) -> SessionRow {
         num_purchases: count(EventType::Purchase),
         session_start: events[0].ts,
         last_event: events[events.len() - 1].ts,
+        num_products: products.len() as i64,
+        cart_value_cents: of_type(EventType::AddToCart)
+            .map(|e| e.price_cents.unwrap_or(0))
+            .sum(),
         closed: true,
     }
 }
@@ -155,26 +165,65 @@ pub fn recompute_file(
 }
 
 impl OracleTables {
-    /// Fills `churn_scores` as the model sees each final session that did not buy: one
-    /// `predict` per session, independent of the dataflow's batched scoring.
-    pub fn score_with(&mut self, model: &ChurnModel) {
+    /// Fills `churn_scores` as the model sees each final session that did not buy: as known
+    /// at its last recency checkpoint within the gap (where every session is when it
+    /// closes), with its user's sessions final before it started (final: the end of the
+    /// window holding `last_event + gap`). One `predict` per session, independent of the
+    /// dataflow's per-user scoring. For a finished input, where every session is closed.
+    pub fn score_with(&mut self, model: &ChurnModel, config: &DataflowConfig) {
+        self.score_at(model, config, EventTime::MAX);
+    }
+
+    /// [`OracleTables::score_with`] for a pipeline stopped at `watermark`, whose open
+    /// sessions (`closed == false`) are scored as known then: at the last recency
+    /// checkpoint the watermark has passed, with the user's sessions final by then.
+    pub fn score_at(&mut self, model: &ChurnModel, config: &DataflowConfig, watermark: EventTime) {
         let version: Arc<str> = model.version().into();
-        self.tables.scores = self
+        let size = config.window.millis();
+        let final_at = |last: i64| ((last + config.session_gap_ms).div_euclid(size) + 1) * size;
+        let mut by_user: HashMap<&CompactString, Vec<(i64, i64)>> = HashMap::new();
+        for session in self.tables.sessions.values().filter(|s| s.closed) {
+            by_user
+                .entry(&session.user_id)
+                .or_default()
+                .push((final_at(session.last_event), session.num_purchases));
+        }
+        let checkpoints: Vec<i64> = recency_checkpoints(config.session_gap_ms).collect();
+        let scores = self
             .tables
             .sessions
             .iter()
             .filter(|(_, session)| session.num_purchases == 0)
             .map(|(key, session)| {
+                let known_by = session.session_start.min(watermark);
+                let mut history = UserHistory::default();
+                for (closed_at, purchases) in by_user.get(&session.user_id).into_iter().flatten() {
+                    if *closed_at <= known_by {
+                        history.sessions += 1;
+                        history.purchases += purchases;
+                    }
+                }
+                let recency = checkpoints
+                    .iter()
+                    .rev()
+                    .find(|r| session.closed || session.last_event.saturating_add(**r) <= watermark)
+                    .copied()
+                    .unwrap_or(0);
+                let as_of = session.last_event + recency;
+                let features = Features::of(&session.facts(), as_of, history);
                 let score = ScoreRow {
                     session_id: key.0.clone(),
                     session_start: key.1,
                     user_id: session.user_id.clone(),
-                    churn_probability: Probability(model.predict(&session.features())),
+                    churn_probability: Probability(model.predict(&features)),
                     model_version: version.clone(),
+                    features: FeatureValues::of(&features),
+                    as_of,
                 };
                 (key.clone(), score)
             })
             .collect();
+        self.tables.scores = scores;
     }
 
     /// How `tables` differ from the oracle: at most a few rows per table, described; empty

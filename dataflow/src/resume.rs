@@ -1,9 +1,11 @@
 //! Where each partition starts after a restart, as the sink's stored progress says.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use clickflow_sources::{EventTime, PartitionId};
 
+use crate::churn::HistorySeed;
 use crate::watermark::{END_OF_INPUT, NO_WATERMARK};
 use crate::window::WindowSize;
 
@@ -26,6 +28,11 @@ pub struct ResumePlan {
     pub partitions: HashMap<PartitionId, PartitionResume>,
     /// The pipeline watermark committed with the output.
     pub committed_watermark: EventTime,
+    /// The earliest event time the open state depended on when it was committed (`None`:
+    /// nothing was open).
+    pub retain_from: Option<EventTime>,
+    /// Users' histories from the sessions committed as final (read only when scoring).
+    pub history: Arc<HistorySeed>,
 }
 
 impl Default for ResumePlan {
@@ -34,11 +41,21 @@ impl Default for ResumePlan {
         ResumePlan {
             partitions: HashMap::new(),
             committed_watermark: NO_WATERMARK,
+            retain_from: None,
+            history: Arc::default(),
         }
     }
 }
 
 impl ResumePlan {
+    /// Up to which final time users' closed sessions count for every session that can
+    /// still be scored (see [`crate::history`]): the earliest start open state depended on,
+    /// and never after the committed watermark.
+    pub fn history_folds_before(&self, window: WindowSize) -> EventTime {
+        let settled = self.committed_watermark.saturating_sub(window.millis());
+        self.retain_from.map_or(settled, |r| r.min(settled))
+    }
+
     /// A pipeline whose finite input ended committed the watermark `+infinity`: every
     /// window and session was closed and is final. Should the input grow (a file that is
     /// appended to), what came after the end is new input: the watermark it resumes from is
@@ -46,6 +63,8 @@ impl ResumePlan {
     /// ones are late (those rows are final), later ones count, and ids seen before start new
     /// sessions (the end of the input closed theirs).
     pub fn reopen_after_end(&mut self, window: WindowSize) {
+        // (Users' histories need not change: sessions final before the end were final at the
+        // old watermark, and every event still to come starts after them.)
         if self.committed_watermark != END_OF_INPUT {
             return;
         }
@@ -73,6 +92,8 @@ mod tests {
             ]
             .into(),
             committed_watermark: END_OF_INPUT,
+            retain_from: None,
+            history: Arc::default(),
         };
         plan.reopen_after_end(WindowSize::from_millis(60_000));
         assert_eq!(plan.committed_watermark, 180_000);

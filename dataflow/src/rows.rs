@@ -8,7 +8,7 @@ use std::cmp::Ordering;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
-use clickflow_model::{Features, Sample};
+use clickflow_model::{Features, SessionFacts, FEATURE_COUNT};
 use clickflow_sources::{EventTime, EventType};
 use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
@@ -60,6 +60,10 @@ pub struct SessionRow {
     pub session_start: EventTime,
     /// Event time of its last event.
     pub last_event: EventTime,
+    /// Different products viewed.
+    pub num_products: i64,
+    /// Summed prices of its cart adds, in cents.
+    pub cart_value_cents: i64,
     /// True once the session is final: the watermark passed the end of the window holding
     /// `last_event` plus the session gap, so no event can join it any more.
     pub closed: bool,
@@ -73,26 +77,20 @@ impl SessionRow {
 
     /// `last_event - session_start`, in seconds.
     pub fn duration_s(&self) -> f64 {
-        self.features().duration_s
+        (self.last_event - self.session_start) as f64 / 1000.0
     }
 
-    /// What the churn model sees of the session: the one place the dataflow, training and
-    /// the stored `duration_s` column take it from.
-    pub fn features(&self) -> Features {
-        Features::of_session(
-            self.num_views,
-            self.num_cart_adds,
-            self.last_event - self.session_start,
-        )
-    }
-
-    /// The session as a training example, once it is closed: it churned when it ended
-    /// without a purchase. `None` while it is open (its outcome is not known yet).
-    pub fn training_sample(&self) -> Option<Sample> {
-        self.closed.then(|| Sample {
-            features: self.features(),
-            churned: self.num_purchases == 0,
-        })
+    /// What the churn model counts of the session: the one place scoring, training and
+    /// the oracle take it from.
+    pub fn facts(&self) -> SessionFacts {
+        SessionFacts {
+            num_views: self.num_views,
+            num_cart_adds: self.num_cart_adds,
+            session_start: self.session_start,
+            last_event: self.last_event,
+            distinct_products: self.num_products,
+            cart_value_cents: self.cart_value_cents,
+        }
     }
 }
 
@@ -112,6 +110,62 @@ pub struct ScoreRow {
     pub churn_probability: Probability,
     /// The version of the model that scored it.
     pub model_version: Arc<str>,
+    /// The features it was scored on.
+    pub features: FeatureValues,
+    /// The event time the features describe: the session's last event plus the recency.
+    pub as_of: EventTime,
+}
+
+/// Feature values, compared bit by bit so that rows holding them consolidate like any other
+/// (features are finite numbers).
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+pub struct FeatureValues(pub [f64; FEATURE_COUNT]);
+
+impl FeatureValues {
+    /// The values of `features`.
+    pub fn of(features: &Features) -> FeatureValues {
+        FeatureValues(features.to_array())
+    }
+
+    /// The features again.
+    pub fn features(&self) -> Features {
+        Features::from_array(self.0)
+    }
+
+    fn bits(&self) -> [u64; FEATURE_COUNT] {
+        self.0.map(f64::to_bits)
+    }
+}
+
+impl PartialEq for FeatureValues {
+    fn eq(&self, other: &FeatureValues) -> bool {
+        self.bits() == other.bits()
+    }
+}
+
+impl Eq for FeatureValues {}
+
+impl PartialOrd for FeatureValues {
+    fn partial_cmp(&self, other: &FeatureValues) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for FeatureValues {
+    fn cmp(&self, other: &FeatureValues) -> Ordering {
+        self.0
+            .iter()
+            .zip(&other.0)
+            .map(|(a, b)| a.total_cmp(b))
+            .find(|o| o.is_ne())
+            .unwrap_or(Ordering::Equal)
+    }
+}
+
+impl Hash for FeatureValues {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.bits().hash(state);
+    }
 }
 
 /// A probability, ordered and compared by its bits so that rows holding it can be

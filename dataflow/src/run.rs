@@ -7,18 +7,20 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use clickflow_model::ChurnModel;
 use clickflow_sources::decode::DecodeLimits;
 use clickflow_sources::file::{FileSource, FileSplits};
 use clickflow_sources::kafka::{KafkaSource, KafkaSourceConfig};
 use clickflow_sources::{PartitionId, Source, SourceError};
 
+use crate::churn::ScoringSetup;
 use crate::config::{DataflowConfig, EpochConfig};
 use crate::driver::{abandon, drive, DriveSettings, DriveStats};
 use crate::graph::build_graph;
+use crate::lifecycle::LiveModel;
 use crate::metrics::PipelineMetrics;
 use crate::output::{Deliver, EpochOutput};
 use crate::resume::{PartitionResume, ResumePlan};
+use crate::sessions::SessionRule;
 
 /// Where the events come from.
 #[derive(Clone, Debug)]
@@ -64,8 +66,9 @@ pub struct RunConfig {
     pub limits: DecodeLimits,
     /// Where each partition resumes.
     pub resume: ResumePlan,
-    /// The churn model scoring every session; without one, `churn_scores` stays empty.
-    pub model: Option<Arc<ChurnModel>>,
+    /// The churn model scoring every open session, replaceable while the pipeline runs;
+    /// without one, `churn_scores` stays empty.
+    pub model: Option<LiveModel>,
 }
 
 /// Why a run failed.
@@ -103,6 +106,7 @@ pub fn run(
         epochs: config.epochs,
         stop,
         metrics: metrics.clone(),
+        models: None,
     };
     let deliver = Arc::new(Mutex::new(deliver));
     let guards = timely::execute(
@@ -140,14 +144,27 @@ pub fn run(
                 None
             };
             let committed = config.resume.committed_watermark;
+            let scoring = config.model.as_ref().map(|live| ScoringSetup {
+                model: live.current(),
+                rule: SessionRule {
+                    gap_ms: config.dataflow.session_gap_ms,
+                    window: config.dataflow.window,
+                },
+                history: config.resume.history.clone(),
+            });
             let inputs = build_graph(
                 worker,
                 config.dataflow,
                 partitions.clone(),
                 committed,
-                config.model.clone(),
+                scoring,
                 sink,
             );
+            // Worker 0 sends replacement models into the dataflow.
+            let mut settings = settings.clone();
+            if index == 0 {
+                settings.models = config.model.clone();
+            }
             // The graph exists on every worker before any source opens: a worker whose source
             // fails must still take part in the dataflow until it is run dry.
             match open_source(&input, &own, &resume, config.limits) {

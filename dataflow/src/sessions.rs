@@ -80,20 +80,28 @@ impl SessionRule {
     }
 }
 
-/// What is known of one session of an id.
+/// What is known of one session of an id (or of some of its events: spans merge).
 #[derive(Clone, Debug, PartialEq, Eq)]
-struct Span {
+pub(crate) struct Span {
     user_id: CompactString,
     views: i64,
     cart_adds: i64,
     purchases: i64,
     first: EventTime,
     last: EventTime,
+    /// The products viewed, as sorted distinct hashes: a session views a few dozen at most.
+    products: SmallVec<[u64; 4]>,
+    /// Summed prices of the cart adds.
+    cart_value_cents: i64,
 }
 
 impl Span {
-    fn of(event: Accepted) -> Span {
+    /// The span of one event.
+    pub(crate) fn of(event: Accepted) -> Span {
         let is = |t: EventType| i64::from(event.event_type == t);
+        let viewed = event
+            .product
+            .filter(|_| event.event_type == EventType::Click);
         Span {
             views: is(EventType::Click),
             cart_adds: is(EventType::AddToCart),
@@ -101,10 +109,16 @@ impl Span {
             first: event.ts,
             last: event.ts,
             user_id: event.user_id,
+            products: viewed.into_iter().collect(),
+            cart_value_cents: match event.event_type {
+                EventType::AddToCart => event.price_cents.unwrap_or(0),
+                _ => 0,
+            },
         }
     }
 
-    fn merge(&mut self, other: Span) {
+    /// Folds the events of `other` into this span.
+    pub(crate) fn merge(&mut self, other: Span) {
         if other.user_id < self.user_id {
             self.user_id = other.user_id;
         }
@@ -113,9 +127,16 @@ impl Span {
         self.purchases += other.purchases;
         self.first = self.first.min(other.first);
         self.last = self.last.max(other.last);
+        self.cart_value_cents += other.cart_value_cents;
+        for product in other.products {
+            if let Err(at) = self.products.binary_search(&product) {
+                self.products.insert(at, product);
+            }
+        }
     }
 
-    fn row(&self, session_id: &CompactString, closed: bool) -> SessionRow {
+    /// The row of this span as the session `session_id`.
+    pub(crate) fn row(&self, session_id: &CompactString, closed: bool) -> SessionRow {
         SessionRow {
             session_id: session_id.clone(),
             user_id: self.user_id.clone(),
@@ -124,6 +145,8 @@ impl Span {
             num_purchases: self.purchases,
             session_start: self.first,
             last_event: self.last,
+            num_products: self.products.len() as i64,
+            cart_value_cents: self.cart_value_cents,
             closed,
         }
     }
@@ -317,14 +340,14 @@ mod tests {
     use super::*;
 
     fn event(ts: EventTime) -> Span {
-        Span {
+        Span::of(Accepted {
             user_id: "u".into(),
-            views: 1,
-            cart_adds: 0,
-            purchases: 0,
-            first: ts,
-            last: ts,
-        }
+            session_id: "s".into(),
+            event_type: EventType::Click,
+            ts,
+            price_cents: None,
+            product: Some(ts as u64 % 3),
+        })
     }
 
     fn sessions_of(times: &[EventTime], gap_ms: i64) -> Vec<(EventTime, EventTime, i64)> {
@@ -362,6 +385,40 @@ mod tests {
             ),
             vec![(0, 300_000, 7)]
         );
+    }
+
+    #[test]
+    fn products_are_counted_once_and_cart_value_summed() {
+        let click = |product| {
+            Span::of(Accepted {
+                user_id: "u".into(),
+                session_id: "s".into(),
+                event_type: EventType::Click,
+                ts: 0,
+                price_cents: None,
+                product: Some(product),
+            })
+        };
+        let mut span = click(7);
+        span.merge(click(3));
+        span.merge(click(7));
+        span.merge(Span::of(Accepted {
+            event_type: EventType::AddToCart,
+            price_cents: Some(1999),
+            product: Some(9),
+            ..Accepted::from(clickflow_sources::Event {
+                event_id: clickflow_sources::EventId::Number(1),
+                user_id: "u".into(),
+                session_id: "s".into(),
+                product_id: None,
+                event_type: EventType::Click,
+                ts: 5,
+                price_cents: None,
+            })
+        }));
+        let row = span.row(&"s".into(), false);
+        assert_eq!((row.num_views, row.num_products), (3, 2));
+        assert_eq!((row.num_cart_adds, row.cart_value_cents), (1, 1999));
     }
 
     #[test]

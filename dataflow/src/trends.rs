@@ -1,4 +1,7 @@
 //! `event_trends`: events and revenue per window and event type.
+//!
+//! Revenue is the summed price of `purchase` events: a price on another event (cart adds
+//! carry the price of what was carted) is not money earned, so its row's revenue stays 0.
 
 use clickflow_sources::{EventTime, EventType};
 use differential_dataflow::VecCollection;
@@ -71,7 +74,10 @@ impl<'scope> EventTrends<'scope> for StreamVec<'scope, Epoch, Accepted> {
             move |event: &Accepted, emit| {
                 let tally = Tally {
                     count: 1,
-                    revenue_cents: event.price_cents.unwrap_or(0),
+                    revenue_cents: match event.event_type {
+                        EventType::Purchase => event.price_cents.unwrap_or(0),
+                        _ => 0,
+                    },
                 };
                 emit((window.window_of(event.ts), event.event_type), tally);
             },

@@ -5,7 +5,9 @@
 //! events late within and beyond the allowed lateness, and malformed lines (not JSON, NUL
 //! and control characters in ids, oversized ids, unknown types, absurd times). Every input
 //! runs on 1, 2 and 4 workers with 1 ms and 400 ms epochs, and must give:
-//! - the oracle's tables (which implement the session rule on their own);
+//! - the oracle's tables (which implement the session rule on their own), `churn_scores`
+//!   included: every session's features, its user's history among them, as the oracle
+//!   computes them, and the model's probability of them;
 //! - every record accounted for once: Σ `event_trends.count` + dead letters = records;
 //! - the session counters account for every counted event;
 //! - the same tables in all six runs.
@@ -17,10 +19,12 @@
 mod common;
 
 use std::collections::BTreeSet;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use clickflow_dataflow::window::WindowSize;
 use clickflow_dataflow::{DataflowConfig, EpochConfig, Tables};
+use clickflow_model::{ChurnModel, Example, Features, TrainOptions, TrainParams, FEATURE_COUNT};
 use clickflow_sources::file::FileSplits;
 use common::*;
 use proptest::prelude::*;
@@ -166,6 +170,41 @@ fn comparable(tables: &Tables) -> Comparable {
     (rows, letters)
 }
 
+/// A small model whose probability moves with every feature, the user's history included.
+fn model() -> Arc<ChurnModel> {
+    static MODEL: OnceLock<Arc<ChurnModel>> = OnceLock::new();
+    MODEL
+        .get_or_init(|| {
+            let examples: Vec<Example> = (0..2_000u64)
+                .map(|i| {
+                    let mut x = [0.0; FEATURE_COUNT];
+                    for (j, v) in x.iter_mut().enumerate() {
+                        *v = ((i * 7 + j as u64 * 13) % (3 + j as u64)) as f64;
+                    }
+                    let churned = (x[0] + x[1] + x[3] + x[6] + x[7]) as u64 % 3 != 0;
+                    Example {
+                        features: Features::from_array(x),
+                        churned,
+                        session_start: i as i64 * 1_000,
+                        known_at: i as i64 * 1_000 + 500,
+                        prefix_events: 1,
+                        session: i,
+                    }
+                })
+                .collect();
+            let options = TrainOptions {
+                params: TrainParams {
+                    trees: 5,
+                    min_samples_leaf: 2.0,
+                    ..TrainParams::default()
+                },
+                ..TrainOptions::default()
+            };
+            Arc::new(ChurnModel::train(&examples, &options).unwrap())
+        })
+        .clone()
+}
+
 fn cases() -> u32 {
     std::env::var("CLICKFLOW_PROPTEST_CASES")
         .ok()
@@ -184,12 +223,14 @@ proptest! {
         let path = dir.path().join("adversarial.jsonl");
         std::fs::write(&path, render(&lines)).unwrap();
         let splits = FileSplits::plan(&path, 3).unwrap();
-        let oracle = oracle_for(&splits, &dataflow());
+        let mut oracle = oracle_for(&splits, &dataflow());
+        oracle.score_with(&model(), &dataflow());
         let mut first: Option<Comparable> = None;
         for workers in [1, 2, 4] {
             for epoch_ms in [1, 400] {
                 let context = format!("{workers} workers, {epoch_ms} ms epochs");
-                let tables = run_file(&splits, workers, dataflow(), epochs(epoch_ms));
+                let tables =
+                    run_file_scored(&splits, workers, dataflow(), epochs(epoch_ms), Some(model()));
                 let differences = oracle.differences(&tables);
                 prop_assert!(differences.is_empty(), "{}: {}", context, differences.join("\n"));
                 let counted: i64 = tables.trends.values().map(|r| r.count).sum();

@@ -22,13 +22,15 @@ use time::OffsetDateTime;
 
 use crate::features::FEATURE_NAMES;
 use crate::forest::{Forest, InvalidForest};
-use crate::train::{ChurnModel, TrainingReport};
+use crate::train::{ChurnModel, FeatureDefaults, TrainingReport};
 
 /// The first bytes of every model file.
 const MAGIC: &[u8; 8] = b"CLKFLWM\n";
 
-/// The layout this build writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The layout this build writes and reads. Version 1 held a forest of the three features of
+/// finished sessions (trained with their outcome inside the features); version 2 holds the
+/// prefix model of eight features and its time-split evaluation.
+pub const FORMAT_VERSION: u32 = 2;
 
 /// A model file larger than this is not one of ours (a forest of hundreds of deep trees is a
 /// few MB); the limit also bounds what a damaged length field can make bincode allocate.
@@ -47,6 +49,8 @@ pub struct ModelHeader {
     pub trained_at: String,
     /// What training saw and measured.
     pub report: TrainingReport,
+    /// What a REST request may leave out.
+    pub defaults: FeatureDefaults,
 }
 
 impl ModelHeader {
@@ -54,6 +58,7 @@ impl ModelHeader {
         forest: &Forest,
         trained_at: OffsetDateTime,
         report: TrainingReport,
+        defaults: FeatureDefaults,
     ) -> ModelHeader {
         ModelHeader {
             format_version: FORMAT_VERSION,
@@ -63,6 +68,7 @@ impl ModelHeader {
                 .format(&Rfc3339)
                 .unwrap_or_else(|_| trained_at.unix_timestamp().to_string()),
             report,
+            defaults,
         }
     }
 }
@@ -87,7 +93,7 @@ pub enum ModelError {
         path: PathBuf,
     },
     /// It was written in another layout.
-    #[error("model file {path} has format version {found}; this clickflow reads version {FORMAT_VERSION}: retrain it with this version")]
+    #[error("model file {path} has format version {found}; this clickflow reads version {FORMAT_VERSION} (version 1 models were trained on finished sessions and cannot score open ones): retrain it with `clickflow train`")]
     UnsupportedFormat {
         /// The file.
         path: PathBuf,

@@ -9,7 +9,7 @@
 use linfa_trees::{DecisionTree, TreeNode};
 use serde::{Deserialize, Serialize};
 
-use crate::features::{Features, FEATURE_NAMES};
+use crate::features::{Features, FEATURE_COUNT, FEATURE_NAMES};
 
 /// One node of a flat tree. Children always come after their parent, so a walk from the
 /// root ends.
@@ -86,7 +86,7 @@ impl Tree {
     }
 
     /// The index of the leaf `x` falls into.
-    fn leaf_of(&self, x: &[f64; 3]) -> usize {
+    fn leaf_of(&self, x: &[f64; FEATURE_COUNT]) -> usize {
         let mut index = 0;
         loop {
             match self.nodes[index] {
@@ -108,7 +108,7 @@ impl Tree {
     }
 
     /// The churn share of the leaf `x` falls into.
-    fn predict(&self, x: &[f64; 3]) -> f64 {
+    fn predict(&self, x: &[f64; FEATURE_COUNT]) -> f64 {
         match self.nodes[self.leaf_of(x)] {
             Node::Leaf { churn } => churn,
             Node::Split { .. } => unreachable!("leaf_of returns leaves"),
@@ -203,6 +203,11 @@ impl Forest {
         Forest { trees }
     }
 
+    /// The forest of one of its trees: to show what the ensemble adds.
+    pub(crate) fn single(tree: Tree) -> Forest {
+        Forest { trees: vec![tree] }
+    }
+
     /// The churn probability of one session.
     pub fn predict(&self, features: &Features) -> f64 {
         let x = features.to_array();
@@ -261,8 +266,14 @@ mod tests {
     #[test]
     fn the_forest_averages_its_leaves() {
         let forest = Forest::new(vec![stump(0.5, 0.9, 0.2), stump(1.5, 0.7, 0.1)]);
-        let no_cart = Features::of_session(3, 0, 10_000);
-        let one_item = Features::of_session(3, 1, 10_000);
+        let session = |carts| {
+            let mut x = [0.0; FEATURE_COUNT];
+            x[0] = 3.0;
+            x[1] = carts;
+            Features::from_array(x)
+        };
+        let no_cart = session(0.0);
+        let one_item = session(1.0);
         assert!((forest.predict(&no_cart) - 0.8).abs() < 1e-12);
         assert!((forest.predict(&one_item) - 0.45).abs() < 1e-12);
         assert_eq!(
@@ -284,7 +295,7 @@ mod tests {
         assert!(Forest::new(vec![cyclic]).validate().is_err());
         let mut unknown = stump(0.5, 0.1, 0.2);
         unknown.nodes[0] = Node::Split {
-            feature: 7,
+            feature: FEATURE_COUNT as u8,
             threshold: 1.0,
             left: 1,
             right: 2,

@@ -18,14 +18,14 @@ use common::*;
 fn a_file_run_commits_exactly_the_oracle_tables() {
     let db = TestDatabase::create("exact");
     let dir = tempfile::tempdir().unwrap();
-    let model = Arc::new(shop_model(dir.path(), 20_000));
+    let model = Arc::new(shop_model(dir.path()));
     let path = dir.path().join("events.jsonl");
     shop_file(&path, 11, 6_000);
     let splits = FileSplits::plan(&path, 4).unwrap();
     run_file_scored(&splits, 2, &db.url, short_epochs(), Some(model.clone())).unwrap();
     let tables = read_tables(&db.url);
     let mut oracle = recompute_file(&splits, &DataflowConfig::default()).unwrap();
-    oracle.score_with(&model);
+    oracle.score_with(&model, &DataflowConfig::default());
     assert_eq!(
         tables.scores.len(),
         tables
@@ -162,7 +162,7 @@ fn migrations_are_idempotent_and_a_mismatched_schema_is_refused_at_start() {
     prepare_blocking(&db.url).unwrap();
     assert_eq!(
         db.query("SELECT string_agg(version::text, ',' ORDER BY version) FROM clickflow_schema_migrations"),
-        "1,2,3,4",
+        "1,2,3,4,5",
         "each migration once"
     );
     assert_eq!(

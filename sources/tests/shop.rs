@@ -108,7 +108,9 @@ fn rates(records: &[ShopRecord]) -> Rates {
     let cut = first + (last - first) * 3 / 4;
     let mut begun: HashMap<String, i64> = HashMap::new();
     for event in events() {
-        begun.entry(event.session_id.to_string()).or_insert(event.ts);
+        begun
+            .entry(event.session_id.to_string())
+            .or_insert(event.ts);
     }
     let mut per_type: HashMap<EventType, usize> = HashMap::new();
     let mut sessions: HashMap<String, (usize, bool, bool)> = HashMap::new();
@@ -166,10 +168,16 @@ fn the_default_shop_looks_like_a_shop() {
     // Retailrocket: 2.6 cart adds per 100 views, 32 purchases per 100 cart adds; Baymard:
     // about 70% of carts are abandoned.
     assert!((0.020..=0.032).contains(&r.cart_per_view), "cart/view");
-    assert!((0.26..=0.38).contains(&r.purchase_per_cart), "purchase/cart");
+    assert!(
+        (0.26..=0.38).contains(&r.purchase_per_cart),
+        "purchase/cart"
+    );
     assert!((0.62..=0.78).contains(&r.cart_abandonment), "abandonment");
     assert!((3.0..=20.0).contains(&r.events_per_session), "visit length");
-    assert!(r.longest_session >= 30, "some visits run to a few dozen events");
+    assert!(
+        r.longest_session >= 30,
+        "some visits run to a few dozen events"
+    );
     assert!(r.median_events_per_session >= 2);
 }
 
@@ -185,7 +193,11 @@ fn a_minute_of_traffic_involves_a_small_share_of_the_shoppers_who_come_back_over
         })
         .collect();
     let share = active.len() as f64 / f64::from(ShopConfig::default().users);
-    assert!(share < 0.01, "{:.1}% of the pool active in a minute", share * 100.0);
+    assert!(
+        share < 0.01,
+        "{:.1}% of the pool active in a minute",
+        share * 100.0
+    );
 
     // Three days of a small shop: most returning shoppers come back on another day.
     let config = ShopConfig {
@@ -194,7 +206,7 @@ fn a_minute_of_traffic_involves_a_small_share_of_the_shoppers_who_come_back_over
         ..ShopConfig::default()
     };
     let mut days: HashMap<String, HashSet<i64>> = HashMap::new();
-    let mut per_hour = vec![0usize; 24];
+    let mut per_hour = [0usize; 24];
     for record in Shop::new(config).take_records(3 * 86_400 * 2) {
         let ShopRecord::Event(event) = record else {
             unreachable!()

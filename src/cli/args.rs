@@ -8,7 +8,7 @@ use clickflow_dataflow::window::WindowSize;
 use clickflow_dataflow::{DataflowConfig, EpochConfig};
 
 /// Parses a duration such as `100ms`, `30s`, `1m`, `30min`.
-fn duration(text: &str) -> Result<Duration, String> {
+pub(super) fn duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text).map_err(|e| e.to_string())
 }
 
@@ -32,6 +32,15 @@ pub struct DataflowArgs {
     /// Length of a processing-time epoch: each one is committed as one transaction.
     #[arg(long, default_value_t = 50)]
     epoch_ms: u64,
+    /// Length of an epoch while a worker reads a backlog (a file, a Kafka partition far
+    /// behind): longer epochs write each changed row fewer times.
+    #[arg(long, default_value_t = 400)]
+    catch_up_epoch_ms: u64,
+    /// An epoch also closes once a worker has read this many events in it. Small values
+    /// make a file replay score sessions as a live stream would (for backtests of a model
+    /// with --log-predictions); the default only bounds what one epoch holds.
+    #[arg(long, default_value_t = 100_000)]
+    max_epoch_events: usize,
     /// A caught-up Kafka partition silent this long stops holding back the watermark.
     #[arg(long, default_value = "5s", value_parser = duration)]
     idle_timeout: Duration,
@@ -51,7 +60,12 @@ impl DataflowArgs {
     pub fn epochs(&self) -> EpochConfig {
         EpochConfig {
             epoch: Duration::from_millis(self.epoch_ms.max(1)),
+            catch_up_epoch: Duration::from_millis(self.catch_up_epoch_ms.max(1)),
             idle_timeout: self.idle_timeout,
+            max_epoch_messages: self.max_epoch_events.max(1),
+            poll_batch: EpochConfig::default()
+                .poll_batch
+                .min(self.max_epoch_events.max(1)),
             ..EpochConfig::default()
         }
     }

@@ -13,7 +13,9 @@ use anyhow::Context;
 use clap::{Args, ValueEnum};
 use clickflow_dataflow::oracle::{recompute, recompute_file};
 use clickflow_dataflow::run::{InputSpec, RunConfig};
-use clickflow_dataflow::DataflowConfig;
+use clickflow_dataflow::sessions::SessionRule;
+use clickflow_dataflow::watermark::END_OF_INPUT;
+use clickflow_dataflow::{DataflowConfig, LiveModel};
 use clickflow_sinks::postgres::{
     load_resume_plan, read_tables, DatabaseUrl, PipelineSpec, SinkConfig,
 };
@@ -83,7 +85,7 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
     let model = if args.no_model {
         None
     } else {
-        Some(train_on_history(args.seed, dataflow, args.workers)?)
+        Some(train_on_history(args.seed, dataflow)?)
     };
 
     let dir = tempfile::tempdir()?;
@@ -108,7 +110,7 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
         input: prepared.input.clone(),
         config: RunConfig {
             dataflow,
-            model: model.clone(),
+            model: model.clone().map(LiveModel::new),
             ..RunConfig::default()
         },
         sink: SinkConfig::new(url.clone()),
@@ -122,7 +124,7 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
         api_token: None,
         no_http: true,
     };
-    let finished = launch(spec, &no_web, stop)?;
+    let finished = launch(spec, &no_web, None, stop)?;
     let seconds = started.elapsed().as_secs_f64();
     let sink = finished.sink.context("the sink did not start")?;
     let (p50, p99) = sink
@@ -154,8 +156,8 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let tables = runtime.block_on(read_tables(&url))?;
-    let mut oracle = match &prepared.input {
-        InputSpec::File(splits) => recompute_file(splits, &dataflow)?,
+    let (mut oracle, watermark) = match &prepared.input {
+        InputSpec::File(splits) => (recompute_file(splits, &dataflow)?, END_OF_INPUT),
         InputSpec::Kafka {
             brokers,
             topic,
@@ -177,21 +179,24 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
                         .collect()
                 })
                 .collect();
-            // A topic never ends: only sessions the committed watermark has passed by the
-            // session gap are closed.
+            // A topic never ends: only sessions final at the committed watermark are closed
+            // (and open ones are scored as known at it).
             let watermark = runtime
                 .block_on(load_resume_plan(&url, &prepared.input.partitions()))?
                 .committed_watermark;
             let mut oracle = recompute(&events, &dataflow);
+            let rule = SessionRule {
+                gap_ms: dataflow.session_gap_ms,
+                window: dataflow.window,
+            };
             for session in oracle.tables.sessions.values_mut() {
-                session.closed =
-                    session.last_event.saturating_add(dataflow.session_gap_ms) <= watermark;
+                session.closed = rule.final_at(session.last_event) <= watermark;
             }
-            oracle
+            (oracle, watermark)
         }
     };
     if let Some(model) = &model {
-        oracle.score_with(model);
+        oracle.score_at(model, &dataflow, watermark);
     }
     let differences = oracle.differences(&tables);
     anyhow::ensure!(

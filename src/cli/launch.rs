@@ -7,10 +7,11 @@ use std::sync::{Arc, Mutex};
 use anyhow::Context;
 use clickflow_dataflow::run::RunStats;
 use clickflow_dataflow::PipelineMetrics;
-use clickflow_sinks::postgres::{run_into_postgres, PipelineSpec, SinkMetrics};
+use clickflow_sinks::postgres::{run_into_postgres, ModelSource, PipelineSpec, SinkMetrics};
 use clickflow_web::{DataflowState, LiveViews, PipelineStatus, WebConfig, WebContext, WebServer};
 
 use super::run::spawn_progress_log;
+use super::scoring::{ModelServices, Scoring};
 use super::web::{sink_probe, SinkSlot, WebArgs};
 
 /// What a finished pipeline leaves: its counts and the sink's counters.
@@ -19,11 +20,13 @@ pub(super) struct Finished {
     pub sink: Option<Arc<SinkMetrics>>,
 }
 
-/// Starts the web server (on the process that gathers the output, unless `--no-http`), runs
-/// `spec` until its input ends or `stop` is set, then stops the server.
+/// Starts the web server (on the process that gathers the output, unless `--no-http`) and,
+/// with `scoring`, the model's services (monitor, retrainer, reloads, registry), runs `spec`
+/// until its input ends or `stop` is set, then stops them.
 pub(super) fn launch(
     mut spec: PipelineSpec,
     web: &WebArgs,
+    scoring: Option<(Scoring, ModelSource)>,
     stop: Arc<AtomicBool>,
 ) -> anyhow::Result<Finished> {
     let metrics = Arc::new(PipelineMetrics::default());
@@ -33,10 +36,23 @@ pub(super) fn launch(
         sink_probe(slot.clone()),
     ));
     let views = Arc::new(LiveViews::default());
+    if let Some((scoring, _)) = &scoring {
+        spec.config.model = Some(scoring.live.clone());
+    }
+    let services = match &scoring {
+        Some((scoring, _)) if spec.writes => Some(ModelServices::start(
+            scoring,
+            spec.sink.url.clone(),
+            spec.config.dataflow,
+        )?),
+        _ => None,
+    };
     let server = if spec.writes && !web.no_http {
         let context = WebContext {
             views: views.clone(),
             model: spec.config.model.clone(),
+            monitor: services.as_ref().map(|s| s.monitor.clone()),
+            loader: services.as_ref().map(|s| s.loader.clone()),
             status: status.clone(),
         };
         let config = WebConfig {
@@ -50,10 +66,19 @@ pub(super) fn launch(
         None
     };
     // The live views only matter to a server that shows them.
-    if server.is_some() {
-        let observed = views.clone();
-        spec.observe = Some(Box::new(move |output| observed.apply(output)));
+    let shown = server.as_ref().map(|_| views.clone());
+    let monitor = services.as_ref().map(|s| s.monitor.clone());
+    if shown.is_some() || monitor.is_some() {
+        spec.observe = Some(Box::new(move |output| {
+            if let Some(views) = &shown {
+                views.apply(output);
+            }
+            if let Some(monitor) = &monitor {
+                monitor.observe(output);
+            }
+        }));
     }
+    let start_model = scoring.map(|(s, source)| (s.live.current(), source));
 
     let finished = Arc::new(AtomicBool::new(false));
     let progress = spawn_progress_log(metrics.clone(), finished.clone());
@@ -61,6 +86,10 @@ pub(super) fn launch(
     let result = run_into_postgres(spec, stop, metrics, |sink| {
         if let Ok(mut slot) = slot.lock() {
             *slot = Some(sink.metrics.clone());
+        }
+        // The tables exist now: the model the pipeline starts with goes into churn_models.
+        if let (Some(services), Some((model, source))) = (&services, start_model) {
+            services.record_start(model, source);
         }
         running.set_state(DataflowState::Running);
     });
@@ -72,6 +101,9 @@ pub(super) fn launch(
     let _ = progress.join();
     if let Some(server) = server {
         server.stop();
+    }
+    if let Some(services) = services {
+        services.stop();
     }
     let sink = slot.lock().ok().and_then(|slot| slot.clone());
     Ok(Finished {

@@ -3,10 +3,12 @@
 mod args;
 mod bench;
 mod demo;
+mod evaluate;
 mod launch;
 mod predict;
 mod produce;
 mod run;
+mod scoring;
 mod signals;
 mod train;
 mod web;
@@ -28,6 +30,9 @@ enum Command {
     Bench(bench::BenchArgs),
     /// The whole system on one machine: embedded broker, synthetic shop, pipeline, PostgreSQL.
     Demo(demo::DemoArgs),
+    /// Backtest every churn model version from the prediction log: live ROC AUC,
+    /// calibration and more, on the sessions each scored.
+    Evaluate(evaluate::EvaluateArgs),
     /// Generate synthetic shop events into a Kafka topic or a JSON-lines file.
     Produce(produce::ProduceArgs),
     /// Churn probabilities for session features given as JSON lines (standard input or a
@@ -35,7 +40,8 @@ enum Command {
     Predict(predict::PredictArgs),
     /// Run the pipeline: Kafka topic or JSON-lines file in, PostgreSQL out.
     Run(run::RunArgs),
-    /// Train the churn model on closed sessions (PostgreSQL or an events file).
+    /// Train the churn model on session prefixes (an events file, or the prediction log in
+    /// PostgreSQL), evaluated on later sessions against baselines.
     Train(train::TrainArgs),
 }
 
@@ -44,6 +50,7 @@ pub fn execute(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Bench(args) => bench::bench(args),
         Command::Demo(args) => demo::demo(args),
+        Command::Evaluate(args) => evaluate::evaluate(args),
         Command::Produce(args) => produce::produce(args),
         Command::Predict(args) => predict::predict(args),
         Command::Run(args) => run::run(args),

@@ -1,7 +1,8 @@
 //! `clickflow predict`: the churn model over JSON lines, for batch scoring and checks by hand.
 //!
-//! Each non-blank input line is one object `{"num_views", "num_cart_adds", "duration_s"}`,
-//! parsed and checked exactly as `POST /api/v1/churn/predict` does. Each gives one output
+//! Each non-blank input line is one object of features (`num_views`, `num_cart_adds`,
+//! `duration_s`, and optionally the others), parsed, checked and completed with the same
+//! defaults as `POST /api/v1/churn/predict`. Each gives one output
 //! line, in order: `{"churn_probability", "model_version"}`, or `{"line", "error"}` for a line
 //! that cannot be scored, so the output stays aligned with the input. The command then fails
 //! (exit 1) if any line could not be scored, saying how many: a pipeline of shell tools
@@ -47,7 +48,7 @@ pub fn predict(args: PredictArgs) -> anyhow::Result<()> {
         }
         let features = serde_json::from_str::<Value>(&line)
             .map_err(|e| format!("not JSON: {e}"))
-            .and_then(features_from_json);
+            .and_then(|value| features_from_json(value, &model.header().defaults));
         let answer = match features {
             Ok(features) => {
                 scored += 1;

@@ -8,12 +8,13 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use clickflow_dataflow::run::{InputSpec, RunConfig};
 use clickflow_dataflow::PipelineMetrics;
-use clickflow_sinks::postgres::{PipelineSpec, SinkConfig, SinkMetrics};
+use clickflow_sinks::postgres::{ModelSource, PipelineSpec, SinkConfig, SinkMetrics};
 use clickflow_sources::file::FileSplits;
 use clickflow_sources::kafka::partition_count;
 
 use super::args::{ClusterArgs, DatabaseArgs, DataflowArgs};
 use super::launch::launch;
+use super::scoring::{Scoring, ScoringArgs};
 use super::signals::stop_flag;
 use super::train::load_model;
 use super::web::WebArgs;
@@ -34,9 +35,8 @@ pub struct RunArgs {
     /// Kafka topic.
     #[arg(long, default_value = "user-events")]
     topic: String,
-    /// Churn model file (from `clickflow train`) scoring every session into `churn_scores`.
-    #[arg(long)]
-    model: Option<PathBuf>,
+    #[command(flatten)]
+    scoring: ScoringArgs,
     #[command(flatten)]
     database: DatabaseArgs,
     #[command(flatten)]
@@ -63,12 +63,21 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         (None, None) => anyhow::bail!("give --input FILE or --brokers HOST:PORT"),
     };
     let (timely_config, writes) = args.cluster.timely()?;
+    let model = load_model(args.scoring.model.as_ref())?;
+    anyhow::ensure!(
+        model.is_some() || (args.scoring.retrain_every.is_none() && !args.scoring.log_predictions),
+        "--retrain-every and --log-predictions need a model to start from: give --model FILE"
+    );
+    let scoring = model.map(|m| (Scoring::new(m, &args.scoring), ModelSource::File));
     let config = RunConfig {
         dataflow: args.dataflow.dataflow(),
         epochs: args.dataflow.epochs(),
-        model: load_model(args.model.as_ref())?,
         ..RunConfig::default()
     };
+    let mut sink = SinkConfig::new(url.clone());
+    if args.scoring.log_predictions {
+        sink.prediction_log = Some(args.scoring.prediction_retention);
+    }
     tracing::info!(database = %url, input = describe(&input), writes, "starting the pipeline");
     let stop = stop_flag()?;
     let started = Instant::now();
@@ -76,11 +85,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         timely: timely_config,
         input,
         config,
-        sink: SinkConfig::new(url),
+        sink,
         writes,
         observe: None,
     };
-    let finished = launch(spec, &args.web, stop)?;
+    let finished = launch(spec, &args.web, scoring, stop)?;
     let stats = finished.stats;
     let seconds = started.elapsed().as_secs_f64();
     eprintln!(

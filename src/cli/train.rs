@@ -1,50 +1,56 @@
-//! `clickflow train`: the churn model, from closed sessions in PostgreSQL or from an events
-//! file.
+//! `clickflow train`: the churn model, from an events file or from the prediction log in
+//! PostgreSQL, evaluated on later sessions than it learns from.
 
+use std::collections::HashSet;
+use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
 use clap::Args;
-use clickflow_dataflow::training::samples_from_file;
-use clickflow_model::{ChurnModel, Sample, TrainOptions, TrainParams};
-use clickflow_sinks::postgres::read_closed_sessions;
+use clickflow_dataflow::sessions::SessionRule;
+use clickflow_dataflow::training::{examples_from_file, session_key};
+use clickflow_model::{ChurnModel, Evaluation, Example, TrainOptions, TrainParams, FEATURE_COUNT};
+use clickflow_sinks::postgres::read_labelled_predictions;
 use clickflow_sources::file::FileSplits;
+use time::format_description::well_known::Rfc3339;
 
 use super::args::{DatabaseArgs, DataflowArgs};
 
 /// Flags of `clickflow train`.
 #[derive(Debug, Args)]
 pub struct TrainArgs {
-    /// Learn from the sessions of this JSON-lines events file (derived by the dataflow's own
-    /// session code) instead of the closed rows of `session_features` in PostgreSQL.
+    /// Learn from the sessions of this JSON-lines events file (cut and counted by the
+    /// dataflow's own code), as known after each of their first events. Without it, learn
+    /// from the prediction log in PostgreSQL (`churn_predictions` of a pipeline run with
+    /// --log-predictions) and the outcomes of its ended sessions.
     #[arg(long)]
     events: Option<PathBuf>,
     /// Where to write the model file.
     #[arg(long, default_value = "churn.model")]
     out: PathBuf,
-    /// Trees in the forest (odd by default, so a majority never ties).
+    /// Trees in the forest.
     #[arg(long, default_value_t = TrainParams::default().trees)]
     trees: usize,
     /// Maximum depth of a tree.
     #[arg(long, default_value_t = TrainParams::default().max_depth)]
     max_depth: usize,
-    /// Features each tree sees, drawn at random per tree (1 to 3).
+    /// Features each tree sees, drawn at random per tree (1 to 8).
     #[arg(long, default_value_t = TrainParams::default().max_features)]
     max_features: usize,
-    /// Minimum training sessions in a leaf.
+    /// Minimum training weight in a leaf (examples, with both outcomes weighted equally).
     #[arg(long, default_value_t = TrainParams::default().min_samples_leaf)]
     min_samples_leaf: f32,
-    /// Seed of bootstrap samples, feature subsets and the holdout split.
+    /// Seed of bootstrap samples and feature subsets.
     #[arg(long, default_value_t = TrainParams::default().seed)]
     seed: u64,
-    /// Share of sessions held out to measure accuracy and ROC AUC.
+    /// Share of the sessions, the latest by start, evaluated instead of learnt from.
     #[arg(long, default_value_t = 0.2)]
     holdout: f64,
-    /// Worker threads deriving sessions from `--events`.
-    #[arg(long, short = 'w', default_value_t = 2)]
-    workers: usize,
+    /// At most this many training examples (a seeded sample beyond).
+    #[arg(long, default_value_t = TrainOptions::default().max_examples)]
+    max_examples: usize,
     #[command(flatten)]
     database: DatabaseArgs,
     #[command(flatten)]
@@ -54,26 +60,50 @@ pub struct TrainArgs {
 /// Runs `clickflow train`.
 pub fn train(args: TrainArgs) -> anyhow::Result<()> {
     let started = Instant::now();
-    let samples = match &args.events {
+    let dataflow = args.dataflow.dataflow();
+    let examples = match &args.events {
         Some(path) => {
-            eprintln!("deriving sessions from {}", path.display());
+            eprintln!("reading sessions from {}", path.display());
             let splits = FileSplits::plan(path, 16)?;
-            samples_from_file(splits, args.dataflow.dataflow(), args.workers)?
+            examples_from_file(&splits, dataflow)?
         }
         None => {
             let url = args.database.url()?;
-            eprintln!("reading closed sessions from {url}");
+            eprintln!("reading the prediction log of {url}");
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
-            runtime
-                .block_on(read_closed_sessions(&url))?
+            let logged = runtime.block_on(read_labelled_predictions(&url))?;
+            anyhow::ensure!(
+                !logged.is_empty(),
+                "churn_predictions holds no prediction about an ended session: run the pipeline \
+                 with --model and --log-predictions first, or train from --events FILE"
+            );
+            let rule = SessionRule {
+                gap_ms: dataflow.session_gap_ms,
+                window: dataflow.window,
+            };
+            logged
                 .iter()
-                .filter_map(|row| row.training_sample())
+                .map(|p| Example {
+                    features: p.features,
+                    churned: p.churned,
+                    session_start: p.session_start,
+                    known_at: rule.final_at(p.last_event),
+                    prefix_events: (p.features.num_views + p.features.num_cart_adds) as u32,
+                    session: session_key(&p.session_id, p.session_start),
+                })
                 .collect()
         }
     };
-    print_balance(&samples);
+    let sessions: HashSet<u64> = examples.iter().map(|e| e.session).collect();
+    let churned = examples.iter().filter(|e| e.churned).count();
+    eprintln!(
+        "examples: {} from {} ended sessions, {:.1}% of them churned",
+        examples.len(),
+        sessions.len(),
+        churned as f64 * 100.0 / examples.len().max(1) as f64
+    );
     let options = TrainOptions {
         params: TrainParams {
             trees: args.trees,
@@ -83,9 +113,10 @@ pub fn train(args: TrainArgs) -> anyhow::Result<()> {
             seed: args.seed,
         },
         holdout: args.holdout,
+        max_examples: args.max_examples,
         ..TrainOptions::default()
     };
-    let model = ChurnModel::train(&samples, &options)?;
+    let model = ChurnModel::train(&examples, &options)?;
     eprintln!("{}", describe(&model));
     model
         .save(&args.out)
@@ -99,34 +130,97 @@ pub fn train(args: TrainArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_balance(samples: &[Sample]) {
-    let churned = samples.iter().filter(|s| s.churned).count();
-    eprintln!(
-        "sessions: {} closed, {churned} churned ({:.1}%), {} purchased",
-        samples.len(),
-        churned as f64 * 100.0 / samples.len().max(1) as f64,
-        samples.len() - churned
-    );
-}
-
-/// What a model learned from and how well it does, in a few lines.
+/// What a model learned from and how well it does against its baselines.
 pub(super) fn describe(model: &ChurnModel) -> String {
-    let report = &model.header().report;
-    let importances: Vec<String> = report
+    let r = &model.header().report;
+    let mut out = String::new();
+    let split = time::OffsetDateTime::from_unix_timestamp_nanos(r.split_at_ms as i128 * 1_000_000)
+        .ok()
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_else(|| r.split_at_ms.to_string());
+    let _ = writeln!(
+        out,
+        "learnt from {} sessions ({} examples, {:.1}% churned) whose outcome was known by {split}; evaluated on the {} sessions ({} examples) that started after",
+        r.train_sessions,
+        r.train_examples,
+        r.churn_share * 100.0,
+        r.test_sessions,
+        r.test_examples
+    );
+    let _ = writeln!(
+        out,
+        "{:<22} {:>8} {:>11} {:>8} {:>9} {:>8} {:>8} {:>8}",
+        "on later sessions",
+        "ROC AUC",
+        "PR AUC buy",
+        "Brier",
+        "log loss",
+        "AUC @1",
+        "AUC @3",
+        "AUC @5"
+    );
+    let row = |out: &mut String, name: &str, e: &Evaluation| {
+        let prefix: Vec<String> = e
+            .auc_by_prefix
+            .iter()
+            .map(|p| p.roc_auc.map_or("-".into(), |a| format!("{a:.3}")))
+            .collect();
+        let _ = writeln!(
+            out,
+            "{name:<22} {:>8.3} {:>11.3} {:>8.4} {:>9.4} {:>8} {:>8} {:>8}",
+            e.roc_auc, e.pr_auc_purchase, e.brier, e.log_loss, prefix[0], prefix[1], prefix[2]
+        );
+    };
+    row(
+        &mut out,
+        &format!("forest ({} trees)", r.params.trees),
+        &r.forest,
+    );
+    row(&mut out, "single tree", &r.single_tree);
+    match &r.logistic {
+        Some(logistic) => row(&mut out, "logistic regression", logistic),
+        None => {
+            let _ = writeln!(out, "logistic regression    could not be fitted");
+        }
+    }
+    row(&mut out, "base rate", &r.base_rate);
+    let beaten = r.beaten_by();
+    if beaten.is_empty() {
+        let _ = writeln!(out, "the forest beats every baseline on ROC AUC");
+    } else {
+        let _ = writeln!(
+            out,
+            "WARNING: the forest does not beat {} on ROC AUC",
+            beaten.join(", ")
+        );
+    }
+    let bins: Vec<String> = r
+        .forest
+        .calibration
+        .iter()
+        .filter_map(|b| {
+            Some(format!(
+                "{:.1}-{:.1}: {} predicted {:.3} observed {:.3}",
+                b.from,
+                b.from + 0.1,
+                b.examples,
+                b.predicted?,
+                b.observed?
+            ))
+        })
+        .collect();
+    let _ = writeln!(out, "calibration of the forest (churn probability bins):");
+    for bin in bins {
+        let _ = writeln!(out, "  {bin}");
+    }
+    let importances: Vec<String> = r
         .importances
         .iter()
         .map(|(name, share)| format!("{name} {share:.2}"))
         .collect();
-    format!(
-        "trained {} trees (depth <= {}) on {} sessions, held out {}: accuracy {:.3}, ROC AUC {:.3}\nfeature importances: {}",
-        report.params.trees,
-        report.params.max_depth,
-        report.train_rows,
-        report.holdout.rows,
-        report.holdout.accuracy,
-        report.holdout.roc_auc,
-        importances.join(", ")
-    )
+    debug_assert_eq!(importances.len(), FEATURE_COUNT);
+    let _ = write!(out, "feature importances: {}", importances.join(", "));
+    out
 }
 
 /// Loads `--model`, or says that no scores will be produced without one.
@@ -142,8 +236,8 @@ pub(super) fn load_model(path: Option<&PathBuf>) -> anyhow::Result<Option<Arc<Ch
     tracing::info!(
         model = %header.model_version,
         trained_at = %header.trained_at,
-        roc_auc = header.report.holdout.roc_auc,
-        "scoring every session with {}",
+        roc_auc = header.report.forest.roc_auc,
+        "scoring every open session with {}",
         path.display()
     );
     Ok(Some(Arc::new(model)))

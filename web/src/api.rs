@@ -9,6 +9,7 @@ use warp::{Filter, Rejection, Reply};
 use crate::charts::{churn_chart, funnel_chart, trends_chart};
 use crate::context::WebContext;
 use crate::errors::refuse;
+use crate::models::ModelStatus;
 use crate::status::{DataflowState, SinkSnapshot};
 use crate::views::{AtRisk, FunnelWindow, TrendWindow, KEEP_WINDOWS};
 
@@ -56,8 +57,8 @@ struct Windows<T> {
 }
 
 #[derive(Serialize)]
-struct Sessions<'a> {
-    model_version: Option<&'a str>,
+struct Sessions {
+    model_version: Option<String>,
     sessions: Vec<AtRisk>,
 }
 
@@ -75,6 +76,7 @@ struct Status {
     malformed_total: u64,
     open_sessions: usize,
     model_version: Option<String>,
+    model: Option<ModelStatus>,
     sink: Option<SinkSnapshot>,
 }
 
@@ -115,7 +117,7 @@ pub fn routes(
         .and_then(|query, context: WebContext| async move {
             let limit = count_param(&query, "limit", 10, 1000)?;
             let sessions = Sessions {
-                model_version: context.model.as_deref().map(|m| m.version()),
+                model_version: context.model.as_ref().map(|m| m.current().version().into()),
                 sessions: context.views.at_risk(limit),
             };
             Ok::<_, Rejection>(warp::reply::json(&sessions).into_response())
@@ -154,7 +156,8 @@ fn status(context: &WebContext) -> Status {
             .load(Ordering::Relaxed)
             .saturating_sub(late),
         open_sessions: context.views.churn(1).open_sessions,
-        model_version: context.model.as_ref().map(|m| m.version().to_string()),
+        model_version: context.model.as_ref().map(|m| m.current().version().into()),
+        model: ModelStatus::of(context),
         sink: context.status.sink(),
     }
 }

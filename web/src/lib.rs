@@ -13,13 +13,14 @@ pub mod charts;
 pub mod context;
 pub mod errors;
 pub mod metrics;
+pub mod models;
 pub mod predict;
 pub mod routes;
 pub mod server;
 pub mod status;
 pub mod views;
 
-pub use context::WebContext;
+pub use context::{ModelLoader, WebContext};
 pub use server::{WebConfig, WebError, WebServer};
 pub use status::{DataflowState, PipelineStatus, SinkProbe, SinkSnapshot};
 pub use views::LiveViews;

@@ -4,6 +4,7 @@ use std::fmt::Write;
 use std::sync::atomic::Ordering;
 
 use crate::context::WebContext;
+use crate::models::ModelStatus;
 
 /// Renders every metric.
 pub fn render(context: &WebContext) -> String {
@@ -95,13 +96,24 @@ pub fn render(context: &WebContext) -> String {
         "Churn scores produced (changed scores).",
         context.views.scores_produced() as f64,
     );
-    if let Some(model) = &context.model {
+    if let Some(status) = ModelStatus::of(context) {
         out.family("clickflow_model_info", "gauge", "The churn model in use.");
         out.sample(
             "clickflow_model_info",
-            &format!("version=\"{}\"", escape(model.version())),
+            &format!("version=\"{}\"", escape(&status.model_version)),
             1.0,
         );
+        out.family(
+            "clickflow_model_live_roc_auc",
+            "gauge",
+            "ROC AUC of each model version's predictions on sessions that have ended.",
+        );
+        for live in status.live.iter() {
+            if let Some(auc) = live.roc_auc {
+                let label = format!("version=\"{}\"", escape(&live.model_version));
+                out.sample("clickflow_model_live_roc_auc", &label, auc);
+            }
+        }
     }
 
     if let Some(sink) = context.status.sink() {

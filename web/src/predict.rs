@@ -1,16 +1,25 @@
 //! `POST /api/v1/churn/predict`: the churn model over REST.
 //!
-//! The body is one JSON object `{"num_views": .., "num_cart_adds": .., "duration_s": ..}` or
-//! an array of them; the answer is `{"churn_probability": .., "model_version": ..}` or an
-//! array of those, in order. Every refusal names the problem: a body that is not JSON, a
-//! missing or unknown field, a wrong type, a negative or non-finite number (with the item's
-//! index in an array), a body over [`MAX_BODY_BYTES`] (413), or a content type other than
-//! JSON (415).
-
-use std::sync::Arc;
+//! The body is one JSON object of a session's features as known now, or an array of them;
+//! the answer is `{"churn_probability": .., "model_version": ..}` or an array of those, in
+//! order. The features are the model's (see [`clickflow_model::features`]):
+//! `num_views`, `num_cart_adds` and `duration_s` are required (the seed's request keeps
+//! working); the others may be left out and then take documented defaults:
+//!
+//! | feature | when left out |
+//! |---|---|
+//! | `recency_s` | 0: the session is scored right after its latest event |
+//! | `distinct_products` | `num_views`: every view a different product |
+//! | `cart_value` | `num_cart_adds` times the mean price of a cart add in the model's training data |
+//! | `user_sessions_before`, `user_purchases_before` | 0: a user with no history |
+//!
+//! Every refusal names the problem: a body that is not JSON, a missing or unknown field, a
+//! wrong type, a negative or non-finite number (with the item's index in an array), a body
+//! over [`MAX_BODY_BYTES`] (413), or a content type other than JSON (415).
 
 use bytes::Bytes;
-use clickflow_model::{ChurnModel, Features};
+use clickflow_dataflow::LiveModel;
+use clickflow_model::{ChurnModel, FeatureDefaults, Features};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use warp::http::StatusCode;
@@ -28,6 +37,11 @@ struct FeaturesIn {
     num_views: f64,
     num_cart_adds: f64,
     duration_s: f64,
+    recency_s: Option<f64>,
+    distinct_products: Option<f64>,
+    cart_value: Option<f64>,
+    user_sessions_before: Option<f64>,
+    user_purchases_before: Option<f64>,
 }
 
 #[derive(Serialize)]
@@ -38,7 +52,7 @@ struct Prediction<'a> {
 
 /// The route.
 pub fn route(
-    model: Option<Arc<ChurnModel>>,
+    model: Option<LiveModel>,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
     warp::path!("api" / "v1" / "churn" / "predict")
         .and(warp::post())
@@ -46,7 +60,7 @@ pub fn route(
         .and(warp::body::content_length_limit(MAX_BODY_BYTES))
         .and(warp::body::bytes())
         .and_then(move |content_type: Option<String>, body: Bytes| {
-            let model = model.clone();
+            let model = model.as_ref().map(LiveModel::current);
             async move { predict(model.as_deref(), content_type.as_deref(), &body) }
         })
 }
@@ -75,11 +89,12 @@ fn predict(
         ));
     };
     let bad = |message: String| refuse(StatusCode::BAD_REQUEST, message);
+    let defaults = &model.header().defaults;
     let value: Value = serde_json::from_slice(body)
         .map_err(|e| bad(format!("the body is not valid JSON: {e}")))?;
     let reply = match value {
         Value::Object(_) => {
-            let features = features_from_json(value).map_err(bad)?;
+            let features = features_from_json(value, defaults).map_err(bad)?;
             warp::reply::json(&Prediction {
                 churn_probability: model.predict(&features),
                 model_version: model.version(),
@@ -90,7 +105,8 @@ fn predict(
                 .into_iter()
                 .enumerate()
                 .map(|(index, item)| {
-                    features_from_json(item).map_err(|e| bad(format!("item {index}: {e}")))
+                    features_from_json(item, defaults)
+                        .map_err(|e| bad(format!("item {index}: {e}")))
                 })
                 .collect::<Result<Vec<Features>, Rejection>>()?;
             let predictions: Vec<Prediction<'_>> = model
@@ -105,7 +121,7 @@ fn predict(
         }
         _ => {
             return Err(bad(
-                "expected an object {\"num_views\", \"num_cart_adds\", \"duration_s\"} or an array of them"
+                "expected an object of features (at least num_views, num_cart_adds, duration_s) or an array of them"
                     .to_string(),
             ))
         }
@@ -113,15 +129,23 @@ fn predict(
     Ok(reply.into_response())
 }
 
-/// A session's features from a JSON object `{"num_views", "num_cart_adds", "duration_s"}`,
-/// checked: the one parser of REST predictions and `clickflow predict`. The error names the
-/// missing or unknown field, the wrong type, or the out-of-range number.
-pub fn features_from_json(value: Value) -> Result<Features, String> {
+/// A session's features from a JSON object, the optional ones filled in from `defaults`
+/// as the module docs say, checked: the one parser of REST predictions and `clickflow
+/// predict`. The error names the missing or unknown field, the wrong type, or the
+/// out-of-range number.
+pub fn features_from_json(value: Value, defaults: &FeatureDefaults) -> Result<Features, String> {
     let given: FeaturesIn = serde_json::from_value(value).map_err(|e| e.to_string())?;
     Features {
         num_views: given.num_views,
         num_cart_adds: given.num_cart_adds,
         duration_s: given.duration_s,
+        recency_s: given.recency_s.unwrap_or(0.0),
+        distinct_products: given.distinct_products.unwrap_or(given.num_views),
+        cart_value: given
+            .cart_value
+            .unwrap_or(given.num_cart_adds * defaults.cart_add_price),
+        user_sessions_before: given.user_sessions_before.unwrap_or(0.0),
+        user_purchases_before: given.user_purchases_before.unwrap_or(0.0),
     }
     .validate()
     .map_err(|e| e.to_string())

@@ -8,6 +8,8 @@
 //! | `GET /api/v1/sessions/at-risk?limit=N` | open sessions most likely to churn |
 //! | `GET /api/v1/status` | pipeline health, as the dashboard shows it |
 //! | `POST /api/v1/churn/predict` | churn probability of given features |
+//! | `GET /api/v1/model` | the model scoring now: offline and live quality |
+//! | `POST /api/v1/models` | load a model file into the running pipeline (needs a token) |
 //! | `GET /metrics` | Prometheus metrics |
 //! | `GET /healthz` | 200 when healthy, 503 with the reasons (never needs the token) |
 
@@ -55,12 +57,15 @@ pub fn routes(
         )
         .into_response()
     });
+    let models = crate::models::routes(context.clone(), token.is_some());
     let protected = authorized(token).and(
         page.or(crate::api::charts(context.clone()))
             .unify()
             .or(crate::api::routes(context.clone()))
             .unify()
             .or(crate::predict::route(context.model.clone()))
+            .unify()
+            .or(models)
             .unify()
             .or(metrics)
             .unify(),

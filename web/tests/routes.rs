@@ -4,10 +4,14 @@
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
-use clickflow_dataflow::rows::{FunnelRow, Probability, ScoreRow, SessionRow, TrendRow};
-use clickflow_dataflow::window::Window;
-use clickflow_dataflow::{EpochOutput, PipelineMetrics};
-use clickflow_model::{ChurnModel, Features, Sample, TrainOptions, TrainParams};
+use clickflow_dataflow::lifecycle::{ModelMonitor, MonitorLimits};
+use clickflow_dataflow::rows::{
+    FeatureValues, FunnelRow, Probability, ScoreRow, SessionRow, TrendRow,
+};
+use clickflow_dataflow::sessions::SessionRule;
+use clickflow_dataflow::window::{Window, WindowSize};
+use clickflow_dataflow::{EpochOutput, LiveModel, PipelineMetrics};
+use clickflow_model::{ChurnModel, Example, Features, TrainOptions, TrainParams, FEATURE_COUNT};
 use clickflow_sources::EventType;
 use clickflow_web::routes::routes;
 use clickflow_web::{
@@ -20,21 +24,53 @@ use warp::http::StatusCode;
 const MINUTE: i64 = 60_000;
 const T0: i64 = 1_751_932_800_000; // 2025-07-08T00:00:00Z
 
-fn model() -> Arc<ChurnModel> {
-    let samples: Vec<Sample> = (0..400)
-        .map(|i| Sample {
-            features: Features::of_session(1 + i % 9, i % 4, (i * 7_919 % 1_200) * 1000),
-            churned: i % 4 == 0 || (i % 3 == 0 && i % 9 < 4),
+/// Features of `views` views and `carts` cart adds over `duration_s` seconds; the others
+/// as a REST request that leaves them out gets them, with a cart add worth `price`.
+fn features(views: f64, carts: f64, duration_s: f64, price: f64) -> Features {
+    Features::from_array([
+        views,
+        carts,
+        duration_s,
+        0.0,
+        views,
+        carts * price,
+        0.0,
+        0.0,
+    ])
+}
+
+fn trained(seed: u64) -> Arc<ChurnModel> {
+    let samples: Vec<Example> = (0..400)
+        .map(|i| {
+            let mut x = [0.0; FEATURE_COUNT];
+            x[0] = (1 + i % 9) as f64;
+            x[1] = (i % 4) as f64;
+            x[2] = (i * 7_919 % 1_200) as f64;
+            x[5] = x[1] * 15.0;
+            Example {
+                features: Features::from_array(x),
+                churned: i % 4 == 0 || (i % 3 == 0 && i % 9 < 4),
+                session_start: i * 1_000,
+                known_at: i * 1_000 + 500,
+                prefix_events: 1,
+                session: i as u64,
+            }
         })
         .collect();
     let options = TrainOptions {
         params: TrainParams {
             trees: 5,
+            min_samples_leaf: 5.0,
+            seed,
             ..TrainParams::default()
         },
         ..TrainOptions::default()
     };
     Arc::new(ChurnModel::train(&samples, &options).unwrap())
+}
+
+fn model() -> Arc<ChurnModel> {
+    trained(1)
 }
 
 fn session(id: &str, views: i64, carts: i64, closed: bool) -> SessionRow {
@@ -46,6 +82,8 @@ fn session(id: &str, views: i64, carts: i64, closed: bool) -> SessionRow {
         num_purchases: 0,
         session_start: T0,
         last_event: T0 + 90_000,
+        num_products: views,
+        cart_value_cents: carts * 1_500,
         closed,
     }
 }
@@ -57,6 +95,8 @@ fn score(id: &str, p: f64) -> ScoreRow {
         user_id: format!("u-{id}").as_str().into(),
         churn_probability: Probability(p),
         model_version: "rf-test".into(),
+        features: FeatureValues([1.0; FEATURE_COUNT]),
+        as_of: T0 + 90_000,
     }
 }
 
@@ -112,6 +152,10 @@ struct Server {
 }
 
 fn server(model: Option<Arc<ChurnModel>>) -> Server {
+    let live = model.map(LiveModel::new);
+    let loader: Option<clickflow_web::ModelLoader> = live.clone().map(|live| {
+        Arc::new(move |model: Arc<ChurnModel>| live.replace(model)) as clickflow_web::ModelLoader
+    });
     let views = Arc::new(LiveViews::default());
     views.apply(&epoch());
     let metrics = Arc::new(PipelineMetrics::default());
@@ -136,7 +180,9 @@ fn server(model: Option<Arc<ChurnModel>>) -> Server {
     Server {
         context: WebContext {
             views,
-            model,
+            model: live,
+            monitor: None,
+            loader,
             status,
         },
         sink,
@@ -197,7 +243,8 @@ async fn predictions_answer_one_object_or_an_array() {
     )
     .await;
     assert_eq!(status, StatusCode::OK);
-    let expected = model.predict(&Features::of_session(4, 1, 95_500));
+    let price = model.header().defaults.cart_add_price;
+    let expected = model.predict(&features(4.0, 1.0, 95.5, price));
     assert_eq!(body["churn_probability"].as_f64(), Some(expected));
     assert_eq!(body["model_version"], model.version());
 
@@ -216,8 +263,133 @@ async fn predictions_answer_one_object_or_an_array() {
     assert_eq!(answers.len(), 2);
     assert_eq!(
         answers[1]["churn_probability"].as_f64(),
-        Some(model.predict(&Features::of_session(12, 3, 600_000)))
+        Some(model.predict(&features(12.0, 3.0, 600.0, price)))
     );
+}
+
+async fn post_model(
+    filter: &warp::filters::BoxedFilter<(warp::reply::Response,)>,
+    token: Option<&str>,
+    content_type: &str,
+    body: Vec<u8>,
+) -> (StatusCode, Value) {
+    let mut request = warp::test::request()
+        .method("POST")
+        .path("/api/v1/models")
+        .header("content-type", content_type)
+        .body(body);
+    if let Some(token) = token {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    let response = request.reply(filter).await;
+    (
+        response.status(),
+        serde_json::from_slice(response.body()).unwrap(),
+    )
+}
+
+#[tokio::test]
+async fn a_model_file_is_loaded_over_http_only_with_a_token_and_only_when_it_is_sound() {
+    let first = model();
+    let second = trained(2);
+    assert_ne!(first.version(), second.version());
+    let server = server(Some(first.clone()));
+    let octets = "application/octet-stream";
+
+    // Without a server token, nobody may replace the model.
+    let open = routes(server.context.clone(), None);
+    let (status, body) = post_model(&open, None, octets, second.to_bytes()).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(error_of(&body).contains("--api-token"), "{body}");
+
+    let guarded = routes(server.context.clone(), Some("a-long-enough-token".into()));
+    let token = Some("a-long-enough-token");
+    let (status, _) = post_model(&guarded, None, octets, second.to_bytes()).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, body) = post_model(&guarded, token, "application/json", second.to_bytes()).await;
+    assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{body}");
+    let mut damaged = second.to_bytes();
+    let at = damaged.len() / 2;
+    damaged.truncate(at);
+    let (status, body) = post_model(&guarded, token, octets, damaged).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(error_of(&body).contains("truncated or damaged"), "{body}");
+    let old = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../model/tests/fixtures/format-v1.model"
+    ))
+    .unwrap();
+    let (status, body) = post_model(&guarded, token, octets, old).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(error_of(&body).contains("format version 1"), "{body}");
+    // Nothing was loaded so far.
+    let (_, body) = get_json(&server, "/api/v1/model").await;
+    assert_eq!(body["model_version"], first.version());
+
+    let (status, body) = post_model(&guarded, token, octets, second.to_bytes()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["model_version"], second.version());
+    let (_, body) = get_json(&server, "/api/v1/model").await;
+    assert_eq!(body["model_version"], second.version());
+    let one = json!({"num_views": 4, "num_cart_adds": 1, "duration_s": 95.5});
+    let (_, body) = predict(
+        &server,
+        Some("application/json"),
+        one.to_string().as_bytes(),
+    )
+    .await;
+    assert_eq!(body["model_version"], second.version());
+}
+
+#[tokio::test]
+async fn the_model_route_shows_offline_and_live_quality() {
+    let model = model();
+    let mut server = server(Some(model.clone()));
+    let window = WindowSize::from_millis(MINUTE);
+    let monitor = Arc::new(ModelMonitor::new(
+        SessionRule {
+            gap_ms: 30 * MINUTE,
+            window,
+        },
+        MonitorLimits::default(),
+    ));
+    // Two sessions scored by the model, then ended: one bought, one did not.
+    let mut scored = EpochOutput::default();
+    let mut ended = EpochOutput::default();
+    for (id, p, purchases) in [("a", 0.8, 0), ("b", 0.3, 1)] {
+        let mut row = score(id, p);
+        row.model_version = model.version().into();
+        scored.scores.push((row, 1));
+        let mut closed = session(id, 3, 1, true);
+        closed.num_purchases = purchases;
+        ended.sessions.push((closed, 1));
+    }
+    monitor.observe(&scored);
+    monitor.observe(&ended);
+    server.context.monitor = Some(monitor);
+    let (status, body) = get_json(&server, "/api/v1/model").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["model_version"], model.version());
+    let offline = body["offline"]["roc_auc"].as_f64().unwrap();
+    assert_eq!(offline, model.header().report.forest.roc_auc);
+    let live = &body["live"][0];
+    assert_eq!(live["model_version"], model.version());
+    assert_eq!(live["sessions"], 2);
+    assert_eq!(
+        live["roc_auc"], 1.0,
+        "the churned session was scored higher"
+    );
+    let (_, metrics, text) = get(&server, "/metrics").await;
+    assert_eq!(metrics.as_str(), "text/plain; version=0.0.4");
+    assert!(
+        text.contains(&format!(
+            "clickflow_model_live_roc_auc{{version=\"{}\"}} 1",
+            model.version()
+        )),
+        "{text}"
+    );
+    let (status, _) = get_json(&self::server(None), "/api/v1/model").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
 }
 
 #[tokio::test]

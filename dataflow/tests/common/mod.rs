@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use clickflow_dataflow::oracle::OracleTables;
 use clickflow_dataflow::run::{run, InputSpec, RunConfig};
-use clickflow_dataflow::{DataflowConfig, EpochConfig, Tables};
+use clickflow_dataflow::{DataflowConfig, EpochConfig, LiveModel, Tables};
 use clickflow_model::ChurnModel;
 use clickflow_sources::file::FileSplits;
 use clickflow_sources::shop::ShopRecord;
@@ -60,7 +60,7 @@ pub fn run_file_scored(
     let config = RunConfig {
         dataflow,
         epochs,
-        model,
+        model: model.map(LiveModel::new),
         ..RunConfig::default()
     };
     run(

@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clickflow_dataflow::rows::{FunnelRow, ScoreRow, SessionRow, TrendRow};
 use clickflow_dataflow::EpochOutput;
+use clickflow_model::FEATURE_COUNT;
 use clickflow_sources::dead_letter::storable_text;
 use clickflow_sources::EventTime;
 use tokio_postgres::types::{ToSql, Type};
@@ -159,20 +160,23 @@ const SESSIONS_UPSERT: Statement = Statement {
         "session_start",
         "last_event",
         "duration_s",
+        "num_products",
+        "cart_value_cents",
         "closed",
     ],
     sql: "INSERT INTO session_features (session_id, user_id, num_views, num_cart_adds,
-              num_purchases, session_start, last_event, duration_s, closed, batch_time)
+              num_purchases, session_start, last_event, duration_s, num_products, cart_value,
+              closed, batch_time)
           SELECT s.session_id, s.user_id, s.num_views, s.num_cart_adds, s.num_purchases,
-                 s.session_start, s.last_event, s.duration_s,
-                 s.closed, now()
+                 s.session_start, s.last_event, s.duration_s, s.num_products,
+                 s.cart_value_cents::numeric / 100, s.closed, now()
           FROM {src}
           ON CONFLICT (session_id, session_start) DO UPDATE SET
               user_id = EXCLUDED.user_id, num_views = EXCLUDED.num_views,
               num_cart_adds = EXCLUDED.num_cart_adds, num_purchases = EXCLUDED.num_purchases,
-              last_event = EXCLUDED.last_event,
-              duration_s = EXCLUDED.duration_s, closed = EXCLUDED.closed,
-              batch_time = EXCLUDED.batch_time",
+              last_event = EXCLUDED.last_event, duration_s = EXCLUDED.duration_s,
+              num_products = EXCLUDED.num_products, cart_value = EXCLUDED.cart_value,
+              closed = EXCLUDED.closed, batch_time = EXCLUDED.batch_time",
 };
 
 const SESSIONS_DELETE: Statement = Statement {
@@ -182,23 +186,71 @@ const SESSIONS_DELETE: Statement = Statement {
           WHERE t.session_id = s.session_id AND t.session_start = s.session_start",
 };
 
+/// The columns of a score: its session, the model's answer and what it was asked. The
+/// features travel as one column each (an `unnest` of a two-dimensional array would flatten
+/// it) and are put back together as an array.
+const SCORE_COLUMNS: &[&str] = &[
+    "session_id",
+    "session_start",
+    "user_id",
+    "churn_probability",
+    "model_version",
+    "as_of",
+    "f0",
+    "f1",
+    "f2",
+    "f3",
+    "f4",
+    "f5",
+    "f6",
+    "f7",
+];
+
 const SCORES_UPSERT: Statement = Statement {
     staging: "clickflow_stage_scores",
+    columns: SCORE_COLUMNS,
+    sql: "INSERT INTO churn_scores (session_id, session_start, user_id, churn_probability,
+              model_version, as_of, features, scored_at)
+          SELECT s.session_id, s.session_start, s.user_id, s.churn_probability,
+                 s.model_version, s.as_of,
+                 ARRAY[s.f0, s.f1, s.f2, s.f3, s.f4, s.f5, s.f6, s.f7], now()
+          FROM {src}
+          ON CONFLICT (session_id, session_start) DO UPDATE SET
+              user_id = EXCLUDED.user_id, churn_probability = EXCLUDED.churn_probability,
+              model_version = EXCLUDED.model_version, as_of = EXCLUDED.as_of,
+              features = EXCLUDED.features, scored_at = EXCLUDED.scored_at",
+};
+
+/// Every score the epoch inserts, appended to the prediction log. A prediction is keyed by
+/// a hash of what was asked and who answered (session, model version, the time and values
+/// of the features): a transaction sent again after a lost acknowledgement, or a restart
+/// that replays the same prediction, logs it once.
+const PREDICTIONS_INSERT: Statement = Statement {
+    staging: "clickflow_stage_predictions",
     columns: &[
+        "prediction_key",
         "session_id",
         "session_start",
         "user_id",
         "churn_probability",
         "model_version",
+        "as_of",
+        "f0",
+        "f1",
+        "f2",
+        "f3",
+        "f4",
+        "f5",
+        "f6",
+        "f7",
     ],
-    sql: "INSERT INTO churn_scores (session_id, session_start, user_id, churn_probability,
-              model_version, scored_at)
-          SELECT s.session_id, s.session_start, s.user_id, s.churn_probability,
-                 s.model_version, now()
+    sql: "INSERT INTO churn_predictions (prediction_key, session_id, session_start, user_id,
+              churn_probability, model_version, as_of, features, logged_at)
+          SELECT s.prediction_key, s.session_id, s.session_start, s.user_id,
+                 s.churn_probability, s.model_version, s.as_of,
+                 ARRAY[s.f0, s.f1, s.f2, s.f3, s.f4, s.f5, s.f6, s.f7], now()
           FROM {src}
-          ON CONFLICT (session_id, session_start) DO UPDATE SET
-              user_id = EXCLUDED.user_id, churn_probability = EXCLUDED.churn_probability,
-              model_version = EXCLUDED.model_version, scored_at = EXCLUDED.scored_at",
+          ON CONFLICT (prediction_key) DO NOTHING",
 };
 
 const SCORES_DELETE: Statement = Statement {
@@ -233,8 +285,9 @@ const OFFSETS: Statement = Statement {
 };
 
 /// Everything an epoch writes, in the order it must be applied: deletes (retractions) before
-/// upserts (insertions), then dead letters and offsets.
-pub(super) fn stage_epoch(output: &EpochOutput) -> Vec<Staged<'_>> {
+/// upserts (insertions), then the prediction log (with `log_predictions`), dead letters and
+/// offsets.
+pub(super) fn stage_epoch(output: &EpochOutput, log_predictions: bool) -> Vec<Staged<'_>> {
     let (trend_upserts, trend_deletes) = split(&output.trends, |r| (r.window.start, r.event_type));
     let (funnel_upserts, funnel_deletes) =
         split(&output.funnel, |r| (r.window.start, r.event_type));
@@ -288,6 +341,14 @@ pub(super) fn stage_epoch(output: &EpochOutput) -> Vec<Staged<'_>> {
         Staged {
             statement: &SCORES_UPSERT,
             values: score_columns(&score_upserts),
+        },
+        Staged {
+            statement: &PREDICTIONS_INSERT,
+            values: if log_predictions {
+                prediction_columns(&score_upserts)
+            } else {
+                Vec::new()
+            },
         },
         Staged {
             statement: &DEAD_LETTERS,
@@ -424,16 +485,49 @@ fn session_columns<'a>(rows: &[&'a SessionRow]) -> Vec<Column<'a>> {
         Column::Timestamp(rows.iter().map(|r| instant(r.session_start)).collect()),
         Column::Timestamp(rows.iter().map(|r| instant(r.last_event)).collect()),
         Column::Float8(rows.iter().map(|r| r.duration_s()).collect()),
+        Column::Int8(rows.iter().map(|r| r.num_products).collect()),
+        Column::Int8(rows.iter().map(|r| r.cart_value_cents).collect()),
         Column::Bool(rows.iter().map(|r| r.closed).collect()),
     ]
 }
 
 fn score_columns<'a>(rows: &[&'a ScoreRow]) -> Vec<Column<'a>> {
-    vec![
+    let mut columns = vec![
         text(rows, |r| &r.session_id),
         Column::Timestamp(rows.iter().map(|r| instant(r.session_start)).collect()),
         text(rows, |r| &r.user_id),
         Column::Float8(rows.iter().map(|r| r.churn_probability.0).collect()),
         text(rows, |r| &r.model_version),
-    ]
+        Column::Timestamp(rows.iter().map(|r| instant(r.as_of)).collect()),
+    ];
+    for feature in 0..FEATURE_COUNT {
+        columns.push(Column::Float8(
+            rows.iter().map(|r| r.features.0[feature]).collect(),
+        ));
+    }
+    columns
+}
+
+fn prediction_columns<'a>(rows: &[&'a ScoreRow]) -> Vec<Column<'a>> {
+    let mut columns = vec![Column::Int8(
+        rows.iter().map(|r| prediction_key(r)).collect(),
+    )];
+    columns.extend(score_columns(rows));
+    columns
+}
+
+/// The key of a logged prediction: XXH3-64 of the session, the model version, the time the
+/// features describe and their bits.
+pub(super) fn prediction_key(row: &ScoreRow) -> i64 {
+    let mut hasher = xxhash_rust::xxh3::Xxh3Default::new();
+    for text in [row.session_id.as_str(), &row.model_version] {
+        hasher.update(&(text.len() as u64).to_le_bytes());
+        hasher.update(text.as_bytes());
+    }
+    hasher.update(&row.session_start.to_le_bytes());
+    hasher.update(&row.as_of.to_le_bytes());
+    for value in row.features.0 {
+        hasher.update(&value.to_bits().to_le_bytes());
+    }
+    hasher.digest() as i64
 }

@@ -116,6 +116,9 @@ pub struct SinkConfig {
     pub queue_epochs: usize,
     /// The longest pause between two reconnection attempts.
     pub max_backoff: Duration,
+    /// Log every score in `churn_predictions`, keeping each this long (event time behind
+    /// the watermark); `None`: no log.
+    pub prediction_log: Option<Duration>,
 }
 
 impl SinkConfig {
@@ -128,6 +131,7 @@ impl SinkConfig {
             checkpoint_interval: Duration::from_secs(5),
             queue_epochs: 4,
             max_backoff: Duration::from_secs(5),
+            prediction_log: None,
         }
     }
 }

@@ -8,8 +8,12 @@ use std::time::Duration;
 use clickflow_dataflow::run::{run, InputSpec, RunConfig, RunError, RunStats};
 use clickflow_dataflow::{EpochOutput, PipelineMetrics};
 
+use clickflow_dataflow::sessions::SessionRule;
+use clickflow_dataflow::watermark::NO_WATERMARK;
+
 use super::{
-    claim_input, load_resume_plan, prepare, spawn_sink, SinkConfig, SinkError, SinkHandle,
+    claim_input, load_resume_plan, load_user_history, prepare, spawn_sink, SinkConfig, SinkError,
+    SinkHandle,
 };
 
 /// Why the pipeline stopped with an error.
@@ -63,12 +67,22 @@ pub fn run_into_postgres(
         .enable_all()
         .build()
         .map_err(|_| SinkError::Closed)?;
+    let scoring = config.model.is_some();
+    let rule = SessionRule {
+        gap_ms: config.dataflow.session_gap_ms,
+        window: config.dataflow.window,
+    };
     let (input, resume) = runtime.block_on(retrying_at_start(|| {
         let (url, input) = (&sink.url, input.clone());
         async move {
             prepare(url).await?;
             let input = claim_input(url, input).await?;
-            let plan = load_resume_plan(url, &input.partitions()).await?;
+            let mut plan = load_resume_plan(url, &input.partitions()).await?;
+            if scoring && plan.committed_watermark != NO_WATERMARK {
+                plan.reopen_after_end(rule.window);
+                let folds_before = plan.history_folds_before(rule.window);
+                plan.history = Arc::new(load_user_history(url, rule, folds_before).await?);
+            }
             Ok((input, plan))
         }
     }))?;

@@ -1,9 +1,12 @@
 //! Reading the tables back into memory: for verification against the oracle (tests and the
 //! end-to-end benchmark) and for tools.
 
-use clickflow_dataflow::rows::{FunnelRow, Probability, ScoreRow, SessionRow, TrendRow};
+use clickflow_dataflow::rows::{
+    FeatureValues, FunnelRow, Probability, ScoreRow, SessionRow, TrendRow,
+};
 use clickflow_dataflow::window::Window;
 use clickflow_dataflow::Tables;
+use clickflow_model::FEATURE_COUNT;
 use clickflow_sources::{DeadLetter, EventType, PartitionId, RejectKind, Rejection};
 
 use super::schema::connect;
@@ -69,8 +72,10 @@ pub async fn read_tables(url: &DatabaseUrl) -> Result<Tables, SinkError> {
     }
     let read = SinkError::statement("reading the tables back");
     let sql = format!(
-        "SELECT session_id, user_id, churn_probability, model_version, {} FROM churn_scores",
-        ms("session_start")
+        "SELECT session_id, user_id, churn_probability, model_version, {}, {}, features
+         FROM churn_scores",
+        ms("session_start"),
+        ms("as_of")
     );
     for row in client.query(&sql, &[]).await.map_err(read)? {
         let score = ScoreRow {
@@ -79,6 +84,8 @@ pub async fn read_tables(url: &DatabaseUrl) -> Result<Tables, SinkError> {
             churn_probability: Probability(row.get(2)),
             model_version: row.get::<_, &str>(3).into(),
             session_start: row.get(4),
+            as_of: row.get(5),
+            features: feature_values(row.get(6)),
         };
         tables.scores.insert(score.key(), score);
     }
@@ -116,11 +123,13 @@ pub async fn read_tables(url: &DatabaseUrl) -> Result<Tables, SinkError> {
     Ok(tables)
 }
 
-/// The closed rows of `session_features`, in session id order: what `clickflow train` learns
-/// from.
-pub async fn read_closed_sessions(url: &DatabaseUrl) -> Result<Vec<SessionRow>, SinkError> {
-    let client = connect(url).await?;
-    query_sessions(&client, "WHERE closed ORDER BY session_id").await
+/// Feature values stored as an array (missing ones read as 0).
+pub(super) fn feature_values(stored: Vec<f64>) -> FeatureValues {
+    let mut values = [0.0; FEATURE_COUNT];
+    for (value, stored) in values.iter_mut().zip(stored) {
+        *value = stored;
+    }
+    FeatureValues(values)
 }
 
 async fn query_sessions(
@@ -128,7 +137,8 @@ async fn query_sessions(
     filter: &str,
 ) -> Result<Vec<SessionRow>, SinkError> {
     let sql = format!(
-        "SELECT session_id, user_id, num_views, num_cart_adds, num_purchases, {}, {}, closed
+        "SELECT session_id, user_id, num_views, num_cart_adds, num_purchases, {}, {}, closed,
+                num_products, (cart_value * 100)::bigint
          FROM session_features {filter}",
         ms("session_start"),
         ms("last_event")
@@ -148,6 +158,8 @@ async fn query_sessions(
             session_start: row.get(5),
             last_event: row.get(6),
             closed: row.get(7),
+            num_products: row.get(8),
+            cart_value_cents: row.get(9),
         })
         .collect())
 }

@@ -2,9 +2,14 @@
 
 use std::collections::HashMap;
 
+use clickflow_dataflow::churn::HistorySeed;
+use clickflow_dataflow::history::History;
 use clickflow_dataflow::resume::{PartitionResume, ResumePlan};
+use clickflow_dataflow::sessions::SessionRule;
 use clickflow_dataflow::watermark::NO_WATERMARK;
-use clickflow_sources::PartitionId;
+use clickflow_model::UserHistory;
+use clickflow_sources::{EventTime, PartitionId};
+use compact_str::CompactString;
 
 use super::schema::connect;
 use super::{DatabaseUrl, SinkError};
@@ -32,6 +37,8 @@ pub async fn load_resume_plan(
     let mut plan = ResumePlan {
         partitions: HashMap::new(),
         committed_watermark,
+        retain_from,
+        history: Default::default(),
     };
     for partition in partitions {
         let topic = partition.topic.to_string();
@@ -84,4 +91,48 @@ pub async fn load_resume_plan(
         tracing::debug!("no watermark committed yet");
     }
     Ok(plan)
+}
+
+/// Every user's history from the sessions committed as final, for the scoring stage (see
+/// `clickflow_dataflow::history`): sessions final at or before `fold_before` folded into
+/// totals, later ones listed with their final time. A session's final time is computed as
+/// the dataflow does: the end of the window holding `last_event + gap`.
+pub async fn load_user_history(
+    url: &DatabaseUrl,
+    rule: SessionRule,
+    fold_before: EventTime,
+) -> Result<HistorySeed, SinkError> {
+    let client = connect(url).await?;
+    let rows = client
+        .query(
+            "WITH closed AS (
+                 SELECT user_id, num_purchases,
+                        (floor(((extract(epoch FROM last_event) * 1000)::bigint + $1::bigint)
+                               / $2::bigint) * $2::bigint + $2::bigint)::bigint AS final_at
+                 FROM session_features WHERE closed)
+             SELECT user_id,
+                    count(*) FILTER (WHERE final_at <= $3),
+                    coalesce(sum(num_purchases) FILTER (WHERE final_at <= $3), 0)::bigint,
+                    coalesce(array_agg(final_at) FILTER (WHERE final_at > $3), '{}'),
+                    coalesce(array_agg(num_purchases) FILTER (WHERE final_at > $3), '{}')
+             FROM closed GROUP BY user_id",
+            &[&rule.gap_ms, &rule.window.millis(), &fold_before],
+        )
+        .await
+        .map_err(SinkError::statement("reading users' history"))?;
+    Ok(rows
+        .iter()
+        .map(|row| {
+            let finals: Vec<i64> = row.get(3);
+            let purchases: Vec<i64> = row.get(4);
+            let history = History {
+                folded: UserHistory {
+                    sessions: row.get(1),
+                    purchases: row.get(2),
+                },
+                recent: finals.into_iter().zip(purchases).collect(),
+            };
+            (CompactString::from(row.get::<_, &str>(0)), history)
+        })
+        .collect())
 }

@@ -138,6 +138,48 @@ CREATE TABLE clickflow_input (
 );
 "#,
     ),
+    (
+        5,
+        "the prefix churn model: its features, the prediction log and the model registry",
+        r#"
+-- Two more session features, known while the session runs.
+ALTER TABLE session_features
+    ADD COLUMN num_products bigint NOT NULL DEFAULT 0,
+    ADD COLUMN cart_value   numeric(18,2) NOT NULL DEFAULT 0;
+-- Scores of the first model format came from a model that learnt from finished sessions
+-- (the purchase among its features); no clickflow loads such a model any more. They go, and
+-- every open session is scored afresh after the restart that applies this.
+DELETE FROM churn_scores;
+ALTER TABLE churn_scores
+    ADD COLUMN as_of    timestamptz        NOT NULL,
+    ADD COLUMN features double precision[] NOT NULL;
+-- What each model said, when, about what (features in the order of the model file's
+-- feature names); append-only, pruned by age (--prediction-retention).
+CREATE TABLE churn_predictions (
+    prediction_key    bigint PRIMARY KEY,
+    session_id        text               NOT NULL,
+    session_start     timestamptz        NOT NULL,
+    user_id           text               NOT NULL,
+    as_of             timestamptz        NOT NULL,
+    features          double precision[] NOT NULL,
+    churn_probability double precision   NOT NULL,
+    model_version     text               NOT NULL,
+    logged_at         timestamptz        NOT NULL
+);
+CREATE INDEX churn_predictions_as_of ON churn_predictions (as_of);
+-- Every model the pipeline scored with or considered.
+CREATE TABLE churn_models (
+    model_version text PRIMARY KEY,
+    trained_at    timestamptz NOT NULL,
+    source        text        NOT NULL,
+    sessions      bigint      NOT NULL,
+    examples      bigint      NOT NULL,
+    report        jsonb       NOT NULL,
+    promoted_at   timestamptz,
+    recorded_at   timestamptz NOT NULL DEFAULT now()
+);
+"#,
+    ),
 ];
 
 /// The columns the sink writes, per table, with their types: checked at start.
@@ -174,6 +216,8 @@ const EXPECTED_COLUMNS: &[(&str, &[(&str, &str)])] = &[
             ("session_start", "timestamp with time zone"),
             ("last_event", "timestamp with time zone"),
             ("duration_s", "double precision"),
+            ("num_products", "bigint"),
+            ("cart_value", "numeric"),
             ("closed", "boolean"),
             ("batch_time", "timestamp with time zone"),
         ],
@@ -186,7 +230,35 @@ const EXPECTED_COLUMNS: &[(&str, &[(&str, &str)])] = &[
             ("user_id", "text"),
             ("churn_probability", "double precision"),
             ("model_version", "text"),
+            ("as_of", "timestamp with time zone"),
+            ("features", "ARRAY"),
             ("scored_at", "timestamp with time zone"),
+        ],
+    ),
+    (
+        "churn_predictions",
+        &[
+            ("prediction_key", "bigint"),
+            ("session_id", "text"),
+            ("session_start", "timestamp with time zone"),
+            ("user_id", "text"),
+            ("as_of", "timestamp with time zone"),
+            ("features", "ARRAY"),
+            ("churn_probability", "double precision"),
+            ("model_version", "text"),
+            ("logged_at", "timestamp with time zone"),
+        ],
+    ),
+    (
+        "churn_models",
+        &[
+            ("model_version", "text"),
+            ("trained_at", "timestamp with time zone"),
+            ("source", "text"),
+            ("sessions", "bigint"),
+            ("examples", "bigint"),
+            ("report", "jsonb"),
+            ("promoted_at", "timestamp with time zone"),
         ],
     ),
     (
@@ -409,6 +481,8 @@ mod tests {
 
     /// Migration 3 re-keys sessions by `(session_id, session_start)`: rows written under the
     /// old key keep their values, and scores move to the key of the session they score.
+    /// Migration 5 then drops the scores of the first model format and adds the new session
+    /// features with their defaults.
     #[test]
     fn sessions_written_under_the_old_key_are_moved_to_the_new_one() {
         let db = TestDatabase::create("migration3");
@@ -430,7 +504,12 @@ mod tests {
              INSERT INTO churn_scores VALUES ('s1', 'u1', 0.25, 'rf-old', now()),
                                              ('gone', 'u3', 0.5, 'rf-old', now())",
         );
-        runtime.block_on(prepare(&url)).unwrap();
+        runtime.block_on(async {
+            let mut client = connect(&url).await.unwrap();
+            apply_migrations(&mut client, &MIGRATIONS[..4])
+                .await
+                .unwrap();
+        });
         assert_eq!(
             db.query(
                 "SELECT string_agg(a.attname, ',' ORDER BY a.attnum) FROM pg_index i
@@ -452,6 +531,18 @@ mod tests {
             "the score of s1 follows its session; the score of no session is dropped"
         );
         assert_eq!(db.query("SELECT count(*) FROM churn_scores"), "1");
+        runtime.block_on(prepare(&url)).unwrap();
+        assert_eq!(
+            db.query("SELECT count(*) FROM churn_scores"),
+            "0",
+            "scores of the first model format are dropped"
+        );
+        assert_eq!(
+            db.query(
+                "SELECT string_agg(num_products || ' ' || cart_value, ',') FROM session_features"
+            ),
+            "0 0.00,0 0.00"
+        );
         // A second session of s1, after a gap, can now be stored beside the first.
         db.query(
             "INSERT INTO session_features VALUES

@@ -132,7 +132,11 @@ async fn write_all(
                         }
                         metrics.connected.store(true, Ordering::Relaxed);
                         writer
-                            .insert(Writer::new(client, config.copy_threshold))
+                            .insert(Writer::new(
+                                client,
+                                config.copy_threshold,
+                                config.prediction_log,
+                            ))
                             .write_epoch(&output, checkpoint)
                             .await
                     }

@@ -1,6 +1,7 @@
 //! Writing one epoch as one transaction.
 
 use std::collections::{HashMap, HashSet};
+use std::time::Duration;
 
 use clickflow_dataflow::EpochOutput;
 use futures_util::pin_mut;
@@ -19,6 +20,8 @@ pub(super) struct Writer {
     /// Staging tables created on this connection.
     staging_tables: HashSet<&'static str>,
     copy_threshold: usize,
+    /// How long logged predictions are kept (`None`: none are logged).
+    prediction_log: Option<Duration>,
 }
 
 /// What an epoch's transaction wrote.
@@ -30,23 +33,29 @@ pub(super) struct Written {
 }
 
 impl Writer {
-    pub(super) fn new(client: Client, copy_threshold: usize) -> Writer {
+    pub(super) fn new(
+        client: Client,
+        copy_threshold: usize,
+        prediction_log: Option<Duration>,
+    ) -> Writer {
         Writer {
             client,
             statements: HashMap::new(),
             staging_tables: HashSet::new(),
             copy_threshold,
+            prediction_log,
         }
     }
 
     /// Writes `output` in one transaction; with `checkpoint`, also records a resume
-    /// checkpoint of every partition and forgets checkpoints no restart can need any more.
+    /// checkpoint of every partition, forgets checkpoints no restart can need any more, and
+    /// prunes logged predictions older than their retention.
     pub(super) async fn write_epoch(
         &mut self,
         output: &EpochOutput,
         checkpoint: bool,
     ) -> Result<Written, SinkError> {
-        let staged = stage_epoch(output);
+        let staged = stage_epoch(output, self.prediction_log.is_some());
         let tx = self
             .client
             .transaction()
@@ -93,6 +102,9 @@ impl Writer {
         .map_err(SinkError::statement("recording the watermark"))?;
         if checkpoint {
             record_checkpoint(&tx, output.retain_from).await?;
+            if let Some(retention) = self.prediction_log {
+                prune_predictions(&tx, output.watermark, retention).await?;
+            }
         }
         tx.commit().await.map_err(SinkError::statement("COMMIT"))?;
         Ok(Written { rows, dead_letters })
@@ -171,6 +183,26 @@ async fn copy_and_apply(
     tx.query(sql.as_str(), &[])
         .await
         .map_err(SinkError::statement("applying a staged batch"))
+}
+
+/// Deletes logged predictions about event times more than `retention` behind `watermark`.
+async fn prune_predictions(
+    tx: &Transaction<'_>,
+    watermark: i64,
+    retention: Duration,
+) -> Result<(), SinkError> {
+    if watermark == i64::MIN || watermark == i64::MAX {
+        return Ok(());
+    }
+    let before = watermark.saturating_sub(retention.as_millis().min(i64::MAX as u128) as i64);
+    tx.execute(
+        "DELETE FROM churn_predictions
+         WHERE as_of < timestamptz 'epoch' + $1::bigint * interval '1 millisecond'",
+        &[&before],
+    )
+    .await
+    .map_err(SinkError::statement("pruning the prediction log"))?;
+    Ok(())
 }
 
 /// Records where every partition stands, and drops the checkpoints older than the newest

@@ -8,9 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clickflow_dataflow::run::{InputSpec, RunConfig, RunStats};
-use clickflow_dataflow::training::samples_from_file;
-use clickflow_dataflow::{DataflowConfig, EpochConfig, Tables};
-use clickflow_model::{ChurnModel, TrainOptions};
+use clickflow_dataflow::training::history_examples;
+use clickflow_dataflow::{DataflowConfig, EpochConfig, LiveModel, Tables};
+use clickflow_model::{ChurnModel, TrainOptions, TrainParams};
 use clickflow_sinks::postgres::{
     run_into_postgres, DatabaseUrl, PipelineError, PipelineSpec, SinkConfig,
 };
@@ -70,7 +70,7 @@ pub fn run_file_scored(
     let config = RunConfig {
         dataflow: DataflowConfig::default(),
         epochs,
-        model,
+        model: model.map(LiveModel::new),
         ..RunConfig::default()
     };
     run_file_at(splits, workers, &DatabaseUrl::parse(url).unwrap(), config)
@@ -114,11 +114,16 @@ pub fn read_tables(url: &str) -> Tables {
         .unwrap()
 }
 
-/// A churn model trained on a shop history of `count` records.
-pub fn shop_model(dir: &Path, count: usize) -> ChurnModel {
-    let path = dir.join("history.jsonl");
-    shop_file(&path, 1_000, count);
-    let splits = FileSplits::plan(&path, 2).unwrap();
-    let samples = samples_from_file(splits, DataflowConfig::default(), 2).unwrap();
-    ChurnModel::train(&samples, &TrainOptions::default()).unwrap()
+/// A churn model trained on a synthetic history of the shop (as the demo's).
+pub fn shop_model(dir: &Path) -> ChurnModel {
+    let examples =
+        history_examples(1_000, 1_751_932_800_000, DataflowConfig::default(), dir).unwrap();
+    let options = TrainOptions {
+        params: TrainParams {
+            trees: 11,
+            ..TrainParams::default()
+        },
+        ..TrainOptions::default()
+    };
+    ChurnModel::train(&examples, &options).unwrap()
 }

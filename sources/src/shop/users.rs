@@ -67,10 +67,7 @@ mod tests {
         let hour = |h: i64| h * 3_600_000;
         assert!((rhythm(hour(20), 0.5) - 1.5).abs() < 1e-9);
         assert!((rhythm(hour(8), 0.5) - 0.5).abs() < 1e-9);
-        let mean: f64 = (0..24 * 60)
-            .map(|m| rhythm(m * 60_000, 0.5))
-            .sum::<f64>()
-            / (24.0 * 60.0);
+        let mean: f64 = (0..24 * 60).map(|m| rhythm(m * 60_000, 0.5)).sum::<f64>() / (24.0 * 60.0);
         assert!((mean - 1.0).abs() < 1e-9);
         assert_eq!(rhythm(hour(3), 0.0), 1.0);
     }

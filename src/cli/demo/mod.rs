@@ -17,12 +17,14 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use clickflow_dataflow::run::{InputSpec, RunConfig};
-use clickflow_sinks::postgres::{PipelineSpec, SinkConfig};
+use clickflow_sinks::postgres::{ModelSource, PipelineSpec, SinkConfig};
 use clickflow_sources::kafka::{EmbeddedBroker, EventProducer};
 use clickflow_sources::shop::{Shop, ShopConfig, ShopRecord};
 
-use super::args::{DatabaseArgs, DataflowArgs};
+use super::args::{duration, DatabaseArgs, DataflowArgs};
 use super::launch::launch;
+use super::produce::rfc3339_ms;
+use super::scoring::{Scoring, ScoringArgs};
 use super::signals::stop_flag;
 use super::train::load_model;
 use super::web::WebArgs;
@@ -52,6 +54,15 @@ pub struct DemoArgs {
     /// Churn model file; without one, the demo trains a model on a synthetic history first.
     #[arg(long)]
     model: Option<PathBuf>,
+    /// Retrain a challenger this often on the sessions that ended, and promote it when it
+    /// beats the live model (`0s`: never).
+    #[arg(long, default_value = "10m", value_parser = duration)]
+    retrain_every: Duration,
+    /// From when the shop's buyers change their patterns: an RFC 3339 time, or a duration
+    /// after the demo starts (e.g. `5m`). The live model's ROC AUC drops; retraining
+    /// recovers it.
+    #[arg(long)]
+    drift_at: Option<String>,
     /// The server to use; the demo creates (afresh) its own database `clickflow_demo` there.
     #[command(flatten)]
     database: DatabaseArgs,
@@ -74,25 +85,33 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
 
     eprintln!("clickflow demo");
     let model = match &args.model {
-        Some(path) => load_model(Some(path))?,
-        None => Some(train_on_history(
-            args.seed,
-            args.dataflow.dataflow(),
-            args.workers,
-        )?),
+        Some(path) => load_model(Some(path))?.expect("a path was given"),
+        None => train_on_history(args.seed, args.dataflow.dataflow())?,
     };
+    let start_ms = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
+    let drift_at_ms = match args.drift_at.as_deref() {
+        None => None,
+        Some(at) => Some(match duration(at) {
+            Ok(after) => start_ms + after.as_millis() as i64,
+            Err(_) => rfc3339_ms(at).map_err(|_| {
+                anyhow::anyhow!("--drift-at {at:?} is neither an RFC 3339 time nor a duration")
+            })?,
+        }),
+    };
+    // A flat rate (no daily rhythm): `--rate` is what arrives.
     let shop = Shop::new(ShopConfig {
         seed: args.seed,
-        start_ms: (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64,
+        start_ms,
         events_per_second: args.rate,
+        daily_rhythm: 0.0,
         late_fraction: args.late_fraction,
         malformed_fraction: args.malformed_fraction,
+        drift_at_ms,
         ..ShopConfig::default()
     });
     // Each event is sent when the wall clock reaches its event time, as in a real shop: the
     // watermark then follows the clock and windows complete in real time. (The shop's
     // `--rate` is nominal; the dashboard shows the rate that arrives.)
-    let start_ms = shop.config().start_ms;
     let producer = {
         let (brokers, stop) = (brokers.clone(), stop.clone());
         std::thread::spawn(move || -> anyhow::Result<(u64, Duration)> {
@@ -139,9 +158,24 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
     let config = RunConfig {
         dataflow: args.dataflow.dataflow(),
         epochs: args.dataflow.epochs(),
-        model,
         ..RunConfig::default()
     };
+    let scoring_args = ScoringArgs {
+        model: args.model.clone(),
+        log_predictions: true,
+        prediction_retention: Duration::from_secs(7 * 86_400),
+        retrain_every: Some(args.retrain_every).filter(|d| !d.is_zero()),
+        retrain_margin: 0.005,
+    };
+    let source = match &args.model {
+        Some(_) => ModelSource::File,
+        None => ModelSource::History,
+    };
+    let scoring = Scoring::new(model, &scoring_args);
+    let mut sink = SinkConfig::new(url);
+    sink.prediction_log = scoring_args
+        .log_predictions
+        .then_some(scoring_args.prediction_retention);
     let input = InputSpec::Kafka {
         brokers,
         topic: TOPIC.into(),
@@ -151,11 +185,11 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
         timely: timely::Config::process(args.workers.max(1)),
         input,
         config,
-        sink: SinkConfig::new(url),
+        sink,
         writes: true,
         observe: None,
     };
-    let result = launch(spec, &args.web, stop.clone());
+    let result = launch(spec, &args.web, Some((scoring, source)), stop.clone());
     stop.store(true, Ordering::Relaxed);
     let (sent, sending) = producer
         .join()

@@ -1,0 +1,221 @@
+//! How well the served predictions turn out: every score is kept until its session ends,
+//! then labelled with how it ended (bought or not). From those labelled predictions come
+//! each model version's live ROC AUC and Brier score (the dashboard's), and the recent
+//! examples a challenger is trained on (the retrainer's).
+//!
+//! Fed with every committed epoch on the gathering worker's side of the hand-off, never on
+//! a timely worker's hot path; replayed epochs are skipped (they were seen before a
+//! restart). Bounded: at most [`MonitorLimits::open_sessions`] sessions are followed, each
+//! with at most [`MonitorLimits::per_session`] predictions (its first ones and its latest),
+//! and the newest [`MonitorLimits::labelled`] labelled predictions are kept.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use clickflow_model::{Evaluation, Example, Features};
+use smallvec::SmallVec;
+
+use crate::output::EpochOutput;
+use crate::rows::SessionKey;
+use crate::sessions::SessionRule;
+use crate::training::session_key;
+
+/// How much the monitor keeps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MonitorLimits {
+    /// Open sessions followed at most (a backfill can hold hundreds of thousands).
+    pub open_sessions: usize,
+    /// Predictions kept per session: its first ones and its latest.
+    pub per_session: usize,
+    /// Labelled predictions kept, the newest.
+    pub labelled: usize,
+}
+
+impl Default for MonitorLimits {
+    /// 250k sessions of 4 predictions, 200k labelled: about 150 MB at most.
+    fn default() -> Self {
+        MonitorLimits {
+            open_sessions: 250_000,
+            per_session: 4,
+            labelled: 200_000,
+        }
+    }
+}
+
+/// One served prediction.
+#[derive(Clone, Debug)]
+struct Served {
+    features: Features,
+    probability: f64,
+    version: Arc<str>,
+}
+
+/// A served prediction with how its session ended.
+#[derive(Clone, Debug)]
+pub struct Labelled {
+    /// The session as known then, labelled.
+    pub example: Example,
+    /// What the model said.
+    pub probability: f64,
+    /// Which model said it.
+    pub version: Arc<str>,
+}
+
+/// A model version's record on sessions that have ended.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LiveMetrics {
+    /// The version.
+    pub model_version: String,
+    /// Labelled predictions it made.
+    pub predictions: usize,
+    /// Sessions they were about.
+    pub sessions: usize,
+    /// Their ROC AUC (`NaN` while one outcome is missing).
+    pub roc_auc: f64,
+    /// Their Brier score.
+    pub brier: f64,
+    /// The share of those predictions whose session ended without a purchase.
+    pub churn_share: f64,
+}
+
+/// Follows served predictions to their outcomes.
+pub struct ModelMonitor {
+    rule: SessionRule,
+    limits: MonitorLimits,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    pending: HashMap<SessionKey, SmallVec<[Served; 4]>>,
+    labelled: VecDeque<Labelled>,
+}
+
+impl ModelMonitor {
+    /// A monitor for sessions cut by `rule`.
+    pub fn new(rule: SessionRule, limits: MonitorLimits) -> ModelMonitor {
+        ModelMonitor {
+            rule,
+            limits,
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    /// Takes in one committed epoch.
+    pub fn observe(&self, output: &EpochOutput) {
+        if output.replay {
+            return;
+        }
+        let mut state = self.lock();
+        let state = &mut *state;
+        for (score, _) in output.scores.iter().filter(|(_, d)| *d > 0) {
+            let key = score.key();
+            let full = state.pending.len() >= self.limits.open_sessions;
+            let served = match state.pending.get_mut(&key) {
+                Some(served) => served,
+                None if full => continue,
+                None => state.pending.entry(key).or_default(),
+            };
+            let prediction = Served {
+                features: score.features.features(),
+                probability: score.churn_probability.0,
+                version: score.model_version.clone(),
+            };
+            if served.len() < self.limits.per_session.max(1) {
+                served.push(prediction);
+            } else if let Some(latest) = served.last_mut() {
+                *latest = prediction;
+            }
+        }
+        let inserted: HashSet<SessionKey> = output
+            .sessions
+            .iter()
+            .filter(|(_, d)| *d > 0)
+            .map(|(row, _)| row.key())
+            .collect();
+        for (row, diff) in &output.sessions {
+            let key = row.key();
+            if *diff < 0 && !inserted.contains(&key) {
+                // The session moved to another key (an earlier event moved its start, or it
+                // merged with another): what was served about the old key has no outcome.
+                state.pending.remove(&key);
+            }
+            if *diff > 0 && row.closed {
+                let Some(served) = state.pending.remove(&key) else {
+                    continue;
+                };
+                let churned = row.num_purchases == 0;
+                let known_at = self.rule.final_at(row.last_event);
+                let session = session_key(&key.0, key.1);
+                for prediction in served {
+                    let f = prediction.features;
+                    state.labelled.push_back(Labelled {
+                        example: Example {
+                            features: f,
+                            churned,
+                            session_start: key.1,
+                            known_at,
+                            prefix_events: (f.num_views + f.num_cart_adds) as u32,
+                            session,
+                        },
+                        probability: prediction.probability,
+                        version: prediction.version,
+                    });
+                }
+            }
+        }
+        while state.labelled.len() > self.limits.labelled {
+            state.labelled.pop_front();
+        }
+    }
+
+    /// Each model version's record on the labelled predictions kept, by version.
+    pub fn live_metrics(&self) -> Vec<LiveMetrics> {
+        let state = self.lock();
+        let mut by_version: BTreeMap<&str, Vec<&Labelled>> = BTreeMap::new();
+        for labelled in &state.labelled {
+            by_version
+                .entry(&labelled.version)
+                .or_default()
+                .push(labelled);
+        }
+        by_version
+            .into_iter()
+            .map(|(version, labelled)| {
+                let probabilities: Vec<f64> = labelled.iter().map(|l| l.probability).collect();
+                let churned: Vec<bool> = labelled.iter().map(|l| l.example.churned).collect();
+                let prefixes: Vec<u32> = labelled.iter().map(|l| l.example.prefix_events).collect();
+                let evaluation = Evaluation::of(&probabilities, &churned, &prefixes);
+                let sessions: HashSet<u64> = labelled.iter().map(|l| l.example.session).collect();
+                LiveMetrics {
+                    model_version: version.to_string(),
+                    predictions: labelled.len(),
+                    sessions: sessions.len(),
+                    roc_auc: evaluation.roc_auc,
+                    brier: evaluation.brier,
+                    churn_share: evaluation.churn_share,
+                }
+            })
+            .collect()
+    }
+
+    /// The labelled predictions kept, oldest first.
+    pub fn labelled(&self) -> Vec<Labelled> {
+        self.lock().labelled.iter().cloned().collect()
+    }
+
+    /// The examples of the labelled predictions kept: what a challenger learns from.
+    pub fn examples(&self) -> Vec<Example> {
+        self.lock().labelled.iter().map(|l| l.example).collect()
+    }
+
+    /// Sessions followed now.
+    pub fn open_sessions(&self) -> usize {
+        self.lock().pending.len()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // Holds no invariant a panic elsewhere could break half-way.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
