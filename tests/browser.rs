@@ -4,8 +4,6 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -20,18 +18,6 @@ fn chromium() -> PathBuf {
         .map(PathBuf::from)
         .find(|p| p.exists())
         .expect("Chromium is not installed: `bash .ci/run` installs Debian's chromium package")
-}
-
-/// A plain HTTP/1.0 GET on loopback: the body, if the server answered 200.
-fn http_get(port: u16, path: &str) -> Option<String> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    let (head, body) = response.split_once("\r\n\r\n")?;
-    let status = head.split_whitespace().nth(1)?;
-    (status == "200").then(|| body.to_string())
 }
 
 /// Runs headless Chromium on `url` with the flags of the acceptance list, plus `extra`.
@@ -119,6 +105,12 @@ fn the_demo_dashboard_shows_live_charts_in_a_real_browser() {
         assert!(svg.matches(data).count() >= 3, "#{id} draws no data");
     }
     assert!(dom.contains("churn probability"));
+    // The live model and its quality are shown beside the churn chart.
+    let model = &dom[dom.find("id=\"m-version\"").expect("a model tile")..];
+    assert!(
+        model[..model.find("</div>").unwrap()].contains("rf-"),
+        "the live model's version is shown"
+    );
 
     let artifacts = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("browser");
     std::fs::create_dir_all(&artifacts).unwrap();

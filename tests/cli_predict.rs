@@ -6,40 +6,11 @@ mod common;
 use std::io::Write;
 use std::process::Stdio;
 
-use clickflow_model::{ChurnModel, Example, Features, TrainOptions, TrainParams, FEATURE_COUNT};
+use clickflow_model::{ChurnModel, Features};
 use common::*;
 
-/// A small model: sessions with cart adds rarely churn, long ones often do.
 fn model_file(dir: &std::path::Path) -> (ChurnModel, std::path::PathBuf) {
-    let samples: Vec<Example> = (0..400)
-        .map(|i| {
-            let (views, carts, duration) = ((i % 9) as f64, (i % 3) as f64, (i * 7 % 900) as f64);
-            let mut x = [0.0; FEATURE_COUNT];
-            x[0] = views;
-            x[1] = carts;
-            x[2] = duration;
-            x[5] = carts * 20.0;
-            Example {
-                features: Features::from_array(x),
-                churned: carts == 0.0 || (duration > 600.0 && i % 2 == 0),
-                session_start: i * 1_000,
-                known_at: i * 1_000 + 500,
-                prefix_events: 1,
-                session: i as u64,
-            }
-        })
-        .collect();
-    let options = TrainOptions {
-        params: TrainParams {
-            trees: 7,
-            ..TrainParams::default()
-        },
-        ..TrainOptions::default()
-    };
-    let model = ChurnModel::train(&samples, &options).unwrap();
-    let path = dir.join("churn.model");
-    model.save(&path).unwrap();
-    (model, path)
+    small_model(dir, 42)
 }
 
 fn predict(model: &std::path::Path, input: &str) -> (bool, Vec<serde_json::Value>, String) {

@@ -54,31 +54,38 @@ pub struct InvalidForest {
 impl Tree {
     /// Copies a linfa tree trained on the features `subset` (its feature `i` is
     /// `subset[i]` of [`FEATURE_NAMES`]); the leaves get the churn share of `samples`
-    /// (features, churned, weight), the training sessions of this tree.
+    /// (features, churned, weight), the training examples of this tree, shrunk towards
+    /// their overall share as if `prior` more examples of that share were in every leaf (an
+    /// m-estimate: a small leaf's share is noisy, and an overconfident 0 or 1 costs dearly
+    /// in log loss and calibration).
     pub(crate) fn from_linfa(
         tree: &DecisionTree<f64, bool>,
         subset: &[usize],
         samples: impl Iterator<Item = (Features, bool, f64)>,
+        prior: f64,
     ) -> Tree {
         let mut nodes = Vec::new();
-        let mut fallback = Vec::new();
-        copy_node(tree.root_node(), subset, &mut nodes, &mut fallback);
+        copy_node(tree.root_node(), subset, &mut nodes);
         // (churned weight, total weight) per node; only leaves are ever reached.
         let mut tally = vec![(0.0, 0.0); nodes.len()];
+        let (mut all_churned, mut all) = (0.0, 0.0);
         let mut tree = Tree { nodes };
         for (features, churned, weight) in samples {
             let leaf = tree.leaf_of(&features.to_array());
-            tally[leaf].0 += if churned { weight } else { 0.0 };
+            let churned = if churned { weight } else { 0.0 };
+            tally[leaf].0 += churned;
             tally[leaf].1 += weight;
+            all_churned += churned;
+            all += weight;
         }
+        let share = if all > 0.0 { all_churned / all } else { 0.5 };
         for (index, node) in tree.nodes.iter_mut().enumerate() {
             if let Node::Leaf { churn } = node {
                 let (churned, total) = tally[index];
-                // A leaf no training session reaches keeps linfa's class as a certainty.
-                *churn = if total > 0.0 {
-                    churned / total
+                *churn = if total + prior > 0.0 {
+                    (churned + prior * share) / (total + prior)
                 } else {
-                    fallback[index]
+                    share
                 };
             }
         }
@@ -161,27 +168,16 @@ impl Tree {
     }
 }
 
-/// Appends `node` and its subtree to `nodes` (pre-order) and returns its index; `fallback`
-/// gets linfa's class for each leaf, as 0 or 1.
-fn copy_node(
-    node: &TreeNode<f64, bool>,
-    subset: &[usize],
-    nodes: &mut Vec<Node>,
-    fallback: &mut Vec<f64>,
-) -> u32 {
+/// Appends `node` and its subtree to `nodes` (pre-order) and returns its index; leaves get
+/// their probability later.
+fn copy_node(node: &TreeNode<f64, bool>, subset: &[usize], nodes: &mut Vec<Node>) -> u32 {
     let index = nodes.len();
-    let leaf_class = node
-        .prediction()
-        .map(|churned| f64::from(u8::from(churned)));
-    nodes.push(Node::Leaf {
-        churn: leaf_class.unwrap_or(0.0),
-    });
-    fallback.push(leaf_class.unwrap_or(0.0));
+    nodes.push(Node::Leaf { churn: 0.5 });
     let children = node.children();
     if let (false, Some(left), Some(right)) = (node.is_leaf(), children[0], children[1]) {
         let (feature, threshold, _) = node.split();
-        let left = copy_node(left, subset, nodes, fallback);
-        let right = copy_node(right, subset, nodes, fallback);
+        let left = copy_node(left, subset, nodes);
+        let right = copy_node(right, subset, nodes);
         nodes[index] = Node::Split {
             feature: subset[feature] as u8,
             threshold,

@@ -31,5 +31,6 @@ pub use features::{
 pub use file::{ModelError, ModelHeader};
 pub use forest::Forest;
 pub use train::{
-    ChurnModel, FeatureDefaults, TimeSplit, TrainError, TrainOptions, TrainParams, TrainingReport,
+    ChurnModel, FeatureDefaults, SplitRule, TimeSplit, TrainError, TrainOptions, TrainParams,
+    TrainingReport,
 };

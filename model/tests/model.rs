@@ -50,6 +50,7 @@ fn options(seed: u64) -> TrainOptions {
             ..TrainParams::default()
         },
         holdout: 0.25,
+        split: Default::default(),
         max_examples: 200_000,
         trained_at: datetime!(2026-11-26 00:00 UTC),
     }

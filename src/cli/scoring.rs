@@ -18,6 +18,7 @@ use clickflow_sinks::postgres::{record_model, DatabaseUrl, ModelSource};
 use clickflow_web::ModelLoader;
 
 use super::args::duration;
+use super::signals::on_hangup;
 
 /// Flags of the churn model of `clickflow run`.
 #[derive(Debug, Args)]
@@ -111,12 +112,7 @@ impl ModelServices {
             )?);
         }
         if let Some(path) = scoring.reload_from.clone() {
-            threads.push(spawn_reload_on_hangup(
-                path,
-                scoring.live.clone(),
-                registry.clone(),
-                stop.clone(),
-            )?);
+            reload_on_hangup(path, scoring.live.clone(), registry.clone());
         }
         let (live, recorder) = (scoring.live.clone(), registry.clone());
         let loader: ModelLoader = Arc::new(move |model: Arc<ChurnModel>| {
@@ -140,6 +136,7 @@ impl ModelServices {
 
     /// Stops the threads and waits for them (the registry writes what it was given first).
     pub fn stop(self) {
+        on_hangup(|| tracing::warn!("SIGHUP: the pipeline has stopped"));
         self.stop.store(true, Ordering::Relaxed);
         drop(self.registry);
         drop(self.loader);
@@ -191,37 +188,16 @@ impl Registry {
 
 /// On every `SIGHUP`, reads `path` again and scores with it; a file that does not load is
 /// logged and the live model stays.
-fn spawn_reload_on_hangup(
-    path: PathBuf,
-    live: LiveModel,
-    registry: Registry,
-    stop: Arc<AtomicBool>,
-) -> anyhow::Result<JoinHandle<()>> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let mut hangups = runtime.block_on(async {
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-    })?;
-    Ok(std::thread::Builder::new()
-        .name("clickflow-sighup".into())
-        .spawn(move || {
-            runtime.block_on(async {
-                while !stop.load(Ordering::Relaxed) {
-                    let tick = tokio::time::sleep(Duration::from_millis(200));
-                    tokio::select! {
-                        Some(()) = hangups.recv() => match ChurnModel::load(&path) {
-                            Ok(model) => {
-                                tracing::info!(model = model.version(), path = %path.display(), "SIGHUP: model reloaded");
-                                let model = Arc::new(model);
-                                live.replace(model.clone());
-                                registry.record(model, ModelSource::Reload, true);
-                            }
-                            Err(error) => tracing::error!(%error, "SIGHUP: the model file does not load; the live model stays"),
-                        },
-                        () = tick => {}
-                    }
-                }
-            })
-        })?)
+fn reload_on_hangup(path: PathBuf, live: LiveModel, registry: Registry) {
+    on_hangup(move || match ChurnModel::load(&path) {
+        Ok(model) => {
+            tracing::info!(model = model.version(), path = %path.display(), "SIGHUP: model reloaded");
+            let model = Arc::new(model);
+            live.replace(model.clone());
+            registry.record(model, ModelSource::Reload, true);
+        }
+        Err(error) => {
+            tracing::error!(%error, "SIGHUP: the model file does not load; the live model stays")
+        }
+    });
 }

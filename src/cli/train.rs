@@ -42,6 +42,9 @@ pub struct TrainArgs {
     /// Minimum training weight in a leaf (examples, with both outcomes weighted equally).
     #[arg(long, default_value_t = TrainParams::default().min_samples_leaf)]
     min_samples_leaf: f32,
+    /// Examples of the overall churn share each leaf's share is shrunk with (0: none).
+    #[arg(long, default_value_t = TrainParams::default().leaf_prior)]
+    leaf_prior: f64,
     /// Seed of bootstrap samples and feature subsets.
     #[arg(long, default_value_t = TrainParams::default().seed)]
     seed: u64,
@@ -110,6 +113,7 @@ pub fn train(args: TrainArgs) -> anyhow::Result<()> {
             max_depth: args.max_depth,
             max_features: args.max_features,
             min_samples_leaf: args.min_samples_leaf,
+            leaf_prior: args.leaf_prior,
             seed: args.seed,
         },
         holdout: args.holdout,
@@ -192,6 +196,14 @@ pub(super) fn describe(model: &ChurnModel) -> String {
             out,
             "WARNING: the forest does not beat {} on ROC AUC",
             beaten.join(", ")
+        );
+    }
+    let worse = r.worse_than_logistic();
+    if !worse.is_empty() {
+        let _ = writeln!(
+            out,
+            "WARNING: the logistic regression does better than the forest on {}",
+            worse.join(", ")
         );
     }
     let bins: Vec<String> = r

@@ -1,12 +1,15 @@
 //! Helpers for the tests that drive the `clickflow` binary.
 #![allow(dead_code)]
 
-use std::path::Path;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use clickflow_dataflow::oracle::{recompute, OracleTables};
 use clickflow_dataflow::{DataflowConfig, Tables};
+use clickflow_model::{ChurnModel, Example, Features, TrainOptions, TrainParams, FEATURE_COUNT};
 use clickflow_sinks::postgres::DatabaseUrl;
 use clickflow_sources::kafka::TopicContents;
 use clickflow_sources::Event;
@@ -207,4 +210,77 @@ pub fn assert_matches(tables: &Tables, oracle: &OracleTables, context: &str) {
         !tables.trends.is_empty(),
         "{context}: the tables are not empty"
     );
+}
+
+/// A small model file in `dir` (its name tells the seed): sessions with cart adds rarely
+/// churn, long ones often do.
+pub fn small_model(dir: &Path, seed: u64) -> (ChurnModel, PathBuf) {
+    let examples: Vec<Example> = (0..400)
+        .map(|i| {
+            let (views, carts, duration) = ((i % 9) as f64, (i % 3) as f64, (i * 7 % 900) as f64);
+            let mut x = [0.0; FEATURE_COUNT];
+            x[0] = views;
+            x[1] = carts;
+            x[2] = duration;
+            x[5] = carts * 20.0;
+            Example {
+                features: Features::from_array(x),
+                churned: carts == 0.0 || (duration > 600.0 && i % 2 == 0),
+                session_start: i * 1_000,
+                known_at: i * 1_000 + 500,
+                prefix_events: 1,
+                session: i as u64,
+            }
+        })
+        .collect();
+    let options = TrainOptions {
+        params: TrainParams {
+            trees: 7,
+            seed,
+            ..TrainParams::default()
+        },
+        ..TrainOptions::default()
+    };
+    let model = ChurnModel::train(&examples, &options).unwrap();
+    let path = dir.join(format!("churn-{seed}.model"));
+    model.save(&path).unwrap();
+    (model, path)
+}
+
+/// One HTTP/1.0 request on loopback: the status and the body, or `None` if nothing answered.
+pub fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .ok()?;
+    let mut request = format!(
+        "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).ok()?;
+    stream.write_all(body).ok()?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).ok()?;
+    let response = String::from_utf8_lossy(&response).into_owned();
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, body.to_string()))
+}
+
+/// A plain GET on loopback: the body, if the server answered 200.
+pub fn http_get(port: u16, path: &str) -> Option<String> {
+    match http(port, "GET", path, &[], b"")? {
+        (200, body) => Some(body),
+        _ => None,
+    }
 }

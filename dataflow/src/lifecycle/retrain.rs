@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use clickflow_model::{ChurnModel, Example, TimeSplit, TrainError, TrainOptions};
+use clickflow_model::{ChurnModel, Example, SplitRule, TimeSplit, TrainError, TrainOptions};
 
 use super::{LiveModel, ModelMonitor};
 
@@ -33,7 +33,9 @@ pub struct RetrainPolicy {
 
 impl RetrainPolicy {
     /// Every `every`, margin 0.005, at least 500 sessions, the default forest with 31 trees,
-    /// the newest 25% of sessions held out.
+    /// the newest 25% of sessions held out and every session that started before them
+    /// learnt from (the monitor keeps too short a window of ended sessions for the stricter
+    /// rule of `clickflow train`: see [`SplitRule::Started`]).
     pub fn every(every: Duration) -> RetrainPolicy {
         RetrainPolicy {
             every,
@@ -41,6 +43,7 @@ impl RetrainPolicy {
             min_sessions: 500,
             options: TrainOptions {
                 holdout: 0.25,
+                split: SplitRule::Started,
                 ..TrainOptions::default()
             },
         }
@@ -102,7 +105,7 @@ pub fn retrain_once(
     };
     let challenger = ChurnModel::train(examples, &options)?;
     // The same split `train` made: the challenger's report is on exactly these examples.
-    let newest = TimeSplit::of(examples, options.holdout).test;
+    let newest = TimeSplit::by(examples, options.holdout, options.split).test;
     let live_auc = live.evaluate(&newest).roc_auc;
     let challenger_auc = challenger.header().report.forest.roc_auc;
     let promoted = challenger_auc >= live_auc + policy.margin;

@@ -15,7 +15,12 @@ pub fn train_on_history(seed: u64, dataflow: DataflowConfig) -> anyhow::Result<A
     let dir = tempfile::tempdir()?;
     let now_ms = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
     let examples = history_examples(seed.wrapping_add(1), now_ms, dataflow, dir.path())?;
-    let model = ChurnModel::train(&examples, &TrainOptions::default())?;
+    // 100k examples keep the start to seconds; `clickflow train` takes 200k by default.
+    let options = TrainOptions {
+        max_examples: 100_000,
+        ..TrainOptions::default()
+    };
+    let model = ChurnModel::train(&examples, &options)?;
     eprintln!(
         "  model:     {} trained on three hours of synthetic history in {:.1} s",
         model.version(),
