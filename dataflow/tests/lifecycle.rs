@@ -8,12 +8,13 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use clickflow_dataflow::lifecycle::retrain::{retrain_once, RetrainPolicy};
-use clickflow_dataflow::lifecycle::{LiveMetrics, ModelMonitor, MonitorLimits};
+use clickflow_dataflow::lifecycle::{ModelMonitor, MonitorLimits};
 use clickflow_dataflow::run::{run, InputSpec, RunConfig};
 use clickflow_dataflow::sessions::SessionRule;
 use clickflow_dataflow::training::examples_from_file;
 use clickflow_dataflow::window::WindowSize;
 use clickflow_dataflow::{DataflowConfig, EpochConfig, LiveModel};
+use clickflow_model::evaluate::VersionEvaluation;
 use clickflow_model::{ChurnModel, TrainOptions, TrainParams};
 use clickflow_sources::file::FileSplits;
 use clickflow_sources::shop::{Shop, ShopConfig};
@@ -93,7 +94,7 @@ fn monitored_run(plan: &FileSplits, model: Arc<ChurnModel>) -> Arc<ModelMonitor>
     monitor
 }
 
-fn live(monitor: &ModelMonitor, model: &ChurnModel) -> LiveMetrics {
+fn live(monitor: &ModelMonitor, model: &ChurnModel) -> VersionEvaluation {
     monitor
         .live_metrics()
         .into_iter()
@@ -115,7 +116,10 @@ fn drift_lowers_the_live_auc_and_retraining_promotes_a_model_that_recovers_it() 
 
     let before = monitored_run(&shop_file(dir.path(), 2, false), first.clone());
     let after = monitored_run(&shop_file(dir.path(), 3, true), first.clone());
-    let (auc_before, auc_after) = (live(&before, &first).roc_auc, live(&after, &first).roc_auc);
+    let (auc_before, auc_after) = (
+        live(&before, &first).evaluation.roc_auc,
+        live(&after, &first).evaluation.roc_auc,
+    );
     eprintln!(
         "live AUC of the first model: {auc_before:.3} before the drift, {auc_after:.3} after"
     );
@@ -144,7 +148,7 @@ fn drift_lowers_the_live_auc_and_retraining_promotes_a_model_that_recovers_it() 
     assert!(decision.challenger_auc > decision.live_auc + policy.margin);
 
     let recovered = monitored_run(&shop_file(dir.path(), 4, true), decision.challenger.clone());
-    let auc_recovered = live(&recovered, &decision.challenger).roc_auc;
+    let auc_recovered = live(&recovered, &decision.challenger).evaluation.roc_auc;
     eprintln!("live AUC of the promoted model after the drift: {auc_recovered:.3}");
     assert!(
         auc_recovered > auc_after + 0.05,

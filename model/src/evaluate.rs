@@ -136,6 +136,62 @@ impl Evaluation {
     }
 }
 
+/// One model version's predictions, evaluated against what happened.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct VersionEvaluation {
+    /// The model version.
+    pub model_version: String,
+    /// Its predictions.
+    pub predictions: usize,
+    /// The sessions they were about.
+    pub sessions: usize,
+    /// Their evaluation.
+    pub evaluation: Evaluation,
+}
+
+/// One served prediction with how its session ended, as [`by_version`] takes it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Served<'a> {
+    /// The model version that said it.
+    pub version: &'a str,
+    /// The churn probability it gave.
+    pub probability: f64,
+    /// The session ended without a purchase.
+    pub churned: bool,
+    /// Events the session had seen.
+    pub prefix_events: u32,
+    /// The session (any number that tells sessions apart).
+    pub session: u64,
+}
+
+/// Predictions grouped by the model version that made them, each group evaluated: the
+/// backtest of `clickflow evaluate` and the live record of the dashboard.
+pub fn by_version<'a>(served: impl IntoIterator<Item = Served<'a>>) -> Vec<VersionEvaluation> {
+    let mut grouped: std::collections::BTreeMap<&str, Vec<Served<'a>>> = Default::default();
+    for prediction in served {
+        grouped
+            .entry(prediction.version)
+            .or_default()
+            .push(prediction);
+    }
+    grouped
+        .into_iter()
+        .map(|(version, predictions)| {
+            let probabilities: Vec<f64> = predictions.iter().map(|p| p.probability).collect();
+            let churned: Vec<bool> = predictions.iter().map(|p| p.churned).collect();
+            let prefixes: Vec<u32> = predictions.iter().map(|p| p.prefix_events).collect();
+            let sessions: std::collections::HashSet<u64> =
+                predictions.iter().map(|p| p.session).collect();
+            VersionEvaluation {
+                model_version: version.to_string(),
+                predictions: predictions.len(),
+                sessions: sessions.len(),
+                evaluation: Evaluation::of(&probabilities, &churned, &prefixes),
+            }
+        })
+        .collect()
+}
+
 /// ROC AUC by the rank-sum (Mann–Whitney) formula, ties counted as half. `NaN` when one class
 /// is missing.
 pub fn roc_auc(scores: &[f64], positive: &[bool]) -> f64 {

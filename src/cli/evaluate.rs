@@ -6,12 +6,11 @@
 //! traffic it actually scored, not on its training data. Sessions still open are left out
 //! (their outcome is unknown), and so is nothing else.
 
-use std::collections::{BTreeMap, HashSet};
-
 use clap::Args;
-use clickflow_model::Evaluation;
-use clickflow_sinks::postgres::{read_labelled_predictions, LabelledPrediction};
-use serde::Serialize;
+use clickflow_dataflow::training::session_key;
+use clickflow_model::evaluate::{by_version, Served};
+use clickflow_model::Features;
+use clickflow_sinks::postgres::{read_labelled_predictions, DatabaseUrl, LabelledPrediction};
 
 use super::args::DatabaseArgs;
 
@@ -25,28 +24,22 @@ pub struct EvaluateArgs {
     database: DatabaseArgs,
 }
 
-/// One model version's live record.
-#[derive(Debug, Serialize)]
-struct VersionRecord {
-    model_version: String,
-    predictions: usize,
-    sessions: usize,
-    evaluation: Evaluation,
-}
-
 /// Runs `clickflow evaluate`.
 pub fn evaluate(args: EvaluateArgs) -> anyhow::Result<()> {
     let url = args.database.url()?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let logged = runtime.block_on(read_labelled_predictions(&url))?;
+    let logged = read_log(&url)?;
     anyhow::ensure!(
         !logged.is_empty(),
         "no logged prediction about an ended session in {url}: run the pipeline with --model and \
          --log-predictions, and let sessions end"
     );
-    let records = by_version(&logged);
+    let records = by_version(logged.iter().map(|p| Served {
+        version: &p.model_version,
+        probability: p.churn_probability,
+        churned: p.churned,
+        prefix_events: prefix_events(&p.features),
+        session: session_key(&p.session_id, p.session_start),
+    }));
     if args.json {
         println!("{}", serde_json::to_string_pretty(&records)?);
         return Ok(());
@@ -87,34 +80,16 @@ pub fn evaluate(args: EvaluateArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Each version's predictions evaluated against the outcomes, by version.
-fn by_version(logged: &[LabelledPrediction]) -> Vec<VersionRecord> {
-    let mut grouped: BTreeMap<&str, Vec<&LabelledPrediction>> = BTreeMap::new();
-    for prediction in logged {
-        grouped
-            .entry(&prediction.model_version)
-            .or_default()
-            .push(prediction);
-    }
-    grouped
-        .into_iter()
-        .map(|(version, predictions)| {
-            let probabilities: Vec<f64> = predictions.iter().map(|p| p.churn_probability).collect();
-            let churned: Vec<bool> = predictions.iter().map(|p| p.churned).collect();
-            let prefixes: Vec<u32> = predictions
-                .iter()
-                .map(|p| (p.features.num_views + p.features.num_cart_adds) as u32)
-                .collect();
-            let sessions: HashSet<(&str, i64)> = predictions
-                .iter()
-                .map(|p| (p.session_id.as_str(), p.session_start))
-                .collect();
-            VersionRecord {
-                model_version: version.to_string(),
-                predictions: predictions.len(),
-                sessions: sessions.len(),
-                evaluation: Evaluation::of(&probabilities, &churned, &prefixes),
-            }
-        })
-        .collect()
+/// Every logged prediction about a session that has ended, with its outcome.
+pub(super) fn read_log(url: &DatabaseUrl) -> anyhow::Result<Vec<LabelledPrediction>> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    Ok(runtime.block_on(read_labelled_predictions(url))?)
+}
+
+/// Events a session had seen when it was scored: all its views and cart adds (it had not
+/// bought, or it would not be scored).
+pub(super) fn prefix_events(features: &Features) -> u32 {
+    (features.num_views + features.num_cart_adds) as u32
 }

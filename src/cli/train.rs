@@ -12,11 +12,11 @@ use clap::Args;
 use clickflow_dataflow::sessions::SessionRule;
 use clickflow_dataflow::training::{examples_from_file, session_key};
 use clickflow_model::{ChurnModel, Evaluation, Example, TrainOptions, TrainParams, FEATURE_COUNT};
-use clickflow_sinks::postgres::read_labelled_predictions;
 use clickflow_sources::file::FileSplits;
 use time::format_description::well_known::Rfc3339;
 
 use super::args::{DatabaseArgs, DataflowArgs};
+use super::evaluate::{prefix_events, read_log};
 
 /// Flags of `clickflow train`.
 #[derive(Debug, Args)]
@@ -73,10 +73,7 @@ pub fn train(args: TrainArgs) -> anyhow::Result<()> {
         None => {
             let url = args.database.url()?;
             eprintln!("reading the prediction log of {url}");
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            let logged = runtime.block_on(read_labelled_predictions(&url))?;
+            let logged = read_log(&url)?;
             anyhow::ensure!(
                 !logged.is_empty(),
                 "churn_predictions holds no prediction about an ended session: run the pipeline \
@@ -93,7 +90,7 @@ pub fn train(args: TrainArgs) -> anyhow::Result<()> {
                     churned: p.churned,
                     session_start: p.session_start,
                     known_at: rule.final_at(p.last_event),
-                    prefix_events: (p.features.num_views + p.features.num_cart_adds) as u32,
+                    prefix_events: prefix_events(&p.features),
                     session: session_key(&p.session_id, p.session_start),
                 })
                 .collect()

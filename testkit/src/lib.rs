@@ -1,10 +1,13 @@
 //! Fixtures for clickflow's integration tests. Tests use real parts: a tansu broker (a
-//! separate Kafka-protocol server) started per test, and a private PostgreSQL database per test.
+//! separate Kafka-protocol server) started per test, and a private PostgreSQL database per test;
+//! and a small churn model where a test needs one.
 #![deny(missing_docs)]
 
+mod model;
 mod postgres;
 mod tansu;
 
+pub use model::small_model;
 pub use postgres::{psql, server_url, TestDatabase};
 pub use tansu::Tansu;
 

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use clickflow_dataflow::oracle::{recompute, OracleTables};
 use clickflow_dataflow::{DataflowConfig, Tables};
-use clickflow_model::{ChurnModel, Example, Features, TrainOptions, TrainParams, FEATURE_COUNT};
+use clickflow_model::ChurnModel;
 use clickflow_sinks::postgres::DatabaseUrl;
 use clickflow_sources::kafka::TopicContents;
 use clickflow_sources::Event;
@@ -212,36 +212,10 @@ pub fn assert_matches(tables: &Tables, oracle: &OracleTables, context: &str) {
     );
 }
 
-/// A small model file in `dir` (its name tells the seed): sessions with cart adds rarely
-/// churn, long ones often do.
+/// A small model file in `dir` (its name tells the seed; see
+/// [`clickflow_testkit::small_model`]).
 pub fn small_model(dir: &Path, seed: u64) -> (ChurnModel, PathBuf) {
-    let examples: Vec<Example> = (0..400)
-        .map(|i| {
-            let (views, carts, duration) = ((i % 9) as f64, (i % 3) as f64, (i * 7 % 900) as f64);
-            let mut x = [0.0; FEATURE_COUNT];
-            x[0] = views;
-            x[1] = carts;
-            x[2] = duration;
-            x[5] = carts * 20.0;
-            Example {
-                features: Features::from_array(x),
-                churned: carts == 0.0 || (duration > 600.0 && i % 2 == 0),
-                session_start: i * 1_000,
-                known_at: i * 1_000 + 500,
-                prefix_events: 1,
-                session: i as u64,
-            }
-        })
-        .collect();
-    let options = TrainOptions {
-        params: TrainParams {
-            trees: 7,
-            seed,
-            ..TrainParams::default()
-        },
-        ..TrainOptions::default()
-    };
-    let model = ChurnModel::train(&examples, &options).unwrap();
+    let model = clickflow_testkit::small_model(seed, 7);
     let path = dir.join(format!("churn-{seed}.model"));
     model.save(&path).unwrap();
     (model, path)

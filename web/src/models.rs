@@ -12,7 +12,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use clickflow_dataflow::lifecycle::LiveMetrics;
+use clickflow_model::evaluate::VersionEvaluation;
 use clickflow_model::{ChurnModel, Evaluation};
 use serde::Serialize;
 use warp::http::StatusCode;
@@ -81,12 +81,12 @@ impl ModelStatus {
             .map(|m| m.live_metrics())
             .unwrap_or_default()
             .into_iter()
-            .map(|m: LiveMetrics| Live {
-                roc_auc: Some(m.roc_auc).filter(|a| a.is_finite()),
-                model_version: m.model_version,
-                predictions: m.predictions,
-                sessions: m.sessions,
-                brier: m.brier,
+            .map(|v: VersionEvaluation| Live {
+                roc_auc: Some(v.evaluation.roc_auc).filter(|a| a.is_finite()),
+                brier: v.evaluation.brier,
+                model_version: v.model_version,
+                predictions: v.predictions,
+                sessions: v.sessions,
             })
             .collect();
         Some(ModelStatus {

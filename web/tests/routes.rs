@@ -11,7 +11,7 @@ use clickflow_dataflow::rows::{
 use clickflow_dataflow::sessions::SessionRule;
 use clickflow_dataflow::window::{Window, WindowSize};
 use clickflow_dataflow::{EpochOutput, LiveModel, PipelineMetrics};
-use clickflow_model::{ChurnModel, Example, Features, TrainOptions, TrainParams, FEATURE_COUNT};
+use clickflow_model::{ChurnModel, Features, FEATURE_COUNT};
 use clickflow_sources::EventType;
 use clickflow_web::routes::routes;
 use clickflow_web::{
@@ -40,33 +40,7 @@ fn features(views: f64, carts: f64, duration_s: f64, price: f64) -> Features {
 }
 
 fn trained(seed: u64) -> Arc<ChurnModel> {
-    let samples: Vec<Example> = (0..400)
-        .map(|i| {
-            let mut x = [0.0; FEATURE_COUNT];
-            x[0] = (1 + i % 9) as f64;
-            x[1] = (i % 4) as f64;
-            x[2] = (i * 7_919 % 1_200) as f64;
-            x[5] = x[1] * 15.0;
-            Example {
-                features: Features::from_array(x),
-                churned: i % 4 == 0 || (i % 3 == 0 && i % 9 < 4),
-                session_start: i * 1_000,
-                known_at: i * 1_000 + 500,
-                prefix_events: 1,
-                session: i as u64,
-            }
-        })
-        .collect();
-    let options = TrainOptions {
-        params: TrainParams {
-            trees: 5,
-            min_samples_leaf: 5.0,
-            seed,
-            ..TrainParams::default()
-        },
-        ..TrainOptions::default()
-    };
-    Arc::new(ChurnModel::train(&samples, &options).unwrap())
+    Arc::new(clickflow_testkit::small_model(seed, 5))
 }
 
 fn model() -> Arc<ChurnModel> {

@@ -19,4 +19,4 @@ mod monitor;
 pub mod retrain;
 
 pub use live_model::LiveModel;
-pub use monitor::{LiveMetrics, ModelMonitor, MonitorLimits};
+pub use monitor::{ModelMonitor, MonitorLimits};

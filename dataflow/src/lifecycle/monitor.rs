@@ -9,10 +9,11 @@
 //! with at most [`MonitorLimits::per_session`] predictions (its first ones and its latest),
 //! and the newest [`MonitorLimits::labelled`] labelled predictions are kept.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 
-use clickflow_model::{Evaluation, Example, Features};
+use clickflow_model::evaluate::{by_version, Served as Judged, VersionEvaluation};
+use clickflow_model::{Example, Features};
 use smallvec::SmallVec;
 
 use crate::output::EpochOutput;
@@ -52,30 +53,13 @@ struct Served {
 
 /// A served prediction with how its session ended.
 #[derive(Clone, Debug)]
-pub struct Labelled {
+struct Labelled {
     /// The session as known then, labelled.
-    pub example: Example,
+    example: Example,
     /// What the model said.
-    pub probability: f64,
+    probability: f64,
     /// Which model said it.
-    pub version: Arc<str>,
-}
-
-/// A model version's record on sessions that have ended.
-#[derive(Clone, Debug, PartialEq)]
-pub struct LiveMetrics {
-    /// The version.
-    pub model_version: String,
-    /// Labelled predictions it made.
-    pub predictions: usize,
-    /// Sessions they were about.
-    pub sessions: usize,
-    /// Their ROC AUC (`NaN` while one outcome is missing).
-    pub roc_auc: f64,
-    /// Their Brier score.
-    pub brier: f64,
-    /// The share of those predictions whose session ended without a purchase.
-    pub churn_share: f64,
+    version: Arc<str>,
 }
 
 /// Follows served predictions to their outcomes.
@@ -170,48 +154,21 @@ impl ModelMonitor {
     }
 
     /// Each model version's record on the labelled predictions kept, by version.
-    pub fn live_metrics(&self) -> Vec<LiveMetrics> {
+    pub fn live_metrics(&self) -> Vec<VersionEvaluation> {
         let state = self.lock();
-        let mut by_version: BTreeMap<&str, Vec<&Labelled>> = BTreeMap::new();
-        for labelled in &state.labelled {
-            by_version
-                .entry(&labelled.version)
-                .or_default()
-                .push(labelled);
-        }
-        by_version
-            .into_iter()
-            .map(|(version, labelled)| {
-                let probabilities: Vec<f64> = labelled.iter().map(|l| l.probability).collect();
-                let churned: Vec<bool> = labelled.iter().map(|l| l.example.churned).collect();
-                let prefixes: Vec<u32> = labelled.iter().map(|l| l.example.prefix_events).collect();
-                let evaluation = Evaluation::of(&probabilities, &churned, &prefixes);
-                let sessions: HashSet<u64> = labelled.iter().map(|l| l.example.session).collect();
-                LiveMetrics {
-                    model_version: version.to_string(),
-                    predictions: labelled.len(),
-                    sessions: sessions.len(),
-                    roc_auc: evaluation.roc_auc,
-                    brier: evaluation.brier,
-                    churn_share: evaluation.churn_share,
-                }
-            })
-            .collect()
-    }
-
-    /// The labelled predictions kept, oldest first.
-    pub fn labelled(&self) -> Vec<Labelled> {
-        self.lock().labelled.iter().cloned().collect()
+        let served = state.labelled.iter().map(|l| Judged {
+            version: &l.version,
+            probability: l.probability,
+            churned: l.example.churned,
+            prefix_events: l.example.prefix_events,
+            session: l.example.session,
+        });
+        by_version(served)
     }
 
     /// The examples of the labelled predictions kept: what a challenger learns from.
     pub fn examples(&self) -> Vec<Example> {
         self.lock().labelled.iter().map(|l| l.example).collect()
-    }
-
-    /// Sessions followed now.
-    pub fn open_sessions(&self) -> usize {
-        self.lock().pending.len()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {

@@ -186,29 +186,22 @@ const SESSIONS_DELETE: Statement = Statement {
           WHERE t.session_id = s.session_id AND t.session_start = s.session_start",
 };
 
-/// The columns of a score: its session, the model's answer and what it was asked. The
-/// features travel as one column each (an `unnest` of a two-dimensional array would flatten
-/// it) and are put back together as an array.
-const SCORE_COLUMNS: &[&str] = &[
-    "session_id",
-    "session_start",
-    "user_id",
-    "churn_probability",
-    "model_version",
-    "as_of",
-    "f0",
-    "f1",
-    "f2",
-    "f3",
-    "f4",
-    "f5",
-    "f6",
-    "f7",
-];
+/// The columns of a score, after `$extra` ones: its session, the model's answer and what it
+/// was asked. The features travel as one column each (an `unnest` of a two-dimensional array
+/// would flatten it) and are put back together as an array.
+macro_rules! score_columns {
+    ($($extra:literal),*) => {
+        &[
+            $($extra,)*
+            "session_id", "session_start", "user_id", "churn_probability", "model_version",
+            "as_of", "f0", "f1", "f2", "f3", "f4", "f5", "f6", "f7",
+        ]
+    };
+}
 
 const SCORES_UPSERT: Statement = Statement {
     staging: "clickflow_stage_scores",
-    columns: SCORE_COLUMNS,
+    columns: score_columns!(),
     sql: "INSERT INTO churn_scores (session_id, session_start, user_id, churn_probability,
               model_version, as_of, features, scored_at)
           SELECT s.session_id, s.session_start, s.user_id, s.churn_probability,
@@ -227,23 +220,7 @@ const SCORES_UPSERT: Statement = Statement {
 /// that replays the same prediction, logs it once.
 const PREDICTIONS_INSERT: Statement = Statement {
     staging: "clickflow_stage_predictions",
-    columns: &[
-        "prediction_key",
-        "session_id",
-        "session_start",
-        "user_id",
-        "churn_probability",
-        "model_version",
-        "as_of",
-        "f0",
-        "f1",
-        "f2",
-        "f3",
-        "f4",
-        "f5",
-        "f6",
-        "f7",
-    ],
+    columns: score_columns!("prediction_key"),
     sql: "INSERT INTO churn_predictions (prediction_key, session_id, session_start, user_id,
               churn_probability, model_version, as_of, features, logged_at)
           SELECT s.prediction_key, s.session_id, s.session_start, s.user_id,
