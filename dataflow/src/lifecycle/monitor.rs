@@ -6,7 +6,8 @@
 //! Fed with every committed epoch on the gathering worker's side of the hand-off, never on
 //! a timely worker's hot path; replayed epochs are skipped (they were seen before a
 //! restart). Bounded: at most [`MonitorLimits::open_sessions`] sessions are followed, each
-//! with at most [`MonitorLimits::per_session`] predictions (its first ones and its latest),
+//! with at most [`MonitorLimits::per_session`] predictions, a uniform sample of all it was
+//! given (reservoir sampling, deterministic),
 //! and the newest [`MonitorLimits::labelled`] labelled predictions are kept.
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -15,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use clickflow_model::evaluate::{by_version, Served as Judged, VersionEvaluation};
 use clickflow_model::{Example, Features};
 use smallvec::SmallVec;
+use xxhash_rust::xxh3::xxh3_64_with_seed;
 
 use crate::output::EpochOutput;
 use crate::rows::SessionKey;
@@ -26,7 +28,7 @@ use crate::training::session_key;
 pub struct MonitorLimits {
     /// Open sessions followed at most (a backfill can hold hundreds of thousands).
     pub open_sessions: usize,
-    /// Predictions kept per session: its first ones and its latest.
+    /// Predictions kept per session: a uniform sample of them.
     pub per_session: usize,
     /// Labelled predictions kept, the newest.
     pub labelled: usize,
@@ -69,9 +71,17 @@ pub struct ModelMonitor {
     state: Mutex<State>,
 }
 
+/// What is followed of one open session: a uniform sample of its predictions, and how many
+/// it was given.
+#[derive(Default)]
+struct Followed {
+    sample: SmallVec<[Served; 4]>,
+    seen: u64,
+}
+
 #[derive(Default)]
 struct State {
-    pending: HashMap<SessionKey, SmallVec<[Served; 4]>>,
+    pending: HashMap<SessionKey, Followed>,
     labelled: VecDeque<Labelled>,
 }
 
@@ -95,8 +105,9 @@ impl ModelMonitor {
         for (score, _) in output.scores.iter().filter(|(_, d)| *d > 0) {
             let key = score.key();
             let full = state.pending.len() >= self.limits.open_sessions;
-            let served = match state.pending.get_mut(&key) {
-                Some(served) => served,
+            let session = session_key(&key.0, key.1);
+            let followed = match state.pending.get_mut(&key) {
+                Some(followed) => followed,
                 None if full => continue,
                 None => state.pending.entry(key).or_default(),
             };
@@ -105,10 +116,20 @@ impl ModelMonitor {
                 probability: score.churn_probability.0,
                 version: score.model_version.clone(),
             };
-            if served.len() < self.limits.per_session.max(1) {
-                served.push(prediction);
-            } else if let Some(latest) = served.last_mut() {
-                *latest = prediction;
+            // Reservoir sampling: the n-th prediction replaces a kept one with probability
+            // k/n, so every prediction is kept alike. (Keeping a session's latest one, as a
+            // first version did, kept every churned session's last silence, which no model
+            // gets wrong: a challenger trained and judged on that sample ranked the states
+            // the dataflow really scores no better than chance.)
+            followed.seen += 1;
+            let k = self.limits.per_session.max(1);
+            if followed.sample.len() < k {
+                followed.sample.push(prediction);
+            } else {
+                let slot = xxh3_64_with_seed(&followed.seen.to_le_bytes(), session) % followed.seen;
+                if let Some(kept) = followed.sample.get_mut(slot as usize) {
+                    *kept = prediction;
+                }
             }
         }
         let inserted: HashSet<SessionKey> = output
@@ -125,13 +146,13 @@ impl ModelMonitor {
                 state.pending.remove(&key);
             }
             if *diff > 0 && row.closed {
-                let Some(served) = state.pending.remove(&key) else {
+                let Some(followed) = state.pending.remove(&key) else {
                     continue;
                 };
                 let churned = row.num_purchases == 0;
                 let known_at = self.rule.final_at(row.last_event);
                 let session = session_key(&key.0, key.1);
-                for prediction in served {
+                for prediction in followed.sample {
                     let f = prediction.features;
                     state.labelled.push_back(Labelled {
                         example: Example {
