@@ -26,9 +26,14 @@ pub fn payloads(count: usize) -> Vec<Vec<u8>> {
 
 /// Writes `count` records as JSON lines to `path`.
 pub fn write_events_file(path: &Path, count: usize) -> std::io::Result<()> {
+    write_shop_file(path, bench_shop(2), count)
+}
+
+/// `count` records of `shop` as a JSON-lines file at `path`.
+pub fn write_shop_file(path: &Path, shop: Shop, count: usize) -> std::io::Result<()> {
     let mut out = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?);
     let mut payload = Vec::with_capacity(256);
-    for record in bench_shop(2).bounded(count) {
+    for record in shop.bounded(count) {
         payload.clear();
         record.write_payload(&mut payload);
         payload.push(b'\n');

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Args;
 use clickflow_sources::kafka::{EmbeddedBroker, EventProducer};
-use clickflow_sources::shop::{Shop, ShopConfig, ShopRecord};
+use clickflow_sources::shop::{EventMix, Shop, ShopConfig, ShopRecord};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
@@ -53,6 +53,16 @@ pub struct ProduceArgs {
     /// (see the README), as a churn model's drift test needs.
     #[arg(long)]
     drift_at: Option<String>,
+    /// Instead of realistic visits, draw each event's type from fixed shares of click,
+    /// add_to_cart and purchase, e.g. `0.7,0.2,0.1` (benchmark files of a given shape).
+    #[arg(long, value_delimiter = ',', num_args = 3)]
+    mix: Option<Vec<f64>>,
+    /// With --mix: mean events of a visit.
+    #[arg(long, default_value_t = 40.0, requires = "mix")]
+    events_per_visit: f64,
+    /// With --mix: mean time between two events of a visit.
+    #[arg(long, default_value = "7500ms", value_parser = |s: &str| humantime::parse_duration(s).map_err(|e| e.to_string()), requires = "mix")]
+    dwell: Duration,
     /// Event time of the first event (RFC 3339). Default: now, or with --rate 0 and --count,
     /// early enough that the generated history ends now.
     #[arg(long)]
@@ -113,6 +123,22 @@ impl ProduceArgs {
             max_lateness_ms: self.max_lateness.as_millis() as i64,
             malformed_fraction: self.malformed_fraction,
             drift_at_ms: self.drift_at.as_deref().map(rfc3339_ms).transpose()?,
+            mix: match &self.mix {
+                Some(shares) => {
+                    anyhow::ensure!(
+                        shares.len() == 3
+                            && shares.iter().all(|s| *s >= 0.0)
+                            && shares.iter().sum::<f64>() > 0.0,
+                        "--mix takes three shares >= 0, of click, add_to_cart and purchase"
+                    );
+                    Some(EventMix {
+                        shares: [shares[0], shares[1], shares[2]],
+                        events_per_visit: self.events_per_visit.max(1.0),
+                        dwell_s: self.dwell.as_secs_f64(),
+                    })
+                }
+                None => None,
+            },
         })
     }
 }

@@ -32,6 +32,7 @@ use rand_chacha::ChaCha8Rng;
 use crate::encode::encode_into;
 use crate::event::{Event, EventId, EventTime, EventType};
 use users::{rhythm, Shoppers};
+pub use visit::EventMix;
 use visit::{Behaviour, Intent, Step, Visit};
 
 /// How the synthetic shop behaves.
@@ -59,6 +60,9 @@ pub struct ShopConfig {
     pub malformed_fraction: f64,
     /// Visits that start at or after this event time behave differently (see [`visit`]).
     pub drift_at_ms: Option<EventTime>,
+    /// Instead of realistic visits, draw every event's type from a fixed mix: for benchmark
+    /// files of a given shape (see [`ShopConfig::side_by_side`]).
+    pub mix: Option<EventMix>,
 }
 
 impl Default for ShopConfig {
@@ -74,11 +78,33 @@ impl Default for ShopConfig {
             max_lateness_ms: 60_000,
             malformed_fraction: 0.0,
             drift_at_ms: None,
+            mix: None,
         }
     }
 }
 
 impl ShopConfig {
+    /// The file of the side-by-side comparison with a batch engine: 10k users, about 50k
+    /// visits of about 40 events (30 s to 15 min long), 60 minutes of event time for 2M
+    /// events, click/add_to_cart/purchase = 70/20/10 %, 5 % of events out of order by up to
+    /// 30 s, no daily rhythm, about 150 bytes a line.
+    pub fn side_by_side(seed: u64) -> ShopConfig {
+        ShopConfig {
+            seed,
+            users: 10_000,
+            events_per_second: 2_000_000.0 / 3_600.0,
+            daily_rhythm: 0.0,
+            late_fraction: 0.05,
+            max_lateness_ms: 30_000,
+            mix: Some(EventMix {
+                shares: [0.7, 0.2, 0.1],
+                events_per_visit: 40.0,
+                dwell_s: 7.5,
+            }),
+            ..ShopConfig::default()
+        }
+    }
+
     /// The shop every benchmark runs: 100k users, 5k products, 20k events/s of event time,
     /// no daily rhythm, 1% of events late by up to 20 s, nothing malformed.
     pub fn benchmark(seed: u64) -> ShopConfig {
@@ -191,9 +217,17 @@ impl Shop {
         &self.config
     }
 
+    /// Mean events of a visit.
+    fn events_per_visit(&self) -> f64 {
+        self.config
+            .mix
+            .map_or(EVENTS_PER_VISIT, |mix| mix.events_per_visit)
+    }
+
     /// The mean length of a visit in event time, roughly: its events times its dwell.
     fn mean_visit_ms(&self) -> f64 {
-        EVENTS_PER_VISIT * 35_000.0
+        let dwell_ms = self.config.mix.map_or(35_000.0, |mix| mix.dwell_s * 1000.0);
+        self.events_per_visit() * dwell_ms
     }
 
     /// Opens a visit that begins at `at` with its first event at `first`, and schedules the
@@ -201,10 +235,11 @@ impl Shop {
     fn begin_visit(&mut self, at: EventTime, first: EventTime) {
         let user = self.shoppers.pick(self.rng.gen());
         let propensity = self.shoppers.propensity(user);
-        let intent = if self.rng.gen::<f64>() < 0.03 + 0.21 * propensity {
-            Intent::Buy
-        } else {
-            Intent::Browse
+        let buys = self.rng.gen::<f64>() < 0.03 + 0.21 * propensity;
+        let intent = match self.config.mix {
+            Some(mix) => Intent::Mix(mix),
+            None if buys => Intent::Buy,
+            None => Intent::Browse,
         };
         let behaviour = match self.config.drift_at_ms {
             Some(drift) if at >= drift => Behaviour::DRIFTED,
@@ -230,7 +265,7 @@ impl Shop {
         self.agenda.push(Reverse((first, slot)));
         let visits_per_ms = self.config.events_per_second.max(1e-6)
             * rhythm(at, self.config.daily_rhythm)
-            / EVENTS_PER_VISIT
+            / self.events_per_visit()
             / 1000.0;
         let wait = self.exponential(1.0 / visits_per_ms);
         self.next_arrival = at + (wait as EventTime).max(0);

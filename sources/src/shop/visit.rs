@@ -33,10 +33,24 @@ pub(super) enum Step {
 }
 
 /// The visit's hidden intent.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub(super) enum Intent {
     Browse,
     Buy,
+    /// No intent: each event's type drawn from a fixed mix (the benchmark shape).
+    Mix(EventMix),
+}
+
+/// A fixed mix of event types, for benchmark files of a given shape rather than a
+/// realistic shop.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct EventMix {
+    /// Shares of `click`, `add_to_cart` and `purchase` (they need not sum to 1).
+    pub shares: [f64; 3],
+    /// Mean events of a visit.
+    pub events_per_visit: f64,
+    /// Mean seconds between two events of a visit.
+    pub dwell_s: f64,
 }
 
 /// How visits behave: before or after the drift.
@@ -131,6 +145,7 @@ impl Visit {
     /// Mean seconds until the visit's next event.
     pub(super) fn dwell_s(&self) -> f64 {
         match self.intent {
+            Intent::Mix(mix) => mix.dwell_s,
             Intent::Browse => self.behaviour.dwell_s.0,
             Intent::Buy if self.checkout > 0 || !self.cart.is_empty() => {
                 // Paying goes faster than choosing.
@@ -163,6 +178,23 @@ impl Visit {
                 action
             }
             Intent::Buy => self.next_buying(rolls),
+            Intent::Mix(mix) => {
+                let total: f64 = mix.shares.iter().sum::<f64>().max(f64::MIN_POSITIVE);
+                let roll = rolls[0] * total;
+                let step = if roll < mix.shares[0] {
+                    Step::View
+                } else if roll < mix.shares[0] + mix.shares[1] {
+                    Step::AddToCart
+                } else {
+                    Step::Purchase
+                };
+                self.done = rolls[2] < 1.0 / mix.events_per_visit.max(1.0);
+                Action {
+                    step,
+                    product: None,
+                    revisit: false,
+                }
+            }
         }
     }
 
