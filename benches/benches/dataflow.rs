@@ -5,7 +5,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
 use clickflow_benches::{partitioned_events, run_in_memory, write_events_file};
-use clickflow_dataflow::run::{run, InputSpec, RunConfig};
+use clickflow_dataflow::run::{run, taking, InputSpec, RunConfig};
 use clickflow_dataflow::EpochConfig;
 use clickflow_sources::file::FileSplits;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
@@ -48,7 +48,7 @@ fn from_file(c: &mut Criterion) {
                     timely::Config::process(workers),
                     InputSpec::File(splits.clone()),
                     config,
-                    Some(Box::new(move |output| {
+                    Some(taking(move |output| {
                         *counted.lock().unwrap() += output.row_changes()
                     })),
                     Arc::new(AtomicBool::new(false)),

@@ -42,13 +42,11 @@ fn sink(c: &mut Criterion) {
                 let mut total = Duration::ZERO;
                 for _ in 0..iterations {
                     db.query("TRUNCATE session_features, churn_scores, clickflow_offsets");
-                    let handle = spawn_sink(SinkConfig::new(url.clone()));
-                    let mut send = handle.deliver();
+                    let handle = spawn_sink(SinkConfig::new(url.clone()), None);
                     let started = Instant::now();
                     for epoch in &epochs {
-                        assert!(send(epoch.clone()));
+                        assert!(handle.send_blocking(epoch.clone()));
                     }
-                    drop(send);
                     handle.finish().unwrap();
                     total += started.elapsed();
                 }

@@ -52,6 +52,7 @@ use std::sync::Arc;
 
 use clickflow_dataflow::driver::{drive, DriveSettings, DriveStats};
 use clickflow_dataflow::graph::build_graph;
+use clickflow_dataflow::output::Handoff;
 use clickflow_dataflow::resume::PartitionResume;
 use clickflow_dataflow::watermark::NO_WATERMARK;
 use clickflow_dataflow::{DataflowConfig, EpochConfig};
@@ -148,6 +149,7 @@ pub fn run_in_memory(partitions: Arc<Vec<Vec<Event>>>, workers: usize) -> usize 
             let deliver: Option<clickflow_dataflow::output::Deliver> = (index == 0).then(|| {
                 Box::new(move |output: clickflow_dataflow::EpochOutput| {
                     counted.fetch_add(output.row_changes(), std::sync::atomic::Ordering::Relaxed);
+                    Handoff::Taken
                 }) as clickflow_dataflow::output::Deliver
             });
             let inputs = build_graph(
@@ -280,6 +282,7 @@ pub fn run_generated(
                     shared
                         .watermark
                         .store(output.watermark, std::sync::atomic::Ordering::Relaxed);
+                    Handoff::Taken
                 }) as clickflow_dataflow::output::Deliver
             });
             let inputs = build_graph(

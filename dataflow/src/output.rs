@@ -14,7 +14,7 @@
 //! same row cancel), put in a deterministic order, and handed over together with the offsets
 //! the epoch reached, so the sink can commit changes and offsets in one transaction.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 
 use clickflow_sources::{DeadLetter, EventTime, PartitionId};
@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::Capability;
 use timely::dataflow::StreamVec;
 
 use crate::rows::{FunnelRow, ScoreRow, SessionRow, TrendRow};
@@ -155,11 +156,28 @@ impl EpochOutput {
     }
 }
 
-/// Receives each closed epoch's output, in epoch order.
-pub type Deliver = Box<dyn FnMut(EpochOutput)>;
+/// What the consumer of closed epochs (the sink) says of one offered to it.
+#[derive(Debug)]
+pub enum Handoff {
+    /// Taken.
+    Taken,
+    /// Not now (its queue is full): offered again later, and meanwhile the epoch is not
+    /// complete for the pipeline, whose sources pause once enough epochs wait.
+    Full(Box<EpochOutput>),
+}
 
-/// Gathers `changes` on worker 0 and calls `deliver` once per closed epoch that changed
+/// Receives each closed epoch's output, in epoch order; never blocks.
+pub type Deliver = Box<dyn FnMut(EpochOutput) -> Handoff>;
+
+/// How long the gathering operator waits before offering a refused epoch again.
+const RETRY_HANDOFF: std::time::Duration = std::time::Duration::from_millis(1);
+
+/// Gathers `changes` on worker 0 and offers `deliver` each closed epoch that changed
 /// something. Workers other than 0 (and processes other than 0) pass `None`.
+///
+/// The hand-off never blocks the worker: an epoch the consumer cannot take yet waits in the
+/// operator, which keeps a capability for it, so the probe (and with it the sources'
+/// back-pressure) sees the epoch as unfinished until it is taken.
 pub fn gather<'scope>(
     changes: StreamVec<'scope, Epoch, Change>,
     partitions: Arc<[PartitionId]>,
@@ -167,21 +185,26 @@ pub fn gather<'scope>(
     window: WindowSize,
     mut deliver: Option<Deliver>,
 ) -> StreamVec<'scope, Epoch, ()> {
+    let scope = changes.scope();
     changes.unary_frontier::<CapacityContainerBuilder<Vec<()>>, _, _, _>(
         Exchange::new(|_: &Change| 0),
         "Output: gather",
-        move |_cap, _info| {
-            let mut pending: BTreeMap<Epoch, Arriving> = BTreeMap::new();
+        move |_cap, info| {
+            let activator = scope.activator_for(info.address);
+            let mut pending: BTreeMap<Epoch, (Capability<Epoch>, Arriving)> = BTreeMap::new();
+            let mut undelivered: VecDeque<(Capability<Epoch>, EpochOutput)> = VecDeque::new();
             let mut progress = Progress {
                 tracker: WatermarkTracker::new(seed.partitions),
                 committed: seed.committed_watermark,
                 retention: HashMap::new(),
                 window,
             };
-            move |(input, frontier), _output| {
+            move |(input, frontier), output| {
                 input.for_each_stamp(|stamp, batches| {
-                    if let Some(&epoch) = stamp.least() {
-                        let arriving = pending.entry(epoch).or_default();
+                    if let Some(capability) = stamp.retain_least(output.output_index()) {
+                        let (_, arriving) = pending
+                            .entry(*capability.time())
+                            .or_insert_with(|| (capability, Arriving::default()));
                         for change in batches.flat_map(|b| b.drain(..)) {
                             arriving.add(change);
                         }
@@ -191,11 +214,21 @@ pub fn gather<'scope>(
                     if frontier.frontier().less_equal(entry.key()) {
                         break;
                     }
-                    let (epoch, arriving) = entry.remove_entry();
-                    let output = arriving.assemble(epoch, &partitions, &mut progress);
-                    if let Some(deliver) = deliver.as_mut() {
-                        if !output.is_empty() {
-                            deliver(output);
+                    let (epoch, (capability, arriving)) = entry.remove_entry();
+                    let closed = arriving.assemble(epoch, &partitions, &mut progress);
+                    if deliver.is_some() && !closed.is_empty() {
+                        undelivered.push_back((capability, closed));
+                    }
+                }
+                if let Some(deliver) = deliver.as_mut() {
+                    while let Some((capability, closed)) = undelivered.pop_front() {
+                        match deliver(closed) {
+                            Handoff::Taken => drop(capability),
+                            Handoff::Full(closed) => {
+                                undelivered.push_front((capability, *closed));
+                                activator.activate_after(RETRY_HANDOFF);
+                                break;
+                            }
                         }
                     }
                 }

@@ -18,7 +18,7 @@ use crate::driver::{abandon, drive, DriveSettings, DriveStats};
 use crate::graph::build_graph;
 use crate::lifecycle::LiveModel;
 use crate::metrics::PipelineMetrics;
-use crate::output::{Deliver, EpochOutput};
+use crate::output::{Deliver, EpochOutput, Handoff};
 use crate::resume::{PartitionResume, ResumePlan};
 use crate::sessions::SessionRule;
 
@@ -88,8 +88,17 @@ pub enum RunError {
 /// The sum of what this process's workers did.
 pub type RunStats = DriveStats;
 
-/// The callback receiving each closed epoch, on worker 0 of process 0.
-pub type EpochSink = Box<dyn FnMut(EpochOutput) + Send>;
+/// The callback offered each closed epoch, on worker 0 of process 0; it must not block (see
+/// [`Handoff`]).
+pub type EpochSink = Box<dyn FnMut(EpochOutput) -> Handoff + Send>;
+
+/// An [`EpochSink`] that takes every epoch at once and hands it to `take` (tests, tools).
+pub fn taking(mut take: impl FnMut(EpochOutput) + Send + 'static) -> EpochSink {
+    Box::new(move |output| {
+        take(output);
+        Handoff::Taken
+    })
+}
 
 /// Runs the pipeline over `input` until it is consumed (a file) or `stop` is set.
 pub fn run(
@@ -135,9 +144,13 @@ pub fn run(
                     .and_then(|mut d| d.take())
                     .map(|mut deliver| {
                         Box::new(move |output: EpochOutput| {
-                            shared.epochs.fetch_add(1, Ordering::Relaxed);
-                            shared.watermark.store(output.watermark, Ordering::Relaxed);
-                            deliver(output)
+                            let watermark = output.watermark;
+                            let handoff = deliver(output);
+                            if let Handoff::Taken = handoff {
+                                shared.epochs.fetch_add(1, Ordering::Relaxed);
+                                shared.watermark.store(watermark, Ordering::Relaxed);
+                            }
+                            handoff
                         }) as Deliver
                     })
             } else {

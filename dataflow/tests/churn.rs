@@ -9,7 +9,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
 use clickflow_dataflow::oracle::OracleTables;
-use clickflow_dataflow::run::{run, InputSpec, RunConfig};
+use clickflow_dataflow::run::{run, taking, InputSpec, RunConfig};
 use clickflow_dataflow::training::examples_from_file;
 use clickflow_dataflow::window::WindowSize;
 use clickflow_dataflow::{DataflowConfig, LiveModel, Tables};
@@ -210,7 +210,7 @@ fn run_with_swap(
         timely::Config::process(workers),
         InputSpec::File(plan.clone()),
         config,
-        Some(Box::new(move |output| {
+        Some(taking(move |output| {
             sink.lock().unwrap().apply(&output).unwrap();
             if !swapped && output.watermark >= swap_at {
                 swapper.replace(second.clone());

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clickflow_dataflow::oracle::recompute;
-use clickflow_dataflow::run::{run, InputSpec, RunConfig, RunError};
+use clickflow_dataflow::run::{run, taking, InputSpec, RunConfig, RunError};
 use clickflow_dataflow::{PipelineMetrics, Tables};
 use clickflow_sources::kafka::EventProducer;
 use clickflow_sources::shop::{Shop, ShopConfig};
@@ -137,7 +137,7 @@ fn retriable_fetch_errors_are_retried_and_the_run_ends_equal_to_the_oracle() {
         timely::Config::process(2),
         input(&cluster),
         RunConfig::default(),
-        Some(Box::new(move |output| {
+        Some(taking(move |output| {
             sink.lock().unwrap().apply(&output).unwrap()
         })),
         stop,
@@ -179,7 +179,7 @@ fn an_unreachable_broker_is_retried_counted_and_nothing_is_lost() {
                 timely::Config::process(2),
                 input,
                 RunConfig::default(),
-                Some(Box::new(move |output| {
+                Some(taking(move |output| {
                     tables.lock().unwrap().apply(&output).unwrap()
                 })),
                 stop,

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use clickflow_dataflow::lifecycle::retrain::{retrain_once, RetrainPolicy};
 use clickflow_dataflow::lifecycle::{ModelMonitor, MonitorLimits};
-use clickflow_dataflow::run::{run, InputSpec, RunConfig};
+use clickflow_dataflow::run::{run, taking, InputSpec, RunConfig};
 use clickflow_dataflow::sessions::SessionRule;
 use clickflow_dataflow::training::examples_from_file;
 use clickflow_dataflow::window::WindowSize;
@@ -86,7 +86,7 @@ fn monitored_run(plan: &FileSplits, model: Arc<ChurnModel>) -> Arc<ModelMonitor>
         timely::Config::process(2),
         InputSpec::File(plan.clone()),
         config,
-        Some(Box::new(move |output| observer.observe(&output))),
+        Some(taking(move |output| observer.observe(&output))),
         Arc::new(AtomicBool::new(false)),
         Default::default(),
     )

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use clickflow_dataflow::oracle::OracleTables;
-use clickflow_dataflow::run::{run, InputSpec, RunConfig};
+use clickflow_dataflow::run::{run, taking, InputSpec, RunConfig};
 use clickflow_dataflow::{DataflowConfig, EpochConfig, LiveModel, Tables};
 use clickflow_model::ChurnModel;
 use clickflow_sources::file::FileSplits;
@@ -67,7 +67,7 @@ pub fn run_file_scored(
         timely::Config::process(workers),
         InputSpec::File(splits.clone()),
         config,
-        Some(Box::new(move |output| {
+        Some(taking(move |output| {
             sink.lock().unwrap().apply(&output).unwrap()
         })),
         Arc::new(AtomicBool::new(false)),

@@ -18,6 +18,7 @@ use clickflow_dataflow::EpochOutput;
 use tokio::sync::{mpsc, oneshot};
 
 use super::sink::SinkMetrics;
+use super::Observer;
 
 /// The most row changes one transaction takes: beyond it the fold stops taking epochs and
 /// the pipeline waits (back-pressure). Measured on a 2M-event backfill with scoring: a
@@ -58,10 +59,13 @@ impl Fold {
 /// previous answer, folded into one output (waiting for the first epoch if none has). Epochs
 /// that replay committed input are skipped. Returns when `epochs` is closed and everything
 /// has been handed over, or when the writer is gone.
+/// `observe`, when given, sees every epoch as it arrives (the live views and the model
+/// monitor: here, on the sink's thread, rather than on the timely worker that gathers).
 pub(super) async fn merge_waiting(
     mut epochs: mpsc::Receiver<EpochOutput>,
     mut requests: mpsc::Receiver<Request>,
     metrics: Arc<SinkMetrics>,
+    mut observe: Option<Observer>,
 ) {
     let mut fold: Option<Fold> = None;
     let mut waiting: Option<Request> = None;
@@ -86,7 +90,11 @@ pub(super) async fn merge_waiting(
                 Some(request) => waiting = Some(request),
                 None => return,
             },
-            epoch = epochs.recv(), if open && !full => match epoch {
+            epoch = epochs.recv(), if open && !full => {
+                if let (Some(observe), Some(epoch)) = (observe.as_mut(), epoch.as_ref()) {
+                    observe(epoch);
+                }
+                match epoch {
                 Some(epoch) if epoch.replay => {
                     metrics.replayed_epochs.fetch_add(1, Ordering::Relaxed);
                 }
@@ -95,6 +103,7 @@ pub(super) async fn merge_waiting(
                     None => fold = Some(Fold::new(epoch)),
                 },
                 None => open = false,
+                }
             },
         }
     }
@@ -139,7 +148,7 @@ mod tests {
         let (send, epochs) = mpsc::channel(8);
         let (ask, requests) = mpsc::channel(1);
         let metrics = Arc::new(SinkMetrics::default());
-        let merger = tokio::spawn(merge_waiting(epochs, requests, metrics.clone()));
+        let merger = tokio::spawn(merge_waiting(epochs, requests, metrics.clone(), None));
         send.send(epoch(1, vec![(trend(1), 1)], false))
             .await
             .unwrap();

@@ -1,7 +1,7 @@
 //! The whole pipeline into PostgreSQL: prepare, resume, run, commit.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -39,7 +39,8 @@ pub struct PipelineSpec {
     pub sink: SinkConfig,
     /// Whether this process writes: only the one that gathers the output (process 0).
     pub writes: bool,
-    /// Sees every closed epoch just before the sink does (the web server's live views).
+    /// Sees every closed epoch as the sink receives it, on the sink's thread (the web
+    /// server's live views, the model monitor).
     pub observe: Option<Observer>,
 }
 
@@ -104,19 +105,9 @@ pub fn run_into_postgres(
     if !writes {
         return Ok(run(timely_config, input, config, None, stop, metrics)?);
     }
-    let handle = spawn_sink(sink);
+    let handle = spawn_sink(sink, observe.take());
     on_sink(&handle);
-    let mut send = handle.deliver();
-    let failed = stop.clone();
-    let deliver = Box::new(move |output: EpochOutput| {
-        if let Some(observe) = observe.as_mut() {
-            observe(&output);
-        }
-        if !send(output) {
-            // The sink failed for good: stop reading; nothing past its last commit counts.
-            failed.store(true, Ordering::Relaxed);
-        }
-    });
+    let deliver = Box::new(handle.deliver(stop.clone()));
     let stats = run(timely_config, input, config, Some(deliver), stop, metrics);
     handle.finish()?;
     Ok(stats?)

@@ -7,13 +7,14 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use clickflow_dataflow::output::Handoff;
 use clickflow_dataflow::EpochOutput;
 use tokio::sync::{mpsc, oneshot};
 
 use super::merge::{merge_waiting, Request};
 use super::schema::connect;
 use super::write::Writer;
-use super::{Freshness, SinkConfig, SinkError};
+use super::{Freshness, Observer, SinkConfig, SinkError};
 
 /// Counters the web server and the logs read.
 #[derive(Debug, Default)]
@@ -48,11 +49,27 @@ pub struct SinkHandle {
 }
 
 impl SinkHandle {
-    /// A callback for the dataflow: sends each epoch, waiting while the queue is full (that
-    /// wait is the pipeline's back-pressure). Returns false once the sink has stopped.
-    pub fn deliver(&self) -> impl FnMut(EpochOutput) -> bool + Send + 'static {
+    /// A callback for the dataflow's gathering worker: offers each epoch without waiting. A
+    /// full queue answers [`Handoff::Full`] (the dataflow offers it again later, and its
+    /// sources pause meanwhile: back-pressure without a blocked worker). Once the sink has
+    /// stopped, epochs are dropped and `stopped` is set, which stops the pipeline.
+    pub fn deliver(&self, stopped: Arc<AtomicBool>) -> impl FnMut(EpochOutput) -> Handoff + Send {
         let sender = self.sender.clone();
-        move |output| sender.blocking_send(output).is_ok()
+        move |output| match sender.try_send(output) {
+            Ok(()) => Handoff::Taken,
+            Err(mpsc::error::TrySendError::Full(output)) => Handoff::Full(Box::new(output)),
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                // The sink failed for good: nothing past its last commit counts.
+                stopped.store(true, Ordering::Relaxed);
+                Handoff::Taken
+            }
+        }
+    }
+
+    /// Sends `output` and waits while the queue is full (for callers outside the dataflow,
+    /// such as benchmarks). Returns false once the sink has stopped.
+    pub fn send_blocking(&self, output: EpochOutput) -> bool {
+        self.sender.blocking_send(output).is_ok()
     }
 
     /// Waits until every epoch sent has been committed (all senders must be gone).
@@ -64,8 +81,9 @@ impl SinkHandle {
     }
 }
 
-/// Starts the sink on its own thread with its own runtime.
-pub fn spawn_sink(config: SinkConfig) -> SinkHandle {
+/// Starts the sink on its own thread with its own runtime; `observe` sees every epoch the
+/// sink receives, on that thread.
+pub fn spawn_sink(config: SinkConfig, observe: Option<Observer>) -> SinkHandle {
     let (sender, receiver) = mpsc::channel(config.queue_epochs.max(1));
     let metrics = Arc::new(SinkMetrics::default());
     let shared = metrics.clone();
@@ -76,7 +94,7 @@ pub fn spawn_sink(config: SinkConfig) -> SinkHandle {
                 .enable_all()
                 .build()
                 .map_err(|_| SinkError::Closed)?;
-            runtime.block_on(run(config, receiver, shared))
+            runtime.block_on(run(config, receiver, shared, observe))
         })
         .expect("spawning a thread succeeds");
     SinkHandle {
@@ -90,9 +108,15 @@ async fn run(
     config: SinkConfig,
     epochs: mpsc::Receiver<EpochOutput>,
     metrics: Arc<SinkMetrics>,
+    observe: Option<Observer>,
 ) -> Result<(), SinkError> {
     let (requests, merger_requests) = mpsc::channel(1);
-    let merger = tokio::spawn(merge_waiting(epochs, merger_requests, metrics.clone()));
+    let merger = tokio::spawn(merge_waiting(
+        epochs,
+        merger_requests,
+        metrics.clone(),
+        observe,
+    ));
     let result = write_all(&config, &requests, &metrics).await;
     drop(requests);
     // The merger stops once its requests are gone; its panics are ours.
