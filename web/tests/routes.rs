@@ -325,7 +325,10 @@ async fn the_model_route_shows_offline_and_live_quality() {
             gap_ms: 30 * MINUTE,
             window,
         },
-        MonitorLimits::default(),
+        MonitorLimits {
+            sample_one_in: 1,
+            ..MonitorLimits::default()
+        },
     ));
     // Two sessions scored by the model, then ended: one bought, one did not.
     let mut scored = EpochOutput::default();

@@ -3,12 +3,22 @@
 //! each model version's live ROC AUC and Brier score (the dashboard's), and the recent
 //! examples a challenger is trained on (the retrainer's).
 //!
-//! Fed with every committed epoch on the gathering worker's side of the hand-off, never on
-//! a timely worker's hot path; replayed epochs are skipped (they were seen before a
-//! restart). Bounded: at most [`MonitorLimits::open_sessions`] sessions are followed, each
-//! with at most [`MonitorLimits::per_session`] predictions, a uniform sample of all it was
-//! given (reservoir sampling, deterministic),
-//! and the newest [`MonitorLimits::labelled`] labelled predictions are kept.
+//! Fed with every committed epoch on the sink's thread, never on a timely worker; replayed
+//! epochs are skipped (they were seen before a restart).
+//!
+//! **A sample that weighs like the log.** `clickflow evaluate` judges a model on every
+//! prediction it logged, so a session scored 40 times weighs 40 times one scored once. The
+//! monitor keeps one prediction in [`MonitorLimits::sample_one_in`] (chosen by a hash, so
+//! deterministically), which weighs sessions the same way. Two earlier samplings did not:
+//! a session's first and latest predictions (the latest of a churned session is its last
+//! silence, which no model gets wrong: a challenger trained and judged on that ranked the
+//! states the dataflow scores no better than chance), then a fixed number per session (short
+//! sessions weighed as much as long ones, and a challenger that looked better on them was
+//! worse on the log).
+//!
+//! Bounded: at most [`MonitorLimits::open_sessions`] sessions are followed, each with at
+//! most [`MonitorLimits::per_session`] predictions, and the newest
+//! [`MonitorLimits::labelled`] labelled predictions are kept.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -28,18 +38,22 @@ use crate::training::session_key;
 pub struct MonitorLimits {
     /// Open sessions followed at most (a backfill can hold hundreds of thousands).
     pub open_sessions: usize,
-    /// Predictions kept per session: a uniform sample of them.
+    /// One prediction in this many is kept.
+    pub sample_one_in: u64,
+    /// Predictions kept per session at most.
     pub per_session: usize,
     /// Labelled predictions kept, the newest.
     pub labelled: usize,
 }
 
 impl Default for MonitorLimits {
-    /// 250k sessions of 4 predictions, 200k labelled: about 150 MB at most.
+    /// One prediction in 4, 100k sessions of at most 16, 200k labelled: about 150 MB at
+    /// most, a few MB at the demo's rate.
     fn default() -> Self {
         MonitorLimits {
-            open_sessions: 250_000,
-            per_session: 4,
+            open_sessions: 100_000,
+            sample_one_in: 4,
+            per_session: 16,
             labelled: 200_000,
         }
     }
@@ -71,11 +85,11 @@ pub struct ModelMonitor {
     state: Mutex<State>,
 }
 
-/// What is followed of one open session: a uniform sample of its predictions, and how many
-/// it was given.
+/// What is followed of one open session: the sample of its predictions, and how many it was
+/// given.
 #[derive(Default)]
 struct Followed {
-    sample: SmallVec<[Served; 4]>,
+    sample: SmallVec<[Served; 2]>,
     seen: u64,
 }
 
@@ -116,20 +130,12 @@ impl ModelMonitor {
                 probability: score.churn_probability.0,
                 version: score.model_version.clone(),
             };
-            // Reservoir sampling: the n-th prediction replaces a kept one with probability
-            // k/n, so every prediction is kept alike. (Keeping a session's latest one, as a
-            // first version did, kept every churned session's last silence, which no model
-            // gets wrong: a challenger trained and judged on that sample ranked the states
-            // the dataflow really scores no better than chance.)
             followed.seen += 1;
-            let k = self.limits.per_session.max(1);
-            if followed.sample.len() < k {
+            let drawn = xxh3_64_with_seed(&followed.seen.to_le_bytes(), session);
+            if drawn % self.limits.sample_one_in.max(1) == 0
+                && followed.sample.len() < self.limits.per_session
+            {
                 followed.sample.push(prediction);
-            } else {
-                let slot = xxh3_64_with_seed(&followed.seen.to_le_bytes(), session) % followed.seen;
-                if let Some(kept) = followed.sample.get_mut(slot as usize) {
-                    *kept = prediction;
-                }
             }
         }
         let inserted: HashSet<SessionKey> = output
