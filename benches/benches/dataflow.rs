@@ -5,7 +5,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
 use clickflow_benches::{partitioned_events, run_in_memory, write_events_file};
-use clickflow_dataflow::run::{run, taking, InputSpec, RunConfig};
+use clickflow_dataflow::runtime::run::{run, taking, InputSpec, RunConfig};
 use clickflow_dataflow::EpochConfig;
 use clickflow_sources::file::FileSplits;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};

@@ -50,11 +50,11 @@ pub fn records(count: usize) -> Vec<ShopRecord> {
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use clickflow_dataflow::driver::{drive, DriveSettings, DriveStats};
 use clickflow_dataflow::graph::build_graph;
-use clickflow_dataflow::output::Handoff;
-use clickflow_dataflow::resume::PartitionResume;
-use clickflow_dataflow::watermark::NO_WATERMARK;
+use clickflow_dataflow::runtime::driver::{drive, DriveSettings, DriveStats};
+use clickflow_dataflow::runtime::output::Handoff;
+use clickflow_dataflow::runtime::resume::PartitionResume;
+use clickflow_dataflow::runtime::watermark::NO_WATERMARK;
 use clickflow_dataflow::{DataflowConfig, EpochConfig};
 use clickflow_sources::{
     Event, PartitionId, PartitionProgress, Source, SourceBatch, SourceError, SourcedEvent,
@@ -146,12 +146,14 @@ pub fn run_in_memory(partitions: Arc<Vec<Vec<Event>>>, workers: usize) -> usize 
                 .filter(|p| p % peers == index)
                 .collect();
             let counted = counted.clone();
-            let deliver: Option<clickflow_dataflow::output::Deliver> = (index == 0).then(|| {
-                Box::new(move |output: clickflow_dataflow::EpochOutput| {
-                    counted.fetch_add(output.row_changes(), std::sync::atomic::Ordering::Relaxed);
-                    Handoff::Taken
-                }) as clickflow_dataflow::output::Deliver
-            });
+            let deliver: Option<clickflow_dataflow::runtime::output::Deliver> =
+                (index == 0).then(|| {
+                    Box::new(move |output: clickflow_dataflow::EpochOutput| {
+                        counted
+                            .fetch_add(output.row_changes(), std::sync::atomic::Ordering::Relaxed);
+                        Handoff::Taken
+                    }) as clickflow_dataflow::runtime::output::Deliver
+                });
             let inputs = build_graph(
                 worker,
                 DataflowConfig::default(),
@@ -277,14 +279,15 @@ pub fn run_generated(
         move |worker| -> DriveStats {
             let index = worker.index();
             let shared = metrics.clone();
-            let deliver: Option<clickflow_dataflow::output::Deliver> = (index == 0).then(|| {
-                Box::new(move |output: clickflow_dataflow::EpochOutput| {
-                    shared
-                        .watermark
-                        .store(output.watermark, std::sync::atomic::Ordering::Relaxed);
-                    Handoff::Taken
-                }) as clickflow_dataflow::output::Deliver
-            });
+            let deliver: Option<clickflow_dataflow::runtime::output::Deliver> =
+                (index == 0).then(|| {
+                    Box::new(move |output: clickflow_dataflow::EpochOutput| {
+                        shared
+                            .watermark
+                            .store(output.watermark, std::sync::atomic::Ordering::Relaxed);
+                        Handoff::Taken
+                    }) as clickflow_dataflow::runtime::output::Deliver
+                });
             let inputs = build_graph(
                 worker,
                 DataflowConfig::default(),
@@ -480,7 +483,7 @@ pub fn sink_epochs(epochs: usize, sessions: usize) -> Vec<EpochOutput> {
             }
             output
                 .partitions
-                .push(clickflow_dataflow::output::PartitionState {
+                .push(clickflow_dataflow::runtime::output::PartitionState {
                     partition: partition.clone(),
                     next_offset: ((epoch + 1) * sessions) as i64,
                     highest: Some(1_900_000_000_000),

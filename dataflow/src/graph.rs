@@ -11,16 +11,16 @@ use timely::dataflow::operators::{Concat, Concatenate, Probe};
 use timely::dataflow::{InputHandleVec, ProbeHandle};
 use timely::worker::Worker;
 
-use crate::churn::{ChurnScores, ScoringSetup};
 use crate::config::DataflowConfig;
-use crate::funnel::Funnel;
-use crate::gate::closed_window_gate;
 use crate::input::InputEvent;
-use crate::output::{gather, Change, Deliver};
-use crate::replay::replay_monitor;
-use crate::sessions::{SessionRule, Sessions};
-use crate::trends::EventTrends;
-use crate::watermark::{PartitionReport, ProgressSeed};
+use crate::kpi::churn::{ChurnScores, ScoringSetup};
+use crate::kpi::funnel::Funnel;
+use crate::kpi::gate::closed_window_gate;
+use crate::kpi::sessions::{SessionRule, Sessions};
+use crate::kpi::trends::EventTrends;
+use crate::runtime::output::{gather, Change, Deliver};
+use crate::runtime::replay::replay_monitor;
+use crate::runtime::watermark::{PartitionReport, ProgressSeed};
 use crate::Epoch;
 
 /// The handles a worker feeds the graph through.

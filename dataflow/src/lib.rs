@@ -12,33 +12,36 @@
 //! Timestamps are processing-time epochs ([`Epoch`]); event time is data. Each closed epoch
 //! yields the consolidated changes of every table together with the offsets reached, which
 //! the sink commits as one transaction. Late events are judged per partition
-//! ([`lateness`]), windows and sessions close on the pipeline watermark ([`watermark`]),
-//! and closed state is evicted without retracting its final rows ([`stage`]).
+//! ([`runtime::lateness`]), windows and sessions close on the pipeline watermark
+//! ([`runtime::watermark`]), and closed state is evicted without retracting its final rows
+//! ([`operators`]).
+//!
+//! The folders separate what is computed from how it runs:
+//!
+//! | folder | holds |
+//! |---|---|
+//! | [`kpi`] | what is computed: one file per stage (the gate, trends, funnel, sessions, churn scoring with users' histories) |
+//! | [`operators`] | the building blocks stages are made of (per-epoch batching, pre-aggregation, the keyed stage, routing) |
+//! | [`runtime`] | how it runs: the worker loop and its epochs, lateness and watermarks, replay and resume after a restart, the hand-off to the sinks, threads and processes |
+//! | [`lifecycle`] | the churn model's life in a running pipeline: live model, monitor, retrainer |
+//!
+//! Beside them: the records that enter ([`input`]) and leave ([`rows`], [`tables`]), event-time
+//! windows ([`window`]), the graph that wires the stages ([`graph`]), the sequential
+//! [`oracle`] every test compares with, and the churn model's [`training`] examples.
 #![deny(missing_docs)]
 
-pub mod churn;
 pub mod config;
-pub mod driver;
-pub mod funnel;
-pub mod gate;
 pub mod graph;
-pub mod history;
 pub mod input;
-pub mod lateness;
+pub mod kpi;
 pub mod lifecycle;
 pub mod metrics;
+pub mod operators;
 pub mod oracle;
-pub mod output;
-pub mod replay;
-pub mod resume;
 pub mod rows;
-pub mod run;
-pub mod sessions;
-pub mod stage;
+pub mod runtime;
 pub mod tables;
 pub mod training;
-pub mod trends;
-pub mod watermark;
 pub mod window;
 
 /// A processing-time epoch: the timely timestamp. One epoch is one sink transaction.
@@ -47,5 +50,5 @@ pub type Epoch = u64;
 pub use config::{DataflowConfig, EpochConfig};
 pub use lifecycle::LiveModel;
 pub use metrics::PipelineMetrics;
-pub use output::EpochOutput;
+pub use runtime::output::EpochOutput;
 pub use tables::Tables;

@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use clickflow_sources::EventTime;
 
-use crate::watermark::NO_WATERMARK;
+use crate::runtime::watermark::NO_WATERMARK;
 
 /// Counters every worker adds to; read at any time from any thread.
 #[derive(Debug)]

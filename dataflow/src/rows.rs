@@ -43,7 +43,7 @@ pub struct FunnelRow {
 }
 
 /// `session_features`: one row per session, keyed by `(session_id, session_start)`: one id
-/// split by event-time gaps is several sessions (see [`crate::sessions`]).
+/// split by event-time gaps is several sessions (see [`crate::kpi::sessions`]).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct SessionRow {
     /// The session.

@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 
 use clickflow_sources::{DeadLetter, EventType, PartitionId};
 
-use crate::output::EpochOutput;
 use crate::rows::{FunnelRow, ScoreRow, SessionKey, SessionRow, TrendRow};
+use crate::runtime::output::EpochOutput;
 use crate::window::Window;
 
 /// The final rows of every table, keyed as in PostgreSQL.

@@ -2,10 +2,10 @@
 //! code.
 //!
 //! `clickflow train --events FILE` and the demo's start-up training read the file as the
-//! pipeline would: each split in order through the partition clock of [`crate::lateness`]
+//! pipeline would: each split in order through the partition clock of [`crate::runtime::lateness`]
 //! (late events are left out, as the pipeline dead-letters them), sessions cut by the gap
-//! rule of [`crate::sessions`], their counts accumulated by the session stage's own
-//! [`Span`](crate::sessions) and turned into features by
+//! rule of [`crate::kpi::sessions`], their counts accumulated by the session stage's own
+//! [`Span`](crate::kpi::sessions) and turned into features by
 //! [`Features::of`](clickflow_model::Features::of), as the scoring stage does.
 //!
 //! **Examples.** For each session, the features as known after its first 1, 2, 3, 5, 8, 13,
@@ -17,7 +17,7 @@
 //! **Which sessions.** Only sessions closed by the gap are labelled: a session the end of the
 //! data cut off (its final time is past where the data ends, less the allowed lateness)
 //! might still have bought.
-//! The user's history is the one the scoring stage computes ([`crate::history`]): their
+//! The user's history is the one the scoring stage computes ([`crate::kpi::history`]): their
 //! sessions final before this one started.
 
 use std::collections::HashMap;
@@ -35,9 +35,9 @@ use xxhash_rust::xxh3::Xxh3Default;
 
 use crate::config::DataflowConfig;
 use crate::input::Accepted;
-use crate::lateness::PartitionClock;
+use crate::kpi::sessions::{SessionRule, Span};
 use crate::rows::SessionRow;
-use crate::sessions::{SessionRule, Span};
+use crate::runtime::lateness::PartitionClock;
 
 /// An accepted event with where it was read, for a stable order of equal times.
 struct Read {

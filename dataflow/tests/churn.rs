@@ -9,7 +9,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
 use clickflow_dataflow::oracle::OracleTables;
-use clickflow_dataflow::run::{run, taking, InputSpec, RunConfig};
+use clickflow_dataflow::runtime::run::{run, taking, InputSpec, RunConfig};
 use clickflow_dataflow::training::examples_from_file;
 use clickflow_dataflow::window::WindowSize;
 use clickflow_dataflow::{DataflowConfig, LiveModel, Tables};

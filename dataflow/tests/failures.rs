@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clickflow_dataflow::oracle::recompute;
-use clickflow_dataflow::run::{run, taking, InputSpec, RunConfig, RunError};
+use clickflow_dataflow::runtime::run::{run, taking, InputSpec, RunConfig, RunError};
 use clickflow_dataflow::{PipelineMetrics, Tables};
 use clickflow_sources::kafka::EventProducer;
 use clickflow_sources::shop::{Shop, ShopConfig};

@@ -7,8 +7,8 @@ mod common;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use clickflow_dataflow::output::Handoff;
-use clickflow_dataflow::run::{run, InputSpec, RunConfig};
+use clickflow_dataflow::runtime::output::Handoff;
+use clickflow_dataflow::runtime::run::{run, InputSpec, RunConfig};
 use clickflow_dataflow::{DataflowConfig, Tables};
 use clickflow_sources::file::FileSplits;
 use clickflow_sources::shop::{Shop, ShopConfig};

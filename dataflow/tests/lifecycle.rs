@@ -7,10 +7,10 @@ mod common;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
+use clickflow_dataflow::kpi::sessions::SessionRule;
 use clickflow_dataflow::lifecycle::retrain::{retrain_once, RetrainPolicy};
 use clickflow_dataflow::lifecycle::{ModelMonitor, MonitorLimits};
-use clickflow_dataflow::run::{run, taking, InputSpec, RunConfig};
-use clickflow_dataflow::sessions::SessionRule;
+use clickflow_dataflow::runtime::run::{run, taking, InputSpec, RunConfig};
 use clickflow_dataflow::training::examples_from_file;
 use clickflow_dataflow::window::WindowSize;
 use clickflow_dataflow::{DataflowConfig, EpochConfig, LiveModel};

@@ -6,7 +6,7 @@ mod common;
 use std::io::Write;
 
 use clickflow_dataflow::oracle::recompute_file;
-use clickflow_dataflow::run::{RunConfig, RunStats};
+use clickflow_dataflow::runtime::run::{RunConfig, RunStats};
 use clickflow_dataflow::window::WindowSize;
 use clickflow_dataflow::{DataflowConfig, Tables};
 use clickflow_sinks::postgres::{DatabaseUrl, PipelineError, SinkError};

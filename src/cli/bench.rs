@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
+use clickflow_dataflow::kpi::sessions::SessionRule;
 use clickflow_dataflow::oracle::{recompute, recompute_file};
-use clickflow_dataflow::run::{InputSpec, RunConfig};
-use clickflow_dataflow::sessions::SessionRule;
-use clickflow_dataflow::watermark::END_OF_INPUT;
+use clickflow_dataflow::runtime::run::{InputSpec, RunConfig};
+use clickflow_dataflow::runtime::watermark::END_OF_INPUT;
 use clickflow_dataflow::{DataflowConfig, LiveModel};
 use clickflow_sinks::postgres::{
     load_resume_plan, read_tables, DatabaseUrl, PipelineSpec, SinkConfig,

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
-use clickflow_dataflow::run::RunStats;
+use clickflow_dataflow::runtime::run::RunStats;
 use clickflow_dataflow::PipelineMetrics;
 use clickflow_sinks::postgres::{run_into_postgres, ModelSource, PipelineSpec, SinkMetrics};
 use clickflow_web::{DataflowState, LiveViews, PipelineStatus, WebConfig, WebContext, WebServer};

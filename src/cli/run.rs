@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use clickflow_dataflow::run::{InputSpec, RunConfig};
+use clickflow_dataflow::runtime::run::{InputSpec, RunConfig};
 use clickflow_dataflow::PipelineMetrics;
 use clickflow_sinks::postgres::{ModelSource, PipelineSpec, SinkConfig, SinkMetrics};
 use clickflow_sources::file::FileSplits;

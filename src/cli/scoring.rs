@@ -9,9 +9,9 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use clap::Args;
+use clickflow_dataflow::kpi::sessions::SessionRule;
 use clickflow_dataflow::lifecycle::retrain::{spawn_retrainer, RetrainPolicy};
 use clickflow_dataflow::lifecycle::{ModelMonitor, MonitorLimits};
-use clickflow_dataflow::sessions::SessionRule;
 use clickflow_dataflow::{DataflowConfig, LiveModel};
 use clickflow_model::ChurnModel;
 use clickflow_sinks::postgres::{record_model, DatabaseUrl, ModelSource};

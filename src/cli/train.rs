@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use clap::Args;
-use clickflow_dataflow::sessions::SessionRule;
+use clickflow_dataflow::kpi::sessions::SessionRule;
 use clickflow_dataflow::training::{examples_from_file, session_key};
 use clickflow_model::{ChurnModel, Evaluation, Example, TrainOptions, TrainParams, FEATURE_COUNT};
 use clickflow_sources::file::FileSplits;

@@ -13,7 +13,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use clickflow_dataflow::rows::{FunnelRow, SessionKey, SessionRow, TrendRow};
-use clickflow_dataflow::watermark::{END_OF_INPUT, NO_WATERMARK};
+use clickflow_dataflow::runtime::watermark::{END_OF_INPUT, NO_WATERMARK};
 use clickflow_dataflow::window::Window;
 use clickflow_dataflow::EpochOutput;
 use clickflow_sources::{EventTime, EventType, PartitionId};

@@ -4,11 +4,11 @@
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
+use clickflow_dataflow::kpi::sessions::SessionRule;
 use clickflow_dataflow::lifecycle::{ModelMonitor, MonitorLimits};
 use clickflow_dataflow::rows::{
     FeatureValues, FunnelRow, Probability, ScoreRow, SessionRow, TrendRow,
 };
-use clickflow_dataflow::sessions::SessionRule;
 use clickflow_dataflow::window::{Window, WindowSize};
 use clickflow_dataflow::{EpochOutput, LiveModel, PipelineMetrics};
 use clickflow_model::{ChurnModel, Features, FEATURE_COUNT};

@@ -3,7 +3,7 @@
 //! Whoever replaces the model (the retrainer, an operator's `SIGHUP` or `POST
 //! /api/v1/models`) calls [`LiveModel::replace`]: REST predictions use the new model at once,
 //! and worker 0 sends it into the dataflow at the start of its next epoch, from which every
-//! worker scores with it (see [`crate::churn`]). Nothing pauses and nothing blocks a worker:
+//! worker scores with it (see [`crate::kpi::churn`]). Nothing pauses and nothing blocks a worker:
 //! the worker takes what is pending with one uncontended lock per epoch.
 
 use std::sync::{Arc, Mutex, RwLock};

@@ -28,9 +28,9 @@ use clickflow_model::{Example, Features};
 use smallvec::SmallVec;
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
-use crate::output::EpochOutput;
+use crate::kpi::sessions::SessionRule;
 use crate::rows::SessionKey;
-use crate::sessions::SessionRule;
+use crate::runtime::output::EpochOutput;
 use crate::training::session_key;
 
 /// How much the monitor keeps.

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use clickflow_dataflow::oracle::OracleTables;
-use clickflow_dataflow::run::{run, taking, InputSpec, RunConfig};
+use clickflow_dataflow::runtime::run::{run, taking, InputSpec, RunConfig};
 use clickflow_dataflow::{DataflowConfig, EpochConfig, LiveModel, Tables};
 use clickflow_model::ChurnModel;
 use clickflow_sources::file::FileSplits;

@@ -10,7 +10,7 @@
 
 use super::schema::connect;
 use super::{DatabaseUrl, SinkError};
-use clickflow_dataflow::run::InputSpec;
+use clickflow_dataflow::runtime::run::InputSpec;
 use clickflow_sources::file::{FileIdentity, FileSplits};
 
 /// Records the input of a fresh schema, or checks it against the recorded one. Returns the

@@ -5,11 +5,11 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clickflow_dataflow::run::{run, InputSpec, RunConfig, RunError, RunStats};
+use clickflow_dataflow::runtime::run::{run, InputSpec, RunConfig, RunError, RunStats};
 use clickflow_dataflow::{EpochOutput, PipelineMetrics};
 
-use clickflow_dataflow::sessions::SessionRule;
-use clickflow_dataflow::watermark::NO_WATERMARK;
+use clickflow_dataflow::kpi::sessions::SessionRule;
+use clickflow_dataflow::runtime::watermark::NO_WATERMARK;
 
 use super::{
     claim_input, load_resume_plan, load_user_history, prepare, spawn_sink, SinkConfig, SinkError,

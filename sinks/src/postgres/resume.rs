@@ -2,11 +2,11 @@
 
 use std::collections::HashMap;
 
-use clickflow_dataflow::churn::HistorySeed;
-use clickflow_dataflow::history::History;
-use clickflow_dataflow::resume::{PartitionResume, ResumePlan};
-use clickflow_dataflow::sessions::SessionRule;
-use clickflow_dataflow::watermark::NO_WATERMARK;
+use clickflow_dataflow::kpi::churn::HistorySeed;
+use clickflow_dataflow::kpi::history::History;
+use clickflow_dataflow::kpi::sessions::SessionRule;
+use clickflow_dataflow::runtime::resume::{PartitionResume, ResumePlan};
+use clickflow_dataflow::runtime::watermark::NO_WATERMARK;
 use clickflow_model::UserHistory;
 use clickflow_sources::{EventTime, PartitionId};
 use compact_str::CompactString;
@@ -94,7 +94,7 @@ pub async fn load_resume_plan(
 }
 
 /// Every user's history from the sessions committed as final, for the scoring stage (see
-/// `clickflow_dataflow::history`): sessions final at or before `fold_before` folded into
+/// `clickflow_dataflow::kpi::history`): sessions final at or before `fold_before` folded into
 /// totals, later ones listed with their final time. A session's final time is computed as
 /// the dataflow does: the end of the window holding `last_event + gap`.
 pub async fn load_user_history(

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use clickflow_dataflow::output::Handoff;
+use clickflow_dataflow::runtime::output::Handoff;
 use clickflow_dataflow::EpochOutput;
 use tokio::sync::{mpsc, oneshot};
 

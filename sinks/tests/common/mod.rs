@@ -7,7 +7,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clickflow_dataflow::run::{InputSpec, RunConfig, RunStats};
+use clickflow_dataflow::runtime::run::{InputSpec, RunConfig, RunStats};
 use clickflow_dataflow::training::history_examples;
 use clickflow_dataflow::{DataflowConfig, EpochConfig, LiveModel, Tables};
 use clickflow_model::{ChurnModel, TrainOptions, TrainParams};

@@ -16,7 +16,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use clickflow_dataflow::run::{InputSpec, RunConfig};
+use clickflow_dataflow::runtime::run::{InputSpec, RunConfig};
 use clickflow_sinks::postgres::{ModelSource, PipelineSpec, SinkConfig};
 use clickflow_sources::kafka::{EmbeddedBroker, EventProducer};
 use clickflow_sources::shop::{Shop, ShopConfig, ShopRecord};

@@ -1,6 +1,6 @@
 //! The closed-window gate: the last line of defence of final rows.
 //!
-//! The per-partition rule of [`crate::lateness`] already rejects every event whose window its
+//! The per-partition rule of [`crate::runtime::lateness`] already rejects every event whose window its
 //! own partition has closed. What can still arrive is an event of a partition that had been
 //! idle, and so left out of the pipeline watermark, for a window the pipeline has since
 //! closed and evicted. Counting it would start that window again from zero and overwrite its
@@ -18,8 +18,8 @@ use timely::dataflow::operators::core::OkErr;
 use timely::dataflow::StreamVec;
 
 use crate::input::{Accepted, InputEvent};
-use crate::stage::by_epoch;
-use crate::watermark::{PartitionReport, ProgressSeed};
+use crate::operators::by_epoch;
+use crate::runtime::watermark::{PartitionReport, ProgressSeed};
 use crate::window::WindowSize;
 use crate::Epoch;
 

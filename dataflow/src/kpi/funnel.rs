@@ -12,9 +12,9 @@ use timely::dataflow::operators::vec::Map;
 use timely::dataflow::StreamVec;
 
 use crate::input::Accepted;
+use crate::operators::{aggregate_by_key, pre_aggregate, KeyedStage};
 use crate::rows::FunnelRow;
-use crate::stage::{aggregate_by_key, pre_aggregate, KeyedStage};
-use crate::watermark::{PartitionReport, ProgressSeed};
+use crate::runtime::watermark::{PartitionReport, ProgressSeed};
 use crate::window::{Window, WindowSize};
 use crate::Epoch;
 

@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use clickflow_sources::{EventTime, PartitionId};
 
-use crate::churn::HistorySeed;
-use crate::watermark::{END_OF_INPUT, NO_WATERMARK};
+use crate::kpi::churn::HistorySeed;
+use crate::runtime::watermark::{END_OF_INPUT, NO_WATERMARK};
 use crate::window::WindowSize;
 
 /// How one partition starts.
@@ -49,7 +49,7 @@ impl Default for ResumePlan {
 
 impl ResumePlan {
     /// Up to which final time users' closed sessions count for every session that can
-    /// still be scored (see [`crate::history`]): the earliest start open state depended on,
+    /// still be scored (see [`crate::kpi::history`]): the earliest start open state depended on,
     /// and never after the committed watermark.
     pub fn history_folds_before(&self, window: WindowSize) -> EventTime {
         let settled = self.committed_watermark.saturating_sub(window.millis());

@@ -2,7 +2,7 @@
 //! given session started.
 //!
 //! `history(S)` counts the user's sessions whose final time (the watermark at which they
-//! closed: the end of the window holding `last_event + gap`, see [`crate::sessions`]) is at
+//! closed: the end of the window holding `last_event + gap`, see [`crate::kpi::sessions`]) is at
 //! or before `S`, and their purchases. It depends on event times only, so the same input
 //! gives the same history whatever the epochs, the workers or the arrival order.
 //!

@@ -16,7 +16,7 @@ use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::StreamVec;
 
-use crate::watermark::{PartitionReport, WatermarkTracker};
+use crate::runtime::watermark::{PartitionReport, WatermarkTracker};
 use crate::Epoch;
 
 /// Returns a flag that turns true, on this worker, once every one of `partitions` partitions

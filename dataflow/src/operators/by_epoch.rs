@@ -8,7 +8,7 @@ use timely::dataflow::operators::Capability;
 use timely::dataflow::StreamVec;
 use timely::ExchangeData;
 
-use crate::watermark::{PartitionReport, ProgressSeed, WatermarkTracker};
+use crate::runtime::watermark::{PartitionReport, ProgressSeed, WatermarkTracker};
 use crate::Epoch;
 
 /// The pipeline watermark around one epoch.
@@ -18,7 +18,7 @@ pub struct EpochWatermarks {
     pub before: clickflow_sources::EventTime,
     /// `W(epoch)`: what is final once this epoch is applied.
     pub after: clickflow_sources::EventTime,
-    /// True while some partition still replays committed input (see [`crate::replay`]).
+    /// True while some partition still replays committed input (see [`crate::runtime::replay`]).
     pub replaying: bool,
 }
 

@@ -26,9 +26,9 @@ use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::StreamVec;
 
+use crate::kpi::sessions::Retention;
 use crate::rows::{FunnelRow, ScoreRow, SessionRow, TrendRow};
-use crate::sessions::Retention;
-use crate::watermark::{PartitionReport, ProgressSeed, WatermarkTracker, END_OF_INPUT};
+use crate::runtime::watermark::{PartitionReport, ProgressSeed, WatermarkTracker, END_OF_INPUT};
 use crate::window::WindowSize;
 use crate::Epoch;
 

@@ -12,15 +12,15 @@ use clickflow_sources::file::{FileSource, FileSplits};
 use clickflow_sources::kafka::{KafkaSource, KafkaSourceConfig};
 use clickflow_sources::{PartitionId, Source, SourceError};
 
-use crate::churn::ScoringSetup;
 use crate::config::{DataflowConfig, EpochConfig};
-use crate::driver::{abandon, drive, DriveSettings, DriveStats};
 use crate::graph::build_graph;
+use crate::kpi::churn::ScoringSetup;
+use crate::kpi::sessions::SessionRule;
 use crate::lifecycle::LiveModel;
 use crate::metrics::PipelineMetrics;
-use crate::output::{Deliver, EpochOutput, Handoff};
-use crate::resume::{PartitionResume, ResumePlan};
-use crate::sessions::SessionRule;
+use crate::runtime::driver::{abandon, drive, DriveSettings, DriveStats};
+use crate::runtime::output::{Deliver, EpochOutput, Handoff};
+use crate::runtime::resume::{PartitionResume, ResumePlan};
 
 /// Where the events come from.
 #[derive(Clone, Debug)]

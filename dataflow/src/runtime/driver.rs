@@ -10,7 +10,7 @@
 //! ```
 //!
 //! Until every partition of every worker has replayed its committed input (see
-//! [`crate::replay`]), each partition is held at its committed offset.
+//! [`crate::runtime::replay`]), each partition is held at its committed offset.
 //!
 //! **Failures.** A retriable source error (a broker unreachable, a partition leader moving)
 //! is logged, counted in [`PipelineMetrics::source_retries`] and retried with a doubling
@@ -32,11 +32,11 @@ use timely::worker::Worker;
 use crate::config::{DataflowConfig, EpochConfig};
 use crate::graph::GraphInputs;
 use crate::input::InputEvent;
-use crate::lateness::PartitionClock;
 use crate::lifecycle::LiveModel;
 use crate::metrics::PipelineMetrics;
-use crate::resume::PartitionResume;
-use crate::watermark::PartitionReport;
+use crate::runtime::lateness::PartitionClock;
+use crate::runtime::resume::PartitionResume;
+use crate::runtime::watermark::PartitionReport;
 
 /// What one worker did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

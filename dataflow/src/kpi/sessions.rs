@@ -35,9 +35,9 @@ use timely::dataflow::operators::core::OkErr;
 use timely::dataflow::StreamVec;
 
 use crate::input::Accepted;
+use crate::operators::{by_epoch, RouteKey};
 use crate::rows::SessionRow;
-use crate::stage::{by_epoch, RouteKey};
-use crate::watermark::{PartitionReport, ProgressSeed};
+use crate::runtime::watermark::{PartitionReport, ProgressSeed};
 use crate::window::WindowSize;
 use crate::Epoch;
 

@@ -8,7 +8,7 @@
 //! same late events on any number of workers, in any interleaving of partitions, and again
 //! when a crashed pipeline replays it. A partition that runs ahead never makes another
 //! partition's events late. The pipeline's watermark (the minimum over partitions, see
-//! [`crate::watermark`]) is never ahead of any partition's, so an event accepted here always
+//! [`crate::runtime::watermark`]) is never ahead of any partition's, so an event accepted here always
 //! finds its window still open.
 
 use clickflow_sources::EventTime;

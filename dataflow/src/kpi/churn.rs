@@ -12,7 +12,7 @@
 //! [`clickflow_model::Features::of`]: its counts as they stand, the recency of its last event
 //! (scored again when the watermark passes 1, 5 and 15 minutes of silence: the
 //! [`RECENCY_CHECKPOINTS_MS`](clickflow_model::RECENCY_CHECKPOINTS_MS) within the gap) and the
-//! user's history known when it started ([`crate::history`]). A session that bought is
+//! user's history known when it started ([`crate::kpi::history`]). A session that bought is
 //! converted: its score is retracted and it is never scored again, so it never shows as at
 //! risk. A session that closes keeps the score it had last while open, taken at the last
 //! recency checkpoint (the watermark has passed it by then), so a closed session's score is
@@ -49,11 +49,11 @@ use timely::dataflow::operators::vec::{Broadcast, Map};
 use timely::dataflow::operators::{Concat, Exchange};
 use timely::dataflow::StreamVec;
 
-use crate::history::History;
+use crate::kpi::history::History;
+use crate::kpi::sessions::{Retention, SessionRule};
+use crate::operators::{by_epoch, EpochWatermarks, RouteKey};
 use crate::rows::{FeatureValues, Probability, ScoreRow, SessionKey, SessionRow};
-use crate::sessions::{Retention, SessionRule};
-use crate::stage::{by_epoch, EpochWatermarks, RouteKey};
-use crate::watermark::{PartitionReport, ProgressSeed};
+use crate::runtime::watermark::{PartitionReport, ProgressSeed};
 use crate::Epoch;
 
 /// Users' histories committed before a restart: the state a replay cannot rebuild (it only

@@ -2,7 +2,7 @@
 //!
 //! Each worker reports, at the end of an epoch, every partition of its own that changed. The
 //! reports are broadcast, so every stateful stage on every worker folds the same reports in
-//! the same epoch order (see [`crate::stage::by_epoch`]) and computes the same `W(epoch)`: windows that end at or before
+//! the same epoch order (see [`crate::operators::by_epoch`]) and computes the same `W(epoch)`: windows that end at or before
 //! it, and sessions inactive for the session gap before it, are final after that epoch and
 //! leave the dataflow's state. A finished partition (end of a file split) no longer holds the
 //! watermark back; so at the end of a finite input the watermark is `+infinity`. A Kafka

@@ -9,9 +9,9 @@ use serde::{Deserialize, Serialize};
 use timely::dataflow::StreamVec;
 
 use crate::input::Accepted;
+use crate::operators::{aggregate_by_key, pre_aggregate, KeyedStage, Merge};
 use crate::rows::TrendRow;
-use crate::stage::{aggregate_by_key, pre_aggregate, KeyedStage, Merge};
-use crate::watermark::{PartitionReport, ProgressSeed};
+use crate::runtime::watermark::{PartitionReport, ProgressSeed};
 use crate::window::{Window, WindowSize};
 use crate::Epoch;
 

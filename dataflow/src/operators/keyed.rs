@@ -11,7 +11,7 @@ use timely::dataflow::StreamVec;
 use timely::ExchangeData;
 
 use super::{by_epoch, RouteKey};
-use crate::watermark::{PartitionReport, ProgressSeed};
+use crate::runtime::watermark::{PartitionReport, ProgressSeed};
 use crate::Epoch;
 
 /// A value that absorbs another of its kind (associative and commutative).

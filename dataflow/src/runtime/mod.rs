@@ -1,0 +1,17 @@
+//! How the dataflow runs, apart from what it computes ([`crate::kpi`]).
+//!
+//! ```text
+//!  run: threads / processes ─► driver (per worker): poll ─► lateness ─► inputs, cut epochs
+//!                                   ▲                                      │
+//!        resume (where to start) ───┘      watermark ◄── partition reports ┤
+//!                                          replay (restart: rebuild state) ┘
+//!  output: gather each closed epoch on worker 0 ─► hand-off to the sink (never blocks)
+//! ```
+
+pub mod driver;
+pub mod lateness;
+pub mod output;
+pub mod replay;
+pub mod resume;
+pub mod run;
+pub mod watermark;
