@@ -19,7 +19,8 @@ pub struct InputEvent {
 /// its own copy of every accepted event, so the copy leaves out what none of them reads (the
 /// event id, the partition coordinates) and carries the product as a 64-bit hash (the
 /// session stage only counts distinct products): about half the bytes of an [`InputEvent`].
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// Ordered, so that a differential collection can hold it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Accepted {
     /// The shopper.
     pub user_id: CompactString,
