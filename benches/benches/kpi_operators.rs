@@ -70,7 +70,7 @@ fn epochs() -> Arc<Vec<Vec<Accepted>>> {
     let events: Vec<Accepted> = partitioned_events(EVENTS, 1)
         .into_iter()
         .flatten()
-        .map(Accepted::from)
+        .map(|event| Accepted::new(0, event))
         .collect();
     Arc::new(events.chunks(EPOCH_EVENTS).map(<[_]>::to_vec).collect())
 }

@@ -17,11 +17,15 @@ pub struct InputEvent {
 
 /// What the KPI stages need of an event the gate let through. Each of the three stages gets
 /// its own copy of every accepted event, so the copy leaves out what none of them reads (the
-/// event id, the partition coordinates) and carries the product as a 64-bit hash (the
-/// session stage only counts distinct products): about half the bytes of an [`InputEvent`].
+/// event id, the offset) and carries the product as a 64-bit hash (the session stage only
+/// counts distinct products): about half the bytes of an [`InputEvent`]. The partition stays:
+/// the session stage tells each partition how far back its open sessions reach, which bounds
+/// that partition's replay after a restart.
 /// Ordered, so that a differential collection can hold it.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Accepted {
+    /// Global index of the partition it was read from.
+    pub partition: u32,
     /// The shopper.
     pub user_id: CompactString,
     /// The visit.
@@ -36,9 +40,11 @@ pub struct Accepted {
     pub product: Option<u64>,
 }
 
-impl From<Event> for Accepted {
-    fn from(event: Event) -> Accepted {
+impl Accepted {
+    /// The lean record of `event`, read from partition `partition`.
+    pub fn new(partition: u32, event: Event) -> Accepted {
         Accepted {
+            partition,
             product: event.product_id.as_deref().map(product_hash),
             user_id: event.user_id,
             session_id: event.session_id,

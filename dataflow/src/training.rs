@@ -134,7 +134,7 @@ fn read_accepted(
             for sourced in batch.events.drain(..) {
                 if clock.observe(sourced.event.ts, config).is_none() {
                     accepted.push(Read {
-                        event: Accepted::from(sourced.event),
+                        event: Accepted::new(split as u32, sourced.event),
                         split,
                         offset: sourced.offset,
                     });

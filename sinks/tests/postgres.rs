@@ -162,7 +162,7 @@ fn migrations_are_idempotent_and_a_mismatched_schema_is_refused_at_start() {
     prepare_blocking(&db.url).unwrap();
     assert_eq!(
         db.query("SELECT string_agg(version::text, ',' ORDER BY version) FROM clickflow_schema_migrations"),
-        "1,2,3,4,5",
+        "1,2,3,4,5,6",
         "each migration once"
     );
     assert_eq!(
@@ -213,5 +213,75 @@ fn an_unreachable_server_is_a_clear_retriable_error_without_the_password() {
     assert!(
         !message.contains("s3cret"),
         "the password never appears: {message}"
+    );
+}
+
+/// Two partitions: `p0` holds a session open since 0.5 s for the whole run, `p1` only
+/// sessions of the last few minutes. The pipeline-wide rule would replay both from before
+/// 0.5 s; per partition, `p1` restarts from its own newest checkpoint before its own
+/// retention, and its older checkpoints are forgotten.
+#[test]
+fn each_partition_restarts_from_before_its_own_oldest_needed_event() {
+    use clickflow_dataflow::runtime::output::PartitionState;
+    use clickflow_dataflow::EpochOutput;
+    use clickflow_sinks::postgres::{load_resume_plan, spawn_sink, SinkConfig};
+    use clickflow_sources::PartitionId;
+
+    let db = TestDatabase::create("partition_retention");
+    let url = DatabaseUrl::parse(&db.url).unwrap();
+    prepare_blocking(&db.url).unwrap();
+    let (p0, p1) = (PartitionId::new("t", 0), PartitionId::new("t", 1));
+    // (next offset, p0's clock, p1's clock, p0's retention, p1's retention) per epoch.
+    let epochs = [
+        (10, 400, 10_000, 500, 9_000),
+        (20, 200_000, 200_000, 500, 150_000),
+        (30, 300_000, 300_000, 500, 250_000),
+    ];
+    for (epoch, &(offset, clock0, clock1, retain0, retain1)) in epochs.iter().enumerate() {
+        let state = |partition: &PartitionId, highest| PartitionState {
+            partition: partition.clone(),
+            next_offset: offset,
+            highest: Some(highest),
+        };
+        let output = EpochOutput {
+            epoch: epoch as u64 + 1,
+            watermark: clock0.min(clock1) - 1_000,
+            retain_from: Some(retain0.min(retain1)),
+            partition_retain_from: vec![(p0.clone(), Some(retain0)), (p1.clone(), Some(retain1))],
+            partitions: vec![state(&p0, clock0), state(&p1, clock1)],
+            ..EpochOutput::default()
+        };
+        // One sink per epoch, so that each is its own transaction with a checkpoint.
+        let mut config = SinkConfig::new(url.clone());
+        config.checkpoint_interval = Duration::ZERO;
+        let sink = spawn_sink(config, None);
+        assert!(sink.send_blocking(output));
+        sink.finish().unwrap();
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let plan = runtime
+        .block_on(load_resume_plan(&url, &[p0.clone(), p1.clone()]))
+        .unwrap();
+    let start = |p: &PartitionId| {
+        let resume = plan.partitions[p];
+        (resume.start, resume.highest, resume.committed)
+    };
+    assert_eq!(start(&p0), (Some(10), Some(400), Some(30)));
+    assert_eq!(start(&p1), (Some(20), Some(200_000), Some(30)));
+    assert_eq!(
+        plan.retain_from,
+        Some(500),
+        "users' histories fold up to the earliest"
+    );
+    assert_eq!(
+        db.query(
+            "SELECT string_agg(partition || ':' || next_offset, ' ' ORDER BY partition, next_offset)
+             FROM clickflow_checkpoints"
+        ),
+        "0:10 0:20 0:30 1:20 1:30",
+        "checkpoints no restart of their partition can need are forgotten"
     );
 }

@@ -213,7 +213,8 @@ impl ScoringState {
             match input {
                 ScoringInput::Session(row, diff) => changes.push((row, diff)),
                 ScoringInput::Retention(retention) => {
-                    self.earliest_open.insert(retention.worker, retention.since);
+                    self.earliest_open
+                        .insert(retention.worker, retention.earliest());
                 }
                 ScoringInput::Model(model) => {
                     self.version = model.version().into();

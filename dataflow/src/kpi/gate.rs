@@ -46,7 +46,7 @@ pub fn closed_window_gate<'scope>(
             for input in events {
                 let end = window.window_of(input.event.ts).end;
                 if watermarks.replaying || end > closed_before {
-                    out(Ok(Accepted::from(input.event)));
+                    out(Ok(Accepted::new(input.partition, input.event)));
                     continue;
                 }
                 let rejection = Rejection::new(

@@ -41,16 +41,24 @@ use crate::runtime::watermark::{PartitionReport, ProgressSeed};
 use crate::window::WindowSize;
 use crate::Epoch;
 
-/// The earliest event time a worker's open sessions depend on, after an epoch: a restart
-/// must replay from before it to rebuild them.
+/// How far back a worker's open sessions reach into each partition, after an epoch: a
+/// restart must replay each partition from before its own earliest event they hold.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Retention {
     /// The stage (its operator name).
     pub stage: String,
     /// The worker.
     pub worker: usize,
-    /// The earliest event time, or `None` when the worker holds no open session.
-    pub since: Option<EventTime>,
+    /// `(partition, earliest event time)` for every partition some open session holds an
+    /// event of, by partition; empty when the worker holds no open session.
+    pub since: Vec<(u32, EventTime)>,
+}
+
+impl Retention {
+    /// The earliest event time of any open session of the worker: the earliest start.
+    pub fn earliest(&self) -> Option<EventTime> {
+        self.since.iter().map(|&(_, since)| since).min()
+    }
 }
 
 /// The gap rule: how far apart two events of one id may be and still share a session, and
@@ -93,6 +101,9 @@ pub(crate) struct Span {
     products: SmallVec<[u64; 4]>,
     /// Summed prices of the cart adds.
     cart_value_cents: i64,
+    /// `(partition, earliest event time)` of each partition the session has events from, by
+    /// partition: almost always one (a session's events share its Kafka key).
+    partitions: SmallVec<[(u32, EventTime); 1]>,
 }
 
 impl Span {
@@ -108,6 +119,7 @@ impl Span {
             purchases: is(EventType::Purchase),
             first: event.ts,
             last: event.ts,
+            partitions: [(event.partition, event.ts)].into_iter().collect(),
             user_id: event.user_id,
             products: viewed.into_iter().collect(),
             cart_value_cents: match event.event_type {
@@ -131,6 +143,15 @@ impl Span {
         for product in other.products {
             if let Err(at) = self.products.binary_search(&product) {
                 self.products.insert(at, product);
+            }
+        }
+        for (partition, since) in other.partitions {
+            match self
+                .partitions
+                .binary_search_by_key(&partition, |&(p, _)| p)
+            {
+                Ok(at) => self.partitions[at].1 = self.partitions[at].1.min(since),
+                Err(at) => self.partitions.insert(at, (partition, since)),
             }
         }
     }
@@ -201,7 +222,7 @@ impl<'scope> Sessions<'scope> for StreamVec<'scope, Epoch, Accepted> {
         const NAME: &str = "Sessions: per session";
         let worker = self.scope().index();
         let mut state = SessionState::default();
-        let mut reported_since: Option<Option<EventTime>> = None;
+        let mut reported_since: Option<Vec<(u32, EventTime)>> = None;
         let pact = Exchange::new(|event: &Accepted| event.session_id.route());
         let outputs = by_epoch(
             self,
@@ -214,12 +235,14 @@ impl<'scope> Sessions<'scope> for StreamVec<'scope, Epoch, Accepted> {
                 let mut emit = |row: SessionRow, diff: isize| out(Ok((row, epoch, diff)));
                 state.apply(events, &rule, committed, &mut emit);
                 state.evict(watermarks.after, &rule, committed, &mut emit);
-                let since = state.depending.first().map(|(since, _)| *since);
-                if reported_since != Some(since) && (since.is_some() || reported_since.is_some()) {
+                let since = state.earliest_by_partition();
+                if reported_since.as_ref() != Some(&since)
+                    && !(since.is_empty() && reported_since.is_none())
+                {
                     out(Err(Retention {
                         stage: NAME.to_string(),
                         worker,
-                        since,
+                        since: since.clone(),
                     }));
                     reported_since = Some(since);
                 }
@@ -236,8 +259,9 @@ struct SessionState {
     spans: HashMap<CompactString, Spans>,
     /// `(final_at, session_id, session_start)` of every open session.
     closing: BTreeSet<(EventTime, CompactString, EventTime)>,
-    /// `(session_start, session_id)` of every open session.
-    depending: BTreeSet<(EventTime, CompactString)>,
+    /// `(partition, earliest event time, session_id)` of every partition of every open
+    /// session (see [`Span::partitions`]).
+    depending: BTreeSet<(u32, EventTime, CompactString)>,
 }
 
 impl SessionState {
@@ -276,19 +300,22 @@ impl SessionState {
     }
 
     /// Moves `id`'s index entries from its spans `old` to its current ones. Most events
-    /// change a session's counts and last event but neither its start nor the window its
-    /// end falls in: those touch neither index (string-keyed B-tree updates dominated a
-    /// profile when every change rewrote both).
+    /// change a session's counts and last event but neither the window its end falls in nor
+    /// its partitions' earliest events: those touch neither index (string-keyed B-tree
+    /// updates dominated a profile when every change rewrote both).
     fn reindex(&mut self, id: &CompactString, old: &[Span], rule: &SessionRule) {
         let new = self.spans.get(id).map_or(&[][..], |spans| spans.as_slice());
         let closing = |s: &Span| (rule.final_at(s.last), s.first);
+        let holds = |spans: &[Span], entry: &(u32, EventTime)| {
+            spans.iter().any(|s| s.partitions.contains(entry))
+        };
         for gone in old {
             if !new.iter().any(|s| closing(s) == closing(gone)) {
                 let (final_at, first) = closing(gone);
                 self.closing.remove(&(final_at, id.clone(), first));
             }
-            if !new.iter().any(|s| s.first == gone.first) {
-                self.depending.remove(&(gone.first, id.clone()));
+            for &(partition, since) in gone.partitions.iter().filter(|e| !holds(new, e)) {
+                self.depending.remove(&(partition, since, id.clone()));
             }
         }
         for came in new {
@@ -296,10 +323,25 @@ impl SessionState {
                 let (final_at, first) = closing(came);
                 self.closing.insert((final_at, id.clone(), first));
             }
-            if !old.iter().any(|s| s.first == came.first) {
-                self.depending.insert((came.first, id.clone()));
+            for &(partition, since) in came.partitions.iter().filter(|e| !holds(old, e)) {
+                self.depending.insert((partition, since, id.clone()));
             }
         }
+    }
+
+    /// `(partition, earliest event time)` over the open sessions, for every partition one
+    /// of them holds an event of: one index lookup per partition.
+    fn earliest_by_partition(&self) -> Vec<(u32, EventTime)> {
+        let mut earliest = Vec::new();
+        let mut from = (0, EventTime::MIN, CompactString::default());
+        while let Some((partition, since, _)) = self.depending.range(&from..).next() {
+            earliest.push((*partition, *since));
+            let Some(next) = partition.checked_add(1) else {
+                break;
+            };
+            from = (next, EventTime::MIN, CompactString::default());
+        }
+        earliest
     }
 
     /// Closes and forgets every session final at `watermark`.
@@ -315,7 +357,6 @@ impl SessionState {
                 break;
             }
             let (final_at, id, first) = self.closing.pop_first().expect("first exists");
-            self.depending.remove(&(first, id.clone()));
             let Some(spans) = self.spans.get_mut(&id) else {
                 continue;
             };
@@ -323,6 +364,9 @@ impl SessionState {
                 continue;
             };
             let span = spans.remove(at);
+            for &(partition, since) in &span.partitions {
+                self.depending.remove(&(partition, since, id.clone()));
+            }
             if spans.is_empty() {
                 self.spans.remove(&id);
             }
@@ -341,6 +385,7 @@ mod tests {
 
     fn event(ts: EventTime) -> Span {
         Span::of(Accepted {
+            partition: 0,
             user_id: "u".into(),
             session_id: "s".into(),
             event_type: EventType::Click,
@@ -391,6 +436,7 @@ mod tests {
     fn products_are_counted_once_and_cart_value_summed() {
         let click = |product| {
             Span::of(Accepted {
+                partition: 0,
                 user_id: "u".into(),
                 session_id: "s".into(),
                 event_type: EventType::Click,
@@ -406,15 +452,18 @@ mod tests {
             event_type: EventType::AddToCart,
             price_cents: Some(1999),
             product: Some(9),
-            ..Accepted::from(clickflow_sources::Event {
-                event_id: clickflow_sources::EventId::Number(1),
-                user_id: "u".into(),
-                session_id: "s".into(),
-                product_id: None,
-                event_type: EventType::Click,
-                ts: 5,
-                price_cents: None,
-            })
+            ..Accepted::new(
+                0,
+                clickflow_sources::Event {
+                    event_id: clickflow_sources::EventId::Number(1),
+                    user_id: "u".into(),
+                    session_id: "s".into(),
+                    product_id: None,
+                    event_type: EventType::Click,
+                    ts: 5,
+                    price_cents: None,
+                },
+            )
         }));
         let row = span.row(&"s".into(), false);
         assert_eq!((row.num_views, row.num_products), (3, 2));
@@ -429,5 +478,51 @@ mod tests {
         };
         // Last event at 100 s: it could be joined until 160 s, whose window ends at 180 s.
         assert_eq!(rule.final_at(100_000), 180_000);
+    }
+
+    #[test]
+    fn each_partition_is_told_its_own_earliest_event_in_open_sessions() {
+        let rule = SessionRule {
+            gap_ms: 200_000,
+            window: WindowSize::from_millis(60_000),
+        };
+        let at = |partition, session: &str, ts| Accepted {
+            partition,
+            user_id: "u".into(),
+            session_id: session.into(),
+            event_type: EventType::Click,
+            ts,
+            price_cents: None,
+            product: None,
+        };
+        let mut state = SessionState::default();
+        let mut ignore = |_: SessionRow, _: isize| {};
+        // "a" lives on partition 0 from 10 s; "b" on partition 1 from 100 s, and later gets
+        // an event on partition 0 too; "c" on partition 2 from 400 s.
+        let events = vec![at(0, "a", 10_000), at(1, "b", 100_000), at(0, "a", 200_000)];
+        state.apply(events, &rule, i64::MIN, &mut ignore);
+        assert_eq!(
+            state.earliest_by_partition(),
+            vec![(0, 10_000), (1, 100_000)]
+        );
+        let events = vec![at(0, "b", 130_000), at(2, "c", 400_000), at(1, "b", 90_000)];
+        state.apply(events, &rule, i64::MIN, &mut ignore);
+        assert_eq!(
+            state.earliest_by_partition(),
+            vec![(0, 10_000), (1, 90_000), (2, 400_000)]
+        );
+        // "b" (last event 130 s) is final at 360 s: partition 1 holds nothing open any more,
+        // partition 0 still holds "a" from 10 s.
+        state.evict(360_000, &rule, i64::MIN, &mut ignore);
+        assert_eq!(
+            state.earliest_by_partition(),
+            vec![(0, 10_000), (2, 400_000)]
+        );
+        // "a" (last event 200 s) is final at 420 s, "c" at 660 s.
+        state.evict(420_000, &rule, i64::MIN, &mut ignore);
+        assert_eq!(state.earliest_by_partition(), vec![(2, 400_000)]);
+        state.evict(660_000, &rule, i64::MIN, &mut ignore);
+        assert!(state.earliest_by_partition().is_empty());
+        assert!(state.depending.is_empty() && state.closing.is_empty());
     }
 }

@@ -72,9 +72,14 @@ pub struct EpochOutput {
     /// True while the pipeline replays input whose output was committed before a restart:
     /// the sink must not apply such an epoch (its effects are already in the tables).
     pub replay: bool,
-    /// The earliest event time the open windows and sessions depend on (`None`: nothing is
-    /// open). A restart replays each partition from a point before it.
+    /// The earliest event time the open windows and sessions depend on, over every
+    /// partition (`None`: nothing is open). A restart counts users' histories up to it.
     pub retain_from: Option<EventTime>,
+    /// The same for each partition of the input, of its own events: the start of the open
+    /// windows, or the earliest event of it an open session holds when that is earlier. A
+    /// restart replays each partition from a point before its own, so a partition whose
+    /// sessions are all recent replays minutes, not the longest session's half hour.
+    pub partition_retain_from: Vec<(PartitionId, Option<EventTime>)>,
     /// Consolidated changes of `event_trends`, retractions (`-1`) and insertions (`+1`).
     pub trends: Vec<(TrendRow, isize)>,
     /// Consolidated changes of `funnel_summary`.
@@ -115,6 +120,7 @@ impl EpochOutput {
         self.epoch = later.epoch;
         self.watermark = later.watermark;
         self.retain_from = later.retain_from;
+        self.partition_retain_from = later.partition_retain_from;
         self.replay |= later.replay;
         self.trends.extend(later.trends);
         self.funnel.extend(later.funnel);
@@ -241,8 +247,8 @@ pub fn gather<'scope>(
 struct Progress {
     tracker: WatermarkTracker,
     committed: EventTime,
-    /// The latest retention of each (stage, worker).
-    retention: HashMap<(String, usize), Option<EventTime>>,
+    /// The latest retention of each (stage, worker), by partition.
+    retention: HashMap<(String, usize), Vec<(u32, EventTime)>>,
     window: WindowSize,
 }
 
@@ -252,20 +258,41 @@ impl Progress {
         self.tracker.current().max(self.committed)
     }
 
-    /// The earliest event time open state depends on: open windows end after the watermark,
-    /// so start after it minus a window; sessions report their own.
-    fn retain_from(&self) -> Option<EventTime> {
+    /// Where open windows begin (`None` at the end of the input: nothing is open). Open
+    /// windows end after the watermark, so start after it minus a window, and hold events of
+    /// every partition.
+    fn windows_from(&self) -> Option<EventTime> {
         let watermark = self.watermark();
-        if watermark == END_OF_INPUT {
-            return None;
-        }
-        let windows = watermark.saturating_sub(self.window.millis());
+        (watermark != END_OF_INPUT).then(|| watermark.saturating_sub(self.window.millis()))
+    }
+
+    /// The earliest event time open state depends on: the open windows' start, or an open
+    /// session's, when earlier.
+    fn retain_from(&self) -> Option<EventTime> {
+        let windows = self.windows_from()?;
         Some(
             self.retention
                 .values()
                 .flatten()
-                .fold(windows, |a, b| a.min(*b)),
+                .fold(windows, |a, &(_, since)| a.min(since)),
         )
+    }
+
+    /// [`Progress::retain_from`] per partition, of that partition's events only.
+    fn partition_retain_from(
+        &self,
+        partitions: &[PartitionId],
+    ) -> Vec<(PartitionId, Option<EventTime>)> {
+        let windows = self.windows_from();
+        let mut earliest: Vec<Option<EventTime>> = vec![windows; partitions.len()];
+        if windows.is_some() {
+            for &(partition, since) in self.retention.values().flatten() {
+                if let Some(Some(at)) = earliest.get_mut(partition as usize) {
+                    *at = (*at).min(since);
+                }
+            }
+        }
+        partitions.iter().cloned().zip(earliest).collect()
     }
 }
 
@@ -371,6 +398,7 @@ impl Arriving {
         progress.tracker.advance();
         output.watermark = progress.watermark();
         output.retain_from = progress.retain_from();
+        output.partition_retain_from = progress.partition_retain_from(partitions);
         output
             .dead_letters
             .sort_by(|a, b| (&a.partition, a.offset).cmp(&(&b.partition, b.offset)));

@@ -6,6 +6,7 @@
 //!                             waits: back-pressure) arriving  │        ├ dead letters (ON CONFLICT DO NOTHING)
 //!                                                   while it  │        ├ clickflow_offsets (+ a checkpoint every few s)
 //!                                                   writes)   ▼        └ clickflow_pipeline (watermark, retain_from)
+//!                                                                      (retain_from per partition in clickflow_offsets)
 //!                                                  retry with backoff on a lost connection
 //! ```
 //!
@@ -25,10 +26,13 @@
 //!
 //! **Resume.** Offsets alone would lose the open windows and sessions held in memory. Every
 //! few seconds the transaction also records a checkpoint of each partition (its offset and
-//! clock), and every transaction records `retain_from`, the earliest event time open state
-//! depends on. On start ([`load_resume_plan`]) each partition restarts from its newest
-//! checkpoint whose clock is before `retain_from`, so every event that open state depends on is
-//! read again, in the same order, and judged late or not exactly as before. The dataflow
+//! clock), and every transaction records each partition's `retain_from`
+//! (`clickflow_offsets`), the earliest event time of that partition open state depends on:
+//! the start of the open windows, or the earliest event of it an open session holds. On start
+//! ([`load_resume_plan`]) each partition restarts from its newest checkpoint whose clock is
+//! before its own `retain_from`, so every event that open state depends on is read again, in
+//! the same order, and judged late or not exactly as before, and a partition whose open
+//! sessions are all recent replays minutes, not the longest open session of any partition. The dataflow
 //! replays up to the committed offsets with its output discarded (the
 //! [`EpochOutput::replay`](clickflow_dataflow::EpochOutput) flag), then goes on with new input.
 //!

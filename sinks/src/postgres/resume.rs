@@ -15,8 +15,9 @@ use super::schema::connect;
 use super::{DatabaseUrl, SinkError};
 
 /// The resume plan for `partitions` from what the sink committed: each partition restarts
-/// from its newest checkpoint whose clock is before `retain_from` (or from its committed
-/// offset when nothing open depends on its past), and replays up to its committed offset.
+/// from its newest checkpoint whose clock is before its own `retain_from` (the pipeline's
+/// where a database from before migration 6 recorded none; its committed offset when
+/// nothing open depends on its past), and replays up to its committed offset.
 pub async fn load_resume_plan(
     url: &DatabaseUrl,
     partitions: &[PartitionId],
@@ -33,24 +34,26 @@ pub async fn load_resume_plan(
         return Ok(ResumePlan::default());
     };
     let committed_watermark: i64 = pipeline.get(0);
-    let retain_from: Option<i64> = pipeline.get(1);
+    let pipeline_retain_from: Option<i64> = pipeline.get(1);
     let mut plan = ResumePlan {
         partitions: HashMap::new(),
         committed_watermark,
-        retain_from,
+        retain_from: pipeline_retain_from,
         history: Default::default(),
     };
     for partition in partitions {
         let topic = partition.topic.to_string();
         let committed = client
             .query_opt(
-                "SELECT next_offset, highest_event_time FROM clickflow_offsets WHERE topic = $1 AND partition = $2",
-                &[&topic, &partition.partition],
+                "SELECT next_offset, highest_event_time, coalesce(retain_from, $3)
+                 FROM clickflow_offsets WHERE topic = $1 AND partition = $2",
+                &[&topic, &partition.partition, &pipeline_retain_from],
             )
             .await
             .map_err(SinkError::statement("reading offsets"))?;
         let Some(committed) = committed else { continue };
         let (next_offset, highest): (i64, Option<i64>) = (committed.get(0), committed.get(1));
+        let retain_from: Option<i64> = committed.get(2);
         let needs_replay = match (retain_from, highest) {
             (None, _) | (_, None) => false,
             (Some(retain_from), Some(highest)) => highest >= retain_from,

@@ -180,6 +180,15 @@ CREATE TABLE churn_models (
 );
 "#,
     ),
+    (
+        6,
+        "retention per partition: a restart replays each partition from before its own oldest needed event",
+        r#"
+-- The earliest event time of this partition that open windows and sessions hold (NULL: as
+-- clickflow_pipeline.retain_from, which a database migrated from version 5 has alone).
+ALTER TABLE clickflow_offsets ADD COLUMN retain_from bigint;
+"#,
+    ),
 ];
 
 /// The columns the sink writes, per table, with their types: checked at start.
@@ -280,6 +289,7 @@ const EXPECTED_COLUMNS: &[(&str, &[(&str, &str)])] = &[
             ("next_offset", "bigint"),
             ("highest_event_time", "bigint"),
             ("updated_at", "timestamp with time zone"),
+            ("retain_from", "bigint"),
         ],
     ),
     (

@@ -100,6 +100,7 @@ impl Writer {
         )
         .await
         .map_err(SinkError::statement("recording the watermark"))?;
+        record_partition_retention(&tx, output).await?;
         if checkpoint {
             record_checkpoint(&tx, output.retain_from).await?;
             if let Some(retention) = self.prediction_log {
@@ -205,12 +206,42 @@ async fn prune_predictions(
     Ok(())
 }
 
-/// Records where every partition stands, and drops the checkpoints older than the newest
-/// one a restart could start from (the newest whose clock is before `retain_from`).
-async fn record_checkpoint(
+/// Records how far back each partition's input is still needed, where that changed.
+async fn record_partition_retention(
     tx: &Transaction<'_>,
-    retain_from: Option<i64>,
+    output: &EpochOutput,
 ) -> Result<(), SinkError> {
+    let topics: Vec<&str> = output
+        .partition_retain_from
+        .iter()
+        .map(|(p, _)| &*p.topic)
+        .collect();
+    let partitions: Vec<i32> = output
+        .partition_retain_from
+        .iter()
+        .map(|(p, _)| p.partition)
+        .collect();
+    let retain_from: Vec<Option<i64>> = output
+        .partition_retain_from
+        .iter()
+        .map(|&(_, r)| r)
+        .collect();
+    tx.execute(
+        "UPDATE clickflow_offsets o SET retain_from = r.retain_from
+         FROM unnest($1::text[], $2::integer[], $3::bigint[]) AS r(topic, partition, retain_from)
+         WHERE o.topic = r.topic AND o.partition = r.partition
+           AND o.retain_from IS DISTINCT FROM r.retain_from",
+        &[&topics, &partitions, &retain_from],
+    )
+    .await
+    .map_err(SinkError::statement("recording each partition's retention"))?;
+    Ok(())
+}
+
+/// Records where every partition stands, and drops the checkpoints older than the newest
+/// one a restart of that partition could start from (the newest whose clock is before the
+/// partition's `retain_from`; `fallback` where a partition has none recorded).
+async fn record_checkpoint(tx: &Transaction<'_>, fallback: Option<i64>) -> Result<(), SinkError> {
     tx.execute(
         "INSERT INTO clickflow_checkpoints (topic, partition, next_offset, highest_event_time, created_at)
          SELECT topic, partition, next_offset, highest_event_time, now() FROM clickflow_offsets
@@ -219,15 +250,17 @@ async fn record_checkpoint(
     )
     .await
     .map_err(SinkError::statement("recording a checkpoint"))?;
-    let retain_from = retain_from.unwrap_or(i64::MAX);
+    let fallback = fallback.unwrap_or(i64::MAX);
     tx.execute(
         "DELETE FROM clickflow_checkpoints c USING (
-             SELECT topic, partition, max(next_offset) AS oldest_needed
-             FROM clickflow_checkpoints
-             WHERE highest_event_time IS NULL OR highest_event_time < $1
-             GROUP BY topic, partition) k
+             SELECT c.topic, c.partition, max(c.next_offset) AS oldest_needed
+             FROM clickflow_checkpoints c
+             JOIN clickflow_offsets o ON o.topic = c.topic AND o.partition = c.partition
+             WHERE c.highest_event_time IS NULL
+                OR c.highest_event_time < coalesce(o.retain_from, $1)
+             GROUP BY c.topic, c.partition) k
          WHERE c.topic = k.topic AND c.partition = k.partition AND c.next_offset < k.oldest_needed",
-        &[&retain_from],
+        &[&fallback],
     )
     .await
     .map_err(SinkError::statement("pruning checkpoints"))?;
