@@ -4,6 +4,22 @@
 //! that triple, so no single worker holds a whole hot minute) and passes on only first
 //! sightings; the second sums those per `(window, type)`. Both evict a window once the
 //! pipeline watermark passes its end.
+//!
+//! **Against differential's own operators** (`cargo bench -p clickflow-benches --bench
+//! kpi_operators`: 500k events of the benchmark shop, epochs of 8,192, no watermark so
+//! neither side evicts; 2 December 2026, this 2-core machine):
+//!
+//! | build | 1 worker | 2 workers |
+//! |---|---|---|
+//! | these two keyed stages | 1.61M events/s | 2.50M events/s |
+//! | `distinct_total` + `count_total` | 1.75M events/s | 2.82M events/s |
+//!
+//! Differential's operators compute this 8-13% faster, but they keep every `(window, type,
+//! user)` they were given for as long as the run: dropping a final window from them means
+//! retracting its input, which runs both operators again and retracts the final rows the
+//! sink must keep. The keyed stages evict final windows in place and keep memory bounded
+//! on an endless stream, so they stay; an arrangement-based funnel with eviction by
+//! retraction, measured end to end, is the open question.
 
 use clickflow_sources::{EventTime, EventType};
 use compact_str::CompactString;

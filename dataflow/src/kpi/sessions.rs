@@ -21,6 +21,19 @@
 //!                                                   │ per epoch: changed spans → (row, ±1)
 //!  partition reports ─broadcast─► watermark ────────┘ final spans → closed row, evicted
 //! ```
+//!
+//! **Against differential's own operators** (`cargo bench -p clickflow-benches --bench
+//! kpi_operators`: 500k events of the benchmark shop, epochs of 8,192, no watermark so
+//! neither side evicts; 2 December 2026, this 2-core machine):
+//!
+//! | build | 1 worker | 2 workers |
+//! |---|---|---|
+//! | this stage | 463k events/s | 1.01M events/s |
+//! | `reduce` per session id over its events, cut at the gap | 434k events/s | 759k events/s |
+//!
+//! The reduction recomputes an id's sessions from all its events whenever one arrives, and
+//! its arrangement keeps every event; this stage merges the event into the span it joins
+//! and forgets the span once final. It stays.
 
 use std::collections::BTreeSet;
 

@@ -2,6 +2,20 @@
 //!
 //! Revenue is the summed price of `purchase` events: a price on another event (cart adds
 //! carry the price of what was carted) is not money earned, so its row's revenue stays 0.
+//!
+//! **Against differential's own operators** (`cargo bench -p clickflow-benches --bench
+//! kpi_operators`: 500k events of the benchmark shop, epochs of 8,192, no watermark so
+//! neither side evicts; 2 December 2026, this 2-core machine):
+//!
+//! | build | 1 worker | 2 workers |
+//! |---|---|---|
+//! | this stage (`pre_aggregate` + `aggregate_by_key`) | 38.9M events/s | 35.5M events/s |
+//! | `explode` to a `(count, revenue)` diff + `count_total` | 15.0M events/s | 12.1M events/s |
+//!
+//! The keyed stage is 2.6-2.9x faster (it merges each epoch's events per key before the
+//! exchange, and keeps one tally per key where an arrangement keeps batches to merge), and
+//! it drops a window once final, which an arrangement cannot do without retracting the
+//! window's input. It stays.
 
 use clickflow_sources::{EventTime, EventType};
 use differential_dataflow::VecCollection;
