@@ -284,4 +284,15 @@ fn each_partition_restarts_from_before_its_own_oldest_needed_event() {
         "0:10 0:20 0:30 1:20 1:30",
         "checkpoints no restart of their partition can need are forgotten"
     );
+    // A database migrated from version 5 has no retention per partition: the pipeline's
+    // (the earliest of all) applies, as before.
+    db.query("UPDATE clickflow_offsets SET retain_from = NULL");
+    let plan = runtime
+        .block_on(load_resume_plan(&url, &[p0.clone(), p1.clone()]))
+        .unwrap();
+    assert_eq!(
+        plan.partitions[&p1].start, None,
+        "p1 has no checkpoint before 0.5 s"
+    );
+    assert_eq!(plan.partitions[&p0].start, Some(10));
 }
