@@ -28,15 +28,15 @@
 //!
 //! | build | 1 worker | 2 workers |
 //! |---|---|---|
-//! | this stage | 623k events/s | 1.12M events/s |
-//! | `reduce` per session id over its events, cut at the gap | 434k events/s | 759k events/s |
+//! | this stage | 629k events/s | 1.63M events/s |
+//! | `reduce` per session id over its events, cut at the gap | 490k events/s | 742k events/s |
 //!
 //! The reduction recomputes an id's sessions from all its events whenever one arrives, and
 //! its arrangement keeps every event; this stage merges the event into the span it joins
 //! and forgets the span once final. It stays. (Before an event was merged into its span
 //! rather than the span into the event, and before an epoch kept only the facts of what it
-//! changed, not their product sets, this stage ran at 463k and 1.01M events/s: slower than
-//! the reduction on one worker.)
+//! changed, not their product sets, this stage ran at 463k and 1.01M events/s, the reduction
+//! at 434k and 759k, in an earlier sitting: slower than the reduction on one worker.)
 
 use std::collections::BTreeSet;
 

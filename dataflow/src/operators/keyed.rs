@@ -1,5 +1,6 @@
 //! Keeping one merged value per key and emitting the changes of its row, epoch by epoch.
 
+use std::collections::hash_map::Entry;
 use std::collections::BTreeSet;
 use std::hash::Hash;
 
@@ -51,6 +52,19 @@ pub trait KeyedStage: 'static {
 /// A changed key as it stood before the epoch: its row and close time.
 type Before<R> = (R, EventTime);
 
+/// A key an epoch changed, with how it stood before (`None`: the epoch created it).
+type Changed<K, R> = (K, Option<Before<R>>);
+
+/// One key's state: its merged value, and whether the current epoch has changed it already.
+/// The flag lives beside the value so that an update costs one lookup (a separate map of
+/// changed keys cost two more, and hashing and comparing `(window, type, user)` keys was the
+/// top of a profile); how a changed key stood before the epoch is kept in a list for the
+/// epoch only.
+struct Slot<V> {
+    value: V,
+    changed: bool,
+}
+
 /// Merges `(key, value)` updates into per-key state and emits, per epoch, the retraction of
 /// each changed key's old row and the insertion of its new row. Keys whose
 /// [`KeyedStage::closes_at`] the pipeline watermark has reached are evicted after the epoch,
@@ -65,11 +79,11 @@ pub fn aggregate_by_key<'scope, S: KeyedStage>(
     seed: ProgressSeed,
     name: &str,
 ) -> VecCollection<'scope, Epoch, S::Row> {
-    let mut state: HashMap<S::Key, S::Value> = HashMap::default();
+    let mut state: HashMap<S::Key, Slot<S::Value>> = HashMap::default();
     // Keys by the event time at which they close, for eviction without a scan.
     let mut closing: BTreeSet<(EventTime, S::Key)> = BTreeSet::new();
-    // Per epoch: each changed key with its row and close time before the epoch.
-    let mut changed: HashMap<S::Key, Option<Before<S::Row>>> = HashMap::default();
+    // Per epoch: each key it changed, once, with how it stood before (`None`: created).
+    let mut changed: Vec<Changed<S::Key, S::Row>> = Vec::new();
     let pact = Exchange::new(|(key, _): &(S::Key, S::Value)| key.route());
     by_epoch(
         updates,
@@ -79,25 +93,33 @@ pub fn aggregate_by_key<'scope, S: KeyedStage>(
         name,
         move |epoch, updates, watermarks, out: &mut dyn FnMut((S::Row, Epoch, isize))| {
             for (key, value) in updates {
-                match state.get_mut(&key) {
-                    Some(existing) => {
-                        if !changed.contains_key(&key) {
-                            let before = (S::row(&key, existing), stage.closes_at(&key, existing));
-                            changed.insert(key.clone(), Some(before));
+                match state.entry(key) {
+                    Entry::Occupied(mut entry) => {
+                        if !entry.get().changed {
+                            let (key, slot) = (entry.key(), entry.get());
+                            let before =
+                                (S::row(key, &slot.value), stage.closes_at(key, &slot.value));
+                            changed.push((key.clone(), Some(before)));
                         }
-                        existing.merge(value);
+                        let slot = entry.get_mut();
+                        slot.changed = true;
+                        slot.value.merge(value);
                     }
-                    None => {
-                        changed.entry(key.clone()).or_insert(None);
-                        state.insert(key, value);
+                    Entry::Vacant(entry) => {
+                        changed.push((entry.key().clone(), None));
+                        entry.insert(Slot {
+                            value,
+                            changed: true,
+                        });
                     }
                 }
             }
             let committed = seed.committed_watermark;
-            for (key, before) in changed.drain() {
-                let value = &state[&key];
-                let row = S::row(&key, value);
-                let closes_at = stage.closes_at(&key, value);
+            for (key, before) in changed.drain(..) {
+                let slot = state.get_mut(&key).expect("a changed key is in the state");
+                slot.changed = false;
+                let row = S::row(&key, &slot.value);
+                let closes_at = stage.closes_at(&key, &slot.value);
                 let emit = closes_at > committed;
                 // The eviction index is touched only where a time moved (never, for windows).
                 let mut index_close = true;
