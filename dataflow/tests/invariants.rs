@@ -24,8 +24,9 @@ use std::time::Duration;
 
 use clickflow_dataflow::window::WindowSize;
 use clickflow_dataflow::{DataflowConfig, EpochConfig, Tables};
-use clickflow_model::{ChurnModel, Example, Features, TrainOptions, TrainParams, FEATURE_COUNT};
+use clickflow_model::{ChurnModel, TrainParams, FEATURE_COUNT};
 use clickflow_sources::file::FileSplits;
+use clickflow_testkit::model_of;
 use common::*;
 use proptest::prelude::*;
 
@@ -175,32 +176,18 @@ fn model() -> Arc<ChurnModel> {
     static MODEL: OnceLock<Arc<ChurnModel>> = OnceLock::new();
     MODEL
         .get_or_init(|| {
-            let examples: Vec<Example> = (0..2_000u64)
-                .map(|i| {
-                    let mut x = [0.0; FEATURE_COUNT];
-                    for (j, v) in x.iter_mut().enumerate() {
-                        *v = ((i * 7 + j as u64 * 13) % (3 + j as u64)) as f64;
-                    }
-                    let churned = (x[0] + x[1] + x[3] + x[6] + x[7]) as u64 % 3 != 0;
-                    Example {
-                        features: Features::from_array(x),
-                        churned,
-                        session_start: i as i64 * 1_000,
-                        known_at: i as i64 * 1_000 + 500,
-                        prefix_events: 1,
-                        session: i,
-                    }
-                })
-                .collect();
-            let options = TrainOptions {
-                params: TrainParams {
-                    trees: 5,
-                    min_samples_leaf: 2.0,
-                    ..TrainParams::default()
-                },
-                ..TrainOptions::default()
+            let params = TrainParams {
+                trees: 5,
+                min_samples_leaf: 2.0,
+                ..TrainParams::default()
             };
-            Arc::new(ChurnModel::train(&examples, &options).unwrap())
+            Arc::new(model_of(2_000, params, |i| {
+                let mut x = [0.0; FEATURE_COUNT];
+                for (j, v) in x.iter_mut().enumerate() {
+                    *v = ((i * 7 + j as u64 * 13) % (3 + j as u64)) as f64;
+                }
+                (x, (x[0] + x[1] + x[3] + x[6] + x[7]) as u64 % 3 != 0)
+            }))
         })
         .clone()
 }

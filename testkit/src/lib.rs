@@ -7,7 +7,7 @@ mod model;
 mod postgres;
 mod tansu;
 
-pub use model::small_model;
+pub use model::{model_of, small_model};
 pub use postgres::{psql, server_url, TestDatabase};
 pub use tansu::Tansu;
 

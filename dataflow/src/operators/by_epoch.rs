@@ -28,6 +28,22 @@ struct Pending<D> {
     reports: Vec<PartitionReport>,
 }
 
+impl<D> Pending<D> {
+    /// The pending epoch of `capability`, held with it from its first record on.
+    fn of(
+        pending: &mut BTreeMap<Epoch, Pending<D>>,
+        capability: Capability<Epoch>,
+    ) -> &mut Pending<D> {
+        pending
+            .entry(*capability.time())
+            .or_insert_with(|| Pending {
+                capability,
+                data: Vec::new(),
+                reports: Vec::new(),
+            })
+    }
+}
+
 /// Calls `logic(epoch, data, watermarks, emit)` once per epoch, in epoch order, when both
 /// `data` (distributed by `pact`) and the broadcast `reports` are complete for that epoch.
 /// Every worker sees every epoch that has reports, so state can be evicted in epochs that
@@ -54,25 +70,13 @@ where
         move |(data_input, data_frontier), (report_input, report_frontier), output| {
             data_input.for_each_stamp(|stamp, batches| {
                 if let Some(capability) = stamp.retain_least(output.output_index()) {
-                    let entry = pending
-                        .entry(*capability.time())
-                        .or_insert_with(|| Pending {
-                            capability,
-                            data: Vec::new(),
-                            reports: Vec::new(),
-                        });
+                    let entry = Pending::of(&mut pending, capability);
                     entry.data.extend(batches.flat_map(|b| b.drain(..)));
                 }
             });
             report_input.for_each_stamp(|stamp, batches| {
                 if let Some(capability) = stamp.retain_least(output.output_index()) {
-                    let entry = pending
-                        .entry(*capability.time())
-                        .or_insert_with(|| Pending {
-                            capability,
-                            data: Vec::new(),
-                            reports: Vec::new(),
-                        });
+                    let entry = Pending::of(&mut pending, capability);
                     entry.reports.extend(batches.flat_map(|b| b.drain(..)));
                 }
             });
