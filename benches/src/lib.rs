@@ -50,7 +50,7 @@ pub fn records(count: usize) -> Vec<ShopRecord> {
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use clickflow_dataflow::graph::build_graph;
+use clickflow_dataflow::graph::{build_graph, Outputs};
 use clickflow_dataflow::runtime::driver::{drive, DriveSettings, DriveStats};
 use clickflow_dataflow::runtime::output::Handoff;
 use clickflow_dataflow::runtime::resume::PartitionResume;
@@ -160,7 +160,10 @@ pub fn run_in_memory(partitions: Arc<Vec<Vec<Event>>>, workers: usize) -> usize 
                 ids.clone(),
                 NO_WATERMARK,
                 None,
-                deliver,
+                Outputs {
+                    gathered: deliver,
+                    own_rows: None,
+                },
             );
             let mut source = MemorySource {
                 ids: own.iter().map(|&p| ids[p].clone()).collect(),
@@ -294,7 +297,10 @@ pub fn run_generated(
                 ids.clone(),
                 NO_WATERMARK,
                 None,
-                deliver,
+                Outputs {
+                    gathered: deliver,
+                    own_rows: None,
+                },
             );
             let shop = Shop::new(ShopConfig {
                 seed: 100 + index as u64,

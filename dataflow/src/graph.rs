@@ -21,6 +21,7 @@ use crate::kpi::trends::EventTrends;
 use crate::runtime::output::{gather, Change, Deliver};
 use crate::runtime::replay::replay_monitor;
 use crate::runtime::watermark::{PartitionReport, ProgressSeed};
+use crate::runtime::worker_rows::worker_rows;
 use crate::Epoch;
 
 /// The handles a worker feeds the graph through.
@@ -55,15 +56,27 @@ impl GraphInputs {
     }
 }
 
+/// Where a worker's closed epochs go.
+#[derive(Default)]
+pub struct Outputs {
+    /// Every closed epoch, gathered on worker 0 of process 0 (`None` elsewhere).
+    pub gathered: Option<Deliver>,
+    /// With a sink that writes from every worker: this worker's own row changes, offered
+    /// here; the gathered epochs then carry only progress, retention and dead letters, and
+    /// also announce how far the epochs are closed.
+    pub own_rows: Option<Deliver>,
+}
+
 /// Builds the KPI graph on `worker`. `partitions` lists every partition of the input, indexed
 /// by the global partition index that events and reports carry; `committed_watermark` is the
 /// watermark committed before a restart; `scoring`, when given, scores every open session;
-/// `deliver` receives the closed epochs (on worker 0).
+/// `outputs` receive the closed epochs.
 ///
 /// ```text
 ///  events ─► gate ─┬─► event_trends ────┐
-///                  ├─► funnel_summary ──┼─► gather (worker 0) ─► deliver
-///                  └─► session_features ┤
+///                  ├─► funnel_summary ──┼─► gather (worker 0) ─► outputs.gathered
+///                  └─► session_features ┤   (or, with own_rows: rows ─► worker rows ─► outputs.own_rows
+///                          │            │    on every worker; the rest ─► gather on worker 0)
 ///                          └─► churn_scores (with a model) ◄─ models
 ///  reports ─broadcast─► every stateful stage (watermark), replay monitor
 /// ```
@@ -73,7 +86,7 @@ pub fn build_graph(
     partitions: Arc<[PartitionId]>,
     committed_watermark: EventTime,
     scoring: Option<ScoringSetup>,
-    deliver: Option<Deliver>,
+    outputs: Outputs,
 ) -> GraphInputs {
     let seed = ProgressSeed {
         partitions: partitions.len(),
@@ -114,25 +127,50 @@ pub fn build_graph(
         let scores = scoring.map(|setup| {
             sessions
                 .clone()
-                .churn_scores(setup, retention.clone(), model_stream, all_reports, seed)
+                .churn_scores(
+                    setup,
+                    retention.clone(),
+                    model_stream,
+                    all_reports.clone(),
+                    seed,
+                )
                 .inner
                 .map(|(row, _, diff)| Change::Score(row, diff))
         });
-        let changes = scope.concatenate(
+        let rows = scope.concatenate(
             scores.into_iter().chain([
                 trends.inner.map(|(row, _, diff)| Change::Trend(row, diff)),
                 funnel.inner.map(|(row, _, diff)| Change::Funnel(row, diff)),
                 sessions
                     .inner
                     .map(|(row, _, diff)| Change::Session(row, diff)),
-                source_dead_letters
-                    .concat(gate_dead_letters)
-                    .map(Change::DeadLetter),
-                local_reports.map(Change::Progress),
-                retention.map(Change::Retention),
             ]),
         );
-        gather(changes, partitions, seed, config.window, deliver).probe_with(&probe);
+        let control = scope.concatenate([
+            source_dead_letters
+                .concat(gate_dead_letters)
+                .map(Change::DeadLetter),
+            local_reports.map(Change::Progress),
+            retention.map(Change::Retention),
+        ]);
+        let Outputs { gathered, own_rows } = outputs;
+        let (window, announce) = (config.window, own_rows.is_some());
+        let gathered_changes = match own_rows {
+            Some(own_rows) => {
+                worker_rows(rows, all_reports, seed, own_rows).probe_with(&probe);
+                control
+            }
+            None => rows.concat(control),
+        };
+        gather(
+            gathered_changes,
+            partitions,
+            seed,
+            window,
+            gathered,
+            announce,
+        )
+        .probe_with(&probe);
         replayed
     });
     GraphInputs {

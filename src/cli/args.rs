@@ -152,6 +152,12 @@ pub struct DatabaseArgs {
     /// input it belongs to: a run with another input is refused. Give each pipeline its own.
     #[arg(long, env = "CLICKFLOW_SCHEMA", default_value = "public")]
     pub schema: String,
+    /// Who writes the tables: `per-worker` (every worker writes its own rows over its own
+    /// connection, committed together by two-phase commit; needs max_prepared_transactions
+    /// of at least 2 per worker on the server), `one` (one writer on process 0), or `auto`
+    /// (per-worker when the server allows it).
+    #[arg(long, env = "CLICKFLOW_SINK_WRITERS", default_value = "auto")]
+    pub sink_writers: clickflow_sinks::postgres::SinkWriters,
 }
 
 impl DatabaseArgs {
@@ -159,5 +165,15 @@ impl DatabaseArgs {
     pub fn url(&self) -> anyhow::Result<clickflow_sinks::postgres::DatabaseUrl> {
         let url = clickflow_sinks::postgres::DatabaseUrl::parse(&self.database_url)?;
         Ok(url.with_schema(&self.schema)?)
+    }
+
+    /// The sink's settings for `url`, with the writers asked for.
+    pub fn sink(
+        &self,
+        url: clickflow_sinks::postgres::DatabaseUrl,
+    ) -> clickflow_sinks::postgres::SinkConfig {
+        let mut sink = clickflow_sinks::postgres::SinkConfig::new(url);
+        sink.writers = self.sink_writers;
+        sink
     }
 }

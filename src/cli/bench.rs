@@ -16,9 +16,7 @@ use clickflow_dataflow::oracle::{recompute, recompute_file};
 use clickflow_dataflow::runtime::run::{InputSpec, RunConfig};
 use clickflow_dataflow::runtime::watermark::END_OF_INPUT;
 use clickflow_dataflow::{DataflowConfig, LiveModel};
-use clickflow_sinks::postgres::{
-    load_resume_plan, read_tables, DatabaseUrl, PipelineSpec, SinkConfig,
-};
+use clickflow_sinks::postgres::{load_resume_plan, read_tables, DatabaseUrl, PipelineSpec};
 use clickflow_sources::file::FileSplits;
 use clickflow_sources::kafka::{read_topic, EmbeddedBroker, EventProducer};
 use clickflow_sources::shop::{Shop, ShopConfig};
@@ -113,7 +111,7 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
             model: model.clone().map(LiveModel::new),
             ..RunConfig::default()
         },
-        sink: SinkConfig::new(url.clone()),
+        sink: args.database.sink(url.clone()),
         writes: true,
         observe: None,
     };

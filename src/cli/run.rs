@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use clickflow_dataflow::runtime::run::{InputSpec, RunConfig};
 use clickflow_dataflow::PipelineMetrics;
-use clickflow_sinks::postgres::{ModelSource, PipelineSpec, SinkConfig, SinkMetrics};
+use clickflow_sinks::postgres::{ModelSource, PipelineSpec, SinkMetrics};
 use clickflow_sources::file::FileSplits;
 use clickflow_sources::kafka::partition_count;
 
@@ -74,7 +74,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         epochs: args.dataflow.epochs(),
         ..RunConfig::default()
     };
-    let mut sink = SinkConfig::new(url.clone());
+    let mut sink = args.database.sink(url.clone());
     if args.scoring.log_predictions {
         sink.prediction_log = Some(args.scoring.prediction_retention);
     }

@@ -9,9 +9,11 @@
 //! ```
 
 pub mod driver;
+pub mod handoff;
 pub mod lateness;
 pub mod output;
 pub mod replay;
 pub mod resume;
 pub mod run;
 pub mod watermark;
+pub mod worker_rows;

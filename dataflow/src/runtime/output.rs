@@ -14,7 +14,7 @@
 //! same row cancel), put in a deterministic order, and handed over together with the offsets
 //! the epoch reached, so the sink can commit changes and offsets in one transaction.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use clickflow_sources::{DeadLetter, EventTime, PartitionId};
@@ -28,6 +28,7 @@ use timely::dataflow::StreamVec;
 
 use crate::kpi::sessions::Retention;
 use crate::rows::{FunnelRow, ScoreRow, SessionRow, TrendRow};
+use crate::runtime::handoff::Offering;
 use crate::runtime::watermark::{PartitionReport, ProgressSeed, WatermarkTracker, END_OF_INPUT};
 use crate::window::WindowSize;
 use crate::Epoch;
@@ -175,11 +176,10 @@ pub enum Handoff {
 /// Receives each closed epoch's output, in epoch order; never blocks.
 pub type Deliver = Box<dyn FnMut(EpochOutput) -> Handoff>;
 
-/// How long the gathering operator waits before offering a refused epoch again.
-const RETRY_HANDOFF: std::time::Duration = std::time::Duration::from_millis(1);
-
 /// Gathers `changes` on worker 0 and offers `deliver` each closed epoch that changed
-/// something. Workers other than 0 (and processes other than 0) pass `None`.
+/// something. Workers other than 0 (and processes other than 0) pass `None`. With
+/// `announce`, `deliver` also hears how far the epochs are closed, as empty outputs (see
+/// [`Offering`]): the coordinator of a sink that writes from every worker needs it.
 ///
 /// The hand-off never blocks the worker: an epoch the consumer cannot take yet waits in the
 /// operator, which keeps a capability for it, so the probe (and with it the sources'
@@ -189,7 +189,8 @@ pub fn gather<'scope>(
     partitions: Arc<[PartitionId]>,
     seed: ProgressSeed,
     window: WindowSize,
-    mut deliver: Option<Deliver>,
+    deliver: Option<Deliver>,
+    announce: bool,
 ) -> StreamVec<'scope, Epoch, ()> {
     let scope = changes.scope();
     changes.unary_frontier::<CapacityContainerBuilder<Vec<()>>, _, _, _>(
@@ -197,8 +198,8 @@ pub fn gather<'scope>(
         "Output: gather",
         move |_cap, info| {
             let activator = scope.activator_for(info.address);
+            let mut offering = deliver.map(|d| Offering::new(d, activator, announce));
             let mut pending: BTreeMap<Epoch, (Capability<Epoch>, Arriving)> = BTreeMap::new();
-            let mut undelivered: VecDeque<(Capability<Epoch>, EpochOutput)> = VecDeque::new();
             let mut progress = Progress {
                 tracker: WatermarkTracker::new(seed.partitions),
                 committed: seed.committed_watermark,
@@ -222,21 +223,13 @@ pub fn gather<'scope>(
                     }
                     let (epoch, (capability, arriving)) = entry.remove_entry();
                     let closed = arriving.assemble(epoch, &partitions, &mut progress);
-                    if deliver.is_some() && !closed.is_empty() {
-                        undelivered.push_back((capability, closed));
+                    if let Some(offering) = offering.as_mut().filter(|_| !closed.is_empty()) {
+                        offering.push(capability, closed);
                     }
                 }
-                if let Some(deliver) = deliver.as_mut() {
-                    while let Some((capability, closed)) = undelivered.pop_front() {
-                        match deliver(closed) {
-                            Handoff::Taken => drop(capability),
-                            Handoff::Full(closed) => {
-                                undelivered.push_front((capability, *closed));
-                                activator.activate_after(RETRY_HANDOFF);
-                                break;
-                            }
-                        }
-                    }
+                if let Some(offering) = offering.as_mut() {
+                    offering.announce_closed_before(frontier.frontier());
+                    offering.offer();
                 }
             }
         },
@@ -301,7 +294,7 @@ impl Progress {
 /// whenever they have doubled since the last time, which keeps an epoch that retracts and
 /// re-inserts many rows near the size of its net effect.
 #[derive(Default)]
-struct Arriving {
+pub(crate) struct Arriving {
     trends: Consolidating<TrendRow>,
     funnel: Consolidating<FunnelRow>,
     sessions: Consolidating<SessionRow>,
@@ -346,7 +339,7 @@ impl<R: Ord> Consolidating<R> {
 }
 
 impl Arriving {
-    fn add(&mut self, change: Change) {
+    pub(crate) fn add(&mut self, change: Change) {
         match change {
             Change::Trend(row, diff) => self.trends.push(row, diff),
             Change::Funnel(row, diff) => self.funnel.push(row, diff),
@@ -358,6 +351,35 @@ impl Arriving {
         }
     }
 
+    /// The epoch's row changes alone, for a writer of this worker's keys: `replay` as the
+    /// gathering worker decides it ([`WatermarkTracker::all_replayed`] before the epoch's
+    /// reports), which `tracker` follows from the same reports.
+    pub(crate) fn into_rows(self, epoch: Epoch, tracker: &mut WatermarkTracker) -> EpochOutput {
+        let mut output = Arriving::rows(self.trends, self.funnel, self.sessions, self.scores);
+        output.epoch = epoch;
+        output.replay = !tracker.all_replayed();
+        for report in self.reports {
+            tracker.update(report);
+        }
+        tracker.advance();
+        output
+    }
+
+    fn rows(
+        trends: Consolidating<TrendRow>,
+        funnel: Consolidating<FunnelRow>,
+        sessions: Consolidating<SessionRow>,
+        scores: Consolidating<ScoreRow>,
+    ) -> EpochOutput {
+        EpochOutput {
+            trends: trends.finish(),
+            funnel: funnel.finish(),
+            sessions: sessions.finish(),
+            scores: scores.finish(),
+            ..EpochOutput::default()
+        }
+    }
+
     fn assemble(
         self,
         epoch: Epoch,
@@ -366,16 +388,12 @@ impl Arriving {
     ) -> EpochOutput {
         let mut output = EpochOutput {
             epoch,
-            // As in the stages: an epoch belongs to the replay unless the replay was over
-            // before it.
-            replay: !progress.tracker.all_replayed(),
-            trends: self.trends.finish(),
-            funnel: self.funnel.finish(),
-            sessions: self.sessions.finish(),
-            scores: self.scores.finish(),
             dead_letters: self.dead_letters,
-            ..EpochOutput::default()
+            ..Arriving::rows(self.trends, self.funnel, self.sessions, self.scores)
         };
+        // As in the stages: an epoch belongs to the replay unless the replay was over
+        // before it.
+        output.replay = !progress.tracker.all_replayed();
         let mut moved: HashMap<u32, (i64, Option<EventTime>)> = HashMap::new();
         for report in self.reports {
             output.arrived += report.arrived;

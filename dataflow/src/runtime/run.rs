@@ -2,7 +2,9 @@
 //!
 //! Partition `p` (Kafka partition or file split) is read by global worker `p % workers`,
 //! counting every worker of every process. Worker 0 of process 0 gathers the output and hands
-//! each closed epoch to the `deliver` callback; other processes pass `None`.
+//! each closed epoch to the `deliver` callback; other processes pass `None`. With
+//! [`Delivery::PerWorker`], every worker of every process also hands its own rows to a
+//! writer of its own.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -13,7 +15,7 @@ use clickflow_sources::kafka::{KafkaSource, KafkaSourceConfig};
 use clickflow_sources::{PartitionId, Source, SourceError};
 
 use crate::config::{DataflowConfig, EpochConfig};
-use crate::graph::build_graph;
+use crate::graph::{build_graph, Outputs};
 use crate::kpi::churn::ScoringSetup;
 use crate::kpi::sessions::SessionRule;
 use crate::lifecycle::LiveModel;
@@ -92,6 +94,33 @@ pub type RunStats = DriveStats;
 /// [`Handoff`]).
 pub type EpochSink = Box<dyn FnMut(EpochOutput) -> Handoff + Send>;
 
+/// Makes the writer of one worker's rows, given the worker's global index and the number of
+/// workers of the whole cluster (called once on each worker, on its thread).
+pub type WriterFactory = Arc<dyn Fn(usize, usize) -> EpochSink + Send + Sync>;
+
+/// Where the closed epochs go.
+pub enum Delivery {
+    /// Nowhere from this process (another process gathers them).
+    Nowhere,
+    /// Everything gathered on worker 0 of process 0 and handed to one consumer.
+    Gathered(EpochSink),
+    /// Each worker's rows to its own writer (`writers` makes one for every worker of this
+    /// process); progress, retention and dead letters, with announcements of how far the
+    /// epochs are closed, to `coordinator` (on process 0; `None` on the others).
+    PerWorker {
+        /// Receives the gathered part of every epoch.
+        coordinator: Option<EpochSink>,
+        /// Makes each worker's writer.
+        writers: WriterFactory,
+    },
+}
+
+impl From<Option<EpochSink>> for Delivery {
+    fn from(deliver: Option<EpochSink>) -> Delivery {
+        deliver.map_or(Delivery::Nowhere, Delivery::Gathered)
+    }
+}
+
 /// An [`EpochSink`] that takes every epoch at once and hands it to `take` (tests, tools).
 pub fn taking(mut take: impl FnMut(EpochOutput) + Send + 'static) -> EpochSink {
     Box::new(move |output| {
@@ -105,10 +134,18 @@ pub fn run(
     timely_config: timely::Config,
     input: InputSpec,
     config: RunConfig,
-    deliver: Option<EpochSink>,
+    delivery: impl Into<Delivery>,
     stop: Arc<AtomicBool>,
     metrics: Arc<PipelineMetrics>,
 ) -> Result<RunStats, RunError> {
+    let (deliver, writers) = match delivery.into() {
+        Delivery::Nowhere => (None, None),
+        Delivery::Gathered(deliver) => (Some(deliver), None),
+        Delivery::PerWorker {
+            coordinator,
+            writers,
+        } => (coordinator, Some(writers)),
+    };
     let partitions: Arc<[PartitionId]> = input.partitions().into();
     let settings = DriveSettings {
         dataflow: config.dataflow,
@@ -171,7 +208,12 @@ pub fn run(
                 partitions.clone(),
                 committed,
                 scoring,
-                sink,
+                Outputs {
+                    gathered: sink,
+                    own_rows: writers
+                        .as_ref()
+                        .map(|make| Box::new(make(index, peers)) as Deliver),
+                },
             );
             // Worker 0 sends replacement models into the dataflow.
             let mut settings = settings.clone();

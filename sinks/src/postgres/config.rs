@@ -119,6 +119,37 @@ pub struct SinkConfig {
     /// Log every score in `churn_predictions`, keeping each this long (event time behind
     /// the watermark); `None`: no log.
     pub prediction_log: Option<Duration>,
+    /// Who writes the tables: one writer for the whole pipeline, or one per worker.
+    pub writers: SinkWriters,
+}
+
+/// Who writes the tables.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SinkWriters {
+    /// One per worker when the server allows enough prepared transactions
+    /// (`max_prepared_transactions`), one otherwise (said in the log).
+    #[default]
+    Auto,
+    /// One writer, on process 0: every epoch is one plain transaction.
+    One,
+    /// One writer per worker, in every process, committed together by two-phase commit
+    /// (see `two_phase`); refused at start if the server does not allow it.
+    PerWorker,
+}
+
+impl FromStr for SinkWriters {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<SinkWriters, String> {
+        match s {
+            "auto" => Ok(SinkWriters::Auto),
+            "one" => Ok(SinkWriters::One),
+            "per-worker" => Ok(SinkWriters::PerWorker),
+            other => Err(format!(
+                "unknown sink writers {other:?}: use auto, one or per-worker"
+            )),
+        }
+    }
 }
 
 impl SinkConfig {
@@ -132,6 +163,7 @@ impl SinkConfig {
             queue_epochs: 4,
             max_backoff: Duration::from_secs(5),
             prediction_log: None,
+            writers: SinkWriters::Auto,
         }
     }
 }

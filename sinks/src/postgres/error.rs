@@ -57,6 +57,19 @@ pub enum SinkError {
     /// The user may not write the tables.
     #[error("missing privileges: {0}")]
     Privileges(String),
+    /// A sink writing from every worker was asked for, and the server does not allow enough
+    /// prepared transactions.
+    #[error(
+        "--sink-writers per-worker needs max_prepared_transactions >= {needed} on the server \
+         (it is {allowed}): set it in postgresql.conf (or ALTER SYSTEM) and restart PostgreSQL, \
+         or use --sink-writers one"
+    )]
+    PreparedTransactionsOff {
+        /// The server's `max_prepared_transactions`.
+        allowed: i64,
+        /// What this cluster of workers needs.
+        needed: i64,
+    },
     /// The pipeline stopped sending (the channel closed) while an epoch was pending.
     #[error("the sink's input closed")]
     Closed,

@@ -58,9 +58,10 @@ mod read_back;
 mod resume;
 mod schema;
 mod sink;
+pub mod two_phase;
 mod write;
 
-pub use config::{DatabaseUrl, SinkConfig};
+pub use config::{DatabaseUrl, SinkConfig, SinkWriters};
 pub use error::SinkError;
 pub use freshness::Freshness;
 pub use input::claim_input;

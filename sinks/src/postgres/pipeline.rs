@@ -1,19 +1,23 @@
 //! The whole pipeline into PostgreSQL: prepare, resume, run, commit.
 
 use std::future::Future;
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use clickflow_dataflow::runtime::run::{run, InputSpec, RunConfig, RunError, RunStats};
+use clickflow_dataflow::runtime::run::{
+    run, Delivery, EpochSink, InputSpec, RunConfig, RunError, RunStats, WriterFactory,
+};
 use clickflow_dataflow::{EpochOutput, PipelineMetrics};
+use timely::CommunicationConfig;
 
 use clickflow_dataflow::kpi::sessions::SessionRule;
 use clickflow_dataflow::runtime::watermark::NO_WATERMARK;
 
+use super::two_phase::{self, spawn_coordinator, spawn_writer, WriterHandle};
 use super::{
-    claim_input, load_resume_plan, load_user_history, prepare, spawn_sink, SinkConfig, SinkError,
-    SinkHandle,
+    claim_input, load_resume_plan, load_user_history, prepare, spawn_sink, DatabaseUrl, SinkConfig,
+    SinkError, SinkHandle, SinkWriters,
 };
 
 /// Why the pipeline stopped with an error.
@@ -73,10 +77,15 @@ pub fn run_into_postgres(
         gap_ms: config.dataflow.session_gap_ms,
         window: config.dataflow.window,
     };
-    let (input, resume) = runtime.block_on(retrying_at_start(|| {
-        let (url, input) = (&sink.url, input.clone());
+    let workers = workers_of(&timely_config);
+    let (input, resume, per_worker) = runtime.block_on(retrying_at_start(|| {
+        let (url, input, choice) = (&sink.url, input.clone(), sink.writers);
         async move {
             prepare(url).await?;
+            if writes {
+                two_phase::recover(url).await?;
+            }
+            let per_worker = writers_per_worker(url, choice, workers).await?;
             let input = claim_input(url, input).await?;
             let mut plan = load_resume_plan(url, &input.partitions()).await?;
             if scoring && plan.committed_watermark != NO_WATERMARK {
@@ -84,7 +93,7 @@ pub fn run_into_postgres(
                 let folds_before = plan.history_folds_before(rule.window);
                 plan.history = Arc::new(load_user_history(url, rule, folds_before).await?);
             }
-            Ok((input, plan))
+            Ok((input, plan, per_worker))
         }
     }))?;
     config.resume = resume;
@@ -102,15 +111,117 @@ pub fn run_into_postgres(
             "resuming from committed offsets"
         );
     }
+    if per_worker {
+        let observe = observe.take().map(|o| Arc::new(Mutex::new(o)));
+        let abandon = Arc::new(AtomicBool::new(false));
+        let coordinator =
+            writes.then(|| spawn_coordinator(sink.clone(), observe.clone(), abandon.clone()));
+        if let Some(coordinator) = &coordinator {
+            on_sink(coordinator);
+        }
+        let writer_metrics = coordinator
+            .as_ref()
+            .map_or_else(Default::default, |c| c.metrics.clone());
+        let handles: Arc<Mutex<Vec<WriterHandle>>> = Arc::default();
+        let spawned = handles.clone();
+        let stopped = stop.clone();
+        let writers: WriterFactory = Arc::new(move |worker, workers| {
+            let (deliver, handle) = spawn_writer(
+                sink.clone(),
+                worker,
+                workers,
+                writer_metrics.clone(),
+                observe.clone(),
+                stopped.clone(),
+            );
+            if let Ok(mut handles) = spawned.lock() {
+                handles.push(handle);
+            }
+            deliver
+        });
+        let delivery = Delivery::PerWorker {
+            coordinator: coordinator
+                .as_ref()
+                .map(|c| Box::new(c.deliver(stop.clone())) as EpochSink),
+            writers,
+        };
+        let stats = run(timely_config, input, config, delivery, stop, metrics);
+        let handles = std::mem::take(&mut *handles.lock().unwrap_or_else(|e| e.into_inner()));
+        let written: Result<(), SinkError> =
+            handles.into_iter().map(WriterHandle::finish).collect();
+        if let Some(coordinator) = coordinator {
+            if stats.is_err() || written.is_err() {
+                abandon.store(true, Ordering::Relaxed);
+            }
+            coordinator.finish()?;
+        }
+        written?;
+        return Ok(stats?);
+    }
     if !writes {
         return Ok(run(timely_config, input, config, None, stop, metrics)?);
     }
     let handle = spawn_sink(sink, observe.take());
     on_sink(&handle);
     let deliver = Box::new(handle.deliver(stop.clone()));
-    let stats = run(timely_config, input, config, Some(deliver), stop, metrics);
+    let stats = run(
+        timely_config,
+        input,
+        config,
+        Delivery::Gathered(deliver),
+        stop,
+        metrics,
+    );
     handle.finish()?;
     Ok(stats?)
+}
+
+/// How many workers the whole cluster has.
+fn workers_of(config: &timely::Config) -> usize {
+    match &config.communication {
+        CommunicationConfig::Thread => 1,
+        CommunicationConfig::Process(threads) | CommunicationConfig::ProcessBinary(threads) => {
+            *threads
+        }
+        CommunicationConfig::Cluster {
+            threads, addresses, ..
+        } => threads * addresses.len(),
+    }
+}
+
+/// Whether every worker writes its own rows: as asked, or (`auto`) when the server allows
+/// the prepared transactions it takes. Every process decides the same from the same server.
+async fn writers_per_worker(
+    url: &DatabaseUrl,
+    choice: SinkWriters,
+    workers: usize,
+) -> Result<bool, SinkError> {
+    if choice == SinkWriters::One {
+        return Ok(false);
+    }
+    let allowed = two_phase::prepared_transactions_allowed(url).await?;
+    let needed = two_phase::MAX_OUTSTANDING * workers as i64;
+    match (allowed >= needed, choice) {
+        (true, _) => {
+            tracing::info!(
+                workers,
+                "every worker writes its own rows (two-phase commit)"
+            );
+            Ok(true)
+        }
+        (false, SinkWriters::PerWorker) => {
+            Err(SinkError::PreparedTransactionsOff { allowed, needed })
+        }
+        (false, _) => {
+            tracing::info!(
+                max_prepared_transactions = allowed,
+                needed,
+                "one writer for the whole pipeline: the server allows too few prepared \
+                 transactions for one writer per worker"
+            );
+            Ok(false)
+        }
+    }
 }
 
 /// How many times starting tries again after a lost connection, and the first pause (it

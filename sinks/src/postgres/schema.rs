@@ -189,6 +189,27 @@ CREATE TABLE churn_models (
 ALTER TABLE clickflow_offsets ADD COLUMN retain_from bigint;
 "#,
     ),
+    (
+        7,
+        "a sink that writes from every worker: writers' progress and the coordinator's decisions",
+        r#"
+-- Each writer (one per timely worker, by its global index) records here, after each part it
+-- prepares, that every epoch up to prepared_through is prepared or changed nothing of its
+-- keys; the coordinator commits an epoch once every writer of the run is through it.
+CREATE TABLE IF NOT EXISTS clickflow_writers (
+    writer           integer     PRIMARY KEY,
+    writers          integer     NOT NULL,
+    prepared_through bigint      NOT NULL,
+    updated_at       timestamptz NOT NULL DEFAULT now()
+);
+-- The prepared parts the coordinator has decided to commit, written in the transaction that
+-- commits the epoch's offsets: after a crash, a prepared part listed here is committed and
+-- any other is rolled back.
+CREATE TABLE IF NOT EXISTS clickflow_commit_log (
+    gid text PRIMARY KEY
+);
+"#,
+    ),
 ];
 
 /// The columns the sink writes, per table, with their types: checked at start.

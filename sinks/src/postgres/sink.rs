@@ -84,23 +84,39 @@ impl SinkHandle {
 /// Starts the sink on its own thread with its own runtime; `observe` sees every epoch the
 /// sink receives, on that thread.
 pub fn spawn_sink(config: SinkConfig, observe: Option<Observer>) -> SinkHandle {
-    let (sender, receiver) = mpsc::channel(config.queue_epochs.max(1));
-    let metrics = Arc::new(SinkMetrics::default());
-    let shared = metrics.clone();
-    let thread = std::thread::Builder::new()
-        .name("postgres-sink".into())
-        .spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|_| SinkError::Closed)?;
-            runtime.block_on(run(config, receiver, shared, observe))
-        })
-        .expect("spawning a thread succeeds");
-    SinkHandle {
-        sender,
-        thread,
-        metrics,
+    SinkHandle::spawn(config, "postgres-sink", move |config, epochs, metrics| {
+        run(config, epochs, metrics, observe)
+    })
+}
+
+impl SinkHandle {
+    /// Runs `body` on a thread of its own (named `name`) with its own runtime, fed by a
+    /// queue of `config.queue_epochs` epochs.
+    pub(super) fn spawn<F, Fut>(config: SinkConfig, name: &str, body: F) -> SinkHandle
+    where
+        F: FnOnce(SinkConfig, mpsc::Receiver<EpochOutput>, Arc<SinkMetrics>) -> Fut
+            + Send
+            + 'static,
+        Fut: std::future::Future<Output = Result<(), SinkError>>,
+    {
+        let (sender, receiver) = mpsc::channel(config.queue_epochs.max(1));
+        let metrics = Arc::new(SinkMetrics::default());
+        let shared = metrics.clone();
+        let thread = std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|_| SinkError::Closed)?;
+                runtime.block_on(body(config, receiver, shared))
+            })
+            .expect("spawning a thread succeeds");
+        SinkHandle {
+            sender,
+            thread,
+            metrics,
+        }
     }
 }
 
@@ -216,7 +232,8 @@ async fn write_all(
     }
 }
 
-fn unix_millis() -> i64 {
+/// Now, in milliseconds since the Unix epoch.
+pub(super) fn unix_millis() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)

@@ -7,7 +7,7 @@ use clickflow_dataflow::EpochOutput;
 use futures_util::pin_mut;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{Client, Transaction};
+use tokio_postgres::Client;
 
 use super::batch::{stage_epoch, Staged};
 use super::SinkError;
@@ -55,25 +55,51 @@ impl Writer {
         output: &EpochOutput,
         checkpoint: bool,
     ) -> Result<Written, SinkError> {
-        let staged = stage_epoch(output, self.prediction_log.is_some());
-        let tx = self
-            .client
-            .transaction()
+        self.begin().await?;
+        let written = self.apply(output).await?;
+        self.record_progress(output, checkpoint).await?;
+        self.finish("COMMIT").await?;
+        Ok(written)
+    }
+
+    /// The connection, for statements of the caller's own.
+    pub(super) fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Opens a transaction.
+    pub(super) async fn begin(&self) -> Result<(), SinkError> {
+        self.client
+            .batch_execute("BEGIN")
             .await
-            .map_err(SinkError::statement("BEGIN"))?;
+            .map_err(SinkError::statement("BEGIN"))
+    }
+
+    /// Ends the open transaction with `statement` (`COMMIT`, or `PREPARE TRANSACTION '...'`).
+    pub(super) async fn finish(&self, statement: &str) -> Result<(), SinkError> {
+        self.client
+            .batch_execute(statement)
+            .await
+            .map_err(SinkError::statement("ending a transaction"))
+    }
+
+    /// Applies the epoch's row changes and dead letters in the open transaction.
+    pub(super) async fn apply(&mut self, output: &EpochOutput) -> Result<Written, SinkError> {
+        let staged = stage_epoch(output, self.prediction_log.is_some());
         let mut rows = 0;
         let mut dead_letters = Vec::new();
         for batch in &staged {
             rows += batch.len();
             // Statements answer rows only to say what they inserted (dead letters by kind).
             let answered = if batch.len() > self.copy_threshold {
-                copy_and_apply(&tx, batch, &mut self.staging_tables).await?
+                copy_and_apply(&self.client, batch, &mut self.staging_tables).await?
             } else {
                 let statement = match self.statements.get(batch.statement.staging) {
                     Some(statement) => statement.clone(),
                     None => {
                         let sql = batch.statement.sql.replace("{src}", &unnest_source(batch));
-                        let statement = tx
+                        let statement = self
+                            .client
                             .prepare(&sql)
                             .await
                             .map_err(SinkError::statement("preparing an upsert"))?;
@@ -84,12 +110,25 @@ impl Writer {
                 };
                 let params: Vec<&(dyn ToSql + Sync)> =
                     batch.values.iter().map(|c| c.as_array()).collect();
-                tx.query(&statement, &params)
+                self.client
+                    .query(&statement, &params)
                     .await
                     .map_err(SinkError::statement("an upsert"))?
             };
             dead_letters.extend(answered.iter().map(|row| (row.get(0), row.get(1))));
         }
+        Ok(Written { rows, dead_letters })
+    }
+
+    /// Records, in the open transaction, where the input stands after `output`: the
+    /// watermark, each partition's offsets and retention; with `checkpoint`, a resume
+    /// checkpoint, and the pruning of old checkpoints and logged predictions.
+    pub(super) async fn record_progress(
+        &self,
+        output: &EpochOutput,
+        checkpoint: bool,
+    ) -> Result<(), SinkError> {
+        let tx = &self.client;
         let epoch = output.epoch as i64;
         tx.execute(
             "INSERT INTO clickflow_pipeline (id, epoch, watermark, retain_from, updated_at)
@@ -100,15 +139,14 @@ impl Writer {
         )
         .await
         .map_err(SinkError::statement("recording the watermark"))?;
-        record_partition_retention(&tx, output).await?;
+        record_partition_retention(tx, output).await?;
         if checkpoint {
-            record_checkpoint(&tx, output.retain_from).await?;
+            record_checkpoint(tx, output.retain_from).await?;
             if let Some(retention) = self.prediction_log {
-                prune_predictions(&tx, output.watermark, retention).await?;
+                prune_predictions(tx, output.watermark, retention).await?;
             }
         }
-        tx.commit().await.map_err(SinkError::statement("COMMIT"))?;
-        Ok(Written { rows, dead_letters })
+        Ok(())
     }
 }
 
@@ -130,7 +168,7 @@ fn unnest_source(batch: &Staged<'_>) -> String {
 /// The large-batch path: binary COPY into a temporary staging table (emptied at commit),
 /// then the statement reads from it.
 async fn copy_and_apply(
-    tx: &Transaction<'_>,
+    tx: &Client,
     batch: &Staged<'_>,
     created: &mut HashSet<&'static str>,
 ) -> Result<Vec<tokio_postgres::Row>, SinkError> {
@@ -188,7 +226,7 @@ async fn copy_and_apply(
 
 /// Deletes logged predictions about event times more than `retention` behind `watermark`.
 async fn prune_predictions(
-    tx: &Transaction<'_>,
+    tx: &Client,
     watermark: i64,
     retention: Duration,
 ) -> Result<(), SinkError> {
@@ -207,10 +245,7 @@ async fn prune_predictions(
 }
 
 /// Records how far back each partition's input is still needed, where that changed.
-async fn record_partition_retention(
-    tx: &Transaction<'_>,
-    output: &EpochOutput,
-) -> Result<(), SinkError> {
+async fn record_partition_retention(tx: &Client, output: &EpochOutput) -> Result<(), SinkError> {
     let topics: Vec<&str> = output
         .partition_retain_from
         .iter()
@@ -241,7 +276,7 @@ async fn record_partition_retention(
 /// Records where every partition stands, and drops the checkpoints older than the newest
 /// one a restart of that partition could start from (the newest whose clock is before the
 /// partition's `retain_from`; `fallback` where a partition has none recorded).
-async fn record_checkpoint(tx: &Transaction<'_>, fallback: Option<i64>) -> Result<(), SinkError> {
+async fn record_checkpoint(tx: &Client, fallback: Option<i64>) -> Result<(), SinkError> {
     tx.execute(
         "INSERT INTO clickflow_checkpoints (topic, partition, next_offset, highest_event_time, created_at)
          SELECT topic, partition, next_offset, highest_event_time, now() FROM clickflow_offsets

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use clickflow_dataflow::runtime::run::{InputSpec, RunConfig};
-use clickflow_sinks::postgres::{ModelSource, PipelineSpec, SinkConfig};
+use clickflow_sinks::postgres::{ModelSource, PipelineSpec};
 use clickflow_sources::kafka::{EmbeddedBroker, EventProducer};
 use clickflow_sources::shop::{Shop, ShopConfig, ShopRecord};
 
@@ -172,7 +172,7 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
         None => ModelSource::History,
     };
     let scoring = Scoring::new(model, &scoring_args);
-    let mut sink = SinkConfig::new(url);
+    let mut sink = args.database.sink(url);
     sink.prediction_log = scoring_args
         .log_predictions
         .then_some(scoring_args.prediction_retention);

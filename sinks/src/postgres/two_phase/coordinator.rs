@@ -1,0 +1,293 @@
+//! The coordinator: commits each epoch's offsets, watermark and dead letters together with
+//! every writer's prepared part of it.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clickflow_dataflow::{Epoch, EpochOutput};
+use tokio::sync::mpsc;
+
+use super::super::sink::{unix_millis, SinkHandle, SinkMetrics};
+use super::super::write::{Writer, Written};
+use super::super::{SinkConfig, SinkError};
+use super::link::Link;
+use super::writer::SharedObserver;
+use super::{PartNames, DONE};
+
+/// How long the coordinator waits before looking again whether the writers are through.
+const POLL: Duration = Duration::from_millis(2);
+
+/// Starts the coordinator on its own thread. It receives worker 0's gathered part of each
+/// epoch (progress, dead letters) and the announcements of how far the epochs are closed;
+/// `observe` sees each part, on that thread.
+/// Setting `abandon` (when the pipeline failed) stops it, once its input is closed, without
+/// waiting for the writers to finish.
+pub fn spawn_coordinator(
+    config: SinkConfig,
+    observe: Option<SharedObserver>,
+    abandon: Arc<AtomicBool>,
+) -> SinkHandle {
+    SinkHandle::spawn(
+        config,
+        "postgres-coordinator",
+        move |config, epochs, metrics| {
+            let coordinator = Coordinator {
+                config,
+                metrics,
+                observe,
+                own: VecDeque::new(),
+                own_through: None,
+                open: true,
+                abandon,
+            };
+            coordinator.run(epochs)
+        },
+    )
+}
+
+struct Coordinator {
+    config: SinkConfig,
+    metrics: Arc<SinkMetrics>,
+    observe: Option<SharedObserver>,
+    /// Gathered parts not committed yet, in epoch order.
+    own: VecDeque<EpochOutput>,
+    /// Every gathered part up to this epoch has arrived.
+    own_through: Option<Epoch>,
+    /// False once the pipeline has stopped sending.
+    open: bool,
+    /// Set when the pipeline failed: stop once closed, without waiting for the writers.
+    abandon: Arc<AtomicBool>,
+}
+
+/// What one look at the database found.
+struct Standing {
+    /// Every writer is through this epoch (`None`: not every writer has registered).
+    writers_through: Option<i64>,
+    /// The prepared parts, with their epochs.
+    prepared: Vec<(String, u64)>,
+}
+
+impl Coordinator {
+    async fn run(mut self, mut epochs: mpsc::Receiver<EpochOutput>) -> Result<(), SinkError> {
+        let config = self.config.clone();
+        let metrics = self.metrics.clone();
+        let mut link = Link::new(
+            &config,
+            &metrics,
+            "coordinator".into(),
+            config.copy_threshold,
+        );
+        let mut last_checkpoint: Option<Instant> = None;
+        loop {
+            loop {
+                match epochs.try_recv() {
+                    Ok(part) => self.take(part),
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => {
+                        self.closed();
+                        break;
+                    }
+                }
+            }
+            // Announced as `Epoch::MAX` once the pipeline has delivered everything.
+            let own_through = match self.own_through {
+                Some(epoch) => i64::try_from(epoch).unwrap_or(DONE - 1),
+                None if self.open => {
+                    self.wait(&mut epochs, None).await;
+                    continue;
+                }
+                None => return Ok(()),
+            };
+            let standing = link
+                .run(
+                    "looking at the writers",
+                    finish_decided,
+                    async |writer, names| standing(writer, names).await,
+                )
+                .await?;
+            let target = standing.writers_through.map(|w| w.min(own_through));
+            let parts: Vec<String> = standing
+                .prepared
+                .iter()
+                .filter(|(_, epoch)| target.is_some_and(|t| (*epoch as i128) <= t as i128))
+                .map(|(gid, _)| gid.clone())
+                .collect();
+            let fold = target.and_then(|t| self.fold_through(t));
+            if fold.is_none() && parts.is_empty() {
+                // Closed, and nothing more will come: the writers are done, or the pipeline
+                // failed and gave up on them (a part left prepared is rolled back at the
+                // next start, with the epoch's offsets uncommitted).
+                let abandoned = self.abandon.load(Ordering::Relaxed);
+                if !self.open && (standing.writers_through == Some(DONE) || abandoned) {
+                    return Ok(());
+                }
+                self.wait(&mut epochs, Some(POLL)).await;
+                continue;
+            }
+            let checkpoint =
+                last_checkpoint.is_none_or(|at| at.elapsed() >= config.checkpoint_interval);
+            let started = Instant::now();
+            let written = link
+                .run(
+                    "committing an epoch",
+                    finish_decided,
+                    async |writer, names| {
+                        commit(writer, names, fold.as_ref(), &parts, checkpoint).await
+                    },
+                )
+                .await?;
+            if checkpoint && fold.is_some() {
+                last_checkpoint = Some(Instant::now());
+            }
+            self.committed(fold.as_ref(), written, started.elapsed());
+        }
+    }
+
+    /// Takes a part from the gathering worker: an announcement (empty) or a replayed epoch
+    /// only moves how far the parts have arrived.
+    fn take(&mut self, part: EpochOutput) {
+        self.own_through = self.own_through.max(Some(part.epoch));
+        if part.is_empty() {
+            return;
+        }
+        if part.replay {
+            self.metrics.replayed_epochs.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        if let Some(observe) = &self.observe {
+            if let Ok(mut observe) = observe.lock() {
+                observe(&part);
+            }
+        }
+        self.own.push_back(part);
+    }
+
+    /// The pipeline has stopped sending: if it did not fail, everything has arrived (the
+    /// handle is finished only after the dataflow, and abandoned before that on failure).
+    fn closed(&mut self) {
+        self.open = false;
+        if !self.abandon.load(Ordering::Relaxed) {
+            self.own_through = Some(Epoch::MAX);
+        }
+    }
+
+    /// Waits for the next part, or `timeout`.
+    async fn wait(&mut self, epochs: &mut mpsc::Receiver<EpochOutput>, timeout: Option<Duration>) {
+        if !self.open {
+            tokio::time::sleep(timeout.unwrap_or(POLL)).await;
+            return;
+        }
+        let part = match timeout {
+            Some(timeout) => match tokio::time::timeout(timeout, epochs.recv()).await {
+                Ok(part) => part,
+                Err(_elapsed) => return,
+            },
+            None => epochs.recv().await,
+        };
+        match part {
+            Some(part) => self.take(part),
+            None => self.closed(),
+        }
+    }
+
+    /// The gathered parts up to epoch `target`, folded into one (`None`: there are none).
+    fn fold_through(&mut self, target: i64) -> Option<EpochOutput> {
+        let mut fold: Option<EpochOutput> = None;
+        while self
+            .own
+            .front()
+            .is_some_and(|p| (p.epoch as i128) <= target as i128)
+        {
+            let part = self.own.pop_front()?;
+            match fold.as_mut() {
+                Some(fold) => fold.append(part),
+                None => fold = Some(part),
+            }
+        }
+        fold.map(|mut fold| {
+            fold.consolidate();
+            fold
+        })
+    }
+
+    fn committed(&self, fold: Option<&EpochOutput>, written: Written, took: Duration) {
+        let metrics = &self.metrics;
+        let micros = took.as_micros() as u64;
+        metrics.epochs.fetch_add(1, Ordering::Relaxed);
+        metrics
+            .rows
+            .fetch_add(written.rows as u64, Ordering::Relaxed);
+        metrics.last_commit_micros.store(micros, Ordering::Relaxed);
+        metrics
+            .commit_micros_total
+            .fetch_add(micros, Ordering::Relaxed);
+        if let Ok(mut by_kind) = metrics.dead_letters.lock() {
+            for (kind, count) in written.dead_letters {
+                *by_kind.entry(kind).or_default() += count as u64;
+            }
+        }
+        if let Some(fold) = fold {
+            if let (Some(opened), Ok(mut freshness)) = (fold.opened_at_ms, metrics.freshness.lock())
+            {
+                freshness.record(unix_millis() - opened, fold.arrived);
+            }
+        }
+    }
+}
+
+/// Where the writers stand, and what is prepared, in one round trip.
+async fn standing(writer: &mut Writer, names: &PartNames) -> Result<Standing, SinkError> {
+    let row = writer
+        .client()
+        .query_one(
+            "SELECT CASE WHEN count(*) > 0 AND count(*) = max(writers)
+                    THEN min(prepared_through) END
+             FROM clickflow_writers",
+            &[],
+        )
+        .await
+        .map_err(SinkError::statement("reading the writers' progress"))?;
+    Ok(Standing {
+        writers_through: row.get(0),
+        prepared: names.prepared(writer.client()).await?,
+    })
+}
+
+/// The decision and its execution: the gathered part and the list of `parts` in one
+/// transaction, then every listed part committed.
+async fn commit(
+    writer: &mut Writer,
+    names: &PartNames,
+    fold: Option<&EpochOutput>,
+    parts: &[String],
+    checkpoint: bool,
+) -> Result<Written, SinkError> {
+    writer.begin().await?;
+    let written = match fold {
+        Some(fold) => {
+            let written = writer.apply(fold).await?;
+            writer.record_progress(fold, checkpoint).await?;
+            written
+        }
+        None => Written::default(),
+    };
+    writer
+        .client()
+        .execute(
+            "INSERT INTO clickflow_commit_log (gid) SELECT unnest($1::text[])
+             ON CONFLICT (gid) DO NOTHING",
+            &[&parts],
+        )
+        .await
+        .map_err(SinkError::statement("recording the decision"))?;
+    writer.finish("COMMIT").await?;
+    names.finish_decided(writer.client()).await?;
+    Ok(written)
+}
+
+/// On a new connection: finish what a lost one had decided.
+async fn finish_decided(writer: &mut Writer, names: &PartNames) -> Result<(), SinkError> {
+    names.finish_decided(writer.client()).await.map(drop)
+}

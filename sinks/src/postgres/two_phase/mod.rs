@@ -1,0 +1,208 @@
+//! A sink that writes from every worker, exactly once, by two-phase commit.
+//!
+//! ```text
+//!  worker w (every process) ─rows of its keys─► writer w ─► BEGIN; upserts; PREPARE TRANSACTION 'clickflow:<db>:<schema>:w:<epoch>'
+//!                                                          └► clickflow_writers.prepared_through = epoch
+//!  worker 0 of process 0 ─progress, dead letters─► coordinator:
+//!      once every writer is through epoch t and its own parts up to t have arrived:
+//!        BEGIN; dead letters, offsets, watermark (its parts up to t);
+//!               INSERT INTO clickflow_commit_log the parts prepared for epochs up to t; COMMIT   ◄ the decision
+//!        COMMIT PREPARED each of them; forget them in the log
+//! ```
+//!
+//! Each worker's writer has a connection of its own and writes only the rows of the keys its
+//! worker owns (a stage makes every change of a key on one worker), so the sink's capacity
+//! grows with workers and processes; the coordinator writes only the small part (offsets,
+//! watermark, dead letters) and commits. This is the protocol of Flink's XA sink on
+//! PostgreSQL's `PREPARE TRANSACTION`.
+//!
+//! **Exactly once.** A writer's part of an epoch is prepared (durable, invisible, holding its
+//! row locks) before the writer says it is through that epoch. The coordinator's transaction,
+//! which commits the offsets the epoch reached, also lists the parts it commits: that commit
+//! is the decision. After a crash anywhere (any writer, the coordinator, a whole process),
+//! the next start ([`recover`]) commits every prepared part the log lists and rolls back
+//! every other, so the tables hold exactly the parts of the epochs whose offsets are
+//! committed, and the restart replays from those offsets as always.
+//!
+//! **What a reader sees.** Between the coordinator's commit and the last `COMMIT PREPARED`
+//! (a few milliseconds), a reader may see the new offsets and some writers' rows of the
+//! epoch before others'; a crash in that moment extends it until the next start. A reader
+//! never sees a part of an epoch that will not be committed, nor rows of an epoch whose
+//! offsets are not committed. With one writer ([`super::spawn_sink`]) every epoch appears at
+//! once.
+//!
+//! **Needs** `max_prepared_transactions` of at least [`MAX_OUTSTANDING`] per worker on the
+//! server (it is 0 by default); `--sink-writers auto` uses this sink when the server allows
+//! it and the single writer otherwise.
+
+mod coordinator;
+mod link;
+mod writer;
+
+pub use coordinator::spawn_coordinator;
+pub use writer::{spawn_writer, SharedObserver, WriterHandle};
+
+use std::collections::HashSet;
+
+use tokio_postgres::Client;
+
+use super::schema::connect;
+use super::{DatabaseUrl, SinkError};
+
+/// The most parts one writer keeps prepared and not yet committed: its next part waits
+/// until the previous one is committed. One, because a part must see what the previous
+/// wrote: a row inserted by a prepared transaction is invisible to a later one's `DELETE`
+/// (only a conflicting `INSERT` waits for it), so a retraction written before the previous
+/// part's commit would miss its row.
+pub const MAX_OUTSTANDING: i64 = 1;
+
+/// A writer's `prepared_through` once it has written everything (its input ended).
+const DONE: i64 = i64::MAX;
+
+/// The names of this pipeline's prepared parts: unique over the server (prepared
+/// transactions are global), so they carry the database's oid and the schema.
+#[derive(Clone, Debug)]
+struct PartNames {
+    prefix: String,
+}
+
+impl PartNames {
+    async fn load(client: &Client, schema: &str) -> Result<PartNames, SinkError> {
+        let row = client
+            .query_one(
+                "SELECT oid::bigint FROM pg_database WHERE datname = current_database()",
+                &[],
+            )
+            .await
+            .map_err(SinkError::statement("reading the database's oid"))?;
+        let oid: i64 = row.get(0);
+        Ok(PartNames {
+            prefix: format!("clickflow:{oid}:{schema}:"),
+        })
+    }
+
+    /// The name of writer `writer`'s part of `epoch`: plain digits and an identifier, safe to
+    /// put in a string literal (`PREPARE TRANSACTION` takes no parameter).
+    fn part(&self, writer: usize, epoch: u64) -> String {
+        format!("{}{writer}:{epoch}", self.prefix)
+    }
+
+    /// The epoch of a part's name, if it is one of this pipeline's.
+    fn epoch_of(&self, gid: &str) -> Option<u64> {
+        let rest = gid.strip_prefix(&self.prefix)?;
+        let (_writer, epoch) = rest.split_once(':')?;
+        epoch.parse().ok()
+    }
+
+    /// This pipeline's prepared parts, with their epochs.
+    async fn prepared(&self, client: &Client) -> Result<Vec<(String, u64)>, SinkError> {
+        let rows = client
+            .query(
+                "SELECT gid FROM pg_prepared_xacts
+                 WHERE database = current_database() AND starts_with(gid, $1)",
+                &[&self.prefix],
+            )
+            .await
+            .map_err(SinkError::statement("listing prepared parts"))?;
+        Ok(rows
+            .iter()
+            .filter_map(|row| {
+                let gid: String = row.get(0);
+                let epoch = self.epoch_of(&gid)?;
+                Some((gid, epoch))
+            })
+            .collect())
+    }
+
+    /// Commits every prepared part the commit log lists (decided, maybe not yet committed
+    /// when a coordinator stopped) and clears the log. Returns how many it committed.
+    async fn finish_decided(&self, client: &Client) -> Result<usize, SinkError> {
+        let decided: HashSet<String> = client
+            .query("SELECT gid FROM clickflow_commit_log", &[])
+            .await
+            .map_err(SinkError::statement("reading the commit log"))?
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        if decided.is_empty() {
+            return Ok(0);
+        }
+        let mut committed = 0;
+        for (gid, _) in self.prepared(client).await? {
+            if decided.contains(&gid) {
+                client
+                    .batch_execute(&format!("COMMIT PREPARED '{gid}'"))
+                    .await
+                    .map_err(SinkError::statement("COMMIT PREPARED"))?;
+                committed += 1;
+            }
+        }
+        let decided: Vec<String> = decided.into_iter().collect();
+        client
+            .execute(
+                "DELETE FROM clickflow_commit_log WHERE gid = ANY($1)",
+                &[&decided],
+            )
+            .await
+            .map_err(SinkError::statement("clearing the commit log"))?;
+        Ok(committed)
+    }
+}
+
+/// What [`recover`] found after the previous run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Recovered {
+    /// Prepared parts the previous coordinator had decided to commit, committed now.
+    pub committed: usize,
+    /// Prepared parts of epochs whose offsets were never committed, rolled back.
+    pub rolled_back: usize,
+}
+
+/// Settles what a previous run of this pipeline left prepared: commits the parts its
+/// coordinator had decided to commit, rolls back every other, and forgets its writers. Run
+/// at start by the process that coordinates, before any writer of the new run exists (the
+/// other processes cannot write before the cluster has formed, which needs this one).
+pub async fn recover(url: &DatabaseUrl) -> Result<Recovered, SinkError> {
+    let client = connect(url).await?;
+    let names = PartNames::load(&client, url.schema()).await?;
+    let committed = names.finish_decided(&client).await?;
+    let mut rolled_back = 0;
+    for (gid, _) in names.prepared(&client).await? {
+        client
+            .batch_execute(&format!("ROLLBACK PREPARED '{gid}'"))
+            .await
+            .map_err(SinkError::statement("ROLLBACK PREPARED"))?;
+        rolled_back += 1;
+    }
+    client
+        .batch_execute("DELETE FROM clickflow_writers")
+        .await
+        .map_err(SinkError::statement(
+            "forgetting the previous run's writers",
+        ))?;
+    let recovered = Recovered {
+        committed,
+        rolled_back,
+    };
+    if recovered != Recovered::default() {
+        tracing::info!(
+            committed,
+            rolled_back,
+            "settled the parts a previous run left prepared"
+        );
+    }
+    Ok(recovered)
+}
+
+/// How many prepared transactions the server allows (`max_prepared_transactions`).
+pub async fn prepared_transactions_allowed(url: &DatabaseUrl) -> Result<i64, SinkError> {
+    let client = connect(url).await?;
+    let row = client
+        .query_one(
+            "SELECT setting::bigint FROM pg_settings WHERE name = 'max_prepared_transactions'",
+            &[],
+        )
+        .await
+        .map_err(SinkError::statement("reading max_prepared_transactions"))?;
+    Ok(row.get(0))
+}
