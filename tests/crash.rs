@@ -108,3 +108,157 @@ fn killing_and_restarting_a_run_changes_nothing_in_the_result() {
         "dead_letters: same set, no duplicates"
     );
 }
+
+/// The sink that writes from every worker, across processes: a cluster of two processes of
+/// two workers (four writers, each preparing its part of every epoch; the coordinator on
+/// process 0) is SIGKILLed three times, one process at a random moment and the other a
+/// random moment later (its writers may be mid-part), then runs to the end. The tables
+/// equal an uninterrupted single-worker run's, with no duplicate dead letters and nothing
+/// left prepared.
+#[test]
+fn killing_a_two_process_cluster_at_random_moments_changes_nothing_in_the_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("events.jsonl");
+    produce_file(&input, 600_000, 78);
+    let input = input.to_str().unwrap();
+    let reference = TestDatabase::create("cluster_reference");
+    let started = Instant::now();
+    run_ok(&[
+        "run",
+        "--input",
+        input,
+        "--database-url",
+        &reference.url,
+        "--workers",
+        "1",
+        "--sink-writers",
+        "one",
+    ]);
+    let uninterrupted = started.elapsed();
+
+    let crashed = TestDatabase::create("cluster_killed");
+    let hostfile = dir.path().join("hosts");
+    let cluster = |index: usize| {
+        spawn(&[
+            "run",
+            "--input",
+            input,
+            "--database-url",
+            &crashed.url,
+            "--workers",
+            "2",
+            "--processes",
+            "2",
+            "--process",
+            &index.to_string(),
+            "--hostfile",
+            hostfile.to_str().unwrap(),
+            "--epoch-ms",
+            "50",
+            "--catch-up-epoch-ms",
+            "50",
+            "--sink-writers",
+            "per-worker",
+        ])
+    };
+    let new_hosts = || {
+        let ports = format!(
+            "127.0.0.1:{}\n127.0.0.1:{}\n",
+            clickflow_testkit::free_port(),
+            clickflow_testkit::free_port()
+        );
+        std::fs::write(&hostfile, ports).unwrap();
+    };
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(20261202);
+    let committed = || -> i64 {
+        crashed
+            .try_query("SELECT coalesce(sum(next_offset), 0) FROM clickflow_offsets")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0)
+    };
+    let mut kills = 0;
+    for _ in 0..3 {
+        new_hosts();
+        let before = committed();
+        let mut processes = [cluster(0), cluster(1)];
+        // Kill only once this run has committed something of its own (a cluster takes a
+        // moment to form), then at a random moment within the next part of the input.
+        wait_until(
+            Duration::from_secs(60),
+            "the cluster commits an epoch",
+            || {
+                committed() > before
+                    || processes
+                        .iter_mut()
+                        .any(|p| p.try_wait().unwrap().is_some())
+            },
+        );
+        std::thread::sleep(uninterrupted.mul_f64(rng.gen_range(0.0..0.3)));
+        if processes
+            .iter_mut()
+            .any(|p| p.try_wait().unwrap().is_some())
+        {
+            break;
+        }
+        let first = rng.gen_range(0..2);
+        for (order, index) in [first, 1 - first].into_iter().enumerate() {
+            if order == 1 {
+                std::thread::sleep(Duration::from_millis(rng.gen_range(0..200)));
+            }
+            let _ = processes[index].kill();
+            let _ = processes[index].wait();
+        }
+        kills += 1;
+        let left = crashed.query(
+            "SELECT (SELECT count(*) FROM clickflow_commit_log) || ' decided, '
+                 || (SELECT count(*) FROM pg_prepared_xacts WHERE database = current_database())
+                 || ' prepared'",
+        );
+        eprintln!("killed at offset sum {}: {left} parts left", committed());
+    }
+    assert!(
+        kills >= 2,
+        "the test must actually kill the cluster mid-run"
+    );
+    new_hosts();
+    let mut processes = [cluster(0), cluster(1)];
+    let deadline = Instant::now() + Duration::from_secs(300);
+    for (index, process) in processes.iter_mut().enumerate() {
+        let status = loop {
+            if let Some(status) = process.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the final cluster run did not end within 5 minutes"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert!(status.success(), "cluster process {index} failed: {status}");
+    }
+
+    let (expected, actual) = (read_tables(&reference.url), read_tables(&crashed.url));
+    assert_eq!(actual.trends, expected.trends, "event_trends");
+    assert_eq!(actual.funnel, expected.funnel, "funnel_summary");
+    assert_eq!(actual.sessions, expected.sessions, "session_features");
+    let letters = |tables: &clickflow_dataflow::Tables| {
+        let mut all: Vec<_> = tables
+            .dead_letters
+            .iter()
+            .map(|d| (d.partition.clone(), d.offset, d.rejection.clone()))
+            .collect();
+        all.sort();
+        all
+    };
+    assert_eq!(letters(&actual), letters(&expected), "dead letters");
+    assert_eq!(
+        crashed.query(
+            "SELECT count(*) || ' ' || (SELECT count(*) FROM pg_prepared_xacts
+                                          WHERE database = current_database())
+             FROM clickflow_writers WHERE prepared_through = 9223372036854775807"
+        ),
+        "4 0",
+        "four writers through the end, nothing left prepared"
+    );
+}

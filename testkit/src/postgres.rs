@@ -77,6 +77,14 @@ impl TestDatabase {
 
 impl Drop for TestDatabase {
     fn drop(&mut self) {
+        // Parts a killed run left prepared block the drop (and hold a server-wide slot).
+        if let Ok(gids) =
+            self.try_query("SELECT gid FROM pg_prepared_xacts WHERE database = current_database()")
+        {
+            for gid in gids.lines().filter(|g| !g.is_empty()) {
+                let _ = self.try_query(&format!("ROLLBACK PREPARED '{}'", gid.replace('\'', "''")));
+            }
+        }
         let _ = Command::new("psql")
             .args([
                 &format!("{}/postgres", server_url()),

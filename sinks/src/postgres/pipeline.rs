@@ -84,6 +84,8 @@ pub fn run_into_postgres(
             prepare(url).await?;
             if writes {
                 two_phase::recover(url).await?;
+            } else {
+                two_phase::await_recovery(url).await?;
             }
             let per_worker = writers_per_worker(url, choice, workers).await?;
             let input = claim_input(url, input).await?;

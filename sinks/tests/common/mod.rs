@@ -12,7 +12,7 @@ use clickflow_dataflow::training::history_examples;
 use clickflow_dataflow::{DataflowConfig, EpochConfig, LiveModel, Tables};
 use clickflow_model::{ChurnModel, TrainOptions, TrainParams};
 use clickflow_sinks::postgres::{
-    run_into_postgres, DatabaseUrl, PipelineError, PipelineSpec, SinkConfig,
+    run_into_postgres, DatabaseUrl, PipelineError, PipelineSpec, SinkConfig, SinkWriters,
 };
 use clickflow_sources::file::FileSplits;
 use clickflow_sources::shop::{Shop, ShopConfig};
@@ -83,7 +83,19 @@ pub fn run_file_at(
     url: &DatabaseUrl,
     config: RunConfig,
 ) -> Result<RunStats, PipelineError> {
+    run_file_with(splits, workers, url, config, SinkWriters::Auto)
+}
+
+/// [`run_file_at`] with the sink's `writers` chosen.
+pub fn run_file_with(
+    splits: &FileSplits,
+    workers: usize,
+    url: &DatabaseUrl,
+    config: RunConfig,
+    writers: SinkWriters,
+) -> Result<RunStats, PipelineError> {
     let mut sink = SinkConfig::new(url.clone());
+    sink.writers = writers;
     sink.checkpoint_interval = Duration::from_millis(20);
     let spec = PipelineSpec {
         timely: timely::Config::process(workers),

@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use clickflow_sinks::postgres::DatabaseUrl;
+use clickflow_sinks::postgres::{two_phase, DatabaseUrl};
 use tokio_postgres::config::Host;
 
 /// The demo's own database on the server.
@@ -145,6 +145,14 @@ pub fn fresh_database(server: &DatabaseUrl, name: &str) -> anyhow::Result<Databa
             .await
             .with_context(|| format!("connecting to {server}"))?;
         tokio::spawn(connection);
+        let exists = client
+            .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
+            .await?
+            .is_some();
+        if exists {
+            // A run killed mid-epoch may have left parts prepared, which block the drop.
+            two_phase::discard_prepared(&server.with_database(name)).await?;
+        }
         client
             .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
             .await?;

@@ -194,6 +194,49 @@ pub async fn recover(url: &DatabaseUrl) -> Result<Recovered, SinkError> {
     Ok(recovered)
 }
 
+/// Waits until the coordinating process has settled what a previous run left decided
+/// ([`recover`]): a process that does not coordinate reads the tables at start (users'
+/// histories) and must see every committed epoch whole.
+pub async fn await_recovery(url: &DatabaseUrl) -> Result<(), SinkError> {
+    let client = connect(url).await?;
+    let mut told = false;
+    loop {
+        let row = client
+            .query_one("SELECT count(*) FROM clickflow_commit_log", &[])
+            .await
+            .map_err(SinkError::statement("reading the commit log"))?;
+        if row.get::<_, i64>(0) == 0 {
+            return Ok(());
+        }
+        if !told {
+            tracing::info!("waiting for process 0 to settle the previous run's prepared parts");
+            told = true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// Rolls back every transaction left prepared in the database of `url`, whoever prepared
+/// it: for a database about to be dropped (PostgreSQL refuses to drop one that has any).
+pub async fn discard_prepared(url: &DatabaseUrl) -> Result<usize, SinkError> {
+    let client = connect(url).await?;
+    let rows = client
+        .query(
+            "SELECT gid FROM pg_prepared_xacts WHERE database = current_database()",
+            &[],
+        )
+        .await
+        .map_err(SinkError::statement("listing prepared transactions"))?;
+    for row in &rows {
+        let gid: String = row.get(0);
+        client
+            .batch_execute(&format!("ROLLBACK PREPARED '{}'", gid.replace('\'', "''")))
+            .await
+            .map_err(SinkError::statement("ROLLBACK PREPARED"))?;
+    }
+    Ok(rows.len())
+}
+
 /// How many prepared transactions the server allows (`max_prepared_transactions`).
 pub async fn prepared_transactions_allowed(url: &DatabaseUrl) -> Result<i64, SinkError> {
     let client = connect(url).await?;

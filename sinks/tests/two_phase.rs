@@ -1,0 +1,134 @@
+//! The sink that writes from every worker: each worker's writer prepares its part of an
+//! epoch, the coordinator commits them with the offsets; what a crash leaves prepared is
+//! settled at the next start.
+
+mod common;
+
+use clickflow_dataflow::oracle::recompute_file;
+use clickflow_dataflow::runtime::run::RunConfig;
+use clickflow_dataflow::DataflowConfig;
+use clickflow_sinks::postgres::two_phase::{recover, Recovered};
+use clickflow_sinks::postgres::{prepare, DatabaseUrl, SinkWriters};
+use clickflow_sources::file::FileSplits;
+use clickflow_testkit::TestDatabase;
+use common::*;
+
+fn block_on<T>(future: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(future)
+}
+
+/// Four writers and one writer write the same tables, equal to the oracle; the four
+/// writers are all through the end, and nothing is left prepared or decided.
+#[test]
+fn four_writers_and_one_writer_commit_the_same_exact_tables() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.jsonl");
+    shop_file(&path, 23, 8_000);
+    let splits = FileSplits::plan(&path, 8).unwrap();
+    let oracle = recompute_file(&splits, &DataflowConfig::default()).unwrap();
+    let config = || RunConfig {
+        epochs: short_epochs(),
+        ..RunConfig::default()
+    };
+    let mut results = Vec::new();
+    for (writers, workers) in [(SinkWriters::PerWorker, 4), (SinkWriters::One, 4)] {
+        let db = TestDatabase::create("writers");
+        let url = DatabaseUrl::parse(&db.url).unwrap();
+        run_file_with(&splits, workers, &url, config(), writers).unwrap();
+        let tables = read_tables(&db.url);
+        let differences = oracle.differences(&tables);
+        assert!(
+            differences.is_empty(),
+            "{writers:?}: {}",
+            differences.join("\n")
+        );
+        let writer_rows = db.query(
+            "SELECT count(*) || ' ' || count(*) FILTER (WHERE prepared_through = 9223372036854775807)
+             FROM clickflow_writers",
+        );
+        let expected = match writers {
+            SinkWriters::PerWorker => "4 4",
+            _ => "0 0",
+        };
+        assert_eq!(
+            writer_rows, expected,
+            "{writers:?}: writers through the end"
+        );
+        assert_eq!(
+            db.query(
+                "SELECT (SELECT count(*) FROM pg_prepared_xacts WHERE database = current_database())
+                      + (SELECT count(*) FROM clickflow_commit_log)"
+            ),
+            "0",
+            "{writers:?}: nothing left prepared or decided"
+        );
+        results.push(tables);
+    }
+    assert_eq!(results[0].trends, results[1].trends);
+    assert_eq!(results[0].sessions, results[1].sessions);
+}
+
+/// What a crash leaves: a part the coordinator had decided to commit (listed in the log) is
+/// committed at the next start, a part it had not decided is rolled back.
+#[test]
+fn a_start_commits_the_decided_parts_and_rolls_back_the_others() {
+    let db = TestDatabase::create("recover");
+    let url = DatabaseUrl::parse(&db.url).unwrap();
+    block_on(prepare(&url)).unwrap();
+    let oid = db.query("SELECT oid FROM pg_database WHERE datname = current_database()");
+    let part = |writer: u32, epoch: u32, count: u32| {
+        let gid = format!("clickflow:{oid}:public:{writer}:{epoch}");
+        db.query(&format!(
+            "BEGIN;
+             INSERT INTO event_trends (window_start, window_end, event_type, count, revenue, batch_time)
+             VALUES (timestamptz 'epoch' + interval '{epoch} minutes',
+                     timestamptz 'epoch' + interval '{} minutes', 'click', {count}, 0, now());
+             PREPARE TRANSACTION '{gid}';",
+            epoch + 1
+        ));
+        gid
+    };
+    let decided = part(0, 7, 70);
+    let undecided = part(1, 8, 80);
+    db.query(&format!(
+        "INSERT INTO clickflow_commit_log (gid) VALUES ('{decided}')"
+    ));
+    db.query("INSERT INTO clickflow_writers (writer, writers, prepared_through) VALUES (0, 2, 7)");
+    // Another database's prepared transaction with the same schema is not this pipeline's.
+    let other = TestDatabase::create("recover_other");
+    other.query(&format!(
+        "BEGIN; CREATE TABLE t (x int); PREPARE TRANSACTION 'clickflow:{}:public:0:9';",
+        other.query("SELECT oid FROM pg_database WHERE datname = current_database()")
+    ));
+
+    let recovered = block_on(recover(&url)).unwrap();
+    assert_eq!(
+        recovered,
+        Recovered {
+            committed: 1,
+            rolled_back: 1
+        }
+    );
+    assert_eq!(
+        db.query("SELECT string_agg(count::text, ',') FROM event_trends"),
+        "70",
+        "the decided part is committed, the other rolled back"
+    );
+    assert_eq!(
+        db.query(
+            "SELECT (SELECT count(*) FROM pg_prepared_xacts WHERE database = current_database())
+                  + (SELECT count(*) FROM clickflow_commit_log)
+                  + (SELECT count(*) FROM clickflow_writers)"
+        ),
+        "0"
+    );
+    assert_eq!(
+        other.query("SELECT count(*) FROM pg_prepared_xacts WHERE database = current_database()"),
+        "1",
+        "another database's parts are left alone"
+    );
+}
