@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use clickflow_dataflow::runtime::output::Handoff;
-use clickflow_dataflow::runtime::run::{run, InputSpec, RunConfig};
+use clickflow_dataflow::runtime::run::{run, Delivery, InputSpec, RunConfig};
 use clickflow_dataflow::{DataflowConfig, Tables};
 use clickflow_sources::file::FileSplits;
 use clickflow_sources::shop::{Shop, ShopConfig};
@@ -60,7 +60,7 @@ fn refused_epochs_are_offered_again_in_order_and_none_is_lost() {
             epochs: stress_epochs(),
             ..RunConfig::default()
         },
-        Some(deliver),
+        Delivery::Gathered(deliver),
         Arc::new(AtomicBool::new(false)),
         Default::default(),
     )

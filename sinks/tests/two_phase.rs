@@ -93,7 +93,7 @@ fn a_start_commits_the_decided_parts_and_rolls_back_the_others() {
         gid
     };
     let decided = part(0, 7, 70);
-    let undecided = part(1, 8, 80);
+    part(1, 8, 80);
     db.query(&format!(
         "INSERT INTO clickflow_commit_log (gid) VALUES ('{decided}')"
     ));

@@ -149,8 +149,14 @@ pub fn run_into_postgres(
         };
         let stats = run(timely_config, input, config, delivery, stop, metrics);
         let handles = std::mem::take(&mut *handles.lock().unwrap_or_else(|e| e.into_inner()));
-        let written: Result<(), SinkError> =
-            handles.into_iter().map(WriterHandle::finish).collect();
+        // Every writer is waited for; the first failure is the one reported.
+        let mut written: Result<(), SinkError> = Ok(());
+        for handle in handles {
+            let finished = handle.finish();
+            if written.is_ok() {
+                written = finished;
+            }
+        }
         if let Some(coordinator) = coordinator {
             if stats.is_err() || written.is_err() {
                 abandon.store(true, Ordering::Relaxed);
