@@ -130,18 +130,20 @@ impl PartWriter<'_> {
                 through = through.max(Some(part.epoch));
                 continue;
             }
-            // The coordinator must hear of the epochs before this part first: preparing it
-            // may wait for the locks of the previous part, which only their commit frees.
+            // The coordinator must hear of the epochs before this part first: it commits
+            // the previous part only once every writer is through them.
             self.post(&mut link, through, &mut posted).await?;
             self.wait_for_room(&mut link).await?;
+            let mut attempts = 0;
             let rows = link
                 .run("preparing a part", nothing, async |writer, names| {
-                    self.prepare(writer, names, &part).await
+                    attempts += 1;
+                    self.prepare(writer, names, &part, attempts > 1).await
                 })
                 .await?;
             self.metrics.rows.fetch_add(rows as u64, Ordering::Relaxed);
             through = Some(part.epoch);
-            self.post(&mut link, through, &mut posted).await?;
+            posted = through;
         }
     }
 
@@ -214,23 +216,36 @@ impl PartWriter<'_> {
         }
     }
 
-    /// Writes `part` and prepares it. Run again after a lost connection, it first looks
-    /// whether the part was prepared before the loss.
+    /// Writes `part`, prepares it and says the writer is through its epoch, in one round
+    /// trip after the rows. `retry`: an earlier attempt lost its connection, perhaps after
+    /// the part was prepared, so look first.
     async fn prepare(
         &self,
         writer: &mut Writer,
         names: &PartNames,
         part: &EpochOutput,
+        retry: bool,
     ) -> Result<usize, SinkError> {
         let gid = names.part(self.writer, part.epoch);
-        let prepared = names.prepared(writer.client()).await?;
-        if prepared.iter().any(|(name, _)| *name == gid) {
-            return Ok(part.row_changes());
+        let epoch = i64::try_from(part.epoch).unwrap_or(DONE - 1);
+        if retry {
+            let prepared = names.prepared(writer.client()).await?;
+            if prepared.iter().any(|(name, _)| *name == gid) {
+                self.record_through(writer, epoch).await?;
+                return Ok(part.row_changes());
+            }
         }
         writer.begin().await?;
         let written = writer.apply(part).await?;
+        // PREPARE ends the transaction block; the UPDATE then commits on its own.
         writer
-            .finish(&format!("PREPARE TRANSACTION '{gid}'"))
+            .finish(&format!(
+                "PREPARE TRANSACTION '{gid}';
+                 UPDATE clickflow_writers SET prepared_through = greatest(prepared_through, {epoch}),
+                     updated_at = now()
+                 WHERE writer = {}",
+                self.writer
+            ))
             .await?;
         Ok(written.rows)
     }
