@@ -86,6 +86,7 @@ fn sink(c: &mut Criterion) {
                                     metrics,
                                     None,
                                     stopped.clone(),
+                                    stopped.clone(),
                                 )
                             })
                             .unzip();
@@ -101,10 +102,10 @@ fn sink(c: &mut Criterion) {
                             }
                         }
                         drop(delivers);
+                        coordinator.finish().unwrap();
                         for handle in handles {
                             handle.finish().unwrap();
                         }
-                        coordinator.finish().unwrap();
                         total += started.elapsed();
                     }
                     total

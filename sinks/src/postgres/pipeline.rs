@@ -126,7 +126,7 @@ pub fn run_into_postgres(
             .map_or_else(Default::default, |c| c.metrics.clone());
         let handles: Arc<Mutex<Vec<WriterHandle>>> = Arc::default();
         let spawned = handles.clone();
-        let stopped = stop.clone();
+        let (stopped, failed) = (stop.clone(), abandon.clone());
         let writers: WriterFactory = Arc::new(move |worker, workers| {
             let (deliver, handle) = spawn_writer(
                 sink.clone(),
@@ -135,6 +135,7 @@ pub fn run_into_postgres(
                 writer_metrics.clone(),
                 observe.clone(),
                 stopped.clone(),
+                failed.clone(),
             );
             if let Ok(mut handles) = spawned.lock() {
                 handles.push(handle);
@@ -148,20 +149,23 @@ pub fn run_into_postgres(
             writers,
         };
         let stats = run(timely_config, input, config, delivery, stop, metrics);
+        if stats.is_err() {
+            abandon.store(true, Ordering::Relaxed);
+        }
+        // The coordinator first: the writers' last round waits for its last cut, which it
+        // sets once its input is closed.
+        let coordinated = coordinator.map_or(Ok(()), SinkHandle::finish);
+        if coordinated.is_err() {
+            abandon.store(true, Ordering::Relaxed);
+        }
         let handles = std::mem::take(&mut *handles.lock().unwrap_or_else(|e| e.into_inner()));
         // Every writer is waited for; the first failure is the one reported.
-        let mut written: Result<(), SinkError> = Ok(());
+        let mut written: Result<(), SinkError> = coordinated;
         for handle in handles {
             let finished = handle.finish();
             if written.is_ok() {
                 written = finished;
             }
-        }
-        if let Some(coordinator) = coordinator {
-            if stats.is_err() || written.is_err() {
-                abandon.store(true, Ordering::Relaxed);
-            }
-            coordinator.finish()?;
         }
         written?;
         return Ok(stats?);

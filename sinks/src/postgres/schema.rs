@@ -193,9 +193,16 @@ ALTER TABLE clickflow_offsets ADD COLUMN retain_from bigint;
         7,
         "a sink that writes from every worker: writers' progress and the coordinator's decisions",
         r#"
--- Each writer (one per timely worker, by its global index) records here, after each part it
+-- The sink commits in rounds: the coordinator sets the cut (an epoch), every writer folds its
+-- rows of the epochs up to it into one part, prepares it and records that it is through the
+-- cut; then the coordinator commits the round and sets the next cut.
+CREATE TABLE IF NOT EXISTS clickflow_cut (
+    id  integer PRIMARY KEY CHECK (id = 1),
+    cut bigint  NOT NULL
+);
+-- Each writer (one per timely worker, by its global index) records here, with each part it
 -- prepares, that every epoch up to prepared_through is prepared or changed nothing of its
--- keys; the coordinator commits an epoch once every writer of the run is through it.
+-- keys.
 CREATE TABLE IF NOT EXISTS clickflow_writers (
     writer           integer     PRIMARY KEY,
     writers          integer     NOT NULL,

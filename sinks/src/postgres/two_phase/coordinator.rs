@@ -65,6 +65,8 @@ struct Coordinator {
 struct Standing {
     /// Every writer is through this epoch (`None`: not every writer has registered).
     writers_through: Option<i64>,
+    /// The cut of the round under way (`None`: none set yet).
+    cut: Option<i64>,
     /// The prepared parts, with their epochs.
     prepared: Vec<(String, u64)>,
 }
@@ -91,14 +93,15 @@ impl Coordinator {
                     }
                 }
             }
-            // Announced as `Epoch::MAX` once the pipeline has delivered everything.
-            let own_through = match self.own_through {
-                Some(epoch) => i64::try_from(epoch).unwrap_or(DONE - 1),
-                None if self.open => {
-                    self.wait(&mut epochs, None).await;
-                    continue;
-                }
-                None => return Ok(()),
+            if !self.open && self.abandon.load(Ordering::Relaxed) {
+                // The pipeline failed: what is prepared is rolled back at the next start.
+                return Ok(());
+            }
+            // Every gathered part up to here has arrived (`Epoch::MAX` once all have).
+            let Some(own_through) = self.own_through.map(|e| i64::try_from(e).unwrap_or(DONE))
+            else {
+                self.wait(&mut epochs, None).await;
+                continue;
             };
             let standing = link
                 .run(
@@ -107,35 +110,59 @@ impl Coordinator {
                     async |writer, names| standing(writer, names).await,
                 )
                 .await?;
-            let target = standing.writers_through.map(|w| w.min(own_through));
+            let round_done = match (standing.cut, standing.writers_through) {
+                (Some(cut), Some(through)) => through >= cut,
+                _ => false,
+            };
+            let Some(cut) = standing.cut.filter(|_| round_done) else {
+                if standing.cut.is_none() {
+                    link.run(
+                        "setting the first cut",
+                        finish_decided,
+                        async |writer, _| set_cut(writer, own_through).await,
+                    )
+                    .await?;
+                } else {
+                    self.wait(&mut epochs, Some(POLL)).await;
+                }
+                continue;
+            };
+            // Every writer has prepared its part of the round: commit it.
             let parts: Vec<String> = standing
                 .prepared
                 .iter()
-                .filter(|(_, epoch)| target.is_some_and(|t| (*epoch as i128) <= t as i128))
+                .filter(|(_, epoch)| (*epoch as i128) <= cut as i128)
                 .map(|(gid, _)| gid.clone())
                 .collect();
-            let fold = target.and_then(|t| self.fold_through(t));
+            let fold = self.fold_through(cut);
+            let next = (own_through > cut).then_some(own_through);
             if fold.is_none() && parts.is_empty() {
-                // Closed, and nothing more will come: the writers are done, or the pipeline
-                // failed and gave up on them (a part left prepared is rolled back at the
-                // next start, with the epoch's offsets uncommitted).
-                let abandoned = self.abandon.load(Ordering::Relaxed);
-                if !self.open && (standing.writers_through == Some(DONE) || abandoned) {
-                    return Ok(());
+                match next {
+                    Some(next) => {
+                        link.run("setting the cut", finish_decided, async |writer, _| {
+                            set_cut(writer, next).await
+                        })
+                        .await?
+                    }
+                    None if !self.open && cut == DONE => return Ok(()),
+                    None => self.wait(&mut epochs, Some(POLL)).await,
                 }
-                self.wait(&mut epochs, Some(POLL)).await;
                 continue;
             }
             let checkpoint =
                 last_checkpoint.is_none_or(|at| at.elapsed() >= config.checkpoint_interval);
             let started = Instant::now();
+            let round = Round {
+                fold: fold.as_ref(),
+                parts: &parts,
+                checkpoint,
+                next_cut: next,
+            };
             let written = link
                 .run(
-                    "committing an epoch",
+                    "committing a round",
                     finish_decided,
-                    async |writer, names| {
-                        commit(writer, names, fold.as_ref(), &parts, checkpoint).await
-                    },
+                    async |writer, names| round.commit(writer, names).await,
                 )
                 .await?;
             if checkpoint && fold.is_some() {
@@ -237,54 +264,80 @@ impl Coordinator {
     }
 }
 
-/// Where the writers stand, and what is prepared, in one round trip.
+/// Where the writers stand, the cut, and what is prepared, in one round trip.
 async fn standing(writer: &mut Writer, names: &PartNames) -> Result<Standing, SinkError> {
     let row = writer
         .client()
         .query_one(
-            "SELECT CASE WHEN count(*) > 0 AND count(*) = max(writers)
-                    THEN min(prepared_through) END
-             FROM clickflow_writers",
+            "SELECT (SELECT CASE WHEN count(*) > 0 AND count(*) = max(writers)
+                            THEN min(prepared_through) END
+                     FROM clickflow_writers),
+                    (SELECT cut FROM clickflow_cut)",
             &[],
         )
         .await
         .map_err(SinkError::statement("reading the writers' progress"))?;
     Ok(Standing {
         writers_through: row.get(0),
+        cut: row.get(1),
         prepared: names.prepared(writer.client()).await?,
     })
 }
 
-/// The decision and its execution: the gathered part and the list of `parts` in one
-/// transaction, then every listed part committed.
-async fn commit(
-    writer: &mut Writer,
-    names: &PartNames,
-    fold: Option<&EpochOutput>,
-    parts: &[String],
-    checkpoint: bool,
-) -> Result<Written, SinkError> {
-    writer.begin().await?;
-    let written = match fold {
-        Some(fold) => {
-            let written = writer.apply(fold).await?;
-            writer.record_progress(fold, checkpoint).await?;
-            written
-        }
-        None => Written::default(),
-    };
+/// Sets the cut the writers fold their next parts up to.
+async fn set_cut(writer: &mut Writer, cut: i64) -> Result<(), SinkError> {
     writer
         .client()
         .execute(
-            "INSERT INTO clickflow_commit_log (gid) SELECT unnest($1::text[])
-             ON CONFLICT (gid) DO NOTHING",
-            &[&parts],
+            "INSERT INTO clickflow_cut (id, cut) VALUES (1, $1)
+             ON CONFLICT (id) DO UPDATE SET cut = greatest(clickflow_cut.cut, EXCLUDED.cut)",
+            &[&cut],
         )
         .await
-        .map_err(SinkError::statement("recording the decision"))?;
-    writer.finish("COMMIT").await?;
-    names.finish_decided(writer.client()).await?;
-    Ok(written)
+        .map_err(SinkError::statement("setting the cut"))?;
+    Ok(())
+}
+
+/// One round's commit.
+struct Round<'a> {
+    /// The gathered parts of the round's epochs, folded.
+    fold: Option<&'a EpochOutput>,
+    /// The writers' prepared parts of the round.
+    parts: &'a [String],
+    checkpoint: bool,
+    /// The cut of the next round, if there is news.
+    next_cut: Option<i64>,
+}
+
+impl Round<'_> {
+    /// The decision and its execution: the gathered part, the list of the writers' parts and
+    /// the next cut in one transaction, then every listed part committed.
+    async fn commit(&self, writer: &mut Writer, names: &PartNames) -> Result<Written, SinkError> {
+        writer.begin().await?;
+        let written = match self.fold {
+            Some(fold) => {
+                let written = writer.apply(fold).await?;
+                writer.record_progress(fold, self.checkpoint).await?;
+                written
+            }
+            None => Written::default(),
+        };
+        writer
+            .client()
+            .execute(
+                "INSERT INTO clickflow_commit_log (gid) SELECT unnest($1::text[])
+                 ON CONFLICT (gid) DO NOTHING",
+                &[&self.parts],
+            )
+            .await
+            .map_err(SinkError::statement("recording the decision"))?;
+        if let Some(next) = self.next_cut {
+            set_cut(writer, next).await?;
+        }
+        writer.finish("COMMIT").await?;
+        names.finish_decided(writer.client()).await?;
+        Ok(written)
+    }
 }
 
 /// On a new connection: finish what a lost one had decided.

@@ -175,7 +175,7 @@ pub async fn recover(url: &DatabaseUrl) -> Result<Recovered, SinkError> {
         rolled_back += 1;
     }
     client
-        .batch_execute("DELETE FROM clickflow_writers")
+        .batch_execute("DELETE FROM clickflow_writers; DELETE FROM clickflow_cut")
         .await
         .map_err(SinkError::statement(
             "forgetting the previous run's writers",

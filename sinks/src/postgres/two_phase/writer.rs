@@ -1,6 +1,7 @@
 //! One worker's writer: prepares the worker's rows of each epoch as a part of the epoch's
 //! transaction, and says how far it is through.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -15,13 +16,13 @@ use super::super::sink::SinkMetrics;
 use super::super::write::Writer;
 use super::super::{Observer, SinkConfig, SinkError};
 use super::link::Link;
-use super::{PartNames, DONE, MAX_OUTSTANDING};
+use super::{PartNames, DONE};
 
 /// An observer shared by the threads that see parts of the epochs (the writers of this
 /// process and the coordinator): each calls it with its own part.
 pub type SharedObserver = Arc<Mutex<Observer>>;
 
-/// How long a writer waits before looking again whether its oldest part was committed.
+/// How long a writer waits before looking again whether the coordinator has set a new cut.
 const POLL: Duration = Duration::from_millis(2);
 
 /// A running writer, to wait for.
@@ -40,7 +41,9 @@ impl WriterHandle {
 /// Starts the writer of worker `writer` (of `writers` in the whole cluster) on its own thread
 /// with its own connection. Returns what the worker offers its closed epochs to (it never
 /// blocks: a full queue is [`Handoff::Full`]; once the writer has failed, `stopped` is set,
-/// which stops the pipeline) and the handle to wait for it.
+/// which stops the pipeline, and `abandon`, which tells the coordinator) and the handle to
+/// wait for it. Once its worker is gone and `abandon` is set, it stops waiting for the
+/// coordinator.
 pub fn spawn_writer(
     config: SinkConfig,
     writer: usize,
@@ -48,6 +51,7 @@ pub fn spawn_writer(
     metrics: Arc<SinkMetrics>,
     observe: Option<SharedObserver>,
     stopped: Arc<AtomicBool>,
+    abandon: Arc<AtomicBool>,
 ) -> (EpochSink, WriterHandle) {
     let (sender, parts) = mpsc::channel(config.queue_epochs.max(1));
     let thread = std::thread::Builder::new()
@@ -62,9 +66,11 @@ pub fn spawn_writer(
                 writers,
                 metrics: &metrics,
                 observe,
+                abandon: abandon.clone(),
             };
             let result = runtime.block_on(part_writer.write_all(&config, parts));
             if result.is_err() {
+                abandon.store(true, Ordering::Relaxed);
                 stopped.store(true, Ordering::Relaxed);
             }
             result
@@ -84,13 +90,14 @@ struct PartWriter<'a> {
     writers: usize,
     metrics: &'a SinkMetrics,
     observe: Option<SharedObserver>,
+    abandon: Arc<AtomicBool>,
 }
 
 impl PartWriter<'_> {
     async fn write_all(
         &self,
         config: &SinkConfig,
-        mut parts: mpsc::Receiver<EpochOutput>,
+        parts: mpsc::Receiver<EpochOutput>,
     ) -> Result<(), SinkError> {
         let mut link = Link::new(
             config,
@@ -102,48 +109,67 @@ impl PartWriter<'_> {
             self.register(writer).await
         })
         .await?;
-        // Every epoch up to `through` is prepared or changed nothing here; `posted` is what
-        // the coordinator has been told.
-        let (mut through, mut posted): (Option<Epoch>, Option<Epoch>) = (None, None);
+        let mut inbox = Inbox::new(parts, self.observe.clone());
+        // The epoch this writer last said it is through, and the part it last prepared.
+        let mut through: i64 = -1;
+        let mut last_part: Option<String> = None;
         loop {
-            let part = match parts.try_recv() {
-                Ok(part) => Some(part),
-                Err(mpsc::error::TryRecvError::Empty) => {
-                    self.post(&mut link, through, &mut posted).await?;
-                    parts.recv().await
-                }
-                Err(mpsc::error::TryRecvError::Disconnected) => None,
-            };
-            let Some(part) = part else {
-                link.run("finishing", nothing, async |writer, _| {
-                    self.record_through(writer, DONE).await
-                })
-                .await?;
+            let Some(cut) = self
+                .next_cut(&mut link, &mut inbox, through, last_part.as_deref())
+                .await?
+            else {
+                // The pipeline failed and the coordinator gave up: leave what is prepared
+                // to the next start.
                 return Ok(());
             };
-            if let (Some(observe), false) = (&self.observe, part.replay) {
-                if let Ok(mut observe) = observe.lock() {
-                    observe(&part);
-                }
-            }
-            if part.replay || part.row_changes() == 0 {
-                through = through.max(Some(part.epoch));
-                continue;
-            }
-            // The coordinator must hear of the epochs before this part first: it commits
-            // the previous part only once every writer is through them.
-            self.post(&mut link, through, &mut posted).await?;
-            self.wait_for_room(&mut link).await?;
+            inbox.receive_through(cut).await;
+            let fold = inbox.fold_through(cut);
             let mut attempts = 0;
-            let rows = link
+            last_part = link
                 .run("preparing a part", nothing, async |writer, names| {
                     attempts += 1;
-                    self.prepare(writer, names, &part, attempts > 1).await
+                    self.prepare(writer, names, fold.as_ref(), cut, attempts > 1)
+                        .await
                 })
                 .await?;
-            self.metrics.rows.fetch_add(rows as u64, Ordering::Relaxed);
-            through = Some(part.epoch);
-            posted = through;
+
+            through = cut;
+            if cut == DONE {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Waits until the coordinator has committed this writer's last part and set a cut
+    /// beyond `through`, taking in parts meanwhile (up to a bound: beyond it the worker's
+    /// queue fills and the pipeline waits). `None`: the pipeline failed.
+    async fn next_cut(
+        &self,
+        link: &mut Link<'_>,
+        inbox: &mut Inbox,
+        through: i64,
+        last_part: Option<&str>,
+    ) -> Result<Option<i64>, SinkError> {
+        loop {
+            let (cut, pending) = link
+                .run("waiting for the cut", nothing, async |writer, _| {
+                    let row = writer
+                        .client()
+                        .query_one(
+                            "SELECT (SELECT cut FROM clickflow_cut),
+                                    EXISTS (SELECT 1 FROM pg_prepared_xacts WHERE gid = $1)",
+                            &[&last_part.unwrap_or("")],
+                        )
+                        .await
+                        .map_err(SinkError::statement("reading the cut"))?;
+                    Ok((row.get::<_, Option<i64>>(0), row.get::<_, bool>(1)))
+                })
+                .await?;
+            match cut {
+                Some(cut) if cut > through && !pending => return Ok(Some(cut)),
+                _ if inbox.closed && self.abandon.load(Ordering::Relaxed) => return Ok(None),
+                _ => inbox.take_for(POLL).await,
+            }
         }
     }
 
@@ -162,92 +188,136 @@ impl PartWriter<'_> {
         Ok(())
     }
 
-    /// Tells the coordinator that everything up to `through` is prepared, if it is news.
-    async fn post(
-        &self,
-        link: &mut Link<'_>,
-        through: Option<Epoch>,
-        posted: &mut Option<Epoch>,
-    ) -> Result<(), SinkError> {
-        let Some(epoch) = through.filter(|_| through > *posted) else {
-            return Ok(());
-        };
-        let epoch = i64::try_from(epoch).unwrap_or(DONE - 1);
-        link.run("recording progress", nothing, async |writer, _| {
-            self.record_through(writer, epoch).await
-        })
-        .await?;
-        *posted = through;
-        Ok(())
-    }
-
-    async fn record_through(&self, writer: &mut Writer, epoch: i64) -> Result<(), SinkError> {
-        writer
-            .client()
-            .execute(
-                "UPDATE clickflow_writers SET prepared_through = greatest(prepared_through, $2),
-                     updated_at = now()
-                 WHERE writer = $1",
-                &[&(self.writer as i32), &epoch],
-            )
-            .await
-            .map_err(SinkError::statement("recording a writer's progress"))?;
-        Ok(())
-    }
-
-    /// Waits while this writer has [`MAX_OUTSTANDING`] parts prepared and not committed.
-    async fn wait_for_room(&self, link: &mut Link<'_>) -> Result<(), SinkError> {
-        let mine = format!("{}:", self.writer);
-        loop {
-            let outstanding = link
-                .run("counting prepared parts", nothing, async |writer, names| {
-                    let prepared = names.prepared(writer.client()).await?;
-                    let prefix = format!("{}{mine}", names.prefix);
-                    Ok(prepared
-                        .iter()
-                        .filter(|(gid, _)| gid.starts_with(&prefix))
-                        .count() as i64)
-                })
-                .await?;
-            if outstanding < MAX_OUTSTANDING {
-                return Ok(());
-            }
-            tokio::time::sleep(POLL).await;
-        }
-    }
-
-    /// Writes `part`, prepares it and says the writer is through its epoch, in one round
-    /// trip after the rows. `retry`: an earlier attempt lost its connection, perhaps after
-    /// the part was prepared, so look first.
+    /// Prepares `fold` (this writer's rows of the epochs up to `cut`) as its part of the
+    /// round and says it is through the cut, in one round trip after the rows; with nothing
+    /// to write, only says so. Returns the part's name. `retry`: an earlier attempt lost its
+    /// connection, perhaps after the part was prepared, so look first.
     async fn prepare(
         &self,
         writer: &mut Writer,
         names: &PartNames,
-        part: &EpochOutput,
+        fold: Option<&EpochOutput>,
+        cut: i64,
         retry: bool,
-    ) -> Result<usize, SinkError> {
-        let gid = names.part(self.writer, part.epoch);
-        let epoch = i64::try_from(part.epoch).unwrap_or(DONE - 1);
-        if retry {
-            let prepared = names.prepared(writer.client()).await?;
-            if prepared.iter().any(|(name, _)| *name == gid) {
-                self.record_through(writer, epoch).await?;
-                return Ok(part.row_changes());
-            }
+    ) -> Result<Option<String>, SinkError> {
+        let through = format!(
+            "UPDATE clickflow_writers SET prepared_through = greatest(prepared_through, {cut}),
+                 updated_at = now()
+             WHERE writer = {}",
+            self.writer
+        );
+        let Some(fold) = fold else {
+            writer.finish(&through).await?;
+            return Ok(None);
+        };
+        let gid = names.part(self.writer, cut as u64);
+        if retry
+            && names
+                .prepared(writer.client())
+                .await?
+                .iter()
+                .any(|(name, _)| *name == gid)
+        {
+            writer.finish(&through).await?;
+            return Ok(Some(gid));
         }
         writer.begin().await?;
-        let written = writer.apply(part).await?;
+        let written = writer.apply(fold).await?;
         // PREPARE ends the transaction block; the UPDATE then commits on its own.
         writer
-            .finish(&format!(
-                "PREPARE TRANSACTION '{gid}';
-                 UPDATE clickflow_writers SET prepared_through = greatest(prepared_through, {epoch}),
-                     updated_at = now()
-                 WHERE writer = {}",
-                self.writer
-            ))
+            .finish(&format!("PREPARE TRANSACTION '{gid}'; {through}"))
             .await?;
-        Ok(written.rows)
+        self.metrics
+            .rows
+            .fetch_add(written.rows as u64, Ordering::Relaxed);
+        Ok(Some(gid))
+    }
+}
+
+/// The parts a worker has handed over and the writer has not written yet.
+struct Inbox {
+    parts: mpsc::Receiver<EpochOutput>,
+    observe: Option<SharedObserver>,
+    waiting: VecDeque<EpochOutput>,
+    /// Row changes waiting.
+    rows: usize,
+    /// Every epoch up to this one has been received.
+    received: Option<Epoch>,
+    closed: bool,
+}
+
+impl Inbox {
+    /// Parts held beyond the cut stop being taken in at this many row changes.
+    const MAX_ROWS: usize = 1_000_000;
+
+    fn new(parts: mpsc::Receiver<EpochOutput>, observe: Option<SharedObserver>) -> Inbox {
+        Inbox {
+            parts,
+            observe,
+            waiting: VecDeque::new(),
+            rows: 0,
+            received: None,
+            closed: false,
+        }
+    }
+
+    fn take(&mut self, part: Option<EpochOutput>) {
+        let Some(part) = part else {
+            self.closed = true;
+            return;
+        };
+        self.received = self.received.max(Some(part.epoch));
+        // A replayed epoch was committed before the restart; an empty one only says how far
+        // the epochs are closed.
+        if !part.replay && part.row_changes() > 0 {
+            if let Some(Ok(mut observe)) = self.observe.as_ref().map(|o| o.lock()) {
+                observe(&part);
+            }
+            self.rows += part.row_changes();
+            self.waiting.push_back(part);
+        }
+    }
+
+    /// Takes in what arrives within `timeout`, unless the bound is reached.
+    async fn take_for(&mut self, timeout: Duration) {
+        if self.closed || self.rows >= Self::MAX_ROWS {
+            tokio::time::sleep(timeout).await;
+            return;
+        }
+        if let Ok(part) = tokio::time::timeout(timeout, self.parts.recv()).await {
+            self.take(part);
+        }
+    }
+
+    /// Waits until every part up to `cut` has arrived (or the worker is gone).
+    async fn receive_through(&mut self, cut: i64) {
+        while !self.closed && self.received.is_none_or(|r| (r as i128) < cut as i128) {
+            let part = self.parts.recv().await;
+            self.take(part);
+        }
+    }
+
+    /// The waiting parts up to `cut`, folded into one (`None`: none changed anything).
+    fn fold_through(&mut self, cut: i64) -> Option<EpochOutput> {
+        let mut fold: Option<EpochOutput> = None;
+        while self
+            .waiting
+            .front()
+            .is_some_and(|p| (p.epoch as i128) <= cut as i128)
+        {
+            let Some(part) = self.waiting.pop_front() else {
+                break;
+            };
+            self.rows -= part.row_changes();
+            match fold.as_mut() {
+                Some(fold) => fold.append(part),
+                None => fold = Some(part),
+            }
+        }
+        fold.map(|mut fold| {
+            fold.consolidate();
+            fold
+        })
     }
 }
 
