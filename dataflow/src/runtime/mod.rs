@@ -6,6 +6,7 @@
 //!        resume (where to start) ───┘      watermark ◄── partition reports ┤
 //!                                          replay (restart: rebuild state) ┘
 //!  output: gather each closed epoch on worker 0 ─► hand-off to the sink (never blocks)
+//!          (or: each worker's rows ─► its own writer; the rest gathered on worker 0)
 //! ```
 
 pub mod driver;

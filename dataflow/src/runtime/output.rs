@@ -13,6 +13,10 @@
 //! epoch's changes are complete: they are consolidated (an insertion and a retraction of the
 //! same row cancel), put in a deterministic order, and handed over together with the offsets
 //! the epoch reached, so the sink can commit changes and offsets in one transaction.
+//!
+//! With a sink that writes from every worker, the table rows stay on the worker that made
+//! them ([`crate::runtime::worker_rows`]) and only dead letters, progress and retention
+//! travel here; the gathered epochs then also announce how far the epochs are closed.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;

@@ -13,6 +13,12 @@
 //! A sink that keeps up commits every epoch on its own; one that is behind commits the
 //! epochs that arrived during its last transaction as one (see `merge.rs`).
 //!
+//! **Writers.** That is the single writer (`--sink-writers one`): every change travels to
+//! worker 0 of process 0. With `--sink-writers per-worker` (and `auto`, when the server
+//! allows prepared transactions) every worker of every process writes the rows of its own
+//! keys over its own connection and a coordinator commits them together with the offsets by
+//! two-phase commit ([`two_phase`]); the rest of this page holds for both.
+//!
 //! **Encoding.** An epoch's consolidated changes become, per table, the upsert of every row
 //! inserted and the delete of every key only retracted. Small batches are sent as one
 //! prepared statement over `unnest` of array parameters; large ones are copied in binary into

@@ -1,13 +1,13 @@
 //! A sink that writes from every worker, exactly once, by two-phase commit.
 //!
 //! ```text
-//!  worker w (every process) ─rows of its keys─► writer w ─► BEGIN; upserts; PREPARE TRANSACTION 'clickflow:<db>:<schema>:w:<epoch>'
-//!                                                          └► clickflow_writers.prepared_through = epoch
-//!  worker 0 of process 0 ─progress, dead letters─► coordinator:
-//!      once every writer is through epoch t and its own parts up to t have arrived:
-//!        BEGIN; dead letters, offsets, watermark (its parts up to t);
-//!               INSERT INTO clickflow_commit_log the parts prepared for epochs up to t; COMMIT   ◄ the decision
-//!        COMMIT PREPARED each of them; forget them in the log
+//!  worker w (every process) ─its rows─► writer w: folds its epochs up to the cut,
+//!                                        BEGIN; upserts; PREPARE TRANSACTION 'clickflow:<db>:<schema>:w:<cut>';
+//!                                        clickflow_writers.prepared_through = cut
+//!  worker 0 of process 0 ─progress, dead letters─► coordinator, once every writer is through the cut:
+//!        BEGIN; dead letters, offsets, watermark (its epochs up to the cut);
+//!               INSERT INTO clickflow_commit_log the writers' parts; next cut; COMMIT   ◄ the decision
+//!        COMMIT PREPARED each part; forget them in the log
 //! ```
 //!
 //! Each worker's writer has a connection of its own and writes only the rows of the keys its
@@ -16,20 +16,29 @@
 //! watermark, dead letters) and commits. This is the protocol of Flink's XA sink on
 //! PostgreSQL's `PREPARE TRANSACTION`.
 //!
-//! **Exactly once.** A writer's part of an epoch is prepared (durable, invisible, holding its
-//! row locks) before the writer says it is through that epoch. The coordinator's transaction,
-//! which commits the offsets the epoch reached, also lists the parts it commits: that commit
-//! is the decision. After a crash anywhere (any writer, the coordinator, a whole process),
-//! the next start ([`recover`]) commits every prepared part the log lists and rolls back
-//! every other, so the tables hold exactly the parts of the epochs whose offsets are
-//! committed, and the restart replays from those offsets as always.
+//! **Rounds.** The sink commits in rounds. The coordinator sets a cut, the newest epoch whose
+//! gathered part it has; each writer folds the rows of every epoch up to the cut into one part
+//! (a row changed in many epochs is written once, as the single writer's fold does), prepares
+//! it, and records that it is through the cut. Once every writer is, the coordinator commits
+//! the round and sets the next cut to what has arrived meanwhile: a sink that is behind
+//! commits bigger rounds, one that keeps up commits every epoch. A writer begins its next
+//! part only once its previous one is committed, because a row inserted by a prepared
+//! transaction is invisible to a later transaction's `DELETE` (only a conflicting `INSERT`
+//! waits for it): a retraction written before that commit would miss its row.
+//!
+//! **Exactly once.** A writer's part is prepared (durable, invisible) before the writer says
+//! it is through the cut. The coordinator's transaction, which commits the offsets the round
+//! reached, also lists the parts it commits: that commit is the decision. After a crash
+//! anywhere (any writer, the coordinator, a whole process), the next start ([`recover`])
+//! commits every prepared part the log lists and rolls back every other, so the tables hold
+//! exactly the rounds whose offsets are committed, and the restart replays from those
+//! offsets as always.
 //!
 //! **What a reader sees.** Between the coordinator's commit and the last `COMMIT PREPARED`
-//! (a few milliseconds), a reader may see the new offsets and some writers' rows of the
-//! epoch before others'; a crash in that moment extends it until the next start. A reader
-//! never sees a part of an epoch that will not be committed, nor rows of an epoch whose
-//! offsets are not committed. With one writer ([`super::spawn_sink`]) every epoch appears at
-//! once.
+//! (milliseconds), a reader may see the new offsets and some writers' rows of the round
+//! before others'; a crash in that moment extends it until the next start. A reader never
+//! sees a part that will not be committed, nor rows of an epoch whose offsets are not
+//! committed. With one writer ([`super::spawn_sink`]) every transaction appears at once.
 //!
 //! **Needs** `max_prepared_transactions` of at least [`MAX_OUTSTANDING`] per worker on the
 //! server (it is 0 by default); `--sink-writers auto` uses this sink when the server allows
@@ -49,11 +58,8 @@ use tokio_postgres::Client;
 use super::schema::connect;
 use super::{DatabaseUrl, SinkError};
 
-/// The most parts one writer keeps prepared and not yet committed: its next part waits
-/// until the previous one is committed. One, because a part must see what the previous
-/// wrote: a row inserted by a prepared transaction is invisible to a later one's `DELETE`
-/// (only a conflicting `INSERT` waits for it), so a retraction written before the previous
-/// part's commit would miss its row.
+/// The most parts one writer keeps prepared and not yet committed (see "Rounds"): the
+/// server must allow this many prepared transactions per worker.
 pub const MAX_OUTSTANDING: i64 = 1;
 
 /// A writer's `prepared_through` once it has written everything (its input ended).
