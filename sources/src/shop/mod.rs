@@ -174,8 +174,10 @@ pub struct Shop {
     free_slots: Vec<usize>,
     /// Visits by the event time of their next event.
     agenda: BinaryHeap<Reverse<(EventTime, usize)>>,
-    /// When the next visit begins.
-    next_arrival: EventTime,
+    /// When the next visit begins, in fractional milliseconds: at high rates visits arrive
+    /// less than a millisecond apart, and rounding each wait down to whole milliseconds (as
+    /// this shop once did) stopped the clock, starting visits without end.
+    next_arrival: f64,
     /// Late events by the event time at which they are delivered.
     held_back: BinaryHeap<Reverse<(EventTime, u64, Event)>>,
     next_event_id: u64,
@@ -190,7 +192,7 @@ impl Shop {
         let shoppers = Shoppers::new(config.seed, config.users);
         let product_cdf = zipf_cdf(config.products.max(1) as usize, 1.1);
         let mut shop = Shop {
-            next_arrival: config.start_ms,
+            next_arrival: config.start_ms as f64,
             config,
             rng,
             shoppers,
@@ -206,9 +208,9 @@ impl Shop {
         // Start in the steady state: the visits a running shop has in progress, begun over
         // the last minutes.
         let warm_up = shop.mean_visit_ms() as EventTime;
-        shop.next_arrival = shop.config.start_ms - warm_up;
-        while shop.next_arrival < shop.config.start_ms {
-            let at = shop.next_arrival;
+        shop.next_arrival = (shop.config.start_ms - warm_up) as f64;
+        while shop.arrival() < shop.config.start_ms {
+            let at = shop.arrival();
             let first = shop.config.start_ms + shop.rng.gen_range(0..warm_up.max(1));
             shop.begin_visit(at, first);
         }
@@ -271,7 +273,12 @@ impl Shop {
             / self.events_per_visit()
             / 1000.0;
         let wait = self.exponential(1.0 / visits_per_ms);
-        self.next_arrival = at + (wait as EventTime).max(0);
+        self.next_arrival = self.next_arrival.max(at as f64) + wait.max(0.0);
+    }
+
+    /// The millisecond in which the next visit begins.
+    fn arrival(&self) -> EventTime {
+        self.next_arrival.floor() as EventTime
     }
 
     /// An exponentially distributed duration of mean `mean_ms`.
@@ -289,8 +296,8 @@ impl Shop {
     fn simulate(&mut self) -> Event {
         loop {
             let next_event = self.agenda.peek().map(|Reverse((t, _))| *t);
-            if next_event.is_none_or(|t| self.next_arrival < t) {
-                let at = self.next_arrival;
+            if next_event.is_none_or(|t| self.arrival() < t) {
+                let at = self.arrival();
                 self.begin_visit(at, at);
                 continue;
             }

@@ -32,8 +32,9 @@ use super::web::WebArgs;
 /// Flags of `clickflow demo`.
 #[derive(Debug, Args)]
 pub struct DemoArgs {
-    /// Events per second the synthetic shop aims at (nominal: the simulation's think times
-    /// make the real rate somewhat higher; the dashboard shows what arrives).
+    /// Events per second the synthetic shop sends once its visits are under way (in the
+    /// first minutes, while the visits it starts with unfold, somewhat fewer; the dashboard
+    /// shows what arrives).
     #[arg(long, default_value_t = 2000.0)]
     rate: f64,
     /// Partitions of the embedded topic.
@@ -110,8 +111,7 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
         ..ShopConfig::default()
     });
     // Each event is sent when the wall clock reaches its event time, as in a real shop: the
-    // watermark then follows the clock and windows complete in real time. (The shop's
-    // `--rate` is nominal; the dashboard shows the rate that arrives.)
+    // watermark then follows the clock and windows complete in real time.
     let producer = {
         let (brokers, stop) = (brokers.clone(), stop.clone());
         std::thread::spawn(move || -> anyhow::Result<(u64, Duration)> {
