@@ -182,8 +182,11 @@ pub fn run(
                     .map(|mut deliver| {
                         Box::new(move |output: EpochOutput| {
                             let watermark = output.watermark;
+                            // An announcement of how far the epochs are closed carries no
+                            // progress of its own.
+                            let announcement = output.is_empty();
                             let handoff = deliver(output);
-                            if let Handoff::Taken = handoff {
+                            if let (Handoff::Taken, false) = (&handoff, announcement) {
                                 shared.epochs.fetch_add(1, Ordering::Relaxed);
                                 shared.watermark.store(watermark, Ordering::Relaxed);
                             }
