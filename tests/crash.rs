@@ -89,24 +89,8 @@ fn killing_and_restarting_a_run_changes_nothing_in_the_result() {
     assert!(kills >= 3, "the test must actually crash the pipeline");
 
     let (expected, actual) = (read_tables(&reference.url), read_tables(&crashed.url));
-    assert_eq!(actual.trends, expected.trends, "event_trends");
-    assert_eq!(actual.funnel, expected.funnel, "funnel_summary");
-    assert_eq!(actual.sessions, expected.sessions, "session_features");
+    assert_same_results(&actual, &expected);
     assert_eq!(actual.offsets, expected.offsets, "clickflow_offsets");
-    let letters = |tables: &clickflow_dataflow::Tables| {
-        let mut all: Vec<_> = tables
-            .dead_letters
-            .iter()
-            .map(|d| (d.partition.clone(), d.offset, d.rejection.clone()))
-            .collect();
-        all.sort();
-        all
-    };
-    assert_eq!(
-        letters(&actual),
-        letters(&expected),
-        "dead_letters: same set, no duplicates"
-    );
 }
 
 /// The sink that writes from every worker, across processes: a cluster of two processes of
@@ -239,19 +223,7 @@ fn killing_a_two_process_cluster_at_random_moments_changes_nothing_in_the_result
     }
 
     let (expected, actual) = (read_tables(&reference.url), read_tables(&crashed.url));
-    assert_eq!(actual.trends, expected.trends, "event_trends");
-    assert_eq!(actual.funnel, expected.funnel, "funnel_summary");
-    assert_eq!(actual.sessions, expected.sessions, "session_features");
-    let letters = |tables: &clickflow_dataflow::Tables| {
-        let mut all: Vec<_> = tables
-            .dead_letters
-            .iter()
-            .map(|d| (d.partition.clone(), d.offset, d.rejection.clone()))
-            .collect();
-        all.sort();
-        all
-    };
-    assert_eq!(letters(&actual), letters(&expected), "dead letters");
+    assert_same_results(&actual, &expected);
     assert_eq!(
         crashed.query(
             "SELECT count(*) || ' ' || (SELECT count(*) FROM pg_prepared_xacts
@@ -261,4 +233,34 @@ fn killing_a_two_process_cluster_at_random_moments_changes_nothing_in_the_result
         "4 0",
         "four writers through the end, nothing left prepared"
     );
+}
+
+/// The KPI tables equal, and the same dead letters: none lost, none written twice.
+fn assert_same_results(actual: &clickflow_dataflow::Tables, expected: &clickflow_dataflow::Tables) {
+    assert_eq!(actual.trends, expected.trends, "event_trends");
+    assert_eq!(actual.funnel, expected.funnel, "funnel_summary");
+    assert_eq!(actual.sessions, expected.sessions, "session_features");
+    assert_eq!(
+        dead_letters(actual),
+        dead_letters(expected),
+        "dead_letters: same set, no duplicates"
+    );
+}
+
+/// Every dead letter, as (partition, offset, rejection), in order: equal sets mean none was
+/// lost and none written twice.
+fn dead_letters(
+    tables: &clickflow_dataflow::Tables,
+) -> Vec<(
+    clickflow_sources::PartitionId,
+    i64,
+    clickflow_sources::Rejection,
+)> {
+    let mut all: Vec<_> = tables
+        .dead_letters
+        .iter()
+        .map(|d| (d.partition.clone(), d.offset, d.rejection.clone()))
+        .collect();
+    all.sort();
+    all
 }

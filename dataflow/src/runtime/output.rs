@@ -213,12 +213,10 @@ pub fn gather<'scope>(
             move |(input, frontier), output| {
                 input.for_each_stamp(|stamp, batches| {
                     if let Some(capability) = stamp.retain_least(output.output_index()) {
-                        let (_, arriving) = pending
-                            .entry(*capability.time())
-                            .or_insert_with(|| (capability, Arriving::default()));
-                        for change in batches.flat_map(|b| b.drain(..)) {
-                            arriving.add(change);
-                        }
+                        let arriving = arriving_at(&mut pending, capability);
+                        batches
+                            .flat_map(|b| b.drain(..))
+                            .for_each(|c| arriving.add(c));
                     }
                 });
                 while let Some(entry) = pending.first_entry() {
@@ -238,6 +236,18 @@ pub fn gather<'scope>(
             }
         },
     )
+}
+
+/// The changes of the epoch of `capability` arriving so far (the capability is kept with
+/// them, for the output's hand-off).
+pub(crate) fn arriving_at(
+    pending: &mut BTreeMap<Epoch, (Capability<Epoch>, Arriving)>,
+    capability: Capability<Epoch>,
+) -> &mut Arriving {
+    let (_, arriving) = pending
+        .entry(*capability.time())
+        .or_insert_with(|| (capability, Arriving::default()));
+    arriving
 }
 
 /// What the gathering worker knows across epochs.

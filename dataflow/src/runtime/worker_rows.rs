@@ -22,7 +22,7 @@ use timely::progress::Antichain;
 use std::collections::BTreeMap;
 
 use crate::runtime::handoff::Offering;
-use crate::runtime::output::{Arriving, Change, Deliver};
+use crate::runtime::output::{arriving_at, Arriving, Change, Deliver};
 use crate::runtime::watermark::{PartitionReport, ProgressSeed, WatermarkTracker};
 use crate::Epoch;
 
@@ -49,22 +49,17 @@ pub fn worker_rows<'scope>(
             move |(rows, rows_frontier), (reports, reports_frontier), output| {
                 rows.for_each_stamp(|stamp, batches| {
                     if let Some(capability) = stamp.retain_least(output.output_index()) {
-                        let (_, arriving) = pending
-                            .entry(*capability.time())
-                            .or_insert_with(|| (capability, Arriving::default()));
+                        let arriving = arriving_at(&mut pending, capability);
                         batches
                             .flat_map(|b| b.drain(..))
-                            .for_each(|change| arriving.add(change));
+                            .for_each(|c| arriving.add(c));
                     }
                 });
                 reports.for_each_stamp(|stamp, batches| {
                     if let Some(capability) = stamp.retain_least(output.output_index()) {
-                        let (_, arriving) = pending
-                            .entry(*capability.time())
-                            .or_insert_with(|| (capability, Arriving::default()));
-                        batches
-                            .flat_map(|b| b.drain(..))
-                            .for_each(|report| arriving.add(Change::Progress(report)));
+                        let arriving = arriving_at(&mut pending, capability);
+                        let reports = batches.flat_map(|b| b.drain(..));
+                        reports.for_each(|r| arriving.add(Change::Progress(r)));
                     }
                 });
                 let mut frontier = Antichain::new();

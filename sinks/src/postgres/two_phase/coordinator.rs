@@ -221,22 +221,7 @@ impl Coordinator {
 
     /// The gathered parts up to epoch `target`, folded into one (`None`: there are none).
     fn fold_through(&mut self, target: i64) -> Option<EpochOutput> {
-        let mut fold: Option<EpochOutput> = None;
-        while self
-            .own
-            .front()
-            .is_some_and(|p| (p.epoch as i128) <= target as i128)
-        {
-            let part = self.own.pop_front()?;
-            match fold.as_mut() {
-                Some(fold) => fold.append(part),
-                None => fold = Some(part),
-            }
-        }
-        fold.map(|mut fold| {
-            fold.consolidate();
-            fold
-        })
+        super::fold_through(&mut self.own, target, |_| {})
     }
 
     fn committed(&self, fold: Option<&EpochOutput>, written: Written, took: Duration) {

@@ -51,7 +51,9 @@ mod writer;
 pub use coordinator::spawn_coordinator;
 pub use writer::{spawn_writer, SharedObserver, WriterHandle};
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
+
+use clickflow_dataflow::EpochOutput;
 
 use tokio_postgres::Client;
 
@@ -64,6 +66,31 @@ pub const MAX_OUTSTANDING: i64 = 1;
 
 /// A writer's `prepared_through` once it has written everything (its input ended).
 const DONE: i64 = i64::MAX;
+
+/// Takes the parts of `waiting` (in epoch order) up to epoch `cut` and folds them into one,
+/// consolidated (`None`: there are none); `taken` sees each part taken.
+fn fold_through(
+    waiting: &mut VecDeque<EpochOutput>,
+    cut: i64,
+    mut taken: impl FnMut(&EpochOutput),
+) -> Option<EpochOutput> {
+    let mut fold: Option<EpochOutput> = None;
+    while let Some(part) = waiting.front() {
+        if part.epoch as i128 > cut as i128 {
+            break;
+        }
+        taken(part);
+        let part = waiting.pop_front()?;
+        match fold.as_mut() {
+            Some(fold) => fold.append(part),
+            None => fold = Some(part),
+        }
+    }
+    fold.map(|mut fold| {
+        fold.consolidate();
+        fold
+    })
+}
 
 /// The names of this pipeline's prepared parts: unique over the server (prepared
 /// transactions are global), so they carry the database's oid and the schema.

@@ -299,25 +299,8 @@ impl Inbox {
 
     /// The waiting parts up to `cut`, folded into one (`None`: none changed anything).
     fn fold_through(&mut self, cut: i64) -> Option<EpochOutput> {
-        let mut fold: Option<EpochOutput> = None;
-        while self
-            .waiting
-            .front()
-            .is_some_and(|p| (p.epoch as i128) <= cut as i128)
-        {
-            let Some(part) = self.waiting.pop_front() else {
-                break;
-            };
-            self.rows -= part.row_changes();
-            match fold.as_mut() {
-                Some(fold) => fold.append(part),
-                None => fold = Some(part),
-            }
-        }
-        fold.map(|mut fold| {
-            fold.consolidate();
-            fold
-        })
+        let rows = &mut self.rows;
+        super::fold_through(&mut self.waiting, cut, |part| *rows -= part.row_changes())
     }
 }
 
