@@ -126,7 +126,10 @@ impl LiveViews {
     /// Folds one closed epoch into the views.
     pub fn apply(&self, output: &EpochOutput) {
         let mut views = self.lock();
-        views.epochs += 1;
+        // A writer's part of an epoch (the parallel sink) carries rows, not progress.
+        if !output.partitions.is_empty() || output.watermark != NO_WATERMARK {
+            views.epochs += 1;
+        }
         if output.watermark != NO_WATERMARK && output.watermark != END_OF_INPUT {
             views.watermark = Some(output.watermark);
         }

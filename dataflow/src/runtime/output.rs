@@ -33,7 +33,9 @@ use timely::dataflow::StreamVec;
 use crate::kpi::sessions::Retention;
 use crate::rows::{FunnelRow, ScoreRow, SessionRow, TrendRow};
 use crate::runtime::handoff::Offering;
-use crate::runtime::watermark::{PartitionReport, ProgressSeed, WatermarkTracker, END_OF_INPUT};
+use crate::runtime::watermark::{
+    PartitionReport, ProgressSeed, WatermarkTracker, END_OF_INPUT, NO_WATERMARK,
+};
 use crate::window::WindowSize;
 use crate::Epoch;
 
@@ -68,7 +70,11 @@ pub struct PartitionState {
 }
 
 /// Everything one closed epoch changed, ready to be committed as one transaction.
-#[derive(Clone, Debug, Default, PartialEq)]
+///
+/// A writer's part of an epoch (with a sink that writes from every worker) holds rows only:
+/// its watermark is [`NO_WATERMARK`] and it has no partitions, as in
+/// [`EpochOutput::default`].
+#[derive(Clone, Debug, PartialEq)]
 pub struct EpochOutput {
     /// The epoch.
     pub epoch: Epoch,
@@ -102,6 +108,27 @@ pub struct EpochOutput {
     /// When the earliest worker opened the epoch (Unix ms): an upper bound on how long its
     /// events have waited is the commit time minus this.
     pub opened_at_ms: Option<i64>,
+}
+
+impl Default for EpochOutput {
+    /// An epoch that changed nothing and says nothing of progress.
+    fn default() -> EpochOutput {
+        EpochOutput {
+            epoch: 0,
+            watermark: NO_WATERMARK,
+            replay: false,
+            retain_from: None,
+            partition_retain_from: Vec::new(),
+            trends: Vec::new(),
+            funnel: Vec::new(),
+            sessions: Vec::new(),
+            scores: Vec::new(),
+            dead_letters: Vec::new(),
+            partitions: Vec::new(),
+            arrived: 0,
+            opened_at_ms: None,
+        }
+    }
 }
 
 impl EpochOutput {
