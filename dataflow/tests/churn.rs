@@ -12,7 +12,7 @@ use clickflow_dataflow::oracle::OracleTables;
 use clickflow_dataflow::runtime::run::{run, taking, InputSpec, RunConfig};
 use clickflow_dataflow::training::examples_from_file;
 use clickflow_dataflow::window::WindowSize;
-use clickflow_dataflow::{DataflowConfig, LiveModel, Tables};
+use clickflow_dataflow::{DataflowConfig, EpochConfig, LiveModel, Tables};
 use clickflow_model::{ChurnModel, TrainOptions, TrainParams};
 use clickflow_sources::file::FileSplits;
 use clickflow_sources::shop::{Shop, ShopConfig};
@@ -200,9 +200,18 @@ fn run_with_swap(
     let tables = Arc::new(Mutex::new(Tables::default()));
     let (sink, swapper) = (tables.clone(), live.clone());
     let mut swapped = false;
+    // The swap is asked for by the callback that sees the epochs, and lands in an epoch the
+    // driver cuts after that: the sources may run at most two epochs of seven messages
+    // ahead of it, so that it lands near `swap_at` however the threads are scheduled (with
+    // the defaults, a loaded run once read the whole file before the swap landed, and every
+    // session kept the first model's score).
     let config = RunConfig {
         dataflow: dataflow(),
-        epochs: stress_epochs(),
+        epochs: EpochConfig {
+            max_epochs_in_flight: 2,
+            max_epoch_messages: 7,
+            ..stress_epochs()
+        },
         model: Some(live),
         ..RunConfig::default()
     };
