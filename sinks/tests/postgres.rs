@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use clickflow_dataflow::oracle::recompute_file;
 use clickflow_dataflow::DataflowConfig;
-use clickflow_sinks::postgres::{prepare, DatabaseUrl, SinkError};
+use clickflow_sinks::postgres::{prepare, DatabaseUrl, SinkError, SinkWriters};
 use clickflow_sources::file::FileSplits;
 use clickflow_testkit::TestDatabase;
 use common::*;
@@ -95,8 +95,16 @@ fn running_the_same_file_again_changes_nothing() {
     );
 }
 
+/// Both sinks: the single writer and a writer per worker with the coordinator (their
+/// connections all cut alike).
 #[test]
 fn connections_killed_mid_run_are_retried_without_loss_or_duplicates() {
+    for writers in [SinkWriters::One, SinkWriters::PerWorker] {
+        cut_connections_of_a_run(writers);
+    }
+}
+
+fn cut_connections_of_a_run(writers: SinkWriters) {
     let db = TestDatabase::create("outage");
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("events.jsonl");
@@ -127,7 +135,12 @@ fn connections_killed_mid_run_are_retried_without_loss_or_duplicates() {
             }
             killed
         });
-        let run = run_file(&splits, 2, &db.url, epochs);
+        let config = clickflow_dataflow::runtime::run::RunConfig {
+            epochs,
+            ..Default::default()
+        };
+        let url = DatabaseUrl::parse(&db.url).unwrap();
+        let run = run_file_with(&splits, 2, &url, config, writers);
         done.store(true, Ordering::Relaxed);
         (run, killer.join().unwrap())
     });
@@ -138,7 +151,7 @@ fn connections_killed_mid_run_are_retried_without_loss_or_duplicates() {
     let differences = oracle.differences(&tables);
     assert!(
         differences.is_empty(),
-        "after {killed} killed connections: {}",
+        "{writers:?}, after {killed} killed connections: {}",
         differences.join("\n")
     );
     // Regression: this used to count duplicate dead letters, which the UNIQUE constraint

@@ -132,3 +132,69 @@ fn a_start_commits_the_decided_parts_and_rolls_back_the_others() {
         "another database's parts are left alone"
     );
 }
+
+/// A pipeline whose source fails for good while every worker has a writer of its own ends
+/// with the source's error, promptly (the coordinator and the writers give up instead of
+/// waiting for each other), and what it left prepared is rolled back at the next start.
+#[test]
+fn a_fatal_source_error_stops_the_writers_and_the_coordinator_with_that_error() {
+    use rdkafka::mocking::MockCluster;
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic("user-events", 2, 1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    let mut producer =
+        clickflow_sources::kafka::EventProducer::new(&brokers, "user-events").unwrap();
+    let shop = clickflow_sources::shop::Shop::new(clickflow_sources::shop::ShopConfig {
+        seed: 5,
+        users: 100,
+        ..Default::default()
+    });
+    let mut payload = Vec::new();
+    for record in shop.take_records(500) {
+        payload.clear();
+        record.write_payload(&mut payload);
+        producer.send(record.key().as_bytes(), &payload).unwrap();
+    }
+    producer.flush(std::time::Duration::from_secs(30)).unwrap();
+    let refusals = vec![RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED; 1_000];
+    cluster.request_errors(RDKafkaApiKey::Fetch, &refusals);
+
+    let db = TestDatabase::create("writers_fail");
+    let url = DatabaseUrl::parse(&db.url).unwrap();
+    let mut sink = clickflow_sinks::postgres::SinkConfig::new(url.clone());
+    sink.writers = SinkWriters::PerWorker;
+    let spec = clickflow_sinks::postgres::PipelineSpec {
+        timely: timely::Config::process(2),
+        input: clickflow_dataflow::runtime::run::InputSpec::Kafka {
+            brokers,
+            topic: "user-events".into(),
+            partitions: 2,
+        },
+        config: RunConfig::default(),
+        sink,
+        writes: true,
+        observe: None,
+    };
+    let (done, result) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let outcome =
+            clickflow_sinks::postgres::run_into_postgres(spec, stop, Default::default(), |_| {});
+        let _ = done.send(outcome.map(drop).map_err(|e| e.to_string()));
+    });
+    let error = result
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("the pipeline stopped within a minute")
+        .expect_err("the source's error ends the run");
+    assert!(
+        error.to_lowercase().contains("authoriz"),
+        "the error names the cause: {error}"
+    );
+    block_on(recover(&url)).unwrap();
+    assert_eq!(
+        db.query("SELECT count(*) FROM pg_prepared_xacts WHERE database = current_database()"),
+        "0"
+    );
+}

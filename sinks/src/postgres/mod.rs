@@ -57,6 +57,7 @@ mod config;
 mod error;
 mod freshness;
 mod input;
+mod link;
 mod merge;
 mod models;
 mod pipeline;

@@ -212,27 +212,32 @@ async fn writers_per_worker(
         return Ok(false);
     }
     let allowed = two_phase::prepared_transactions_allowed(url).await?;
+    let per_worker = choose_writers(choice, allowed, workers)?;
+    if per_worker {
+        tracing::info!(
+            workers,
+            "every worker writes its own rows (two-phase commit)"
+        );
+    } else {
+        tracing::info!(
+            max_prepared_transactions = allowed,
+            needed = two_phase::MAX_OUTSTANDING * workers as i64,
+            "one writer for the whole pipeline: the server allows too few prepared \
+             transactions for one writer per worker"
+        );
+    }
+    Ok(per_worker)
+}
+
+/// The choice of [`writers_per_worker`] for a server that allows `allowed` prepared
+/// transactions: a writer per worker needs [`two_phase::MAX_OUTSTANDING`] of them each.
+fn choose_writers(choice: SinkWriters, allowed: i64, workers: usize) -> Result<bool, SinkError> {
     let needed = two_phase::MAX_OUTSTANDING * workers as i64;
-    match (allowed >= needed, choice) {
-        (true, _) => {
-            tracing::info!(
-                workers,
-                "every worker writes its own rows (two-phase commit)"
-            );
-            Ok(true)
-        }
-        (false, SinkWriters::PerWorker) => {
-            Err(SinkError::PreparedTransactionsOff { allowed, needed })
-        }
-        (false, _) => {
-            tracing::info!(
-                max_prepared_transactions = allowed,
-                needed,
-                "one writer for the whole pipeline: the server allows too few prepared \
-                 transactions for one writer per worker"
-            );
-            Ok(false)
-        }
+    match choice {
+        SinkWriters::One => Ok(false),
+        SinkWriters::Auto => Ok(allowed >= needed),
+        SinkWriters::PerWorker if allowed >= needed => Ok(true),
+        SinkWriters::PerWorker => Err(SinkError::PreparedTransactionsOff { allowed, needed }),
     }
 }
 
@@ -267,5 +272,34 @@ where
             }
             result => return result,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `auto` takes a writer per worker exactly when the server allows one prepared
+    /// transaction per worker, and falls back to one writer otherwise; `per-worker` on such
+    /// a server is refused with the setting to change; `one` never asks.
+    #[test]
+    fn the_writers_follow_what_the_server_allows() {
+        assert!(choose_writers(SinkWriters::Auto, 64, 4).unwrap());
+        assert!(choose_writers(SinkWriters::Auto, 4, 4).unwrap());
+        assert!(!choose_writers(SinkWriters::Auto, 3, 4).unwrap());
+        assert!(!choose_writers(SinkWriters::Auto, 0, 1).unwrap());
+        assert!(choose_writers(SinkWriters::PerWorker, 2, 2).unwrap());
+        let refused = choose_writers(SinkWriters::PerWorker, 0, 2).unwrap_err();
+        assert!(matches!(
+            refused,
+            SinkError::PreparedTransactionsOff {
+                allowed: 0,
+                needed: 2
+            }
+        ));
+        assert!(refused
+            .to_string()
+            .contains("max_prepared_transactions >= 2"));
+        assert!(!choose_writers(SinkWriters::One, 64, 4).unwrap());
     }
 }

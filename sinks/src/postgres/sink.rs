@@ -11,9 +11,9 @@ use clickflow_dataflow::runtime::output::Handoff;
 use clickflow_dataflow::EpochOutput;
 use tokio::sync::{mpsc, oneshot};
 
+use super::link::{no_setup, Link};
 use super::merge::{merge_waiting, Request};
-use super::schema::connect;
-use super::write::Writer;
+use super::write::Written;
 use super::{Freshness, Observer, SinkConfig, SinkError};
 
 /// Counters the web server and the logs read.
@@ -38,6 +38,35 @@ pub struct SinkMetrics {
     pub commit_micros_total: AtomicU64,
     /// How long committed events waited since their epoch opened (an upper bound per event).
     pub freshness: Mutex<Freshness>,
+}
+
+impl SinkMetrics {
+    /// Counts a committed transaction: what it `wrote`, how long it `took`, and (for the
+    /// freshness histogram) the epochs it committed, `committed`.
+    pub(super) fn record_commit(
+        &self,
+        wrote: Written,
+        took: Duration,
+        committed: Option<&EpochOutput>,
+    ) {
+        let micros = took.as_micros() as u64;
+        self.epochs.fetch_add(1, Ordering::Relaxed);
+        self.rows.fetch_add(wrote.rows as u64, Ordering::Relaxed);
+        self.last_commit_micros.store(micros, Ordering::Relaxed);
+        self.commit_micros_total
+            .fetch_add(micros, Ordering::Relaxed);
+        if let Ok(mut by_kind) = self.dead_letters.lock() {
+            for (kind, count) in wrote.dead_letters {
+                *by_kind.entry(kind).or_default() += count as u64;
+            }
+        }
+        if let Some(output) = committed {
+            if let (Some(opened), Ok(mut freshness)) = (output.opened_at_ms, self.freshness.lock())
+            {
+                freshness.record(unix_millis() - opened, output.arrived);
+            }
+        }
+    }
 }
 
 /// The running sink: where to send epochs, and how to wait for it.
@@ -142,13 +171,14 @@ async fn run(
     result
 }
 
-/// Writes what the merger hands over, one transaction at a time, until it has no more.
+/// Writes what the merger hands over, one transaction at a time, until it has no more;
+/// a lost connection is retried without limit (see [`Link`]).
 async fn write_all(
     config: &SinkConfig,
     requests: &mpsc::Sender<Request>,
     metrics: &SinkMetrics,
 ) -> Result<(), SinkError> {
-    let mut writer: Option<Writer> = None;
+    let mut link = Link::new(config, metrics, "sink".into(), config.copy_threshold);
     let mut last_checkpoint: Option<Instant> = None;
     loop {
         let (reply, next) = oneshot::channel();
@@ -160,74 +190,16 @@ async fn write_all(
         };
         let checkpoint =
             last_checkpoint.is_none_or(|at| at.elapsed() >= config.checkpoint_interval);
-        let mut backoff = Duration::from_millis(100);
-        loop {
-            let started = Instant::now();
-            let result = match writer.as_mut() {
-                Some(writer) => writer.write_epoch(&output, checkpoint).await,
-                None => match connect(&config.url).await {
-                    Ok(client) => {
-                        if metrics.retries.load(Ordering::Relaxed) > 0 {
-                            tracing::info!(url = %config.url, "reconnected to PostgreSQL");
-                        }
-                        metrics.connected.store(true, Ordering::Relaxed);
-                        writer
-                            .insert(Writer::new(
-                                client,
-                                config.copy_threshold,
-                                config.prediction_log,
-                            ))
-                            .write_epoch(&output, checkpoint)
-                            .await
-                    }
-                    Err(error) => Err(error),
-                },
-            };
-            match result {
-                Ok(written) => {
-                    let micros = started.elapsed().as_micros() as u64;
-                    metrics.epochs.fetch_add(1, Ordering::Relaxed);
-                    metrics
-                        .rows
-                        .fetch_add(written.rows as u64, Ordering::Relaxed);
-                    if let Ok(mut by_kind) = metrics.dead_letters.lock() {
-                        for (kind, count) in written.dead_letters {
-                            *by_kind.entry(kind).or_default() += count as u64;
-                        }
-                    }
-                    metrics.last_commit_micros.store(micros, Ordering::Relaxed);
-                    metrics
-                        .commit_micros_total
-                        .fetch_add(micros, Ordering::Relaxed);
-                    if checkpoint {
-                        last_checkpoint = Some(Instant::now());
-                    }
-                    if let (Some(opened), Ok(mut freshness)) =
-                        (output.opened_at_ms, metrics.freshness.lock())
-                    {
-                        freshness.record(unix_millis() - opened, output.arrived);
-                    }
-                    break;
-                }
-                Err(error) if error.is_retriable() => {
-                    writer = None;
-                    metrics.connected.store(false, Ordering::Relaxed);
-                    metrics.retries.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(
-                        %error,
-                        epoch = output.epoch,
-                        retry_in_ms = backoff.as_millis() as u64,
-                        "PostgreSQL unavailable; the pipeline holds until the epoch is committed"
-                    );
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(config.max_backoff);
-                }
-                Err(error) => {
-                    metrics.connected.store(false, Ordering::Relaxed);
-                    tracing::error!(%error, epoch = output.epoch, "the PostgreSQL sink failed");
-                    return Err(error);
-                }
-            }
+        let mut started = Instant::now();
+        let written = link
+            .run("committing an epoch", no_setup, async |writer, _| {
+                started = Instant::now();
+                writer.write_epoch(&output, checkpoint).await
+            })
+            .await?;
+        metrics.record_commit(written, started.elapsed(), Some(&output));
+        if checkpoint {
+            last_checkpoint = Some(Instant::now());
         }
     }
 }

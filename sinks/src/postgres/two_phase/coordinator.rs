@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 use clickflow_dataflow::{Epoch, EpochOutput};
 use tokio::sync::mpsc;
 
-use super::super::sink::{unix_millis, SinkHandle, SinkMetrics};
+use super::super::link::Link;
+use super::super::sink::{SinkHandle, SinkMetrics};
 use super::super::write::{Writer, Written};
 use super::super::{SinkConfig, SinkError};
-use super::link::Link;
 use super::writer::SharedObserver;
 use super::{PartNames, DONE};
 
@@ -168,7 +168,7 @@ impl Coordinator {
             if checkpoint && fold.is_some() {
                 last_checkpoint = Some(Instant::now());
             }
-            self.committed(fold.as_ref(), written, started.elapsed());
+            metrics.record_commit(written, started.elapsed(), fold.as_ref());
         }
     }
 
@@ -222,30 +222,6 @@ impl Coordinator {
     /// The gathered parts up to epoch `target`, folded into one (`None`: there are none).
     fn fold_through(&mut self, target: i64) -> Option<EpochOutput> {
         super::fold_through(&mut self.own, target, |_| {})
-    }
-
-    fn committed(&self, fold: Option<&EpochOutput>, written: Written, took: Duration) {
-        let metrics = &self.metrics;
-        let micros = took.as_micros() as u64;
-        metrics.epochs.fetch_add(1, Ordering::Relaxed);
-        metrics
-            .rows
-            .fetch_add(written.rows as u64, Ordering::Relaxed);
-        metrics.last_commit_micros.store(micros, Ordering::Relaxed);
-        metrics
-            .commit_micros_total
-            .fetch_add(micros, Ordering::Relaxed);
-        if let Ok(mut by_kind) = metrics.dead_letters.lock() {
-            for (kind, count) in written.dead_letters {
-                *by_kind.entry(kind).or_default() += count as u64;
-            }
-        }
-        if let Some(fold) = fold {
-            if let (Some(opened), Ok(mut freshness)) = (fold.opened_at_ms, metrics.freshness.lock())
-            {
-                freshness.record(unix_millis() - opened, fold.arrived);
-            }
-        }
     }
 }
 

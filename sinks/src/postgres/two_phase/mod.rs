@@ -45,7 +45,6 @@
 //! it and the single writer otherwise.
 
 mod coordinator;
-mod link;
 mod writer;
 
 pub use coordinator::spawn_coordinator;
@@ -95,12 +94,12 @@ fn fold_through(
 /// The names of this pipeline's prepared parts: unique over the server (prepared
 /// transactions are global), so they carry the database's oid and the schema.
 #[derive(Clone, Debug)]
-struct PartNames {
+pub(crate) struct PartNames {
     prefix: String,
 }
 
 impl PartNames {
-    async fn load(client: &Client, schema: &str) -> Result<PartNames, SinkError> {
+    pub(crate) async fn load(client: &Client, schema: &str) -> Result<PartNames, SinkError> {
         let row = client
             .query_one(
                 "SELECT oid::bigint FROM pg_database WHERE datname = current_database()",

@@ -12,10 +12,10 @@ use clickflow_dataflow::runtime::run::EpochSink;
 use clickflow_dataflow::{Epoch, EpochOutput};
 use tokio::sync::mpsc;
 
+use super::super::link::{no_setup, Link};
 use super::super::sink::SinkMetrics;
 use super::super::write::Writer;
 use super::super::{Observer, SinkConfig, SinkError};
-use super::link::Link;
 use super::{PartNames, DONE};
 
 /// An observer shared by the threads that see parts of the epochs (the writers of this
@@ -105,7 +105,7 @@ impl PartWriter<'_> {
             format!("writer {}", self.writer),
             usize::MAX,
         );
-        link.run("registering", nothing, async |writer, _| {
+        link.run("registering", no_setup, async |writer, _| {
             self.register(writer).await
         })
         .await?;
@@ -126,7 +126,7 @@ impl PartWriter<'_> {
             let fold = inbox.fold_through(cut);
             let mut attempts = 0;
             last_part = link
-                .run("preparing a part", nothing, async |writer, names| {
+                .run("preparing a part", no_setup, async |writer, names| {
                     attempts += 1;
                     self.prepare(writer, names, fold.as_ref(), cut, attempts > 1)
                         .await
@@ -152,7 +152,7 @@ impl PartWriter<'_> {
     ) -> Result<Option<i64>, SinkError> {
         loop {
             let (cut, pending) = link
-                .run("waiting for the cut", nothing, async |writer, _| {
+                .run("waiting for the cut", no_setup, async |writer, _| {
                     let row = writer
                         .client()
                         .query_one(
@@ -302,9 +302,4 @@ impl Inbox {
         let rows = &mut self.rows;
         super::fold_through(&mut self.waiting, cut, |part| *rows -= part.row_changes())
     }
-}
-
-/// Nothing to do on a new connection.
-async fn nothing(_: &mut Writer, _: &PartNames) -> Result<(), SinkError> {
-    Ok(())
 }

@@ -1,19 +1,20 @@
-//! A connection that comes back: the writers' and the coordinator's way of running a step
-//! against PostgreSQL until it succeeds, through outages.
+//! A connection that comes back: how every writer of the sink (the single writer, each
+//! worker's writer, the coordinator) runs a step against PostgreSQL until it succeeds,
+//! through outages.
 
 use std::ops::AsyncFnMut;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use super::super::schema::connect;
-use super::super::sink::SinkMetrics;
-use super::super::write::Writer;
-use super::super::{SinkConfig, SinkError};
-use super::PartNames;
+use super::schema::connect;
+use super::sink::SinkMetrics;
+use super::two_phase::PartNames;
+use super::write::Writer;
+use super::{SinkConfig, SinkError};
 
 /// A connection (with its prepared statements) that is opened on first use and again after
 /// it is lost.
-pub(super) struct Link<'a> {
+pub(crate) struct Link<'a> {
     config: &'a SinkConfig,
     metrics: &'a SinkMetrics,
     /// Who is writing, for the logs.
@@ -25,7 +26,7 @@ pub(super) struct Link<'a> {
 }
 
 impl<'a> Link<'a> {
-    pub(super) fn new(
+    pub(crate) fn new(
         config: &'a SinkConfig,
         metrics: &'a SinkMetrics,
         role: String,
@@ -44,7 +45,7 @@ impl<'a> Link<'a> {
     /// connection, a server restarting) drops the connection, waits (100 ms, doubling up to
     /// the configured backoff) and runs it again on a new one; `reconnected` runs first on
     /// every new connection. Any other failure is returned.
-    pub(super) async fn run<T>(
+    pub(crate) async fn run<T>(
         &mut self,
         what: &str,
         mut reconnected: impl AsyncFnMut(&mut Writer, &PartNames) -> Result<(), SinkError>,
@@ -79,6 +80,7 @@ impl<'a> Link<'a> {
                     backoff = (backoff * 2).min(self.config.max_backoff);
                 }
                 Err(error) => {
+                    self.metrics.connected.store(false, Ordering::Relaxed);
                     tracing::error!(%error, role = %self.role, what, "the PostgreSQL sink failed");
                     return Err(error);
                 }
@@ -89,8 +91,16 @@ impl<'a> Link<'a> {
     async fn connect(&mut self) -> Result<&mut (Writer, PartNames), SinkError> {
         let client = connect(&self.config.url).await?;
         let names = PartNames::load(&client, self.config.url.schema()).await?;
+        if self.metrics.retries.load(Ordering::Relaxed) > 0 {
+            tracing::info!(url = %self.config.url, role = %self.role, "reconnected to PostgreSQL");
+        }
         self.metrics.connected.store(true, Ordering::Relaxed);
         let writer = Writer::new(client, self.copy_threshold, self.config.prediction_log);
         Ok(self.connection.insert((writer, names)))
     }
+}
+
+/// For [`Link::run`]: nothing to do on a new connection.
+pub(crate) async fn no_setup(_: &mut Writer, _: &PartNames) -> Result<(), SinkError> {
+    Ok(())
 }
