@@ -50,7 +50,7 @@ pub fn records(count: usize) -> Vec<ShopRecord> {
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use clickflow_dataflow::graph::{build_graph, Outputs};
+use clickflow_dataflow::graph::{build_graph, AlertSetup, Outputs};
 use clickflow_dataflow::runtime::driver::{drive, DriveSettings, DriveStats};
 use clickflow_dataflow::runtime::output::Handoff;
 use clickflow_dataflow::runtime::resume::PartitionResume;
@@ -160,6 +160,7 @@ pub fn run_in_memory(partitions: Arc<Vec<Vec<Event>>>, workers: usize) -> usize 
                 ids.clone(),
                 NO_WATERMARK,
                 None,
+                AlertSetup::default(),
                 Outputs {
                     gathered: deliver,
                     own_rows: None,
@@ -297,6 +298,7 @@ pub fn run_generated(
                 ids.clone(),
                 NO_WATERMARK,
                 None,
+                AlertSetup::default(),
                 Outputs {
                     gathered: deliver,
                     own_rows: None,

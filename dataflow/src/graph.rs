@@ -11,6 +11,9 @@ use timely::dataflow::operators::{Concat, Concatenate, Probe};
 use timely::dataflow::{InputHandleVec, ProbeHandle};
 use timely::worker::Worker;
 
+use crate::alerts::alerting::alerting;
+use crate::alerts::detect::DetectorConfig;
+use crate::alerts::series::{resume_at, window_series, Rejected, SeriesInput, WindowPoint};
 use crate::config::DataflowConfig;
 use crate::input::InputEvent;
 use crate::kpi::churn::{ChurnScores, ScoringSetup};
@@ -30,6 +33,8 @@ pub struct GraphInputs {
     pub events: InputHandleVec<Epoch, InputEvent>,
     /// Payloads rejected at the source (undecodable, or late for their partition).
     pub dead_letters: InputHandleVec<Epoch, DeadLetter>,
+    /// The same rejections, charged to their partition's clock (for the alert series).
+    pub rejections: InputHandleVec<Epoch, Rejected>,
     /// Partition progress, once per epoch for every partition that changed.
     pub reports: InputHandleVec<Epoch, PartitionReport>,
     /// Models that replace the scoring model from the epoch they are sent in (worker 0
@@ -46,6 +51,7 @@ impl GraphInputs {
     pub fn advance_to(&mut self, epoch: Epoch) {
         self.events.advance_to(epoch);
         self.dead_letters.advance_to(epoch);
+        self.rejections.advance_to(epoch);
         self.reports.advance_to(epoch);
         self.models.advance_to(epoch);
     }
@@ -67,17 +73,28 @@ pub struct Outputs {
     pub own_rows: Option<Deliver>,
 }
 
+/// What the alert stages need: the detectors' configuration, and the windows judged before
+/// a restart (`window_series`, in window order), which rebuild them.
+#[derive(Clone, Debug, Default)]
+pub struct AlertSetup {
+    /// Tuning and rules.
+    pub config: DetectorConfig,
+    /// The committed `window_series` rows.
+    pub history: Arc<[WindowPoint]>,
+}
+
 /// Builds the KPI graph on `worker`. `partitions` lists every partition of the input, indexed
 /// by the global partition index that events and reports carry; `committed_watermark` is the
 /// watermark committed before a restart; `scoring`, when given, scores every open session;
-/// `outputs` receive the closed epochs.
+/// `alerts` sets up the detectors; `outputs` receive the closed epochs.
 ///
 /// ```text
 ///  events ─► gate ─┬─► event_trends ────┐
 ///                  ├─► funnel_summary ──┼─► gather (worker 0) ─► outputs.gathered
-///                  └─► session_features ┤   (or, with own_rows: rows ─► worker rows ─► outputs.own_rows
-///                          │            │    on every worker; the rest ─► gather on worker 0)
-///                          └─► churn_scores (with a model) ◄─ models
+///                  ├─► session_features ┤   (or, with own_rows: rows ─► worker rows ─► outputs.own_rows
+///                  │       │            │    on every worker; the rest ─► gather on worker 0)
+///                  │       └─► churn_scores (with a model) ◄─ models
+///  trends, funnel, rejections ─► window_series ─► alerts ┘
 ///  reports ─broadcast─► every stateful stage (watermark), replay monitor
 /// ```
 pub fn build_graph(
@@ -86,6 +103,7 @@ pub fn build_graph(
     partitions: Arc<[PartitionId]>,
     committed_watermark: EventTime,
     scoring: Option<ScoringSetup>,
+    alerts: AlertSetup,
     outputs: Outputs,
 ) -> GraphInputs {
     let seed = ProgressSeed {
@@ -94,12 +112,14 @@ pub fn build_graph(
     };
     let mut events = InputHandleVec::new();
     let mut dead_letters = InputHandleVec::new();
+    let mut rejections = InputHandleVec::new();
     let mut reports = InputHandleVec::new();
     let mut models = InputHandleVec::new();
     let probe = ProbeHandle::new();
     let replayed = worker.dataflow_named::<Epoch, _, _>("clickflow", |scope| {
         let event_stream = scope.input_from(&mut events);
         let source_dead_letters = scope.input_from(&mut dead_letters);
+        let rejection_stream = scope.input_from(&mut rejections);
         let local_reports = scope.input_from(&mut reports);
         let model_stream = scope.input_from(&mut models);
         let all_reports = local_reports.clone().broadcast();
@@ -137,8 +157,34 @@ pub fn build_graph(
                 .inner
                 .map(|(row, _, diff)| Change::Score(row, diff))
         });
+        let points = window_series(
+            scope.concatenate([
+                trends
+                    .inner
+                    .clone()
+                    .map(|(row, _, diff)| SeriesInput::Trend(row, diff)),
+                funnel
+                    .inner
+                    .clone()
+                    .map(|(row, _, diff)| SeriesInput::Funnel(row, diff)),
+                rejection_stream.map(SeriesInput::Rejected),
+            ]),
+            all_reports.clone(),
+            seed,
+            config.window,
+            resume_at(committed_watermark, config.window),
+        );
+        let alert_changes = alerting(
+            points.clone(),
+            all_reports.clone(),
+            seed,
+            alerts.config,
+            alerts.history,
+        );
         let rows = scope.concatenate(
             scores.into_iter().chain([
+                points.map(Change::Series),
+                alert_changes.map(|(row, _, diff)| Change::Alert(row, diff)),
                 trends.inner.map(|(row, _, diff)| Change::Trend(row, diff)),
                 funnel.inner.map(|(row, _, diff)| Change::Funnel(row, diff)),
                 sessions
@@ -176,6 +222,7 @@ pub fn build_graph(
     GraphInputs {
         events,
         dead_letters,
+        rejections,
         reports,
         models,
         probe,

@@ -23,6 +23,7 @@
 //! | [`kpi`] | what is computed: one file per stage (the gate, trends, funnel, sessions, churn scoring with users' histories) |
 //! | [`operators`] | the building blocks stages are made of (per-epoch batching, pre-aggregation, the keyed stage, routing) |
 //! | [`runtime`] | how it runs: the worker loop and its epochs, lateness and watermarks, replay and resume after a restart, the hand-off to the sinks, threads and processes |
+//! | [`alerts`] | anomaly alerts: the closed windows' series, the detectors, the alerting file |
 //! | [`lifecycle`] | the churn model's life in a running pipeline: live model, monitor, retrainer |
 //!
 //! Beside them: the records that enter ([`input`]) and leave ([`rows`], [`tables`]), event-time
@@ -30,6 +31,7 @@
 //! [`oracle`] every test compares with, and the churn model's [`training`] examples.
 #![deny(missing_docs)]
 
+pub mod alerts;
 pub mod config;
 pub mod graph;
 pub mod input;

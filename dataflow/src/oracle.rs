@@ -17,6 +17,8 @@ use clickflow_sources::file::{FileSource, FileSourceError, FileSplits};
 use clickflow_sources::{Event, EventTime, EventType, RejectKind, SourceBatch};
 use compact_str::CompactString;
 
+use crate::alerts::detect::{Detector, DetectorConfig};
+use crate::alerts::series::{WindowCounts, WindowPoint};
 use crate::config::DataflowConfig;
 use crate::rows::{FeatureValues, FunnelRow, Probability, ScoreRow, SessionRow, TrendRow};
 use crate::tables::Tables;
@@ -32,6 +34,12 @@ pub struct OracleTables {
     /// `(global partition index, offset)` of every record that does not decode, when the
     /// oracle read the raw input ([`recompute_file`]); `None` when it was given events.
     pub malformed: Option<BTreeSet<(u32, i64)>>,
+    /// Per partition, `(offset, highest event time counted up to and including it)` at every
+    /// offset where the partition's clock moved: where a rejected payload is charged.
+    pub clocks: Vec<Vec<(i64, EventTime)>>,
+    /// True once [`OracleTables::judge_windows`] filled `window_series` and `alerts`, which
+    /// [`OracleTables::differences`] then compares too.
+    pub judged: bool,
 }
 
 /// Recomputes every table from the decoded events of each partition, given in partition
@@ -43,8 +51,10 @@ pub fn recompute(partitions: &[Vec<(i64, Event)>], config: &DataflowConfig) -> O
     let mut users: BTreeMap<(i64, EventType), BTreeSet<CompactString>> = BTreeMap::new();
     let mut by_session: HashMap<CompactString, Vec<&Event>> = HashMap::new();
     let mut late = BTreeSet::new();
+    let mut clocks = Vec::with_capacity(partitions.len());
     for (index, events) in partitions.iter().enumerate() {
         let mut highest: Option<i64> = None;
+        let mut clock = Vec::new();
         for (offset, event) in events {
             let start = event.ts.div_euclid(size) * size;
             if let Some(highest) = highest {
@@ -53,7 +63,11 @@ pub fn recompute(partitions: &[Vec<(i64, Event)>], config: &DataflowConfig) -> O
                     continue;
                 }
             }
+            let moved = highest.is_none_or(|h| event.ts > h);
             highest = Some(highest.map_or(event.ts, |h: i64| h.max(event.ts)));
+            if moved {
+                clock.push((*offset, event.ts));
+            }
             let tally = counts.entry((start, event.event_type)).or_default();
             tally.0 += 1;
             if event.event_type == EventType::Purchase {
@@ -68,6 +82,7 @@ pub fn recompute(partitions: &[Vec<(i64, Event)>], config: &DataflowConfig) -> O
                 .or_default()
                 .push(event);
         }
+        clocks.push(clock);
     }
     let window = |start: i64| Window {
         start,
@@ -102,6 +117,8 @@ pub fn recompute(partitions: &[Vec<(i64, Event)>], config: &DataflowConfig) -> O
         tables,
         late,
         malformed: None,
+        clocks,
+        judged: false,
     }
 }
 
@@ -165,6 +182,62 @@ pub fn recompute_file(
 }
 
 impl OracleTables {
+    /// Fills `window_series` and `alerts` as a sequential run sees them at the end of the
+    /// input: every window from the first to the last that counted anything, with the rows
+    /// of the oracle's own `event_trends` and `funnel_summary`, and each rejection charged
+    /// to its partition's clock just before it; then the detectors fed those windows in order.
+    pub fn judge_windows(&mut self, config: &DataflowConfig, detector: &DetectorConfig) {
+        let size = config.window.millis();
+        let mut counts: BTreeMap<i64, WindowCounts> = BTreeMap::new();
+        for row in self.tables.trends.values() {
+            counts.entry(row.window.start).or_default().add_trend(row, 1);
+        }
+        for row in self.tables.funnel.values() {
+            counts.entry(row.window.start).or_default().add_funnel(row, 1);
+        }
+        let clock_before = |partition: u32, offset: i64| -> Option<EventTime> {
+            let clock = self.clocks.get(partition as usize)?;
+            let known = clock.partition_point(|(o, _)| *o < offset);
+            known.checked_sub(1).map(|i| clock[i].1)
+        };
+        let rejected = self
+            .late
+            .iter()
+            .map(|&(p, o)| (p, o, true))
+            .chain(self.malformed.iter().flatten().map(|&(p, o)| (p, o, false)));
+        for (partition, offset, late) in rejected {
+            if let Some(at) = clock_before(partition, offset) {
+                counts
+                    .entry(at.div_euclid(size) * size)
+                    .or_default()
+                    .add_rejection(late);
+            }
+        }
+        let (Some(&first), Some(&last)) = (counts.keys().next(), counts.keys().next_back())
+        else {
+            self.judged = true;
+            return;
+        };
+        let mut detector = Detector::new(detector.clone());
+        let mut changes = Vec::new();
+        for start in (first..=last).step_by(size as usize) {
+            let point = WindowPoint {
+                window: config.window.window_of(start),
+                counts: counts.get(&start).copied().unwrap_or_default(),
+            };
+            detector.observe(&point, &mut changes);
+            self.tables.series.insert(start, point);
+        }
+        for (row, diff) in changes {
+            if diff < 0 {
+                self.tables.alerts.remove(&row.alert_id);
+            } else {
+                self.tables.alerts.insert(row.alert_id.clone(), row);
+            }
+        }
+        self.judged = true;
+    }
+
     /// Fills `churn_scores` as the model sees each final session that did not buy: as known
     /// at its last recency checkpoint within the gap (where every session is when it
     /// closes), with its user's sessions final before it started (final: the end of the
@@ -256,6 +329,15 @@ impl OracleTables {
             &self.tables.scores,
             &mut found,
         );
+        if self.judged {
+            differ(
+                "window_series",
+                &tables.series,
+                &self.tables.series,
+                &mut found,
+            );
+            differ("alerts", &tables.alerts, &self.tables.alerts, &mut found);
+        }
         let late: BTreeSet<(u32, i64)> = tables
             .dead_letters
             .iter()

@@ -205,3 +205,105 @@ impl Hash for Probability {
         self.0.to_bits().hash(state);
     }
 }
+
+/// The kind of an alert: which way its series departed, or a static rule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertKind {
+    /// Above its band.
+    Spike,
+    /// Below its band.
+    Drop,
+    /// A static rule's bound crossed.
+    Rule,
+}
+
+impl AlertKind {
+    /// The name stored in `alerts.kind`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertKind::Spike => "spike",
+            AlertKind::Drop => "drop",
+            AlertKind::Rule => "rule",
+        }
+    }
+}
+
+/// How bad an alert is: `critical` beyond twice the band (or as a rule says).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    /// Outside the band.
+    Warning,
+    /// Far outside it.
+    Critical,
+}
+
+impl Severity {
+    /// The name stored in `alerts.severity`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Warning => "warning",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
+/// A measured value, compared by its bits so that rows holding it consolidate like any other
+/// (the detectors never produce NaN).
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+pub struct Measure(pub f64);
+
+impl PartialEq for Measure {
+    fn eq(&self, other: &Measure) -> bool {
+        self.0.to_bits() == other.0.to_bits()
+    }
+}
+
+impl Eq for Measure {}
+
+impl PartialOrd for Measure {
+    fn partial_cmp(&self, other: &Measure) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Measure {
+    fn cmp(&self, other: &Measure) -> Ordering {
+        self.0.total_cmp(&other.0)
+    }
+}
+
+impl Hash for Measure {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.to_bits().hash(state);
+    }
+}
+
+/// `alerts`: one row per alert, keyed by `alert_id`, from its opening to its resolution (see
+/// [`crate::alerts`]). Every field is a function of the closed windows, so a replay computes
+/// the same row; the wall-clock times (`raised_at`, `resolved_at`) are the sink's.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct AlertRow {
+    /// `<series>:<opened window start, Unix ms>`, or `rule:<name>:<...>`: the key, and the
+    /// webhook's idempotency key with the event's name.
+    pub alert_id: CompactString,
+    /// Spike, drop or rule.
+    pub kind: AlertKind,
+    /// The rule's name, for a rule's alert.
+    pub rule: Option<CompactString>,
+    /// The series it is about.
+    pub series: crate::alerts::series::Series,
+    /// The worst severity it reached.
+    pub severity: Severity,
+    /// The series' value in the latest anomalous window.
+    pub observed: Measure,
+    /// What was expected there (for a rule: its bound).
+    pub expected: Measure,
+    /// The start of the first anomalous window (Unix ms).
+    pub opened: EventTime,
+    /// The start of the latest anomalous window.
+    pub latest: EventTime,
+    /// The start of the first window back in the band (`None` while open).
+    pub resolved: Option<EventTime>,
+}

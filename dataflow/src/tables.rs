@@ -5,9 +5,11 @@
 
 use std::collections::BTreeMap;
 
-use clickflow_sources::{DeadLetter, EventType, PartitionId};
+use clickflow_sources::{DeadLetter, EventTime, EventType, PartitionId};
+use compact_str::CompactString;
 
-use crate::rows::{FunnelRow, ScoreRow, SessionKey, SessionRow, TrendRow};
+use crate::alerts::series::WindowPoint;
+use crate::rows::{AlertRow, FunnelRow, ScoreRow, SessionKey, SessionRow, TrendRow};
 use crate::runtime::output::EpochOutput;
 use crate::window::Window;
 
@@ -22,6 +24,10 @@ pub struct Tables {
     pub sessions: BTreeMap<SessionKey, SessionRow>,
     /// `churn_scores` by `(session_id, session_start)`.
     pub scores: BTreeMap<SessionKey, ScoreRow>,
+    /// `window_series` by window start.
+    pub series: BTreeMap<EventTime, WindowPoint>,
+    /// `alerts` by `alert_id`.
+    pub alerts: BTreeMap<CompactString, AlertRow>,
     /// `dead_letters`, in arrival order.
     pub dead_letters: Vec<DeadLetter>,
     /// `clickflow_offsets`.
@@ -59,6 +65,12 @@ impl Tables {
         .map_err(fail)?;
         apply_changes(&mut self.sessions, &output.sessions, SessionRow::key).map_err(fail)?;
         apply_changes(&mut self.scores, &output.scores, ScoreRow::key).map_err(fail)?;
+        apply_changes(&mut self.alerts, &output.alerts, |r| r.alert_id.clone()).map_err(fail)?;
+        for point in &output.series {
+            if let Some(old) = self.series.insert(point.window.start, *point) {
+                return Err(fail(format!("window {old:?} closed twice")));
+            }
+        }
         self.dead_letters
             .extend(output.dead_letters.iter().cloned());
         for state in &output.partitions {

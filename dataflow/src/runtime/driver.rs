@@ -34,6 +34,7 @@ use crate::graph::GraphInputs;
 use crate::input::InputEvent;
 use crate::lifecycle::LiveModel;
 use crate::metrics::PipelineMetrics;
+use crate::alerts::series::Rejected;
 use crate::runtime::lateness::PartitionClock;
 use crate::runtime::resume::PartitionResume;
 use crate::runtime::watermark::PartitionReport;
@@ -301,7 +302,27 @@ impl Retry {
     }
 }
 
+/// Sends a payload the source rejected, charged to `clock` (its partition's, when it was
+/// read; nothing is charged before the partition's first event).
+fn send_rejected(
+    letter: DeadLetter,
+    clock: &PartitionClock,
+    inputs: &mut GraphInputs,
+    stats: &mut DriveStats,
+) {
+    stats.dead_letters += 1;
+    if let Some(at) = clock.highest() {
+        inputs.rejections.send(Rejected { at, late: false });
+    }
+    inputs.dead_letters.send(letter);
+}
+
 /// Judges and sends one polled batch.
+///
+/// Every rejected payload is also charged to its partition's clock as it stood when the
+/// payload was read, for the alert series (see [`crate::alerts::series`]): the source's
+/// rejections are put back between the partition's events by offset, so the charge depends
+/// on the partition's order alone, never on where a poll ended.
 fn feed(
     batch: &mut SourceBatch,
     names: &[PartitionId],
@@ -310,8 +331,27 @@ fn feed(
     config: &DataflowConfig,
     stats: &mut DriveStats,
 ) {
+    // The source's rejections per local partition, the latest offset first.
+    let mut rejected: Vec<Vec<DeadLetter>> = vec![Vec::new(); partitions.len()];
+    for letter in batch.dead_letters.drain(..) {
+        match names.iter().position(|name| *name == letter.partition) {
+            Some(local) => rejected[local].push(letter),
+            None => {
+                stats.dead_letters += 1;
+                inputs.dead_letters.send(letter);
+            }
+        }
+    }
+    for letters in &mut rejected {
+        letters.sort_by_key(|letter| std::cmp::Reverse(letter.offset));
+    }
     for sourced in batch.events.drain(..) {
         let partition = &mut partitions[sourced.partition];
+        let before = &mut rejected[sourced.partition];
+        while before.last().is_some_and(|l| l.offset < sourced.offset) {
+            let letter = before.pop().expect("checked");
+            send_rejected(letter, &partition.clock, inputs, stats);
+        }
         match partition.clock.observe(sourced.event.ts, config) {
             None => {
                 stats.events += 1;
@@ -325,6 +365,9 @@ fn feed(
             Some(watermark) => {
                 stats.late += 1;
                 stats.dead_letters += 1;
+                if let Some(at) = partition.clock.highest() {
+                    inputs.rejections.send(Rejected { at, late: true });
+                }
                 let end = config.window.window_of(sourced.event.ts).end;
                 let rejection = Rejection::new(
                     RejectKind::Late,
@@ -344,9 +387,10 @@ fn feed(
             }
         }
     }
-    for letter in batch.dead_letters.drain(..) {
-        stats.dead_letters += 1;
-        inputs.dead_letters.send(letter);
+    for (local, letters) in rejected.into_iter().enumerate() {
+        for letter in letters.into_iter().rev() {
+            send_rejected(letter, &partitions[local].clock, inputs, stats);
+        }
     }
     for progress in batch.progress.drain(..) {
         let partition = &mut partitions[progress.partition];

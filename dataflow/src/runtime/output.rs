@@ -31,7 +31,8 @@ use timely::dataflow::operators::Capability;
 use timely::dataflow::StreamVec;
 
 use crate::kpi::sessions::Retention;
-use crate::rows::{FunnelRow, ScoreRow, SessionRow, TrendRow};
+use crate::alerts::series::WindowPoint;
+use crate::rows::{AlertRow, FunnelRow, ScoreRow, SessionRow, TrendRow};
 use crate::runtime::handoff::Offering;
 use crate::runtime::watermark::{
     PartitionReport, ProgressSeed, WatermarkTracker, END_OF_INPUT, NO_WATERMARK,
@@ -50,6 +51,10 @@ pub enum Change {
     Session(SessionRow, isize),
     /// A change of `churn_scores`.
     Score(ScoreRow, isize),
+    /// A closed window's final counts (`window_series`, insert only).
+    Series(WindowPoint),
+    /// A change of `alerts`.
+    Alert(AlertRow, isize),
     /// A rejected payload.
     DeadLetter(DeadLetter),
     /// A partition's progress.
@@ -99,6 +104,10 @@ pub struct EpochOutput {
     pub sessions: Vec<(SessionRow, isize)>,
     /// Consolidated changes of `churn_scores` (empty when the pipeline runs without a model).
     pub scores: Vec<(ScoreRow, isize)>,
+    /// Windows closed in this epoch, with their final counts, in window order.
+    pub series: Vec<WindowPoint>,
+    /// Consolidated changes of `alerts`.
+    pub alerts: Vec<(AlertRow, isize)>,
     /// Payloads rejected in this epoch, ordered by partition and offset.
     pub dead_letters: Vec<DeadLetter>,
     /// Every partition that moved in this epoch.
@@ -123,6 +132,8 @@ impl Default for EpochOutput {
             funnel: Vec::new(),
             sessions: Vec::new(),
             scores: Vec::new(),
+            series: Vec::new(),
+            alerts: Vec::new(),
             dead_letters: Vec::new(),
             partitions: Vec::new(),
             arrived: 0,
@@ -138,6 +149,8 @@ impl EpochOutput {
             && self.funnel.is_empty()
             && self.sessions.is_empty()
             && self.scores.is_empty()
+            && self.series.is_empty()
+            && self.alerts.is_empty()
             && self.dead_letters.is_empty()
             && self.partitions.is_empty()
     }
@@ -158,6 +171,8 @@ impl EpochOutput {
         self.funnel.extend(later.funnel);
         self.sessions.extend(later.sessions);
         self.scores.extend(later.scores);
+        self.series.extend(later.series);
+        self.alerts.extend(later.alerts);
         self.dead_letters.extend(later.dead_letters);
         for state in later.partitions {
             match self
@@ -182,6 +197,8 @@ impl EpochOutput {
         consolidate(&mut self.funnel);
         consolidate(&mut self.sessions);
         consolidate(&mut self.scores);
+        self.series.sort_by_key(|p| p.window);
+        consolidate(&mut self.alerts);
     }
 
     /// How many rows the epoch inserts or retracts, over all tables.
@@ -190,6 +207,8 @@ impl EpochOutput {
             + self.funnel.len()
             + self.sessions.len()
             + self.scores.len()
+            + self.series.len()
+            + self.alerts.len()
             + self.dead_letters.len()
     }
 }
@@ -336,13 +355,38 @@ impl Progress {
 /// re-inserts many rows near the size of its net effect.
 #[derive(Default)]
 pub(crate) struct Arriving {
+    rows: ArrivingRows,
+    dead_letters: Vec<DeadLetter>,
+    reports: Vec<PartitionReport>,
+    retention: Vec<Retention>,
+}
+
+/// The row changes of every table, as they arrive.
+#[derive(Default)]
+struct ArrivingRows {
     trends: Consolidating<TrendRow>,
     funnel: Consolidating<FunnelRow>,
     sessions: Consolidating<SessionRow>,
     scores: Consolidating<ScoreRow>,
-    dead_letters: Vec<DeadLetter>,
-    reports: Vec<PartitionReport>,
-    retention: Vec<Retention>,
+    series: Vec<WindowPoint>,
+    alerts: Consolidating<AlertRow>,
+}
+
+impl ArrivingRows {
+    /// An output holding these rows (and nothing of progress).
+    fn finish(self) -> EpochOutput {
+        let mut series = self.series;
+        series.sort_by_key(|p| p.window);
+        EpochOutput {
+            trends: self.trends.finish(),
+            funnel: self.funnel.finish(),
+            sessions: self.sessions.finish(),
+            scores: self.scores.finish(),
+            series,
+            alerts: self.alerts.finish(),
+            ..EpochOutput::default()
+        }
+    }
 }
 
 /// Row changes that consolidate themselves as they grow.
@@ -382,10 +426,12 @@ impl<R: Ord> Consolidating<R> {
 impl Arriving {
     pub(crate) fn add(&mut self, change: Change) {
         match change {
-            Change::Trend(row, diff) => self.trends.push(row, diff),
-            Change::Funnel(row, diff) => self.funnel.push(row, diff),
-            Change::Session(row, diff) => self.sessions.push(row, diff),
-            Change::Score(row, diff) => self.scores.push(row, diff),
+            Change::Trend(row, diff) => self.rows.trends.push(row, diff),
+            Change::Funnel(row, diff) => self.rows.funnel.push(row, diff),
+            Change::Session(row, diff) => self.rows.sessions.push(row, diff),
+            Change::Score(row, diff) => self.rows.scores.push(row, diff),
+            Change::Series(point) => self.rows.series.push(point),
+            Change::Alert(row, diff) => self.rows.alerts.push(row, diff),
             Change::DeadLetter(letter) => self.dead_letters.push(letter),
             Change::Progress(report) => self.reports.push(report),
             Change::Retention(retention) => self.retention.push(retention),
@@ -396,7 +442,7 @@ impl Arriving {
     /// gathering worker decides it ([`WatermarkTracker::all_replayed`] before the epoch's
     /// reports), which `tracker` follows from the same reports.
     pub(crate) fn into_rows(self, epoch: Epoch, tracker: &mut WatermarkTracker) -> EpochOutput {
-        let mut output = Arriving::rows(self.trends, self.funnel, self.sessions, self.scores);
+        let mut output = self.rows.finish();
         output.epoch = epoch;
         output.replay = !tracker.all_replayed();
         for report in self.reports {
@@ -404,21 +450,6 @@ impl Arriving {
         }
         tracker.advance();
         output
-    }
-
-    fn rows(
-        trends: Consolidating<TrendRow>,
-        funnel: Consolidating<FunnelRow>,
-        sessions: Consolidating<SessionRow>,
-        scores: Consolidating<ScoreRow>,
-    ) -> EpochOutput {
-        EpochOutput {
-            trends: trends.finish(),
-            funnel: funnel.finish(),
-            sessions: sessions.finish(),
-            scores: scores.finish(),
-            ..EpochOutput::default()
-        }
     }
 
     fn assemble(
@@ -430,7 +461,7 @@ impl Arriving {
         let mut output = EpochOutput {
             epoch,
             dead_letters: self.dead_letters,
-            ..Arriving::rows(self.trends, self.funnel, self.sessions, self.scores)
+            ..self.rows.finish()
         };
         // As in the stages: an epoch belongs to the replay unless the replay was over
         // before it.

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use clickflow_sources::{EventTime, PartitionId};
 
+use crate::alerts::series::WindowPoint;
 use crate::kpi::churn::HistorySeed;
 use crate::runtime::watermark::{END_OF_INPUT, NO_WATERMARK};
 use crate::window::WindowSize;
@@ -33,6 +34,9 @@ pub struct ResumePlan {
     pub retain_from: Option<EventTime>,
     /// Users' histories from the sessions committed as final (read only when scoring).
     pub history: Arc<HistorySeed>,
+    /// The closed windows' final counts committed before (`window_series`, in window
+    /// order): they rebuild the anomaly detectors.
+    pub window_history: Arc<[WindowPoint]>,
 }
 
 impl Default for ResumePlan {
@@ -43,6 +47,7 @@ impl Default for ResumePlan {
             committed_watermark: NO_WATERMARK,
             retain_from: None,
             history: Arc::default(),
+            window_history: Arc::from([]),
         }
     }
 }
@@ -93,7 +98,7 @@ mod tests {
             .into(),
             committed_watermark: END_OF_INPUT,
             retain_from: None,
-            history: Arc::default(),
+            ..ResumePlan::default()
         };
         plan.reopen_after_end(WindowSize::from_millis(60_000));
         assert_eq!(plan.committed_watermark, 180_000);

@@ -14,8 +14,9 @@ use clickflow_sources::file::{FileSource, FileSplits};
 use clickflow_sources::kafka::{KafkaSource, KafkaSourceConfig};
 use clickflow_sources::{PartitionId, Source, SourceError};
 
+use crate::alerts::detect::DetectorConfig;
 use crate::config::{DataflowConfig, EpochConfig};
-use crate::graph::{build_graph, Outputs};
+use crate::graph::{build_graph, AlertSetup, Outputs};
 use crate::kpi::churn::ScoringSetup;
 use crate::kpi::sessions::SessionRule;
 use crate::lifecycle::LiveModel;
@@ -71,6 +72,8 @@ pub struct RunConfig {
     /// The churn model scoring every open session, replaceable while the pipeline runs;
     /// without one, `churn_scores` stays empty.
     pub model: Option<LiveModel>,
+    /// The anomaly detectors' tuning and rules.
+    pub alerts: DetectorConfig,
 }
 
 /// Why a run failed.
@@ -211,6 +214,10 @@ pub fn run(
                 partitions.clone(),
                 committed,
                 scoring,
+                AlertSetup {
+                    config: config.alerts.clone(),
+                    history: config.resume.window_history.clone(),
+                },
                 Outputs {
                     gathered: sink,
                     own_rows: writers

@@ -12,6 +12,8 @@ use clickflow_sources::dead_letter::storable_text;
 use clickflow_sources::EventTime;
 use tokio_postgres::types::{ToSql, Type};
 
+use super::alert_rows::stage_alerts;
+
 /// One column of values, borrowing the epoch's text where it can: a merged backfill epoch
 /// holds a million rows, and owned copies of their ids doubled the sink's memory.
 pub(super) enum Column<'a> {
@@ -270,7 +272,7 @@ pub(super) fn stage_epoch(output: &EpochOutput, log_predictions: bool) -> Vec<St
         split(&output.funnel, |r| (r.window.start, r.event_type));
     let (session_upserts, session_deletes) = split(&output.sessions, SessionRow::key);
     let (score_upserts, score_deletes) = split(&output.scores, ScoreRow::key);
-    let staged = vec![
+    let mut staged = vec![
         Staged {
             statement: &TRENDS_DELETE,
             values: window_keys(
@@ -319,6 +321,9 @@ pub(super) fn stage_epoch(output: &EpochOutput, log_predictions: bool) -> Vec<St
             statement: &SCORES_UPSERT,
             values: score_columns(&score_upserts),
         },
+    ];
+    staged.extend(stage_alerts(output));
+    staged.extend([
         Staged {
             statement: &PREDICTIONS_INSERT,
             values: if log_predictions {
@@ -382,12 +387,12 @@ pub(super) fn stage_epoch(output: &EpochOutput, log_predictions: bool) -> Vec<St
                 Column::OptionalInt8(output.partitions.iter().map(|p| p.highest).collect()),
             ],
         },
-    ];
+    ]);
     staged.into_iter().filter(|s| s.len() > 0).collect()
 }
 
 /// Rows inserted (the new value of their key) and rows only retracted (their key is gone).
-fn split<'a, R, K: Hash + Eq>(
+pub(super) fn split<'a, R, K: Hash + Eq>(
     changes: &'a [(R, isize)],
     key: impl Fn(&'a R) -> K,
 ) -> (Vec<&'a R>, Vec<&'a R>) {
@@ -406,7 +411,7 @@ fn split<'a, R, K: Hash + Eq>(
 }
 
 /// The instant `ms` milliseconds after the Unix epoch.
-fn instant(ms: EventTime) -> SystemTime {
+pub(super) fn instant(ms: EventTime) -> SystemTime {
     let offset = Duration::from_millis(ms.unsigned_abs());
     if ms >= 0 {
         UNIX_EPOCH + offset
@@ -448,7 +453,7 @@ fn funnel_columns<'a>(rows: &[&'a FunnelRow]) -> Vec<Column<'a>> {
 }
 
 /// A text column borrowing `field` of every row.
-fn text<'a, R>(rows: &[&'a R], field: impl Fn(&'a R) -> &'a str) -> Column<'a> {
+pub(super) fn text<'a, R>(rows: &[&'a R], field: impl Fn(&'a R) -> &'a str) -> Column<'a> {
     Column::Text(rows.iter().map(|r| Cow::Borrowed(field(r))).collect())
 }
 

@@ -52,6 +52,7 @@
 //! to: a run with another input is refused at start ([`claim_input`]). Several pipelines
 //! share a database side by side, each in its own schema.
 
+mod alert_rows;
 mod batch;
 mod config;
 mod error;

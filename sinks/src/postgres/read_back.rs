@@ -9,11 +9,12 @@ use clickflow_dataflow::Tables;
 use clickflow_model::FEATURE_COUNT;
 use clickflow_sources::{DeadLetter, EventType, PartitionId, RejectKind, Rejection};
 
+use super::alert_rows::{read_alerts, read_window_series};
 use super::schema::connect;
 use super::{DatabaseUrl, SinkError};
 
 /// Unix milliseconds of a timestamptz column.
-fn ms(column: &str) -> String {
+pub(super) fn ms(column: &str) -> String {
     format!("(extract(epoch FROM {column}) * 1000)::bigint")
 }
 
@@ -89,6 +90,16 @@ pub async fn read_tables(url: &DatabaseUrl) -> Result<Tables, SinkError> {
         };
         tables.scores.insert(score.key(), score);
     }
+    tables.series = read_window_series(&client)
+        .await?
+        .into_iter()
+        .map(|p| (p.window.start, p))
+        .collect();
+    tables.alerts = read_alerts(&client)
+        .await?
+        .into_iter()
+        .map(|a| (a.alert_id.clone(), a))
+        .collect();
     let read = SinkError::statement("reading the tables back");
     let sql = "SELECT topic, partition, \"offset\", reason, payload FROM dead_letters ORDER BY id";
     for row in client.query(sql, &[]).await.map_err(read)? {

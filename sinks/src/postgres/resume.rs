@@ -12,6 +12,7 @@ use clickflow_sources::{EventTime, PartitionId};
 use compact_str::CompactString;
 
 use super::schema::connect;
+use super::alert_rows::read_window_series;
 use super::{DatabaseUrl, SinkError};
 
 /// The resume plan for `partitions` from what the sink committed: each partition restarts
@@ -40,6 +41,7 @@ pub async fn load_resume_plan(
         committed_watermark,
         retain_from: pipeline_retain_from,
         history: Default::default(),
+        window_history: read_window_series(&client).await?.into(),
     };
     for partition in partitions {
         let topic = partition.topic.to_string();

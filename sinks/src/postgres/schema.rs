@@ -217,10 +217,91 @@ CREATE TABLE IF NOT EXISTS clickflow_commit_log (
 );
 "#,
     ),
+    (
+        8,
+        "anomaly alerts: every closed window's final counts, and the alerts judged on them",
+        r#"
+-- One row per closed event-time window, written once when the watermark passes its end: what
+-- the anomaly detectors judged. A restart rebuilds the detectors from it.
+CREATE TABLE IF NOT EXISTS window_series (
+    window_start   timestamptz PRIMARY KEY,
+    window_end     timestamptz NOT NULL,
+    clicks         bigint      NOT NULL,
+    cart_adds      bigint      NOT NULL,
+    purchases      bigint      NOT NULL,
+    click_users    bigint      NOT NULL,
+    cart_users     bigint      NOT NULL,
+    purchase_users bigint      NOT NULL,
+    revenue        numeric     NOT NULL,
+    malformed      bigint      NOT NULL,
+    late           bigint      NOT NULL,
+    batch_time     timestamptz NOT NULL
+);
+-- One row per alert, from its opening to its resolution. raised_at and resolved_at are the
+-- wall-clock times of the transactions that opened and resolved it; the notified_* columns
+-- are the webhook's outbox (NULL until the receiver acknowledged the event).
+CREATE TABLE IF NOT EXISTS alerts (
+    alert_id             text        PRIMARY KEY,
+    kind                 text        NOT NULL,
+    rule                 text,
+    series               text        NOT NULL,
+    severity             text        NOT NULL,
+    observed             double precision NOT NULL,
+    expected             double precision NOT NULL,
+    opened_window        timestamptz NOT NULL,
+    latest_window        timestamptz NOT NULL,
+    resolved_window      timestamptz,
+    status               text        NOT NULL,
+    raised_at            timestamptz NOT NULL,
+    resolved_at          timestamptz,
+    batch_time           timestamptz NOT NULL,
+    open_notified_at     timestamptz,
+    resolve_notified_at  timestamptz
+);
+CREATE INDEX IF NOT EXISTS alerts_by_status ON alerts (status, opened_window);
+"#,
+    ),
 ];
 
 /// The columns the sink writes, per table, with their types: checked at start.
 const EXPECTED_COLUMNS: &[(&str, &[(&str, &str)])] = &[
+    (
+        "window_series",
+        &[
+            ("window_start", "timestamp with time zone"),
+            ("window_end", "timestamp with time zone"),
+            ("clicks", "bigint"),
+            ("cart_adds", "bigint"),
+            ("purchases", "bigint"),
+            ("click_users", "bigint"),
+            ("cart_users", "bigint"),
+            ("purchase_users", "bigint"),
+            ("revenue", "numeric"),
+            ("malformed", "bigint"),
+            ("late", "bigint"),
+            ("batch_time", "timestamp with time zone"),
+        ],
+    ),
+    (
+        "alerts",
+        &[
+            ("alert_id", "text"),
+            ("kind", "text"),
+            ("rule", "text"),
+            ("series", "text"),
+            ("severity", "text"),
+            ("observed", "double precision"),
+            ("expected", "double precision"),
+            ("opened_window", "timestamp with time zone"),
+            ("latest_window", "timestamp with time zone"),
+            ("resolved_window", "timestamp with time zone"),
+            ("status", "text"),
+            ("raised_at", "timestamp with time zone"),
+            ("resolved_at", "timestamp with time zone"),
+            ("open_notified_at", "timestamp with time zone"),
+            ("resolve_notified_at", "timestamp with time zone"),
+        ],
+    ),
     (
         "event_trends",
         &[
