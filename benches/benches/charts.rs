@@ -20,7 +20,7 @@ fn charts(c: &mut Criterion) {
         })
     });
     group.bench_function("trends.svg", |b| {
-        b.iter(|| trends_chart(&views.trends(60)).unwrap())
+        b.iter(|| trends_chart(&views.trends(60), &[]).unwrap())
     });
     group.bench_function("churn.svg (100k open sessions)", |b| {
         b.iter(|| churn_chart(&views.churn(20)).unwrap())

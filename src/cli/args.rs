@@ -4,6 +4,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
+use clickflow_dataflow::alerts::detect::DetectorConfig;
+use clickflow_dataflow::alerts::rules::load_rules;
 use clickflow_dataflow::window::WindowSize;
 use clickflow_dataflow::{DataflowConfig, EpochConfig};
 
@@ -68,6 +70,29 @@ impl DataflowArgs {
                 .min(self.max_epoch_events.max(1)),
             ..EpochConfig::default()
         }
+    }
+}
+
+/// Anomaly alerts: tuning, rules and delivery.
+#[derive(Debug, Args)]
+pub struct AlertArgs {
+    /// TOML file tuning the anomaly detectors and adding static rules (see the README);
+    /// without one, the defaults judge every series.
+    #[arg(long, env = "CLICKFLOW_ALERT_RULES")]
+    alert_rules: Option<PathBuf>,
+    /// POST each alert opened or resolved, as JSON, to this http:// URL (retried with
+    /// backoff; an Idempotency-Key header lets the receiver drop repeats).
+    #[arg(long, env = "CLICKFLOW_ALERT_WEBHOOK")]
+    pub alert_webhook: Option<clickflow_sinks::postgres::WebhookUrl>,
+}
+
+impl AlertArgs {
+    /// The detectors' configuration: the rules file's, or the defaults.
+    pub fn detectors(&self) -> anyhow::Result<DetectorConfig> {
+        Ok(match &self.alert_rules {
+            Some(path) => load_rules(path)?,
+            None => DetectorConfig::default(),
+        })
     }
 }
 

@@ -122,7 +122,7 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
         api_token: None,
         no_http: true,
     };
-    let finished = launch(spec, &no_web, None, stop)?;
+    let finished = launch(spec, &no_web, None, None, stop)?;
     let seconds = started.elapsed().as_secs_f64();
     let sink = finished.sink.context("the sink did not start")?;
     let (p50, p99) = sink

@@ -7,7 +7,11 @@ use std::sync::{Arc, Mutex};
 use anyhow::Context;
 use clickflow_dataflow::runtime::run::RunStats;
 use clickflow_dataflow::PipelineMetrics;
-use clickflow_sinks::postgres::{run_into_postgres, ModelSource, PipelineSpec, SinkMetrics};
+use clickflow_dataflow::rows::AlertRow;
+use clickflow_sinks::postgres::{
+    load_alerts, run_into_postgres, spawn_notifier, DatabaseUrl, ModelSource, PipelineSpec,
+    SinkMetrics, WebhookUrl,
+};
 use clickflow_web::{DataflowState, LiveViews, PipelineStatus, WebConfig, WebContext, WebServer};
 
 use super::run::spawn_progress_log;
@@ -20,12 +24,14 @@ pub(super) struct Finished {
     pub sink: Option<Arc<SinkMetrics>>,
 }
 
-/// Starts the web server (on the process that gathers the output, unless `--no-http`) and,
-/// with `scoring`, the model's services (monitor, retrainer, reloads, registry), runs `spec`
-/// until its input ends or `stop` is set, then stops them.
+/// Starts the web server (on the process that gathers the output, unless `--no-http`),
+/// the alert `webhook`'s notifier (on that process) and, with `scoring`, the model's services
+/// (monitor, retrainer, reloads, registry), runs `spec` until its input ends or `stop` is
+/// set, then stops them.
 pub(super) fn launch(
     mut spec: PipelineSpec,
     web: &WebArgs,
+    webhook: Option<WebhookUrl>,
     scoring: Option<(Scoring, ModelSource)>,
     stop: Arc<AtomicBool>,
 ) -> anyhow::Result<Finished> {
@@ -83,7 +89,24 @@ pub(super) fn launch(
     let finished = Arc::new(AtomicBool::new(false));
     let progress = spawn_progress_log(metrics.clone(), finished.clone());
     let running = status.clone();
+    let (database, writes) = (spec.sink.url.clone(), spec.writes);
+    let seeded = views.clone();
+    let mut notifier = None;
     let result = run_into_postgres(spec, stop, metrics, |sink| {
+        // The tables exist now: show the alerts raised before this start, and deliver the
+        // webhook events still waiting.
+        if writes {
+            match load_committed_alerts(&database) {
+                Ok(alerts) => seeded.seed_alerts(&alerts),
+                Err(error) => tracing::warn!(%error, "cannot show the alerts raised before"),
+            }
+            if let Some(webhook) = webhook {
+                match spawn_notifier(database.clone(), webhook) {
+                    Ok(started) => notifier = Some(started),
+                    Err(error) => tracing::error!(%error, "cannot start the alert webhook"),
+                }
+            }
+        }
         if let Ok(mut slot) = slot.lock() {
             *slot = Some(sink.metrics.clone());
         }
@@ -99,6 +122,9 @@ pub(super) fn launch(
     });
     finished.store(true, Ordering::Relaxed);
     let _ = progress.join();
+    if let Some(notifier) = notifier {
+        notifier.stop();
+    }
     if let Some(server) = server {
         server.stop();
     }
@@ -110,4 +136,12 @@ pub(super) fn launch(
         stats: result.context("the pipeline failed")?,
         sink,
     })
+}
+
+/// The alerts in the `alerts` table (read before the dataflow starts).
+fn load_committed_alerts(url: &DatabaseUrl) -> anyhow::Result<Vec<AlertRow>> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    Ok(runtime.block_on(load_alerts(url))?)
 }

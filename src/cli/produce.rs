@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Args;
 use clickflow_sources::kafka::{EmbeddedBroker, EventProducer};
-use clickflow_sources::shop::{EventMix, Shop, ShopConfig, ShopRecord};
+use clickflow_sources::shop::{EventMix, Incident, Shop, ShopConfig, ShopRecord};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
@@ -79,6 +79,11 @@ pub struct ProduceArgs {
     /// Share of payloads that are malformed (one of each rejection kind in turn).
     #[arg(long, default_value_t = 0.0)]
     malformed_fraction: f64,
+    /// Stage an incident, `KIND@AFTER/LASTING` after the first event (repeatable): kinds
+    /// spike (3x visits), drop (1/3 of visits), checkout-outage (no purchases),
+    /// cart-bug (9 in 10 cart adds fail), malformed-storm (3 in 10 payloads broken).
+    #[arg(long = "incident")]
+    incidents: Vec<Incident>,
 }
 
 impl ProduceArgs {
@@ -123,6 +128,7 @@ impl ProduceArgs {
             max_lateness_ms: self.max_lateness.as_millis() as i64,
             malformed_fraction: self.malformed_fraction,
             drift_at_ms: self.drift_at.as_deref().map(rfc3339_ms).transpose()?,
+            incidents: self.incidents.clone(),
             mix: match &self.mix {
                 Some(shares) => {
                     anyhow::ensure!(

@@ -12,7 +12,7 @@ use clickflow_sinks::postgres::{ModelSource, PipelineSpec, SinkMetrics};
 use clickflow_sources::file::FileSplits;
 use clickflow_sources::kafka::partition_count;
 
-use super::args::{ClusterArgs, DatabaseArgs, DataflowArgs};
+use super::args::{AlertArgs, ClusterArgs, DatabaseArgs, DataflowArgs};
 use super::launch::launch;
 use super::scoring::{Scoring, ScoringArgs};
 use super::signals::stop_flag;
@@ -44,6 +44,8 @@ pub struct RunArgs {
     #[command(flatten)]
     dataflow: DataflowArgs,
     #[command(flatten)]
+    alerts: AlertArgs,
+    #[command(flatten)]
     web: WebArgs,
 }
 
@@ -72,6 +74,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let config = RunConfig {
         dataflow: args.dataflow.dataflow(),
         epochs: args.dataflow.epochs(),
+        alerts: args.alerts.detectors()?,
         ..RunConfig::default()
     };
     let mut sink = args.database.sink(url.clone());
@@ -89,7 +92,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         writes,
         observe: None,
     };
-    let finished = launch(spec, &args.web, scoring, stop)?;
+    let finished = launch(spec, &args.web, args.alerts.alert_webhook, scoring, stop)?;
     let stats = finished.stats;
     let seconds = started.elapsed().as_secs_f64();
     eprintln!(

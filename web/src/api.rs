@@ -6,6 +6,7 @@ use serde::Serialize;
 use warp::http::StatusCode;
 use warp::{Filter, Rejection, Reply};
 
+use crate::alerts::AlertView;
 use crate::charts::{churn_chart, funnel_chart, trends_chart};
 use crate::context::WebContext;
 use crate::errors::refuse;
@@ -62,6 +63,13 @@ struct Sessions {
     sessions: Vec<AtRisk>,
 }
 
+/// `GET /api/v1/alerts`: open alerts first, then the newest resolved ones.
+#[derive(Serialize)]
+struct Alerts {
+    open: usize,
+    alerts: Vec<AlertView>,
+}
+
 /// What the dashboard's health panel shows.
 #[derive(Serialize)]
 struct Status {
@@ -90,8 +98,8 @@ fn query() -> impl Filter<Extract = (HashMap<String, String>,), Error = Rejectio
     warp::query::<HashMap<String, String>>()
 }
 
-/// `GET /api/v1/funnel?last=N`, `/api/v1/trends?last=N`, `/api/v1/sessions/at-risk?limit=N`
-/// and `/api/v1/status`.
+/// `GET /api/v1/funnel?last=N`, `/api/v1/trends?last=N`, `/api/v1/sessions/at-risk?limit=N`,
+/// `/api/v1/alerts?limit=N` and `/api/v1/status`.
 pub fn routes(
     context: WebContext,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
@@ -122,6 +130,19 @@ pub fn routes(
             };
             Ok::<_, Rejection>(warp::reply::json(&sessions).into_response())
         });
+    let alerts = warp::path!("api" / "v1" / "alerts")
+        .and(query())
+        .and(with_context(context.clone()))
+        .and_then(|query, context: WebContext| async move {
+            let limit = count_param(&query, "limit", 100, 1000)?;
+            let mut alerts = context.views.alerts();
+            alerts.truncate(limit);
+            let body = Alerts {
+                open: context.views.open_alerts(),
+                alerts,
+            };
+            Ok::<_, Rejection>(warp::reply::json(&body).into_response())
+        });
     let status = warp::path!("api" / "v1" / "status")
         .and(with_context(context))
         .map(|context: WebContext| warp::reply::json(&status(&context)).into_response());
@@ -130,6 +151,8 @@ pub fn routes(
             .or(trends)
             .unify()
             .or(at_risk)
+            .unify()
+            .or(alerts)
             .unify()
             .or(status)
             .unify(),
@@ -180,7 +203,11 @@ pub fn charts(
                         .collect();
                     funnel_chart(&complete, FUNNEL_MEAN_WINDOWS)
                 }
-                "trends.svg" => trends_chart(&views.trends(TREND_WINDOWS)),
+                "trends.svg" => {
+                    let opened: Vec<i64> =
+                        views.alerts().iter().map(|a| a.opened_window_start).collect();
+                    trends_chart(&views.trends(TREND_WINDOWS), &opened)
+                }
                 "churn.svg" => churn_chart(&views.churn(CHURN_BINS)),
                 _ => return Err(warp::reject::not_found()),
             };

@@ -7,6 +7,7 @@
 //! with. See [`routes`] for the list of routes.
 #![deny(missing_docs)]
 
+pub mod alerts;
 pub mod api;
 pub mod auth;
 pub mod charts;

@@ -33,6 +33,11 @@ pub fn render(context: &WebContext) -> String {
         "reason=\"late\"",
         late as f64,
     );
+    out.gauge(
+        "clickflow_alerts_open",
+        "Anomaly alerts open now.",
+        context.views.open_alerts() as f64,
+    );
     out.counter(
         "clickflow_source_retries_total",
         "Source errors that were retried with backoff (broker unreachable, leader moving).",

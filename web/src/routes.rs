@@ -6,6 +6,7 @@
 //! | `GET /charts/{funnel,trends,churn}.svg` | the charts |
 //! | `GET /api/v1/funnel?last=N`, `/api/v1/trends?last=N` | the newest N windows (JSON) |
 //! | `GET /api/v1/sessions/at-risk?limit=N` | open sessions most likely to churn |
+//! | `GET /api/v1/alerts?limit=N` | open alerts, then the newest resolved ones |
 //! | `GET /api/v1/status` | pipeline health, as the dashboard shows it |
 //! | `POST /api/v1/churn/predict` | churn probability of given features |
 //! | `GET /api/v1/model` | the model scoring now: offline and live quality |

@@ -12,13 +12,15 @@ use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use clickflow_dataflow::rows::{FunnelRow, SessionKey, SessionRow, TrendRow};
+use clickflow_dataflow::rows::{AlertRow, FunnelRow, SessionKey, SessionRow, TrendRow};
 use clickflow_dataflow::runtime::watermark::{END_OF_INPUT, NO_WATERMARK};
 use clickflow_dataflow::window::Window;
 use clickflow_dataflow::EpochOutput;
 use clickflow_sources::{EventTime, EventType, PartitionId};
 
 use serde::Serialize;
+
+use crate::alerts::{AlertBoard, AlertView};
 
 /// Windows kept per table: two hours of 1-minute windows.
 pub const KEEP_WINDOWS: usize = 120;
@@ -30,6 +32,7 @@ const RATE_SPAN: Duration = Duration::from_secs(5);
 #[derive(Debug, Default)]
 pub struct LiveViews {
     inner: Mutex<Views>,
+    alerts: Mutex<AlertBoard>,
 }
 
 #[derive(Debug, Default)]
@@ -123,8 +126,31 @@ pub struct Flow {
 }
 
 impl LiveViews {
+    /// Shows `alerts` (read from the `alerts` table at start) as committed.
+    pub fn seed_alerts(&self, alerts: &[AlertRow]) {
+        let inserted: Vec<(AlertRow, isize)> = alerts.iter().map(|a| (a.clone(), 1)).collect();
+        self.alert_board().apply(&inserted);
+    }
+
+    /// Open alerts first, then the newest resolved ones.
+    pub fn alerts(&self) -> Vec<AlertView> {
+        self.alert_board().views()
+    }
+
+    /// How many alerts are open.
+    pub fn open_alerts(&self) -> usize {
+        self.alert_board().open()
+    }
+
+    fn alert_board(&self) -> std::sync::MutexGuard<'_, AlertBoard> {
+        self.alerts.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     /// Folds one closed epoch into the views.
     pub fn apply(&self, output: &EpochOutput) {
+        if !output.alerts.is_empty() {
+            self.alert_board().apply(&output.alerts);
+        }
         let mut views = self.lock();
         // A writer's part of an epoch (the parallel sink) carries rows, not progress.
         if !output.partitions.is_empty() || output.watermark != NO_WATERMARK {

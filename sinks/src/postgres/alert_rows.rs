@@ -13,7 +13,8 @@ use tokio_postgres::Client;
 
 use super::batch::{instant, split, text, Column, Staged, Statement};
 use super::read_back::ms;
-use super::SinkError;
+use super::schema::connect;
+use super::{DatabaseUrl, SinkError};
 
 const SERIES_UPSERT: Statement = Statement {
     staging: "clickflow_stage_series",
@@ -209,4 +210,9 @@ pub(super) async fn read_alerts(client: &Client) -> Result<Vec<AlertRow>, SinkEr
         });
     }
     Ok(alerts)
+}
+
+/// Every alert the pipeline at `url` has raised (what the dashboard shows at start).
+pub async fn load_alerts(url: &DatabaseUrl) -> Result<Vec<AlertRow>, SinkError> {
+    read_alerts(&connect(url).await?).await
 }

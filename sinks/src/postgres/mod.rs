@@ -67,8 +67,10 @@ mod resume;
 mod schema;
 mod sink;
 pub mod two_phase;
+mod webhook;
 mod write;
 
+pub use alert_rows::load_alerts;
 pub use config::{DatabaseUrl, SinkConfig, SinkWriters};
 pub use error::SinkError;
 pub use freshness::Freshness;
@@ -79,3 +81,4 @@ pub use read_back::read_tables;
 pub use resume::{load_resume_plan, load_user_history};
 pub use schema::prepare;
 pub use sink::{spawn_sink, SinkHandle, SinkMetrics};
+pub use webhook::{spawn_notifier, Notifier, WebhookStats, WebhookUrl};

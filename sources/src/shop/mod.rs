@@ -18,6 +18,7 @@
 //!
 //! The same [`ShopConfig`] (seed and start time included) always yields the same bytes.
 
+mod incident;
 mod malformed;
 mod users;
 mod visit;
@@ -32,6 +33,7 @@ use rand_chacha::ChaCha8Rng;
 use crate::encode::encode_into;
 use crate::event::{Event, EventId, EventTime, EventType};
 use users::{rhythm, Shoppers};
+pub use incident::{Incident, IncidentError, IncidentKind};
 pub use visit::EventMix;
 use visit::{Behaviour, Intent, Step, Visit};
 
@@ -63,6 +65,8 @@ pub struct ShopConfig {
     /// Instead of realistic visits, draw every event's type from a fixed mix: for benchmark
     /// files of a given shape (see [`ShopConfig::side_by_side`]).
     pub mix: Option<EventMix>,
+    /// Incidents staged at given event times (see [`incident`]).
+    pub incidents: Vec<Incident>,
 }
 
 impl Default for ShopConfig {
@@ -79,6 +83,7 @@ impl Default for ShopConfig {
             malformed_fraction: 0.0,
             drift_at_ms: None,
             mix: None,
+            incidents: Vec::new(),
         }
     }
 }
@@ -270,10 +275,40 @@ impl Shop {
         self.agenda.push(Reverse((first, slot)));
         let visits_per_ms = self.config.events_per_second.max(1e-6)
             * rhythm(at, self.config.daily_rhythm)
+            * self.traffic_factor(at)
             / self.events_per_visit()
             / 1000.0;
         let wait = self.exponential(1.0 / visits_per_ms);
         self.next_arrival = self.next_arrival.max(at as f64) + wait.max(0.0);
+    }
+
+    /// How visits arrive at `at` relative to normal: the staged incidents' factors.
+    fn traffic_factor(&self, at: EventTime) -> f64 {
+        self.incidents_at(at).map(IncidentKind::traffic_factor).product()
+    }
+
+    /// The kinds of the incidents under way at `at`.
+    fn incidents_at(&self, at: EventTime) -> impl Iterator<Item = IncidentKind> + '_ {
+        let start = self.config.start_ms;
+        self.config
+            .incidents
+            .iter()
+            .filter(move |i| i.covers(start, at))
+            .map(|i| i.kind)
+    }
+
+    /// True when an incident swallows `event`: a checkout outage every purchase, a cart bug
+    /// nine cart adds in ten.
+    fn swallowed(&mut self, event: &Event) -> bool {
+        let mut swallowed = false;
+        for kind in self.incidents_at(event.ts).collect::<Vec<_>>() {
+            swallowed |= match (kind, event.event_type) {
+                (IncidentKind::CheckoutOutage, EventType::Purchase) => true,
+                (IncidentKind::CartBug, EventType::AddToCart) => self.rng.gen_bool(0.9),
+                _ => false,
+            };
+        }
+        swallowed
     }
 
     /// The millisecond in which the next visit begins.
@@ -302,7 +337,10 @@ impl Shop {
                 continue;
             }
             let Reverse((now, slot)) = self.agenda.pop().expect("peeked");
-            return self.step(now, slot);
+            let event = self.step(now, slot);
+            if self.config.incidents.is_empty() || !self.swallowed(&event) {
+                return event;
+            }
         }
     }
 
@@ -366,9 +404,8 @@ impl Shop {
 
     /// The next record to deliver.
     pub fn next_record(&mut self) -> ShopRecord {
-        if self.config.malformed_fraction > 0.0
-            && self.rng.gen_bool(self.config.malformed_fraction.min(1.0))
-        {
+        let malformed_fraction = self.malformed_fraction();
+        if malformed_fraction > 0.0 && self.rng.gen_bool(malformed_fraction.min(1.0)) {
             let kind = self.malformed_emitted;
             self.malformed_emitted += 1;
             let event = self.simulate();
@@ -395,6 +432,22 @@ impl Shop {
             return self.next_record();
         }
         ShopRecord::Event(event)
+    }
+
+    /// The share of malformed payloads now: three in ten during a malformed storm.
+    fn malformed_fraction(&self) -> f64 {
+        let now = self
+            .agenda
+            .peek()
+            .map_or(self.arrival(), |Reverse((t, _))| (*t).min(self.arrival()));
+        let storm = self
+            .incidents_at(now)
+            .any(|kind| kind == IncidentKind::MalformedStorm);
+        if storm {
+            self.config.malformed_fraction.max(0.3)
+        } else {
+            self.config.malformed_fraction
+        }
     }
 
     /// The events held back to be delivered late, emptied: call this at the end of a finite

@@ -19,9 +19,9 @@ use clap::Args;
 use clickflow_dataflow::runtime::run::{InputSpec, RunConfig};
 use clickflow_sinks::postgres::{ModelSource, PipelineSpec};
 use clickflow_sources::kafka::{EmbeddedBroker, EventProducer};
-use clickflow_sources::shop::{Shop, ShopConfig, ShopRecord};
+use clickflow_sources::shop::{Incident, Shop, ShopConfig, ShopRecord};
 
-use super::args::{duration, DatabaseArgs, DataflowArgs};
+use super::args::{duration, AlertArgs, DatabaseArgs, DataflowArgs};
 use super::launch::launch;
 use super::produce::rfc3339_ms;
 use super::scoring::{Scoring, ScoringArgs};
@@ -64,6 +64,13 @@ pub struct DemoArgs {
     /// recovers it.
     #[arg(long)]
     drift_at: Option<String>,
+    /// Stage an incident, `KIND@AFTER/LASTING` after the demo starts (repeatable), e.g.
+    /// `checkout-outage@30m/10m`: kinds spike, drop, checkout-outage, cart-bug,
+    /// malformed-storm. The detectors judge a series after 20 minutes of history.
+    #[arg(long = "incident")]
+    incidents: Vec<Incident>,
+    #[command(flatten)]
+    alerts: AlertArgs,
     /// The server to use; the demo creates (afresh) its own database `clickflow_demo` there.
     #[command(flatten)]
     database: DatabaseArgs,
@@ -108,6 +115,7 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
         late_fraction: args.late_fraction,
         malformed_fraction: args.malformed_fraction,
         drift_at_ms,
+        incidents: args.incidents.clone(),
         ..ShopConfig::default()
     });
     // Each event is sent when the wall clock reaches its event time, as in a real shop: the
@@ -158,6 +166,7 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
     let config = RunConfig {
         dataflow: args.dataflow.dataflow(),
         epochs: args.dataflow.epochs(),
+        alerts: args.alerts.detectors()?,
         ..RunConfig::default()
     };
     let scoring_args = ScoringArgs {
@@ -189,7 +198,8 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
         writes: true,
         observe: None,
     };
-    let result = launch(spec, &args.web, Some((scoring, source)), stop.clone());
+    let webhook = args.alerts.alert_webhook.clone();
+    let result = launch(spec, &args.web, webhook, Some((scoring, source)), stop.clone());
     stop.store(true, Ordering::Relaxed);
     let (sent, sending) = producer
         .join()

@@ -6,17 +6,18 @@ use super::{clock, per_window, waiting, ChartError, FONT, NO_LINE, REVENUE_COLOU
 use crate::views::TrendWindow;
 
 /// Lines of events per window for each type (left axis) and revenue per window (dashed,
-/// right axis), oldest window on the left.
-pub fn trends_chart(windows: &[TrendWindow]) -> Result<String, ChartError> {
+/// right axis), oldest window on the left; a red marker at the start of every alert in
+/// `alerts_opened` (window starts, Unix ms) that falls inside the chart.
+pub fn trends_chart(windows: &[TrendWindow], alerts_opened: &[i64]) -> Result<String, ChartError> {
     let mut svg = String::new();
-    draw(&mut svg, windows).map_err(ChartError::of("trends"))?;
+    draw(&mut svg, windows, alerts_opened).map_err(ChartError::of("trends"))?;
     Ok(svg)
 }
 
 /// Reads one event type's count off a window.
 type Count = fn(&TrendWindow) -> i64;
 
-fn draw(svg: &mut String, windows: &[TrendWindow]) -> Result<(), String> {
+fn draw(svg: &mut String, windows: &[TrendWindow], alerts_opened: &[i64]) -> Result<(), String> {
     let root = SVGBackend::with_string(svg, (820, 340)).into_drawing_area();
     let title = "Event trends: events and revenue per window";
     let (Some(first), Some(last)) = (windows.first(), windows.last()) else {
@@ -97,6 +98,26 @@ fn draw(svg: &mut String, windows: &[TrendWindow]) -> Result<(), String> {
         .legend(|(x, y)| {
             PathElement::new(vec![(x, y), (x + 18, y)], REVENUE_COLOUR.stroke_width(2))
         });
+    let markers: Vec<i64> = alerts_opened
+        .iter()
+        .copied()
+        .filter(|at| (first.window_start..=last.window_start).contains(at))
+        .collect();
+    if !markers.is_empty() {
+        let alert_colour = RGBColor(200, 30, 30);
+        chart
+            .draw_series(markers.iter().map(|&at| {
+                PathElement::new(
+                    vec![(at, 0.0), (at, counts_top / 1.6)],
+                    alert_colour.stroke_width(2),
+                )
+            }))
+            .map_err(|e| e.to_string())?
+            .label("alert opened")
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 18, y)], alert_colour.stroke_width(2))
+            });
+    }
     chart
         .configure_series_labels()
         .position(SeriesLabelPosition::UpperRight)

@@ -1,0 +1,263 @@
+//! Alert webhooks (`--alert-webhook URL`): a JSON POST per alert opened and per alert
+//! resolved, delivered from the `alerts` table as an outbox.
+//!
+//! The notifier runs on its own thread with its own connection, apart from the pipeline: it
+//! reads the events not yet acknowledged (`open_notified_at` / `resolve_notified_at` NULL),
+//! POSTs them oldest first, and marks each once the receiver answered 2xx. A receiver that
+//! fails or does not answer within [`ATTEMPT_TIMEOUT`] is retried with exponential backoff
+//! (1 s doubling to [`MAX_BACKOFF`]); meanwhile events wait in the table, never in memory,
+//! and the pipeline never waits for them. Delivery is at least once: a crash between the
+//! receiver's 2xx and the mark sends that event again, with the same `Idempotency-Key`
+//! header (also in the body as `idempotency_key`: `<alert_id>:open` or
+//! `<alert_id>:resolve`), so a receiver that drops repeated keys sees every event once.
+//!
+//! ```json
+//! {"event": "open", "idempotency_key": "purchases:1751965200000:open",
+//!  "alert": {"alert_id": "purchases:1751965200000", "kind": "drop", "rule": null,
+//!            "series": "purchases", "severity": "critical", "status": "open",
+//!            "observed": 0.0, "expected": 41.0,
+//!            "opened_window": "2025-07-08T09:00:00+00:00", "latest_window": "...",
+//!            "resolved_window": null, "raised_at": "...", "resolved_at": null}}
+//! ```
+//!
+//! Plain `http://` only: TLS for outgoing connections comes with the production-operations
+//! work; behind a proxy or on a private network, an `http://` receiver is what is supported.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::http::{Request, Uri};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client as HttpClient;
+use hyper_util::rt::TokioExecutor;
+
+use super::schema::connect;
+use super::{DatabaseUrl, SinkError};
+
+/// How long one POST may take.
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest wait between two attempts.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// How often the outbox is read when nothing failed.
+const POLL: Duration = Duration::from_millis(500);
+
+/// A webhook receiver's address.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WebhookUrl(Uri);
+
+impl std::str::FromStr for WebhookUrl {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<WebhookUrl, String> {
+        let uri: Uri = text
+            .parse()
+            .map_err(|e| format!("invalid webhook URL {text:?}: {e}"))?;
+        match uri.scheme_str() {
+            Some("http") if uri.host().is_some() => Ok(WebhookUrl(uri)),
+            Some("https") => Err(format!(
+                "webhook URL {text:?}: https is not supported yet; use an http:// receiver \
+                 (on a private network, or behind a local TLS-terminating proxy)"
+            )),
+            _ => Err(format!(
+                "webhook URL {text:?}: expected http://host[:port]/path"
+            )),
+        }
+    }
+}
+
+/// What the notifier has done, for logs and tests.
+#[derive(Debug, Default)]
+pub struct WebhookStats {
+    /// Events the receiver acknowledged.
+    pub delivered: AtomicU64,
+    /// Attempts that failed (an error status, no answer, a timeout).
+    pub failed: AtomicU64,
+}
+
+/// The running notifier.
+pub struct Notifier {
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<()>,
+    /// Its counts.
+    pub stats: Arc<WebhookStats>,
+}
+
+impl Notifier {
+    /// Stops it after the attempt under way.
+    pub fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.thread.join();
+    }
+}
+
+/// Starts delivering the alerts of the pipeline at `database` to `webhook`.
+pub fn spawn_notifier(database: DatabaseUrl, webhook: WebhookUrl) -> std::io::Result<Notifier> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let stats = Arc::new(WebhookStats::default());
+    let (stop_flag, counts) = (stop.clone(), stats.clone());
+    let thread = std::thread::Builder::new()
+        .name("clickflow-webhook".into())
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(error) => {
+                    tracing::error!(%error, "the alert webhook cannot start");
+                    return;
+                }
+            };
+            runtime.block_on(deliver_until(&database, &webhook, &stop_flag, &counts));
+        })?;
+    Ok(Notifier {
+        stop,
+        thread,
+        stats,
+    })
+}
+
+/// One event waiting in the outbox.
+struct Pending {
+    alert_id: String,
+    event: &'static str,
+    alert_json: String,
+}
+
+async fn deliver_until(
+    database: &DatabaseUrl,
+    webhook: &WebhookUrl,
+    stop: &AtomicBool,
+    stats: &WebhookStats,
+) {
+    let http: HttpClient<HttpConnector, Full<Bytes>> =
+        HttpClient::builder(TokioExecutor::new()).build_http();
+    let mut backoff: Option<Duration> = None;
+    let mut client = None;
+    while !stop.load(Ordering::Relaxed) {
+        let pause = match round(database, &mut client, &http, webhook, stats).await {
+            Ok(()) => {
+                backoff = None;
+                POLL
+            }
+            Err(problem) => {
+                stats.failed.fetch_add(1, Ordering::Relaxed);
+                let next = backoff.map_or(Duration::from_secs(1), |b| (b * 2).min(MAX_BACKOFF));
+                tracing::warn!(%problem, retry_in = ?next, "alert webhook delivery failed");
+                backoff = Some(next);
+                next
+            }
+        };
+        let until = tokio::time::Instant::now() + pause;
+        while tokio::time::Instant::now() < until && !stop.load(Ordering::Relaxed) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// Delivers every event waiting now, oldest first; stops at the first failure.
+async fn round(
+    database: &DatabaseUrl,
+    client: &mut Option<tokio_postgres::Client>,
+    http: &HttpClient<HttpConnector, Full<Bytes>>,
+    webhook: &WebhookUrl,
+    stats: &WebhookStats,
+) -> Result<(), String> {
+    if client.as_ref().is_none_or(|c| c.is_closed()) {
+        *client = Some(connect(database).await.map_err(|e| e.to_string())?);
+    }
+    let db = client.as_ref().expect("connected above");
+    for pending in waiting(db).await.map_err(|e| e.to_string())? {
+        let key = format!("{}:{}", pending.alert_id, pending.event);
+        let body = format!(
+            "{{\"event\":{},\"idempotency_key\":{},\"alert\":{}}}",
+            serde_json::Value::from(pending.event),
+            serde_json::Value::from(key.as_str()),
+            pending.alert_json
+        );
+        let request = Request::post(webhook.0.clone())
+            .header("content-type", "application/json")
+            .header("idempotency-key", key.as_str())
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| e.to_string())?;
+        let status = tokio::time::timeout(ATTEMPT_TIMEOUT, http.request(request))
+            .await
+            .map_err(|_| format!("{key}: no answer within {ATTEMPT_TIMEOUT:?}"))?
+            .map_err(|e| format!("{key}: {e}"))?
+            .status();
+        if !status.is_success() {
+            return Err(format!("{key}: the receiver answered {status}"));
+        }
+        let column = match pending.event {
+            "open" => "open_notified_at",
+            _ => "resolve_notified_at",
+        };
+        db.execute(
+            &format!("UPDATE alerts SET {column} = now() WHERE alert_id = $1"),
+            &[&pending.alert_id],
+        )
+        .await
+        .map_err(|e| format!("{key}: delivered, but not marked: {e}"))?;
+        stats.delivered.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(%key, "alert webhook delivered");
+    }
+    Ok(())
+}
+
+/// The events not acknowledged yet: every opening, then every resolution, oldest first.
+async fn waiting(db: &tokio_postgres::Client) -> Result<Vec<Pending>, SinkError> {
+    let rows = db
+        .query(
+            "SELECT alert_id, open_notified_at IS NULL,
+                    status = 'resolved' AND resolve_notified_at IS NULL,
+                    json_build_object(
+                        'alert_id', alert_id, 'kind', kind, 'rule', rule, 'series', series,
+                        'severity', severity, 'status', status, 'observed', observed,
+                        'expected', expected, 'opened_window', opened_window,
+                        'latest_window', latest_window, 'resolved_window', resolved_window,
+                        'raised_at', raised_at, 'resolved_at', resolved_at)::text
+             FROM alerts
+             WHERE open_notified_at IS NULL
+                OR (status = 'resolved' AND resolve_notified_at IS NULL)
+             ORDER BY raised_at, alert_id
+             LIMIT 100",
+            &[],
+        )
+        .await
+        .map_err(SinkError::statement("reading the alerts to notify"))?;
+    let mut pending = Vec::new();
+    for row in rows {
+        let (alert_id, open, resolve, alert_json): (String, bool, bool, String) =
+            (row.get(0), row.get(1), row.get(2), row.get(3));
+        for (due, event) in [(open, "open"), (resolve, "resolve")] {
+            if due {
+                pending.push(Pending {
+                    alert_id: alert_id.clone(),
+                    event,
+                    alert_json: alert_json.clone(),
+                });
+            }
+        }
+    }
+    Ok(pending)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_plain_http_receivers_are_taken_with_a_reason_for_the_rest() {
+        assert!("http://127.0.0.1:9000/hooks/clickflow"
+            .parse::<WebhookUrl>()
+            .is_ok());
+        let https = "https://example.com/hook".parse::<WebhookUrl>().unwrap_err();
+        assert!(https.contains("https is not supported yet"), "{https}");
+        assert!("example.com/hook".parse::<WebhookUrl>().is_err());
+        assert!("http://".parse::<WebhookUrl>().is_err());
+    }
+}
