@@ -190,10 +190,16 @@ impl OracleTables {
         let size = config.window.millis();
         let mut counts: BTreeMap<i64, WindowCounts> = BTreeMap::new();
         for row in self.tables.trends.values() {
-            counts.entry(row.window.start).or_default().add_trend(row, 1);
+            counts
+                .entry(row.window.start)
+                .or_default()
+                .add_trend(row, 1);
         }
         for row in self.tables.funnel.values() {
-            counts.entry(row.window.start).or_default().add_funnel(row, 1);
+            counts
+                .entry(row.window.start)
+                .or_default()
+                .add_funnel(row, 1);
         }
         let clock_before = |partition: u32, offset: i64| -> Option<EventTime> {
             let clock = self.clocks.get(partition as usize)?;
@@ -213,8 +219,7 @@ impl OracleTables {
                     .add_rejection(late);
             }
         }
-        let (Some(&first), Some(&last)) = (counts.keys().next(), counts.keys().next_back())
-        else {
+        let (Some(&first), Some(&last)) = (counts.keys().next(), counts.keys().next_back()) else {
             self.judged = true;
             return;
         };

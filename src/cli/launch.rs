@@ -5,9 +5,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
+use clickflow_dataflow::rows::AlertRow;
 use clickflow_dataflow::runtime::run::RunStats;
 use clickflow_dataflow::PipelineMetrics;
-use clickflow_dataflow::rows::AlertRow;
 use clickflow_sinks::postgres::{
     load_alerts, run_into_postgres, spawn_notifier, DatabaseUrl, ModelSource, PipelineSpec,
     SinkMetrics, WebhookUrl,

@@ -114,6 +114,9 @@ impl AlertBoard {
 
     /// How many alerts are open.
     pub(crate) fn open(&self) -> usize {
-        self.alerts.values().filter(|a| a.resolved.is_none()).count()
+        self.alerts
+            .values()
+            .filter(|a| a.resolved.is_none())
+            .count()
     }
 }

@@ -204,8 +204,11 @@ pub fn charts(
                     funnel_chart(&complete, FUNNEL_MEAN_WINDOWS)
                 }
                 "trends.svg" => {
-                    let opened: Vec<i64> =
-                        views.alerts().iter().map(|a| a.opened_window_start).collect();
+                    let opened: Vec<i64> = views
+                        .alerts()
+                        .iter()
+                        .map(|a| a.opened_window_start)
+                        .collect();
                     trends_chart(&views.trends(TREND_WINDOWS), &opened)
                 }
                 "churn.svg" => churn_chart(&views.churn(CHURN_BINS)),

@@ -143,7 +143,9 @@ impl LiveViews {
     }
 
     fn alert_board(&self) -> std::sync::MutexGuard<'_, AlertBoard> {
-        self.alerts.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.alerts
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Folds one closed epoch into the views.

@@ -20,9 +20,16 @@
 //! **Lifecycle.** An alert opens once `open_after` consecutive windows are anomalous in the
 //! same direction (it opens at the first of them), is updated by every further anomalous
 //! window (latest observed and expected value, worst severity), and resolves at the first of
-//! `resolve_after` consecutive windows back in the band. Every judged value joins the history,
-//! anomalous or not: an anomaly that lasts longer than half the history becomes the new
-//! normal and resolves. Static rules ([`Rule`]) have the same lifecycle.
+//! `resolve_after` consecutive windows back in the band. Static rules ([`Rule`]) have the
+//! same lifecycle.
+//!
+//! **What the history learns.** Values in the band join the history at once. Anomalous
+//! values wait in quarantine: an anomaly would otherwise widen the MAD it is judged by (an
+//! outage's zeros made the band wide enough to hold zero after four windows, and resolved
+//! the alert while purchases were still failing), and a spike would blind the series to a
+//! drop for the next hour. Once a series is back in the band its quarantined values are
+//! dropped; if it stays out of the band for more than half the history, they join it, and
+//! the new level becomes the normal one (the alert then resolves).
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -59,15 +66,15 @@ pub struct SeriesSettings {
 
 impl SeriesSettings {
     /// The defaults: traffic both ways; the funnel, conversion and revenue on drops;
-    /// rejections on spikes. Minimum changes: 10 events or users, 5 points of conversion,
-    /// 100 currency units.
+    /// rejections on spikes. Minimum changes: 10 events or users, 1 point of conversion (the
+    /// shop's view-to-cart conversion is about 5%), 100 currency units.
     pub fn default_for(series: Series) -> SeriesSettings {
         let (watch, min_change) = match series {
             Series::Clicks | Series::ClickUsers => (Watch::Both, 10.0),
             Series::CartAdds | Series::Purchases | Series::CartUsers | Series::PurchaseUsers => {
                 (Watch::Drops, 10.0)
             }
-            Series::ViewToCart | Series::CartToPurchase => (Watch::Drops, 0.05),
+            Series::ViewToCart | Series::CartToPurchase => (Watch::Drops, 0.01),
             Series::Revenue => (Watch::Drops, 100.0),
             Series::Malformed | Series::Late => (Watch::Spikes, 10.0),
         };
@@ -141,7 +148,7 @@ pub struct DetectorConfig {
 }
 
 impl Default for DetectorConfig {
-    /// An hour of history, judged after 20 minutes; 8 MADs and 40% at least; two windows to
+    /// An hour of history, judged after 20 minutes; 5 MADs and 20% at least; two windows to
     /// open and two to resolve; daily seasonality from three days of history, a week kept.
     /// Tuned on the quality bench (`cargo run --release -p clickflow-benches --bin
     /// alert_quality`): see the README.
@@ -149,8 +156,8 @@ impl Default for DetectorConfig {
         DetectorConfig {
             history: 60,
             min_history: 20,
-            threshold_mads: 8.0,
-            min_relative_change: 0.4,
+            threshold_mads: 5.0,
+            min_relative_change: 0.2,
             open_after: 2,
             resolve_after: 2,
             season: Some(Season {
@@ -188,10 +195,7 @@ struct Streak {
 #[derive(Clone, Debug)]
 enum Status {
     Calm(Option<Streak>),
-    Open {
-        row: AlertRow,
-        calm: Option<Streak>,
-    },
+    Open { row: AlertRow, calm: Option<Streak> },
 }
 
 /// One series' (or rule's) alert lifecycle.
@@ -322,6 +326,8 @@ struct Tracked {
     recent: VecDeque<f64>,
     /// Earlier values per slot of the season, oldest first.
     seasonal: BTreeMap<i64, VecDeque<f64>>,
+    /// Anomalous values not learnt yet, with their season slots.
+    quarantine: Vec<(Option<i64>, f64)>,
     lifecycle: Lifecycle,
 }
 
@@ -344,13 +350,19 @@ impl Detector {
                 settings,
                 recent: VecDeque::new(),
                 seasonal: BTreeMap::new(),
+                quarantine: Vec::new(),
                 lifecycle: Lifecycle::new(series, None),
             })
             .collect();
         let rules = config
             .rules
             .iter()
-            .map(|rule| (rule.clone(), Lifecycle::new(rule.series, Some(rule.name.clone()))))
+            .map(|rule| {
+                (
+                    rule.clone(),
+                    Lifecycle::new(rule.series, Some(rule.name.clone())),
+                )
+            })
             .collect();
         Detector {
             config,
@@ -363,7 +375,10 @@ impl Detector {
     /// retracted, the new one inserted).
     pub fn observe(&mut self, point: &WindowPoint, out: &mut Vec<(AlertRow, isize)>) {
         let config = &self.config;
-        let window_index = point.window.start.div_euclid(point.window.end - point.window.start);
+        let window_index = point
+            .window
+            .start
+            .div_euclid(point.window.end - point.window.start);
         for tracked in &mut self.tracked {
             let series = tracked.lifecycle.series;
             let value = point.counts.value(series);
@@ -375,7 +390,17 @@ impl Detector {
                 .lifecycle
                 .step(point.window, finding, config, config.open_after, out);
             if let Some(value) = value {
-                remember(tracked, slot, value, config);
+                if finding.is_some() {
+                    tracked.quarantine.push((slot, value));
+                    if tracked.quarantine.len() > config.history / 2 {
+                        for (slot, value) in std::mem::take(&mut tracked.quarantine) {
+                            remember(tracked, slot, value, config);
+                        }
+                    }
+                } else {
+                    tracked.quarantine.clear();
+                    remember(tracked, slot, value, config);
+                }
             }
         }
         for (rule, lifecycle) in &mut self.rules {
@@ -410,7 +435,11 @@ impl Detector {
     pub fn values_held(&self) -> usize {
         self.tracked
             .iter()
-            .map(|t| t.recent.len() + t.seasonal.values().map(VecDeque::len).sum::<usize>())
+            .map(|t| {
+                t.recent.len()
+                    + t.quarantine.len()
+                    + t.seasonal.values().map(VecDeque::len).sum::<usize>()
+            })
             .sum()
     }
 }
@@ -542,7 +571,9 @@ mod tests {
 
     /// Steady noise around 1,000 (a deterministic wobble of ±30).
     fn steady(minutes: usize) -> Vec<i64> {
-        (0..minutes).map(|m| 1_000 + ((m * 37) % 61) as i64 - 30).collect()
+        (0..minutes)
+            .map(|m| 1_000 + ((m * 37) % 61) as i64 - 30)
+            .collect()
     }
 
     #[test]
@@ -626,7 +657,10 @@ mod tests {
             .collect();
         let alerts = run(config, &values);
         let opened: Vec<i64> = alerts.values().map(|a| a.opened / 60_000).collect();
-        assert!(!opened.is_empty() && opened.iter().all(|&m| m < 30), "{opened:?}");
+        assert!(
+            !opened.is_empty() && opened.iter().all(|&m| m < 30),
+            "{opened:?}"
+        );
     }
 
     #[test]
@@ -639,7 +673,11 @@ mod tests {
             detector.observe(&point(minute, 1_000 + minute % 7), &mut out);
             out.clear();
         }
-        assert!(detector.values_held() <= bound, "{}", detector.values_held());
+        assert!(
+            detector.values_held() <= bound,
+            "{}",
+            detector.values_held()
+        );
         assert!(detector.values_held() >= Series::ALL.len() * 1_440 * 7 / 2);
     }
 }

@@ -20,5 +20,6 @@
 
 pub mod alerting;
 pub mod detect;
+pub mod quality;
 pub mod rules;
 pub mod series;

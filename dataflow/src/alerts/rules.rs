@@ -6,8 +6,8 @@
 //! [detector]
 //! history = 60              # windows of rolling history
 //! min_history = 20          # windows before a series is judged
-//! threshold_mads = 8.0      # band width in median absolute deviations
-//! min_relative_change = 0.4 # and at least this share of the expected value
+//! threshold_mads = 5.0      # band width in median absolute deviations
+//! min_relative_change = 0.2 # and at least this share of the expected value
 //! open_after = 2            # consecutive anomalous windows to open
 //! resolve_after = 2         # consecutive windows in the band to resolve
 //! season = { period = 1440, keep = 7, min_periods = 3 }  # or: seasonal = false
@@ -134,7 +134,10 @@ pub fn parse_rules(text: &str) -> Result<DetectorConfig, RulesError> {
     }
     for (name, change) in file.series {
         let Some(series) = Series::from_name(&name) else {
-            return invalid(format!("unknown series {name:?}; known: {}", known_series()));
+            return invalid(format!(
+                "unknown series {name:?}; known: {}",
+                known_series()
+            ));
         };
         let settings = config
             .series

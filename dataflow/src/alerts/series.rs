@@ -99,7 +99,9 @@ impl Series {
 }
 
 /// The counts of one window, from which every [`Series`] is computed.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 pub struct WindowCounts {
     /// Events per type, indexed as [`EventType::ALL`].
     pub events: [i64; 3],
@@ -332,8 +334,14 @@ mod tests {
         assert_eq!(emitted(&mut windows, 59_999), vec![]);
         assert_eq!(emitted(&mut windows, 150_000), vec![(0, 3), (60_000, 0)]);
         // A rejection aimed at an emitted window is ignored; the open one counts it.
-        windows.add(SeriesInput::Rejected(Rejected { at: 10, late: false }));
-        assert_eq!(emitted(&mut windows, END_OF_INPUT), vec![(120_000, 0), (180_000, 5)]);
+        windows.add(SeriesInput::Rejected(Rejected {
+            at: 10,
+            late: false,
+        }));
+        assert_eq!(
+            emitted(&mut windows, END_OF_INPUT),
+            vec![(120_000, 0), (180_000, 5)]
+        );
         assert_eq!(emitted(&mut windows, END_OF_INPUT), vec![]);
     }
 

@@ -29,12 +29,12 @@ use clickflow_sources::{
 };
 use timely::worker::Worker;
 
+use crate::alerts::series::Rejected;
 use crate::config::{DataflowConfig, EpochConfig};
 use crate::graph::GraphInputs;
 use crate::input::InputEvent;
 use crate::lifecycle::LiveModel;
 use crate::metrics::PipelineMetrics;
-use crate::alerts::series::Rejected;
 use crate::runtime::lateness::PartitionClock;
 use crate::runtime::resume::PartitionResume;
 use crate::runtime::watermark::PartitionReport;

@@ -30,8 +30,8 @@ use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::StreamVec;
 
-use crate::kpi::sessions::Retention;
 use crate::alerts::series::WindowPoint;
+use crate::kpi::sessions::Retention;
 use crate::rows::{AlertRow, FunnelRow, ScoreRow, SessionRow, TrendRow};
 use crate::runtime::handoff::Offering;
 use crate::runtime::watermark::{

@@ -11,8 +11,8 @@ use clickflow_model::UserHistory;
 use clickflow_sources::{EventTime, PartitionId};
 use compact_str::CompactString;
 
-use super::schema::connect;
 use super::alert_rows::read_window_series;
+use super::schema::connect;
 use super::{DatabaseUrl, SinkError};
 
 /// The resume plan for `partitions` from what the sink committed: each partition restarts

@@ -255,7 +255,9 @@ mod tests {
         assert!("http://127.0.0.1:9000/hooks/clickflow"
             .parse::<WebhookUrl>()
             .is_ok());
-        let https = "https://example.com/hook".parse::<WebhookUrl>().unwrap_err();
+        let https = "https://example.com/hook"
+            .parse::<WebhookUrl>()
+            .unwrap_err();
         assert!(https.contains("https is not supported yet"), "{https}");
         assert!("example.com/hook".parse::<WebhookUrl>().is_err());
         assert!("http://".parse::<WebhookUrl>().is_err());

@@ -140,7 +140,13 @@ mod tests {
         assert_eq!(incident.lasting_ms, 1_200_000);
         assert_eq!(incident.to_string(), "checkout-outage@2h/20m");
         assert!(incident.covers(0, 7_200_000) && !incident.covers(0, 8_400_000));
-        for bad in ["spike", "spike@1h", "flood@1h/5m", "drop@1h/0s", "drop@soon/5m"] {
+        for bad in [
+            "spike",
+            "spike@1h",
+            "flood@1h/5m",
+            "drop@1h/0s",
+            "drop@soon/5m",
+        ] {
             assert!(bad.parse::<Incident>().is_err(), "{bad}");
         }
     }

@@ -32,8 +32,8 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::encode::encode_into;
 use crate::event::{Event, EventId, EventTime, EventType};
-use users::{rhythm, Shoppers};
 pub use incident::{Incident, IncidentError, IncidentKind};
+use users::{rhythm, Shoppers};
 pub use visit::EventMix;
 use visit::{Behaviour, Intent, Step, Visit};
 
@@ -284,7 +284,9 @@ impl Shop {
 
     /// How visits arrive at `at` relative to normal: the staged incidents' factors.
     fn traffic_factor(&self, at: EventTime) -> f64 {
-        self.incidents_at(at).map(IncidentKind::traffic_factor).product()
+        self.incidents_at(at)
+            .map(IncidentKind::traffic_factor)
+            .product()
     }
 
     /// The kinds of the incidents under way at `at`.

@@ -199,7 +199,13 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
         observe: None,
     };
     let webhook = args.alerts.alert_webhook.clone();
-    let result = launch(spec, &args.web, webhook, Some((scoring, source)), stop.clone());
+    let result = launch(
+        spec,
+        &args.web,
+        webhook,
+        Some((scoring, source)),
+        stop.clone(),
+    );
     stop.store(true, Ordering::Relaxed);
     let (sent, sending) = producer
         .join()
