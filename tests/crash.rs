@@ -235,11 +235,144 @@ fn killing_a_two_process_cluster_at_random_moments_changes_nothing_in_the_result
     );
 }
 
-/// The KPI tables equal, and the same dead letters: none lost, none written twice.
+/// A pipeline killed while an alert is open, at random moments after, and restarted: the
+/// detectors are rebuilt from `window_series`, so the open alert goes on under its id (not
+/// raised again: its `raised_at` is the first run's) and resolves; `alerts` and
+/// `window_series` equal an uninterrupted run's.
+#[test]
+fn killing_a_run_while_an_alert_is_open_neither_duplicates_nor_loses_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("events.jsonl");
+    let mut produce_args = vec!["produce".to_string(), "--output".into()];
+    produce_args.push(input.to_str().unwrap().into());
+    produce_args.extend(shop_flags(600_000, 91));
+    produce_args.extend(
+        [
+            "--incident",
+            "checkout-outage@25m/12m",
+            "--incident",
+            "malformed-storm@40m/4m",
+        ]
+        .map(String::from),
+    );
+    run_ok(&produce_args.iter().map(String::as_str).collect::<Vec<_>>());
+    let input = input.to_str().unwrap();
+    let args = |url: &str| -> Vec<String> {
+        [
+            "run",
+            "--input",
+            input,
+            "--database-url",
+            url,
+            "--workers",
+            "2",
+            // One split, read in event-time order, so that windows close one after another
+            // (splits read side by side close most windows at the end of the file, where an
+            // alert opens and resolves in one epoch); shorter epochs than a backfill's.
+            "--input-splits",
+            "1",
+            "--max-epoch-events",
+            "5000",
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+
+    let reference = TestDatabase::create("crash_alerts_reference");
+    let reference_args = args(&reference.url);
+    run_ok(
+        &reference_args
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
+    let expected = read_tables(&reference.url);
+    assert!(
+        expected.alerts.len() >= 2,
+        "the incidents raise alerts: {:?}",
+        expected.alerts.keys().collect::<Vec<_>>()
+    );
+
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(20261202);
+    let crashed = TestDatabase::create("crash_alerts_killed");
+    let crashed_args = args(&crashed.url);
+    let crashed_args: Vec<&str> = crashed_args.iter().map(String::as_str).collect();
+    // Polled over one connection, every few milliseconds: the alert is open for a few
+    // hundred of them in a run of seconds.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (client, connection) = runtime
+        .block_on(tokio_postgres::connect(&crashed.url, tokio_postgres::NoTls))
+        .unwrap();
+    runtime.spawn(connection);
+    let open_alerts = || -> String {
+        runtime
+            .block_on(client.query_one(
+                "SELECT coalesce(string_agg(alert_id || ' ' || raised_at, ',' ORDER BY alert_id), '')
+                 FROM alerts WHERE status = 'open'",
+                &[],
+            ))
+            .map(|row| row.get(0))
+            // Before the first run's migrations the table does not exist: nothing open.
+            .unwrap_or_default()
+    };
+    let mut seen_open = Vec::new();
+    for _ in 0..3 {
+        let mut child = spawn(&crashed_args);
+        let mut killed_at = None;
+        while child.try_wait().unwrap().is_none() {
+            let open = open_alerts();
+            if !open.is_empty() {
+                // Open now: kill at once, or a little later (mid-update, mid-resolution).
+                std::thread::sleep(Duration::from_millis(rng.gen_range(0..400)));
+                killed_at = Some(open);
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+        if let Some(open) = killed_at {
+            seen_open.push(open);
+        }
+    }
+    eprintln!("{} kills with alerts open: {seen_open:?}", seen_open.len());
+    assert!(
+        !seen_open.is_empty(),
+        "the pipeline was killed with an alert open"
+    );
+    let mut last = spawn(&crashed_args);
+    assert!(last.wait().unwrap().success(), "the final run completes");
+
+    let actual = read_tables(&crashed.url);
+    assert_same_results(&actual, &expected);
+    // Every alert seen open at a kill is the same row afterwards: raised once, at the time
+    // the first run raised it.
+    for open in seen_open {
+        for alert in open.split(',') {
+            let (id, raised_at) = alert.split_once(' ').unwrap();
+            assert_eq!(
+                crashed.query(&format!(
+                    "SELECT raised_at FROM alerts WHERE alert_id = '{id}'"
+                )),
+                raised_at,
+                "{id} was raised again after a restart"
+            );
+        }
+    }
+}
+
+/// The KPI and alert tables equal, and the same dead letters: none lost, none written twice.
 fn assert_same_results(actual: &clickflow_dataflow::Tables, expected: &clickflow_dataflow::Tables) {
     assert_eq!(actual.trends, expected.trends, "event_trends");
     assert_eq!(actual.funnel, expected.funnel, "funnel_summary");
     assert_eq!(actual.sessions, expected.sessions, "session_features");
+    assert_eq!(actual.series, expected.series, "window_series");
+    assert_eq!(actual.alerts, expected.alerts, "alerts");
     assert_eq!(
         dead_letters(actual),
         dead_letters(expected),

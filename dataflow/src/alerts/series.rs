@@ -275,6 +275,10 @@ pub fn window_series<'scope>(
         open: BTreeMap::new(),
         next: resume_at,
     };
+    // Every input goes to worker 0; the other workers' instances receive nothing and must
+    // emit nothing (after a restart they would otherwise emit every window from `resume_at`
+    // as empty).
+    let gathering = inputs.scope().index() == 0;
     by_epoch(
         inputs,
         Exchange::new(|_: &SeriesInput| 0),
@@ -282,6 +286,9 @@ pub fn window_series<'scope>(
         seed,
         "Alerts: window series",
         move |_epoch, inputs, watermarks, out| {
+            if !gathering {
+                return;
+            }
             for input in inputs {
                 windows.add(input);
             }
