@@ -6,8 +6,10 @@ use std::sync::{Arc, Mutex};
 
 use clickflow_dataflow::kpi::sessions::SessionRule;
 use clickflow_dataflow::lifecycle::{ModelMonitor, MonitorLimits};
+use clickflow_dataflow::alerts::series::Series;
 use clickflow_dataflow::rows::{
-    FeatureValues, FunnelRow, Probability, ScoreRow, SessionRow, TrendRow,
+    AlertKind, AlertRow, FeatureValues, FunnelRow, Measure, Probability, ScoreRow, SessionRow,
+    Severity, TrendRow,
 };
 use clickflow_dataflow::window::{Window, WindowSize};
 use clickflow_dataflow::{EpochOutput, LiveModel, PipelineMetrics};
@@ -117,7 +119,26 @@ fn epoch() -> EpochOutput {
         output.scores.push((score(id, p), 1));
     }
     output.sessions.push((session("s4", 2, 1, true), 1));
+    output.alerts.push((alert("purchases", AlertKind::Drop, 1, None), 1));
+    output.alerts.push((alert("malformed", AlertKind::Spike, 0, Some(1)), 1));
     output
+}
+
+/// An alert on `series` opened at window `opened` (minutes after T0), resolved at `resolved`.
+fn alert(series: &str, kind: AlertKind, opened: i64, resolved: Option<i64>) -> AlertRow {
+    let opened = T0 + opened * MINUTE;
+    AlertRow {
+        alert_id: format!("{series}:{opened}").as_str().into(),
+        kind,
+        rule: None,
+        series: Series::from_name(series).unwrap(),
+        severity: Severity::Critical,
+        observed: Measure(0.0),
+        expected: Measure(41.0),
+        opened,
+        latest: opened,
+        resolved: resolved.map(|r| T0 + r * MINUTE),
+    }
 }
 
 struct Server {
@@ -581,6 +602,47 @@ async fn the_page_is_one_self_contained_document() {
 }
 
 #[tokio::test]
+async fn alerts_are_listed_open_first_until_they_resolve() {
+    let server = server(None);
+    let (status, body) = get_json(&server, "/api/v1/alerts").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["open"], 1);
+    let alerts = body["alerts"].as_array().unwrap();
+    assert_eq!(alerts.len(), 2);
+    assert_eq!(alerts[0]["alert_id"], format!("purchases:{}", T0 + MINUTE).as_str());
+    assert_eq!(alerts[0]["status"], "open");
+    assert_eq!(alerts[0]["kind"], "drop");
+    assert_eq!(alerts[0]["expected"], 41.0);
+    assert_eq!(alerts[1]["status"], "resolved");
+    assert_eq!(alerts[1]["resolved_window_start"], T0 + MINUTE);
+    let (_, body) = get_json(&server, "/api/v1/alerts?limit=1").await;
+    assert_eq!(body["alerts"].as_array().unwrap().len(), 1);
+    for bad in ["/api/v1/alerts?limit=0", "/api/v1/alerts?limit=x", "/api/v1/alerts?since=1"] {
+        let (status, body) = get_json(&server, bad).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
+        assert!(body["error"].is_string(), "{bad}: {body}");
+    }
+
+    // The purchase alert resolves in a later epoch: nothing is open any more.
+    let open = alert("purchases", AlertKind::Drop, 1, None);
+    let resolved = AlertRow {
+        resolved: Some(T0 + 4 * MINUTE),
+        ..open.clone()
+    };
+    server.context.views.apply(&EpochOutput {
+        epoch: 2,
+        alerts: vec![(open, -1), (resolved, 1)],
+        ..EpochOutput::default()
+    });
+    let (_, body) = get_json(&server, "/api/v1/alerts").await;
+    assert_eq!(body["open"], 0);
+    assert_eq!(body["alerts"][0]["alert_id"], format!("purchases:{}", T0 + MINUTE).as_str());
+    assert_eq!(body["alerts"][0]["status"], "resolved");
+    let (_, _, text) = get(&server, "/metrics").await;
+    assert!(text.contains("clickflow_alerts_open 0"), "{text}");
+}
+
+#[tokio::test]
 async fn metrics_are_prometheus_text() {
     let server = server(Some(model()));
     let (status, content_type, text) = get(&server, "/metrics").await;
@@ -597,6 +659,7 @@ async fn metrics_are_prometheus_text() {
         "clickflow_freshness_seconds_bucket{le=\"0.5\"} 490",
         "clickflow_freshness_seconds_bucket{le=\"+Inf\"} 500",
         "clickflow_sink_commit_seconds_count 7",
+        "clickflow_alerts_open 1",
         "# TYPE clickflow_freshness_seconds histogram",
     ] {
         assert!(text.contains(line), "no {line:?} in:\n{text}");
