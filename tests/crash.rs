@@ -18,22 +18,7 @@ fn killing_and_restarting_a_run_changes_nothing_in_the_result() {
     let input = dir.path().join("events.jsonl");
     produce_file(&input, EVENTS, 77);
     let input = input.to_str().unwrap();
-    let args = |url: &str| -> Vec<String> {
-        [
-            "run",
-            "--input",
-            input,
-            "--database-url",
-            url,
-            "--workers",
-            "2",
-            "--epoch-ms",
-            "50",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
-    };
+    let args = |url: &str| run_args(input, url, &["--epoch-ms", "50"]);
 
     let reference = TestDatabase::create("crash_reference");
     let started = Instant::now();
@@ -257,25 +242,15 @@ fn killing_a_run_while_an_alert_is_open_neither_duplicates_nor_loses_it() {
     );
     run_ok(&produce_args.iter().map(String::as_str).collect::<Vec<_>>());
     let input = input.to_str().unwrap();
-    let args = |url: &str| -> Vec<String> {
-        [
-            "run",
-            "--input",
+    // One split, read in event-time order, so that windows close one after another (splits
+    // read side by side close most windows at the end of the file, where an alert opens and
+    // resolves in one epoch); shorter epochs than a backfill's.
+    let args = |url: &str| {
+        run_args(
             input,
-            "--database-url",
             url,
-            "--workers",
-            "2",
-            // One split, read in event-time order, so that windows close one after another
-            // (splits read side by side close most windows at the end of the file, where an
-            // alert opens and resolves in one epoch); shorter epochs than a backfill's.
-            "--input-splits",
-            "1",
-            "--max-epoch-events",
-            "5000",
-        ]
-        .map(String::from)
-        .to_vec()
+            &["--input-splits", "1", "--max-epoch-events", "5000"],
+        )
     };
 
     let reference = TestDatabase::create("crash_alerts_reference");
@@ -364,6 +339,23 @@ fn killing_a_run_while_an_alert_is_open_neither_duplicates_nor_loses_it() {
             );
         }
     }
+}
+
+/// `clickflow run` over the file `input` into `url` on two workers, with `extra` flags.
+fn run_args(input: &str, url: &str, extra: &[&str]) -> Vec<String> {
+    let mut args = [
+        "run",
+        "--input",
+        input,
+        "--database-url",
+        url,
+        "--workers",
+        "2",
+    ]
+    .map(String::from)
+    .to_vec();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
 }
 
 /// The KPI and alert tables equal, and the same dead letters: none lost, none written twice.

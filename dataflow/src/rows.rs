@@ -168,41 +168,49 @@ impl Hash for FeatureValues {
     }
 }
 
+/// Implements equality, order and hashing on the bits of a newtype over `f64`, so that
+/// rows holding one consolidate like any other (the values are never NaN).
+macro_rules! compared_by_bits {
+    ($name:ident) => {
+        impl PartialEq for $name {
+            fn eq(&self, other: &$name) -> bool {
+                self.0.to_bits() == other.0.to_bits()
+            }
+        }
+
+        impl Eq for $name {}
+
+        impl PartialOrd for $name {
+            fn partial_cmp(&self, other: &$name) -> Option<Ordering> {
+                Some(self.cmp(other))
+            }
+        }
+
+        impl Ord for $name {
+            fn cmp(&self, other: &$name) -> Ordering {
+                self.0.total_cmp(&other.0)
+            }
+        }
+
+        impl Hash for $name {
+            fn hash<H: Hasher>(&self, state: &mut H) {
+                self.0.to_bits().hash(state);
+            }
+        }
+    };
+}
+
 /// A probability, ordered and compared by its bits so that rows holding it can be
 /// consolidated like any other (the model never produces NaN).
 #[derive(Clone, Copy, Debug, Serialize, Deserialize)]
 pub struct Probability(pub f64);
 
+compared_by_bits!(Probability);
+
 impl ScoreRow {
     /// The row's key, the key of the session it scores.
     pub fn key(&self) -> SessionKey {
         (self.session_id.clone(), self.session_start)
-    }
-}
-
-impl PartialEq for Probability {
-    fn eq(&self, other: &Probability) -> bool {
-        self.0.to_bits() == other.0.to_bits()
-    }
-}
-
-impl Eq for Probability {}
-
-impl PartialOrd for Probability {
-    fn partial_cmp(&self, other: &Probability) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for Probability {
-    fn cmp(&self, other: &Probability) -> Ordering {
-        self.0.total_cmp(&other.0)
-    }
-}
-
-impl Hash for Probability {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.0.to_bits().hash(state);
     }
 }
 
@@ -254,31 +262,7 @@ impl Severity {
 #[derive(Clone, Copy, Debug, Serialize, Deserialize)]
 pub struct Measure(pub f64);
 
-impl PartialEq for Measure {
-    fn eq(&self, other: &Measure) -> bool {
-        self.0.to_bits() == other.0.to_bits()
-    }
-}
-
-impl Eq for Measure {}
-
-impl PartialOrd for Measure {
-    fn partial_cmp(&self, other: &Measure) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for Measure {
-    fn cmp(&self, other: &Measure) -> Ordering {
-        self.0.total_cmp(&other.0)
-    }
-}
-
-impl Hash for Measure {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.0.to_bits().hash(state);
-    }
-}
+compared_by_bits!(Measure);
 
 /// `alerts`: one row per alert, keyed by `alert_id`, from its opening to its resolution (see
 /// [`crate::alerts`]). Every field is a function of the closed windows, so a replay computes

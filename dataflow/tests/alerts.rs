@@ -5,19 +5,17 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex};
 
 use clickflow_dataflow::alerts::detect::DetectorConfig;
 use clickflow_dataflow::alerts::quality::judge_quality;
 use clickflow_dataflow::alerts::series::Series;
 use clickflow_dataflow::oracle::recompute_file;
 use clickflow_dataflow::rows::AlertKind;
-use clickflow_dataflow::runtime::run::{run, taking, InputSpec, RunConfig};
+use clickflow_dataflow::runtime::run::RunConfig;
 use clickflow_dataflow::{DataflowConfig, EpochConfig, Tables};
 use clickflow_sources::file::FileSplits;
 use clickflow_sources::shop::{Incident, IncidentKind, Shop, ShopConfig, ShopRecord};
-use common::{assert_matches_oracle, write_lines};
+use common::{assert_matches_oracle, run_file_with, write_lines};
 
 const MINUTE: i64 = 60_000;
 
@@ -62,25 +60,12 @@ fn run_with(
     epochs: EpochConfig,
     detectors: DetectorConfig,
 ) -> Tables {
-    let tables = Arc::new(Mutex::new(Tables::default()));
-    let sink = tables.clone();
-    run(
-        timely::Config::process(workers),
-        InputSpec::File(splits.clone()),
-        RunConfig {
-            epochs,
-            alerts: detectors,
-            ..RunConfig::default()
-        },
-        Some(taking(move |output| {
-            sink.lock().unwrap().apply(&output).unwrap()
-        })),
-        Arc::new(AtomicBool::new(false)),
-        Default::default(),
-    )
-    .unwrap();
-    let tables = tables.lock().unwrap().clone();
-    tables
+    let config = RunConfig {
+        epochs,
+        alerts: detectors,
+        ..RunConfig::default()
+    };
+    run_file_with(splits, workers, config)
 }
 
 #[test]

@@ -4,9 +4,9 @@
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
+use clickflow_dataflow::alerts::series::Series;
 use clickflow_dataflow::kpi::sessions::SessionRule;
 use clickflow_dataflow::lifecycle::{ModelMonitor, MonitorLimits};
-use clickflow_dataflow::alerts::series::Series;
 use clickflow_dataflow::rows::{
     AlertKind, AlertRow, FeatureValues, FunnelRow, Measure, Probability, ScoreRow, SessionRow,
     Severity, TrendRow,
@@ -119,8 +119,12 @@ fn epoch() -> EpochOutput {
         output.scores.push((score(id, p), 1));
     }
     output.sessions.push((session("s4", 2, 1, true), 1));
-    output.alerts.push((alert("purchases", AlertKind::Drop, 1, None), 1));
-    output.alerts.push((alert("malformed", AlertKind::Spike, 0, Some(1)), 1));
+    output
+        .alerts
+        .push((alert("purchases", AlertKind::Drop, 1, None), 1));
+    output
+        .alerts
+        .push((alert("malformed", AlertKind::Spike, 0, Some(1)), 1));
     output
 }
 
@@ -609,7 +613,10 @@ async fn alerts_are_listed_open_first_until_they_resolve() {
     assert_eq!(body["open"], 1);
     let alerts = body["alerts"].as_array().unwrap();
     assert_eq!(alerts.len(), 2);
-    assert_eq!(alerts[0]["alert_id"], format!("purchases:{}", T0 + MINUTE).as_str());
+    assert_eq!(
+        alerts[0]["alert_id"],
+        format!("purchases:{}", T0 + MINUTE).as_str()
+    );
     assert_eq!(alerts[0]["status"], "open");
     assert_eq!(alerts[0]["kind"], "drop");
     assert_eq!(alerts[0]["expected"], 41.0);
@@ -617,7 +624,11 @@ async fn alerts_are_listed_open_first_until_they_resolve() {
     assert_eq!(alerts[1]["resolved_window_start"], T0 + MINUTE);
     let (_, body) = get_json(&server, "/api/v1/alerts?limit=1").await;
     assert_eq!(body["alerts"].as_array().unwrap().len(), 1);
-    for bad in ["/api/v1/alerts?limit=0", "/api/v1/alerts?limit=x", "/api/v1/alerts?since=1"] {
+    for bad in [
+        "/api/v1/alerts?limit=0",
+        "/api/v1/alerts?limit=x",
+        "/api/v1/alerts?since=1",
+    ] {
         let (status, body) = get_json(&server, bad).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
         assert!(body["error"].is_string(), "{bad}: {body}");
@@ -636,7 +647,10 @@ async fn alerts_are_listed_open_first_until_they_resolve() {
     });
     let (_, body) = get_json(&server, "/api/v1/alerts").await;
     assert_eq!(body["open"], 0);
-    assert_eq!(body["alerts"][0]["alert_id"], format!("purchases:{}", T0 + MINUTE).as_str());
+    assert_eq!(
+        body["alerts"][0]["alert_id"],
+        format!("purchases:{}", T0 + MINUTE).as_str()
+    );
     assert_eq!(body["alerts"][0]["status"], "resolved");
     let (_, _, text) = get(&server, "/metrics").await;
     assert!(text.contains("clickflow_alerts_open 0"), "{text}");

@@ -23,13 +23,15 @@
 //! `resolve_after` consecutive windows back in the band. Static rules ([`Rule`]) have the
 //! same lifecycle.
 //!
-//! **What the history learns.** Values in the band join the history at once. Anomalous
-//! values wait in quarantine: an anomaly would otherwise widen the MAD it is judged by (an
-//! outage's zeros made the band wide enough to hold zero after four windows, and resolved
-//! the alert while purchases were still failing), and a spike would blind the series to a
-//! drop for the next hour. Once a series is back in the band its quarantined values are
+//! **What the history learns.** Values in the band join the rolling history at once.
+//! Anomalous values wait in quarantine: an anomaly would otherwise widen the MAD it is judged
+//! by (an outage's zeros made the band wide enough to hold zero after four windows, and
+//! resolved the alert while purchases were still failing), and a spike would blind the series
+//! to a drop for the next hour. Once a series is back in the band its quarantined values are
 //! dropped; if it stays out of the band for more than half the history, they join it, and
-//! the new level becomes the normal one (the alert then resolves).
+//! the new level becomes the normal one (the alert then resolves). The season's slots learn
+//! every value: a burst that recurs at the same minute every day is what they are for, and
+//! one bad day moves the median of several little.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -326,8 +328,8 @@ struct Tracked {
     recent: VecDeque<f64>,
     /// Earlier values per slot of the season, oldest first.
     seasonal: BTreeMap<i64, VecDeque<f64>>,
-    /// Anomalous values not learnt yet, with their season slots.
-    quarantine: Vec<(Option<i64>, f64)>,
+    /// Anomalous values the rolling history has not learnt yet.
+    quarantine: Vec<f64>,
     lifecycle: Lifecycle,
 }
 
@@ -390,16 +392,17 @@ impl Detector {
                 .lifecycle
                 .step(point.window, finding, config, config.open_after, out);
             if let Some(value) = value {
+                remember_in_season(tracked, slot, value, config);
                 if finding.is_some() {
-                    tracked.quarantine.push((slot, value));
+                    tracked.quarantine.push(value);
                     if tracked.quarantine.len() > config.history / 2 {
-                        for (slot, value) in std::mem::take(&mut tracked.quarantine) {
-                            remember(tracked, slot, value, config);
+                        for value in std::mem::take(&mut tracked.quarantine) {
+                            remember_recent(tracked, value, config);
                         }
                     }
                 } else {
                     tracked.quarantine.clear();
-                    remember(tracked, slot, value, config);
+                    remember_recent(tracked, value, config);
                 }
             }
         }
@@ -489,12 +492,21 @@ fn judge(
     })
 }
 
-/// Adds `value` to the history and to its season slot, dropping the oldest beyond the bounds.
-fn remember(tracked: &mut Tracked, slot: Option<i64>, value: f64, config: &DetectorConfig) {
+/// Adds `value` to the rolling history, dropping the oldest beyond its bound.
+fn remember_recent(tracked: &mut Tracked, value: f64, config: &DetectorConfig) {
     tracked.recent.push_back(value);
     while tracked.recent.len() > config.history.max(1) {
         tracked.recent.pop_front();
     }
+}
+
+/// Adds `value` to its season slot, dropping the oldest period beyond the bound.
+fn remember_in_season(
+    tracked: &mut Tracked,
+    slot: Option<i64>,
+    value: f64,
+    config: &DetectorConfig,
+) {
     if let (Some(season), Some(slot)) = (config.season, slot) {
         let earlier = tracked.seasonal.entry(slot).or_default();
         earlier.push_back(value);
@@ -592,6 +604,26 @@ mod tests {
         assert_eq!(alert.observed.0, 130.0);
         assert_eq!(alert.severity, Severity::Critical);
         assert_eq!(alert.alert_id, format!("clicks:{}", 40 * 60_000));
+    }
+
+    #[test]
+    fn an_outage_stays_open_while_it_lasts_and_a_new_level_becomes_normal() {
+        // Zeros for 15 windows: quarantined, they cannot widen the band that judges them.
+        let mut values = steady(40);
+        values.extend([0; 15]);
+        values.extend(steady(5));
+        let alerts = run(clicks_only(), &values);
+        assert_eq!(alerts.len(), 1, "{alerts:?}");
+        let alert = alerts.values().next().unwrap();
+        assert_eq!((alert.opened, alert.latest), (40 * 60_000, 54 * 60_000));
+        assert_eq!(alert.resolved, Some(55 * 60_000));
+        // A level that halves for good: after half the history it is the new normal.
+        let mut values = steady(40);
+        values.extend(steady(80).iter().map(|v| v / 2));
+        let alerts = run(clicks_only(), &values);
+        assert_eq!(alerts.len(), 1, "{alerts:?}");
+        let resolved = alerts.values().next().unwrap().resolved.unwrap() / 60_000;
+        assert!((70..=75).contains(&resolved), "resolved at minute {resolved}");
     }
 
     #[test]

@@ -55,14 +55,20 @@ pub fn run_file_scored(
     epochs: EpochConfig,
     model: Option<Arc<ChurnModel>>,
 ) -> Tables {
-    let tables = Arc::new(Mutex::new(Tables::default()));
-    let sink = tables.clone();
     let config = RunConfig {
         dataflow,
         epochs,
         model: model.map(LiveModel::new),
         ..RunConfig::default()
     };
+    run_file_with(splits, workers, config)
+}
+
+/// Runs the pipeline over `splits` on `workers` threads as `config` says, and returns the
+/// final tables.
+pub fn run_file_with(splits: &FileSplits, workers: usize, config: RunConfig) -> Tables {
+    let tables = Arc::new(Mutex::new(Tables::default()));
+    let sink = tables.clone();
     run(
         timely::Config::process(workers),
         InputSpec::File(splits.clone()),
