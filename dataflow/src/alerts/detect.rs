@@ -623,7 +623,10 @@ mod tests {
         let alerts = run(clicks_only(), &values);
         assert_eq!(alerts.len(), 1, "{alerts:?}");
         let resolved = alerts.values().next().unwrap().resolved.unwrap() / 60_000;
-        assert!((70..=75).contains(&resolved), "resolved at minute {resolved}");
+        assert!(
+            (70..=75).contains(&resolved),
+            "resolved at minute {resolved}"
+        );
     }
 
     #[test]
