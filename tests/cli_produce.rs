@@ -81,3 +81,24 @@ fn produce_into_tansu_reads_back_exactly_what_the_shop_generated() {
         "the multiset read back equals what was produced"
     );
 }
+
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let output = clickflow()
+        .env("CLICKFLOW_LOG", "info")
+        .args(["produce", "--count", "10", "--rate", "0", "--output", "-"])
+        .args(["--log-format", "json"])
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let logs: Vec<serde_json::Value> = String::from_utf8_lossy(&output.stderr)
+        .lines()
+        .filter(|line| line.starts_with('{'))
+        .map(|line| serde_json::from_str(line).expect("a JSON log line"))
+        .collect();
+    assert!(
+        logs.iter()
+            .any(|l| l["level"] == "INFO" && l["fields"]["sent"] == 10),
+        "{logs:?}"
+    );
+}

@@ -76,3 +76,43 @@ fn the_summary_counts_stored_dead_letters_and_another_input_needs_its_own_schema
         assert_eq!(counted(schema) + dead(schema), records, "{schema}");
     }
 }
+
+/// `--no-http` turns the server off even where the environment sets its address (the test
+/// harness sets CLICKFLOW_HTTP for every command, as a deployment may); a short token and a
+/// token file are handled at start.
+#[test]
+fn no_http_wins_over_the_environment_and_short_tokens_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("events.jsonl");
+    produce_file(&input, 2_000, 5);
+    let db = TestDatabase::create("cli_no_http");
+    let run = |extra: &[&str]| {
+        clickflow()
+            .args(["run", "--input", input.to_str().unwrap()])
+            .args(["--database-url", &db.url])
+            .args(extra)
+            .output()
+            .expect("clickflow runs")
+    };
+    let output = run(&["--no-http"]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(!String::from_utf8_lossy(&output.stderr).contains("dashboard:"));
+
+    let output = run(&["--api-token", "short"]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("at least 16"), "{stderr}");
+
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "0123456789abcdef0123\n").unwrap();
+    let output = run(&["--api-token-file", token_file.to_str().unwrap()]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}

@@ -120,6 +120,8 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
     let no_web = WebArgs {
         addr: "127.0.0.1:0".parse()?,
         api_token: None,
+        api_token_file: None,
+        allowed_hosts: Vec::new(),
         no_http: true,
     };
     let finished = launch(spec, &no_web, None, None, stop)?;

@@ -63,7 +63,8 @@ pub(super) fn launch(
         };
         let config = WebConfig {
             addr: web.addr,
-            token: web.api_token.clone(),
+            token: web.token()?,
+            allowed_hosts: web.allowed_hosts.clone(),
         };
         let server = WebServer::start(config, context)?;
         eprintln!("  dashboard: http://{}/", server.addr());

@@ -20,12 +20,42 @@ pub struct WebArgs {
         default_value = "127.0.0.1:8080"
     )]
     pub addr: SocketAddr,
-    /// Bearer token every route but /healthz then requires.
+    /// Bearer token every route but /healthz then requires (at least 16 bytes). Prefer
+    /// CLICKFLOW_API_TOKEN or --api-token-file: a flag shows in `ps`.
     #[arg(long, env = "CLICKFLOW_API_TOKEN", hide_env_values = true)]
     pub api_token: Option<String>,
-    /// Do not start the web server.
-    #[arg(long, conflicts_with_all = ["addr", "api_token"])]
+    /// Read the API token from this file (its first line).
+    #[arg(long, conflicts_with = "api_token")]
+    pub api_token_file: Option<std::path::PathBuf>,
+    /// Another host name a server on a loopback address answers to (repeatable); it answers
+    /// to localhost, 127.0.0.1 and [::1] only, against DNS rebinding.
+    #[arg(long = "allowed-host")]
+    pub allowed_hosts: Vec<String>,
+    /// Do not start the web server (wins over --http and CLICKFLOW_HTTP, so an environment
+    /// that sets the address can still turn the server off).
+    #[arg(long)]
     pub no_http: bool,
+}
+
+impl WebArgs {
+    /// The token: the flag's or the environment's, or the first line of --api-token-file.
+    pub fn token(&self) -> anyhow::Result<Option<String>> {
+        match &self.api_token_file {
+            None => Ok(self.api_token.clone()),
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    anyhow::anyhow!("cannot read --api-token-file {}: {e}", path.display())
+                })?;
+                let token = text.lines().next().unwrap_or("").trim().to_string();
+                anyhow::ensure!(
+                    !token.is_empty(),
+                    "--api-token-file {} is empty",
+                    path.display()
+                );
+                Ok(Some(token))
+            }
+        }
+    }
 }
 
 /// Bounds of the freshness histogram in `/metrics`, in milliseconds.

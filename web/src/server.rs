@@ -4,7 +4,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
+use warp::filters::BoxedFilter;
+use warp::http::StatusCode;
+use warp::{Filter, Rejection, Reply};
+
 use crate::context::WebContext;
+use crate::errors::{recover, refuse};
 use crate::routes::routes;
 
 /// Where and how to serve.
@@ -12,8 +17,100 @@ use crate::routes::routes;
 pub struct WebConfig {
     /// The address to listen on (default 127.0.0.1:8080).
     pub addr: SocketAddr,
-    /// The bearer token every route but `/healthz` needs; `None`: no token.
+    /// The bearer token every route but `/healthz` needs; `None`: no token. At least
+    /// [`MIN_TOKEN_BYTES`] long.
     pub token: Option<String>,
+    /// Host names (beside `localhost`, `127.0.0.1` and `[::1]`) a server on a loopback
+    /// address answers to; see [`serving`].
+    pub allowed_hosts: Vec<String>,
+}
+
+/// The shortest token accepted: 16 bytes (a guessable token is no protection).
+pub const MIN_TOKEN_BYTES: usize = 16;
+
+/// The routes as served: with a `Host` check when `hosts` is given (a loopback server), and
+/// an access-log line per request (target `clickflow::access`: method, path, status,
+/// latency).
+///
+/// A server on a loopback address without a token trusts whoever can reach it, which a page
+/// on another site can arrange by DNS rebinding (its own name resolving to 127.0.0.1): the
+/// browser then sends that name as `Host`. Answering only to the loopback names (and those
+/// allowed by `--allowed-host`) closes that door: any other `Host` gets 421 with a JSON
+/// error.
+pub fn serving(
+    context: WebContext,
+    token: Option<Arc<str>>,
+    hosts: Option<Arc<[String]>>,
+) -> BoxedFilter<(warp::reply::Response,)> {
+    let access = warp::log::custom(|info| {
+        tracing::info!(
+            target: "clickflow::access",
+            method = %info.method(),
+            path = info.path(),
+            status = info.status().as_u16(),
+            latency_ms = info.elapsed().as_secs_f64() * 1000.0,
+            "request"
+        );
+    });
+    host_allowed(hosts)
+        .and(routes(context, token))
+        .recover(recover)
+        .unify()
+        .with(access)
+        .map(Reply::into_response)
+        .boxed()
+}
+
+/// Passes requests whose `Host` (without its port) is one of `hosts`; all with `None`.
+fn host_allowed(
+    hosts: Option<Arc<[String]>>,
+) -> impl Filter<Extract = (), Error = Rejection> + Clone {
+    warp::header::optional::<String>("host")
+        .and_then(move |host: Option<String>| {
+            let hosts = hosts.clone();
+            async move {
+                let Some(hosts) = hosts else {
+                    return Ok(());
+                };
+                let name = host.as_deref().map(host_name).unwrap_or_default();
+                if hosts
+                    .iter()
+                    .any(|allowed| allowed.eq_ignore_ascii_case(name))
+                {
+                    Ok(())
+                } else {
+                    Err(refuse(
+                        StatusCode::MISDIRECTED_REQUEST,
+                        format!(
+                            "this server answers to {} only, not to Host {name:?}; \
+                             allow another name with --allowed-host",
+                            hosts.join(", ")
+                        ),
+                    ))
+                }
+            }
+        })
+        .untuple_one()
+}
+
+/// The name of a `Host` header: without its port, IPv6 literals in brackets.
+fn host_name(host: &str) -> &str {
+    match host.strip_prefix('[') {
+        Some(rest) => rest
+            .split(']')
+            .next()
+            .map_or(host, |inner| &host[..inner.len() + 2]),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    }
+}
+
+/// The names a loopback server answers to, with `extra`.
+pub fn loopback_hosts(extra: &[String]) -> Arc<[String]> {
+    ["localhost", "127.0.0.1", "[::1]"]
+        .into_iter()
+        .map(String::from)
+        .chain(extra.iter().cloned())
+        .collect()
 }
 
 /// Why the server could not start.
@@ -30,6 +127,11 @@ pub enum WebError {
     /// The server's thread or runtime could not start.
     #[error("cannot start the web server: {0}")]
     Start(std::io::Error),
+    /// The token is too short to protect anything.
+    #[error(
+        "the API token has {0} bytes: use at least {MIN_TOKEN_BYTES} (e.g. `openssl rand -hex 16`)"
+    )]
+    WeakToken(usize),
 }
 
 /// The running server; stops when dropped.
@@ -41,8 +143,14 @@ pub struct WebServer {
 
 impl WebServer {
     /// Binds `config.addr` (an error, not a panic, if it is taken) and serves on a thread of
-    /// its own. A non-loopback address without a token is served, with a loud warning.
+    /// its own. A non-loopback address without a token is served, with a loud warning; a
+    /// loopback one answers only to the loopback host names (see [`serving`]).
     pub fn start(config: WebConfig, context: WebContext) -> Result<WebServer, WebError> {
+        if let Some(token) = &config.token {
+            if token.len() < MIN_TOKEN_BYTES {
+                return Err(WebError::WeakToken(token.len()));
+            }
+        }
         if !config.addr.ip().is_loopback() && config.token.is_none() {
             tracing::warn!(
                 addr = %config.addr,
@@ -65,6 +173,11 @@ impl WebServer {
             .map_err(WebError::Start)?;
         let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
         let token: Option<Arc<str>> = config.token.map(Into::into);
+        let hosts = config
+            .addr
+            .ip()
+            .is_loopback()
+            .then(|| loopback_hosts(&config.allowed_hosts));
         let thread = std::thread::Builder::new()
             .name("clickflow-web".into())
             .spawn(move || {
@@ -76,7 +189,7 @@ impl WebServer {
                             return;
                         }
                     };
-                    warp::serve(routes(context, token))
+                    warp::serve(serving(context, token, hosts))
                         .incoming(listener)
                         .graceful(async {
                             let _ = stopped.await;

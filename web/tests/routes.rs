@@ -16,6 +16,7 @@ use clickflow_dataflow::{EpochOutput, LiveModel, PipelineMetrics};
 use clickflow_model::{ChurnModel, Features, FEATURE_COUNT};
 use clickflow_sources::EventType;
 use clickflow_web::routes::routes;
+use clickflow_web::server::{loopback_hosts, serving};
 use clickflow_web::{
     DataflowState, LiveViews, PipelineStatus, SinkSnapshot, WebConfig, WebContext, WebError,
     WebServer,
@@ -741,7 +742,11 @@ async fn with_a_token_every_route_but_healthz_needs_it() {
 #[test]
 fn a_taken_address_is_an_error_naming_the_flag() {
     let server = server(None);
-    let config = |addr| WebConfig { addr, token: None };
+    let config = |addr| WebConfig {
+        addr,
+        token: None,
+        allowed_hosts: Vec::new(),
+    };
     let first = WebServer::start(
         config("127.0.0.1:0".parse().unwrap()),
         server.context.clone(),
@@ -752,4 +757,69 @@ fn a_taken_address_is_an_error_naming_the_flag() {
     assert!(matches!(error, WebError::Bind { .. }), "{error}");
     assert!(error.to_string().contains("--http"), "{error}");
     first.stop();
+}
+
+#[tokio::test]
+async fn a_loopback_server_answers_only_to_its_own_host_names() {
+    let server = server(None);
+    let filter = serving(
+        server.context.clone(),
+        None,
+        Some(loopback_hosts(&["dash.internal".into()])),
+    );
+    for host in [
+        "127.0.0.1:8080",
+        "localhost",
+        "LOCALHOST:80",
+        "[::1]:8080",
+        "dash.internal:8080",
+    ] {
+        let response = warp::test::request()
+            .path("/api/v1/status")
+            .header("host", host)
+            .reply(&filter)
+            .await;
+        assert_eq!(response.status(), StatusCode::OK, "{host}");
+    }
+    // A page of another site whose name resolves to 127.0.0.1 (DNS rebinding).
+    for host in [
+        "evil.example",
+        "evil.example:8080",
+        "127.0.0.1.evil.example",
+    ] {
+        let response = warp::test::request()
+            .path("/api/v1/status")
+            .header("host", host)
+            .reply(&filter)
+            .await;
+        assert_eq!(response.status(), StatusCode::MISDIRECTED_REQUEST, "{host}");
+        let body: Value = serde_json::from_slice(response.body()).unwrap();
+        assert!(error_of(&body).contains("--allowed-host"), "{body}");
+    }
+    // Without a check (a server on another address) any name is answered.
+    let open = serving(server.context.clone(), None, None);
+    let response = warp::test::request()
+        .path("/healthz")
+        .header("host", "evil.example")
+        .reply(&open)
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
+#[test]
+fn a_token_shorter_than_sixteen_bytes_is_refused_at_start() {
+    let server = server(None);
+    let config = |token: &str| WebConfig {
+        addr: "127.0.0.1:0".parse().unwrap(),
+        token: Some(token.into()),
+        allowed_hosts: Vec::new(),
+    };
+    let error = WebServer::start(config("s3cret"), server.context.clone())
+        .err()
+        .expect("a six-byte token is refused");
+    assert!(matches!(error, WebError::WeakToken(6)), "{error}");
+    assert!(error.to_string().contains("at least 16"), "{error}");
+    WebServer::start(config("0123456789abcdef"), server.context.clone())
+        .unwrap()
+        .stop();
 }
