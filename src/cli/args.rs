@@ -111,6 +111,16 @@ pub struct ClusterArgs {
     /// File with one `host:port` per process; default: 127.0.0.1:2101, :2102, ...
     #[arg(long, short = 'H')]
     hostfile: Option<PathBuf>,
+    /// The `host:port` this process listens on for its peers (instead of its line of
+    /// --hostfile). Like every cluster address it must be on a private network (loopback,
+    /// 10/8, 172.16/12, 192.168/16, 100.64/10, link-local, fc00::/7).
+    #[arg(long)]
+    cluster_bind: Option<String>,
+    /// Allow cluster addresses outside private networks: timely's links between processes
+    /// are neither authenticated nor encrypted, so only do this on a network that is private
+    /// all the same (a VPN, a cloud VPC with public-looking ranges).
+    #[arg(long)]
+    cluster_allow_public: bool,
 }
 
 impl ClusterArgs {
@@ -147,6 +157,15 @@ impl ClusterArgs {
                 .map(|i| format!("127.0.0.1:{}", 2101 + i))
                 .collect(),
         };
+        let mut addresses = addresses;
+        if let Some(bind) = &self.cluster_bind {
+            addresses[self.process] = bind.clone();
+        }
+        if !self.cluster_allow_public {
+            for address in &addresses {
+                check_private(address)?;
+            }
+        }
         let communication = timely::CommunicationConfig::Cluster {
             threads,
             process: self.process,
@@ -159,6 +178,43 @@ impl ClusterArgs {
             worker: timely::WorkerConfig::default(),
         };
         Ok((config, self.process == 0))
+    }
+}
+
+/// Refuses a cluster address that resolves outside private networks: timely's links carry
+/// every exchanged record without authentication or encryption.
+fn check_private(address: &str) -> anyhow::Result<()> {
+    use std::net::ToSocketAddrs;
+    let resolved: Vec<std::net::SocketAddr> = address
+        .to_socket_addrs()
+        .map_err(|e| anyhow::anyhow!("cannot resolve cluster address {address:?}: {e}"))?
+        .collect();
+    if let Some(public) = resolved.iter().find(|a| !is_private(a.ip())) {
+        anyhow::bail!(
+            "cluster address {address} resolves to {}, which is not on a private network: \
+             timely's links between processes are neither authenticated nor encrypted, so \
+             run the processes on a private network (or pass --cluster-allow-public if this \
+             one is private all the same)",
+            public.ip()
+        );
+    }
+    Ok(())
+}
+
+/// True for loopback, private (RFC 1918, shared 100.64/10, unique local) and link-local
+/// addresses.
+fn is_private(ip: std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || (a == 100 && (64..128).contains(&b))
+        }
+        std::net::IpAddr::V6(v6) => {
+            v6.is_loopback() || v6.is_unique_local() || v6.is_unicast_link_local()
+        }
     }
 }
 
@@ -200,5 +256,39 @@ impl DatabaseArgs {
         let mut sink = clickflow_sinks::postgres::SinkConfig::new(url);
         sink.writers = self.sink_writers;
         sink
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_addresses_must_be_private_unless_told() {
+        for private in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.20.0.9",
+            "192.168.1.1",
+            "100.100.0.1",
+            "169.254.3.4",
+            "::1",
+            "fd00::5",
+            "fe80::1",
+        ] {
+            assert!(is_private(private.parse().unwrap()), "{private}");
+        }
+        for public in [
+            "8.8.8.8",
+            "172.32.0.1",
+            "100.128.0.1",
+            "2001:db8::1",
+            "1.1.1.1",
+        ] {
+            assert!(!is_private(public.parse().unwrap()), "{public}");
+        }
+        assert!(check_private("127.0.0.1:2101").is_ok());
+        let error = check_private("8.8.8.8:2101").unwrap_err().to_string();
+        assert!(error.contains("--cluster-allow-public"), "{error}");
     }
 }

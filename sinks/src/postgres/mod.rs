@@ -44,7 +44,7 @@
 //!
 //! **Failure.** A lost connection is retried with exponential backoff (logged, password
 //! hidden); meanwhile the fold and then the channel fill and the pipeline waits. At start, a
-//! lost connection is retried a few times (about 3 s); a schema that does not match or
+//! lost connection is retried a few times (about 9 s); a schema that does not match or
 //! missing privileges are fatal errors ([`prepare`]).
 //!
 //! **Namespaces.** A pipeline's tables live in one PostgreSQL schema (`--schema`, default

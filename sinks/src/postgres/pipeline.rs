@@ -241,11 +241,14 @@ fn choose_writers(choice: SinkWriters, allowed: i64, workers: usize) -> Result<b
     }
 }
 
-/// How many times starting tries again after a lost connection, and the first pause (it
-/// doubles): about 3 s in all, enough for a connection cut or a server restart under way,
-/// short enough that a server that is not there is reported promptly.
-const START_ATTEMPTS: u32 = 5;
+/// How many times starting tries again after a lost connection, the first pause (it
+/// doubles) and the longest: about 9 s in all, enough for connections cut repeatedly or a
+/// server restart under way (3 s was not, on a loaded machine whose connections were cut
+/// every 100 ms for seconds), short enough that a server that is not there is reported
+/// within seconds.
+const START_ATTEMPTS: u32 = 8;
 const START_BACKOFF: Duration = Duration::from_millis(200);
+const START_MAX_BACKOFF: Duration = Duration::from_secs(2);
 
 /// Runs `step` (preparing the schema and reading where the pipeline stood), trying again when
 /// it fails in a way that may pass (a connection cut, a server restarting). Once running,
@@ -267,7 +270,7 @@ where
                     "PostgreSQL unavailable at start; trying again"
                 );
                 tokio::time::sleep(backoff).await;
-                backoff *= 2;
+                backoff = (backoff * 2).min(START_MAX_BACKOFF);
                 attempt += 1;
             }
             result => return result,
