@@ -132,8 +132,16 @@ pub fn demo_server(url: &DatabaseUrl) -> anyhow::Result<DatabaseUrl> {
     ))?)
 }
 
+/// The comment that marks a database clickflow created, and may drop again.
+const CREATED_MARK: &str = "created by clickflow";
+
 /// Creates the database `name` afresh (the demo's: the embedded broker is new on every start,
 /// so offsets from an earlier demo mean nothing; the benchmark's: every run starts empty).
+///
+/// Only a database clickflow created is dropped: one it marked with a comment when it
+/// created it, or one holding clickflow's migrations table (made before databases were
+/// marked). Any other database of that name is left alone and the command stops, saying so:
+/// `DATABASE_URL` may name a server with someone else's data.
 pub fn fresh_database(server: &DatabaseUrl, name: &str) -> anyhow::Result<DatabaseUrl> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -150,6 +158,13 @@ pub fn fresh_database(server: &DatabaseUrl, name: &str) -> anyhow::Result<Databa
             .await?
             .is_some();
         if exists {
+            if !created_by_clickflow(&client, server, name).await? {
+                bail!(
+                    "the database {name} on {server} exists and was not created by clickflow: \
+                     it is left alone. Drop it yourself if it may go, or point --database-url \
+                     (DATABASE_URL) at another server"
+                );
+            }
             // A run killed mid-epoch may have left parts prepared, which block the drop.
             two_phase::discard_prepared(&server.with_database(name)).await?;
         }
@@ -159,7 +174,84 @@ pub fn fresh_database(server: &DatabaseUrl, name: &str) -> anyhow::Result<Databa
         client
             .batch_execute(&format!("CREATE DATABASE {name}"))
             .await?;
+        client
+            .batch_execute(&format!(
+                "COMMENT ON DATABASE {name} IS '{CREATED_MARK}: dropped and created again at \
+                 every start of the command that uses it'"
+            ))
+            .await?;
         anyhow::Ok(())
     })?;
     Ok(server.with_database(name))
+}
+
+/// True when the database `name` carries clickflow's mark, or holds its migrations table.
+async fn created_by_clickflow(
+    client: &tokio_postgres::Client,
+    server: &DatabaseUrl,
+    name: &str,
+) -> anyhow::Result<bool> {
+    let comment: Option<String> = client
+        .query_one(
+            "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = $1",
+            &[&name],
+        )
+        .await?
+        .get(0);
+    if comment.is_some_and(|c| c.starts_with(CREATED_MARK)) {
+        return Ok(true);
+    }
+    let (database, connection) = server
+        .with_database(name)
+        .config()
+        .connect(tokio_postgres::NoTls)
+        .await
+        .with_context(|| format!("connecting to the database {name}"))?;
+    tokio::spawn(connection);
+    Ok(database
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_class WHERE relname = 'clickflow_schema_migrations')",
+            &[],
+        )
+        .await?
+        .get(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clickflow_testkit::TestDatabase;
+
+    #[test]
+    fn only_a_database_clickflow_created_is_dropped() {
+        let server = DatabaseUrl::parse(&clickflow_testkit::server_url())
+            .unwrap()
+            .with_database("postgres");
+        let foreign = TestDatabase::create("foreign");
+        foreign.query("CREATE TABLE orders (id int); INSERT INTO orders VALUES (1)");
+        let error = fresh_database(&server, &foreign.name)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("was not created by clickflow"), "{error}");
+        assert_eq!(
+            foreign.query("SELECT count(*) FROM orders"),
+            "1",
+            "left alone"
+        );
+
+        // Created here: marked, and dropped and created again next time.
+        let ours = TestDatabase::create("ours");
+        ours.query("CREATE TABLE clickflow_schema_migrations (version int)");
+        fresh_database(&server, &ours.name).unwrap();
+        assert_eq!(
+            ours.query(&format!(
+                "SELECT left(shobj_description(oid, 'pg_database'), 20) FROM pg_database WHERE datname = '{}'",
+                ours.name
+            )),
+            CREATED_MARK
+        );
+        ours.query("CREATE TABLE leftover (id int)");
+        fresh_database(&server, &ours.name).unwrap();
+        assert_eq!(ours.query("SELECT to_regclass('leftover') IS NULL"), "t");
+    }
 }
