@@ -116,3 +116,27 @@ fn no_http_wins_over_the_environment_and_short_tokens_are_refused() {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+/// The database URL can come from a file (a password in a flag shows in `ps`), and the file
+/// wins over `--database-url`.
+#[test]
+fn the_database_url_can_come_from_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("events.jsonl");
+    produce_file(&input, 2_000, 6);
+    let db = TestDatabase::create("cli_url_file");
+    let url_file = dir.path().join("database-url");
+    std::fs::write(&url_file, format!("{}\n", db.url)).unwrap();
+    let output = clickflow()
+        .args(["run", "--input", input.to_str().unwrap(), "--no-http"])
+        .args(["--database-url", "postgres://nobody@127.0.0.1:1/nowhere"])
+        .args(["--database-url-file", url_file.to_str().unwrap()])
+        .output()
+        .expect("clickflow runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_ne!(db.query("SELECT count(*) FROM event_trends"), "0");
+}

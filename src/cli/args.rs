@@ -229,6 +229,11 @@ pub struct DatabaseArgs {
         hide_env_values = true
     )]
     pub database_url: String,
+    /// Read the PostgreSQL connection URL from this file (its first line) instead: a URL
+    /// with a password given as a flag shows in `ps`. Wins over --database-url and
+    /// DATABASE_URL.
+    #[arg(long, env = "CLICKFLOW_DATABASE_URL_FILE")]
+    pub database_url_file: Option<PathBuf>,
     /// PostgreSQL schema holding this pipeline's tables (created if missing). It records the
     /// input it belongs to: a run with another input is refused. Give each pipeline its own.
     #[arg(long, env = "CLICKFLOW_SCHEMA", default_value = "public")]
@@ -242,9 +247,25 @@ pub struct DatabaseArgs {
 }
 
 impl DatabaseArgs {
-    /// The database URL with the pipeline's schema.
+    /// The database URL with the pipeline's schema: from --database-url-file when given,
+    /// else --database-url (or DATABASE_URL).
     pub fn url(&self) -> anyhow::Result<clickflow_sinks::postgres::DatabaseUrl> {
-        let url = clickflow_sinks::postgres::DatabaseUrl::parse(&self.database_url)?;
+        let text = match &self.database_url_file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    anyhow::anyhow!("cannot read --database-url-file {}: {e}", path.display())
+                })?;
+                let line = text.lines().next().unwrap_or("").trim().to_string();
+                anyhow::ensure!(
+                    !line.is_empty(),
+                    "--database-url-file {} is empty",
+                    path.display()
+                );
+                line
+            }
+            None => self.database_url.clone(),
+        };
+        let url = clickflow_sinks::postgres::DatabaseUrl::parse(&text)?;
         Ok(url.with_schema(&self.schema)?)
     }
 
