@@ -234,6 +234,15 @@ pub struct DatabaseArgs {
     /// DATABASE_URL.
     #[arg(long, env = "CLICKFLOW_DATABASE_URL_FILE")]
     pub database_url_file: Option<PathBuf>,
+    /// TLS to PostgreSQL, as libpq's sslmode: disable, prefer (TLS when offered, unchecked),
+    /// require (always TLS), verify-ca (the certificate chains to --database-sslrootcert),
+    /// verify-full (and names the host). Wins over the URL's `sslmode`.
+    #[arg(long, env = "CLICKFLOW_DATABASE_SSLMODE")]
+    pub database_sslmode: Option<clickflow_sinks::postgres::tls::SslMode>,
+    /// PEM file of the root certificate(s) the server's certificate must chain to, or
+    /// `system` for the machine's trust store. Wins over the URL's `sslrootcert`.
+    #[arg(long, env = "CLICKFLOW_DATABASE_SSLROOTCERT")]
+    pub database_sslrootcert: Option<String>,
     /// PostgreSQL schema holding this pipeline's tables (created if missing). It records the
     /// input it belongs to: a run with another input is refused. Give each pipeline its own.
     #[arg(long, env = "CLICKFLOW_SCHEMA", default_value = "public")]
@@ -265,7 +274,8 @@ impl DatabaseArgs {
             }
             None => self.database_url.clone(),
         };
-        let url = clickflow_sinks::postgres::DatabaseUrl::parse(&text)?;
+        let url = clickflow_sinks::postgres::DatabaseUrl::parse(&text)?
+            .with_tls(self.database_sslmode, self.database_sslrootcert.clone())?;
         Ok(url.with_schema(&self.schema)?)
     }
 

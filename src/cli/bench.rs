@@ -122,6 +122,9 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
         api_token: None,
         api_token_file: None,
         allowed_hosts: Vec::new(),
+        tls_cert: None,
+        tls_key: None,
+        cors_origins: Vec::new(),
         no_http: true,
     };
     let finished = launch(spec, &no_web, None, None, stop)?;
@@ -275,8 +278,7 @@ fn stop_when_committed(url: DatabaseUrl, messages: i64, stop: Arc<AtomicBool>) {
             .enable_all()
             .build()?;
         runtime.block_on(async {
-            let (client, connection) = url.config().connect(tokio_postgres::NoTls).await?;
-            tokio::spawn(connection);
+            let client = url.connect().await?;
             loop {
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 let committed: Option<i64> = client

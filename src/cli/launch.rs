@@ -65,9 +65,16 @@ pub(super) fn launch(
             addr: web.addr,
             token: web.token()?,
             allowed_hosts: web.allowed_hosts.clone(),
+            tls: web.tls()?,
+            cors_origins: web.cors_origins.clone(),
+        };
+        let scheme = if config.tls.is_some() {
+            "https"
+        } else {
+            "http"
         };
         let server = WebServer::start(config, context)?;
-        eprintln!("  dashboard: http://{}/", server.addr());
+        eprintln!("  dashboard: {scheme}://{}/", server.addr());
         Some(server)
     } else {
         None

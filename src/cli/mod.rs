@@ -2,6 +2,7 @@
 
 mod args;
 mod bench;
+pub mod config;
 mod demo;
 mod evaluate;
 mod launch;
@@ -27,6 +28,21 @@ pub struct Cli {
         default_value = "text"
     )]
     pub log_format: LogFormat,
+    /// TOML file of settings: keys are flag names, at the top level for every command, in a
+    /// `[run]` (`[demo]`, ...) table for one; flags and CLICKFLOW_* variables win over it.
+    #[arg(long, global = true, env = "CLICKFLOW_CONFIG", value_name = "FILE")]
+    config: Option<std::path::PathBuf>,
+    /// A librdkafka property for every Kafka client, e.g. `security.protocol=SASL_SSL`,
+    /// `sasl.mechanisms=SCRAM-SHA-512`, `ssl.ca.location=/etc/kafka/ca.pem` (repeat the flag;
+    /// in a variable, separate them with `;`).
+    #[arg(
+        long = "kafka-option",
+        global = true,
+        env = "CLICKFLOW_KAFKA_OPTION",
+        value_name = "KEY=VALUE",
+        value_delimiter = ';'
+    )]
+    kafka_options: Vec<clickflow_sources::kafka::KafkaOption>,
     #[command(subcommand)]
     command: Command,
 }
@@ -45,6 +61,11 @@ enum Command {
     /// End-to-end benchmark: generate events, run the whole pipeline into PostgreSQL, check
     /// the result against the oracle, print events/s, freshness and peak memory.
     Bench(bench::BenchArgs),
+    /// Configuration: `clickflow config check [COMMAND FLAGS...]` prints the effective
+    /// settings of a command line (flags, CLICKFLOW_* variables, --config file, defaults),
+    /// where each came from, secrets redacted.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// The whole system on one machine: embedded broker, synthetic shop, pipeline, PostgreSQL.
     Demo(demo::DemoArgs),
     /// Backtest every churn model version from the prediction log: live ROC AUC,
@@ -62,9 +83,24 @@ enum Command {
     Train(train::TrainArgs),
 }
 
+/// `clickflow config ...`.
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Print the effective settings of a command line (default: `run`) and check it parses.
+    Check {
+        /// The command and its flags, e.g. `run --brokers kafka:9092`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
 /// Runs the chosen subcommand.
 pub fn execute(cli: Cli) -> anyhow::Result<()> {
+    clickflow_sources::kafka::set_client_options(cli.kafka_options).map_err(anyhow::Error::msg)?;
     match cli.command {
+        Command::Config(ConfigCommand::Check { args }) => {
+            config::check(cli.config.as_deref(), &args)
+        }
         Command::Bench(args) => bench::bench(args),
         Command::Demo(args) => demo::demo(args),
         Command::Evaluate(args) => evaluate::evaluate(args),

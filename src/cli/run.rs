@@ -29,8 +29,8 @@ pub struct RunArgs {
     /// Splits of the input file (independent of the worker count, so results are too).
     #[arg(long, default_value_t = 16)]
     input_splits: usize,
-    /// Kafka bootstrap servers.
-    #[arg(long, required_unless_present = "input")]
+    /// Kafka bootstrap servers (this or --input is needed).
+    #[arg(long)]
     brokers: Option<String>,
     /// Kafka topic.
     #[arg(long, default_value = "user-events")]

@@ -31,6 +31,17 @@ pub struct WebArgs {
     /// to localhost, 127.0.0.1 and [::1] only, against DNS rebinding.
     #[arg(long = "allowed-host")]
     pub allowed_hosts: Vec<String>,
+    /// Serve HTTPS with this PEM certificate chain (with --tls-key); or keep plain HTTP
+    /// behind a TLS-terminating reverse proxy (see the README).
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE")]
+    pub tls_key: Option<std::path::PathBuf>,
+    /// An origin (`https://admin.shop.example`) whose pages may call the API from a browser
+    /// (repeatable); none by default.
+    #[arg(long = "cors-origin", value_name = "ORIGIN")]
+    pub cors_origins: Vec<String>,
     /// Do not start the web server (wins over --http and CLICKFLOW_HTTP, so an environment
     /// that sets the address can still turn the server off).
     #[arg(long)]
@@ -38,6 +49,19 @@ pub struct WebArgs {
 }
 
 impl WebArgs {
+    /// The certificate and key to serve HTTPS with, when given (both or neither: checked
+    /// here rather than by clap, so that one may come from the config file).
+    pub fn tls(&self) -> anyhow::Result<Option<clickflow_web::https::TlsFiles>> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Ok(Some(clickflow_web::https::TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            })),
+            (None, None) => Ok(None),
+            _ => anyhow::bail!("give both --tls-cert and --tls-key to serve HTTPS"),
+        }
+    }
+
     /// The token: the flag's or the environment's, or the first line of --api-token-file.
     pub fn token(&self) -> anyhow::Result<Option<String>> {
         match &self.api_token_file {

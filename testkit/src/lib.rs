@@ -6,10 +6,12 @@
 mod model;
 mod postgres;
 mod tansu;
+mod tls;
 
 pub use model::{model_of, small_model};
 pub use postgres::{psql, server_url, TestDatabase};
 pub use tansu::Tansu;
+pub use tls::TestCerts;
 
 /// A free TCP port on 127.0.0.1 (free when asked; good enough for tests).
 pub fn free_port() -> u16 {

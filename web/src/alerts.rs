@@ -8,6 +8,8 @@ use clickflow_dataflow::rows::AlertRow;
 use compact_str::CompactString;
 use serde::Serialize;
 
+use crate::rfc3339;
+
 /// Resolved alerts kept beside the open ones.
 pub const KEEP_RESOLVED: usize = 50;
 
@@ -38,10 +40,16 @@ pub struct AlertView {
     pub expected: f64,
     /// Start of the first anomalous window, Unix ms.
     pub opened_window_start: i64,
+    /// The same, RFC 3339 (UTC).
+    pub opened_window_start_at: String,
     /// Start of the latest anomalous window, Unix ms.
     pub latest_window_start: i64,
+    /// The same, RFC 3339 (UTC).
+    pub latest_window_start_at: String,
     /// Start of the first window back in the band, Unix ms.
     pub resolved_window_start: Option<i64>,
+    /// The same, RFC 3339 (UTC).
+    pub resolved_window_start_at: Option<String>,
 }
 
 impl AlertView {
@@ -61,8 +69,11 @@ impl AlertView {
             observed: row.observed.0,
             expected: row.expected.0,
             opened_window_start: row.opened,
+            opened_window_start_at: rfc3339(row.opened),
             latest_window_start: row.latest,
+            latest_window_start_at: rfc3339(row.latest),
             resolved_window_start: row.resolved,
+            resolved_window_start_at: row.resolved.map(rfc3339),
         }
     }
 }

@@ -79,6 +79,7 @@ struct Status {
     events_per_second: f64,
     events_total: u64,
     watermark: Option<i64>,
+    watermark_at: Option<String>,
     watermark_lag_s: Option<f64>,
     late_total: u64,
     malformed_total: u64,
@@ -172,6 +173,7 @@ fn status(context: &WebContext) -> Status {
         events_per_second: flow.events_per_second,
         events_total: metrics.events.load(Ordering::Relaxed),
         watermark: flow.watermark,
+        watermark_at: flow.watermark.map(crate::rfc3339),
         watermark_lag_s: flow.watermark.map(|w| (now_ms() - w) as f64 / 1000.0),
         late_total: late,
         malformed_total: metrics

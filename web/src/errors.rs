@@ -43,6 +43,14 @@ pub fn error_reply(status: StatusCode, message: &str) -> warp::reply::Response {
 pub async fn recover(rejection: Rejection) -> Result<warp::reply::Response, Infallible> {
     let (status, message) = if let Some(error) = rejection.find::<ApiError>() {
         (error.status, error.message.clone())
+    } else if rejection
+        .find::<warp::filters::cors::CorsForbidden>()
+        .is_some()
+    {
+        (
+            StatusCode::FORBIDDEN,
+            "this origin may not call the API (see --cors-origin)".to_string(),
+        )
     } else if rejection.is_not_found() {
         (StatusCode::NOT_FOUND, "no such route".to_string())
     } else if rejection.find::<PayloadTooLarge>().is_some() {

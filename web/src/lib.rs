@@ -13,6 +13,7 @@ pub mod auth;
 pub mod charts;
 pub mod context;
 pub mod errors;
+pub mod https;
 pub mod metrics;
 pub mod models;
 pub mod predict;
@@ -22,6 +23,13 @@ pub mod status;
 pub mod views;
 
 pub use context::{ModelLoader, WebContext};
+
+/// A Unix-ms time as the JSON API shows it beside the number: RFC 3339, UTC, milliseconds
+/// (`2026-12-02T21:41:00.000Z`).
+pub fn rfc3339(millis: i64) -> String {
+    let mut buf = [0u8; 24];
+    clickflow_sources::encode::format_rfc3339_millis(millis, &mut buf).to_string()
+}
 pub use server::{WebConfig, WebError, WebServer};
 pub use status::{DataflowState, PipelineStatus, SinkProbe, SinkSnapshot};
 pub use views::LiveViews;

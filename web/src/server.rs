@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
@@ -10,6 +11,7 @@ use warp::{Filter, Rejection, Reply};
 
 use crate::context::WebContext;
 use crate::errors::{recover, refuse};
+use crate::https::TlsFiles;
 use crate::routes::routes;
 
 /// Where and how to serve.
@@ -23,14 +25,32 @@ pub struct WebConfig {
     /// Host names (beside `localhost`, `127.0.0.1` and `[::1]`) a server on a loopback
     /// address answers to; see [`serving`].
     pub allowed_hosts: Vec<String>,
+    /// Serve HTTPS with this certificate and key instead of plain HTTP.
+    pub tls: Option<TlsFiles>,
+    /// Origins (`https://shop.example`) whose pages may call the API from a browser (CORS);
+    /// none by default: only the dashboard's own page.
+    pub cors_origins: Vec<String>,
+}
+
+impl Default for WebConfig {
+    /// 127.0.0.1:8080, plain HTTP, no token, no other host names or origins.
+    fn default() -> WebConfig {
+        WebConfig {
+            addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            token: None,
+            allowed_hosts: Vec::new(),
+            tls: None,
+            cors_origins: Vec::new(),
+        }
+    }
 }
 
 /// The shortest token accepted: 16 bytes (a guessable token is no protection).
 pub const MIN_TOKEN_BYTES: usize = 16;
 
-/// The routes as served: with a `Host` check when `hosts` is given (a loopback server), and
-/// an access-log line per request (target `clickflow::access`: method, path, status,
-/// latency).
+/// The routes as served: with a `Host` check when `hosts` is given (a loopback server), CORS
+/// headers for `cors_origins` (none: no cross-origin access), and an access-log line per
+/// request (target `clickflow::access`: method, path, status, latency).
 ///
 /// A server on a loopback address without a token trusts whoever can reach it, which a page
 /// on another site can arrange by DNS rebinding (its own name resolving to 127.0.0.1): the
@@ -41,6 +61,7 @@ pub fn serving(
     context: WebContext,
     token: Option<Arc<str>>,
     hosts: Option<Arc<[String]>>,
+    cors_origins: &[String],
 ) -> BoxedFilter<(warp::reply::Response,)> {
     let access = warp::log::custom(|info| {
         tracing::info!(
@@ -52,8 +73,21 @@ pub fn serving(
             "request"
         );
     });
-    host_allowed(hosts)
+    let served = host_allowed(hosts)
         .and(routes(context, token))
+        .recover(recover)
+        .unify();
+    if cors_origins.is_empty() {
+        return served.with(access).map(Reply::into_response).boxed();
+    }
+    let cors = warp::cors()
+        .allow_origins(cors_origins.iter().map(String::as_str))
+        .allow_methods(["GET", "POST"])
+        .allow_headers(["authorization", "content-type", "last-event-id"])
+        .max_age(Duration::from_secs(600));
+    served
+        .with(cors)
+        .map(Reply::into_response)
         .recover(recover)
         .unify()
         .with(access)
@@ -127,6 +161,9 @@ pub enum WebError {
     /// The server's thread or runtime could not start.
     #[error("cannot start the web server: {0}")]
     Start(std::io::Error),
+    /// The certificate or key cannot be used.
+    #[error("cannot serve HTTPS: {0}")]
+    Tls(String),
     /// The token is too short to protect anything.
     #[error(
         "the API token has {0} bytes: use at least {MIN_TOKEN_BYTES} (e.g. `openssl rand -hex 16`)"
@@ -158,6 +195,12 @@ impl WebServer {
                  this address can read the data and use the model; set --api-token"
             );
         }
+        let acceptor = config
+            .tls
+            .as_ref()
+            .map(crate::https::acceptor)
+            .transpose()
+            .map_err(WebError::Tls)?;
         let bind = |source| WebError::Bind {
             addr: config.addr,
             source,
@@ -178,6 +221,7 @@ impl WebServer {
             .ip()
             .is_loopback()
             .then(|| loopback_hosts(&config.allowed_hosts));
+        let served = serving(context, token, hosts, &config.cors_origins);
         let thread = std::thread::Builder::new()
             .name("clickflow-web".into())
             .spawn(move || {
@@ -189,13 +233,21 @@ impl WebServer {
                             return;
                         }
                     };
-                    warp::serve(serving(context, token, hosts))
-                        .incoming(listener)
-                        .graceful(async {
-                            let _ = stopped.await;
-                        })
-                        .run()
-                        .await;
+                    let stopped = async {
+                        let _ = stopped.await;
+                    };
+                    match acceptor {
+                        Some(acceptor) => {
+                            crate::https::serve(listener, acceptor, served, stopped).await;
+                        }
+                        None => {
+                            warp::serve(served)
+                                .incoming(listener)
+                                .graceful(stopped)
+                                .run()
+                                .await;
+                        }
+                    }
                 });
             })
             .map_err(WebError::Start)?;

@@ -20,6 +20,8 @@ use clickflow_sources::{EventTime, EventType, PartitionId};
 
 use serde::Serialize;
 
+use crate::rfc3339;
+
 use crate::alerts::{AlertBoard, AlertView};
 
 /// Windows kept per table: two hours of 1-minute windows.
@@ -53,8 +55,12 @@ struct Views {
 pub struct TrendWindow {
     /// Window start, Unix ms.
     pub window_start: EventTime,
+    /// Window start, RFC 3339 (UTC).
+    pub window_start_at: String,
     /// Window end, Unix ms.
     pub window_end: EventTime,
+    /// Window end, RFC 3339 (UTC).
+    pub window_end_at: String,
     /// True once the watermark has passed its end: its numbers are final.
     pub complete: bool,
     /// `click` events.
@@ -72,8 +78,12 @@ pub struct TrendWindow {
 pub struct FunnelWindow {
     /// Window start, Unix ms.
     pub window_start: EventTime,
+    /// Window start, RFC 3339 (UTC).
+    pub window_start_at: String,
     /// Window end, Unix ms.
     pub window_end: EventTime,
+    /// Window end, RFC 3339 (UTC).
+    pub window_end_at: String,
     /// True once the watermark has passed its end.
     pub complete: bool,
     /// Users who viewed a product.
@@ -91,6 +101,8 @@ pub struct AtRisk {
     pub session_id: String,
     /// The session's first event (Unix ms): with the id, its key.
     pub session_start: EventTime,
+    /// The session's first event, RFC 3339 (UTC).
+    pub session_start_at: String,
     /// Its user.
     pub user_id: String,
     /// Product views so far.
@@ -211,7 +223,9 @@ impl LiveViews {
             last,
             |window| TrendWindow {
                 window_start: window.start,
+                window_start_at: rfc3339(window.start),
                 window_end: window.end,
+                window_end_at: rfc3339(window.end),
                 complete: views.is_complete(window.end),
                 click: 0,
                 add_to_cart: 0,
@@ -234,7 +248,9 @@ impl LiveViews {
             last,
             |window| FunnelWindow {
                 window_start: window.start,
+                window_start_at: rfc3339(window.start),
                 window_end: window.end,
+                window_end_at: rfc3339(window.end),
                 complete: views.is_complete(window.end),
                 click: 0,
                 add_to_cart: 0,
@@ -267,6 +283,7 @@ impl LiveViews {
                 Some(AtRisk {
                     session_id: key.0.to_string(),
                     session_start: key.1,
+                    session_start_at: rfc3339(key.1),
                     user_id: row.user_id.to_string(),
                     num_views: row.num_views,
                     num_cart_adds: row.num_cart_adds,

@@ -744,8 +744,7 @@ fn a_taken_address_is_an_error_naming_the_flag() {
     let server = server(None);
     let config = |addr| WebConfig {
         addr,
-        token: None,
-        allowed_hosts: Vec::new(),
+        ..WebConfig::default()
     };
     let first = WebServer::start(
         config("127.0.0.1:0".parse().unwrap()),
@@ -766,6 +765,7 @@ async fn a_loopback_server_answers_only_to_its_own_host_names() {
         server.context.clone(),
         None,
         Some(loopback_hosts(&["dash.internal".into()])),
+        &[],
     );
     for host in [
         "127.0.0.1:8080",
@@ -797,7 +797,7 @@ async fn a_loopback_server_answers_only_to_its_own_host_names() {
         assert!(error_of(&body).contains("--allowed-host"), "{body}");
     }
     // Without a check (a server on another address) any name is answered.
-    let open = serving(server.context.clone(), None, None);
+    let open = serving(server.context.clone(), None, None, &[]);
     let response = warp::test::request()
         .path("/healthz")
         .header("host", "evil.example")
@@ -812,7 +812,7 @@ fn a_token_shorter_than_sixteen_bytes_is_refused_at_start() {
     let config = |token: &str| WebConfig {
         addr: "127.0.0.1:0".parse().unwrap(),
         token: Some(token.into()),
-        allowed_hosts: Vec::new(),
+        ..WebConfig::default()
     };
     let error = WebServer::start(config("s3cret"), server.context.clone())
         .err()
@@ -822,4 +822,158 @@ fn a_token_shorter_than_sixteen_bytes_is_refused_at_start() {
     WebServer::start(config("0123456789abcdef"), server.context.clone())
         .unwrap()
         .stop();
+}
+
+#[tokio::test]
+async fn cross_origin_calls_only_from_the_origins_allowed() {
+    let server = server(None);
+    // Off by default: no CORS headers, a browser keeps other sites' pages from reading.
+    let closed = serving(server.context.clone(), None, None, &[]);
+    let response = warp::test::request()
+        .path("/api/v1/status")
+        .header("origin", "https://admin.shop.example")
+        .reply(&closed)
+        .await;
+    assert!(response
+        .headers()
+        .get("access-control-allow-origin")
+        .is_none());
+
+    let open = serving(
+        server.context.clone(),
+        None,
+        None,
+        &["https://admin.shop.example".into()],
+    );
+    let response = warp::test::request()
+        .path("/api/v1/status")
+        .header("origin", "https://admin.shop.example")
+        .reply(&open)
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.headers()["access-control-allow-origin"],
+        "https://admin.shop.example"
+    );
+    let preflight = warp::test::request()
+        .method("OPTIONS")
+        .path("/api/v1/churn/predict")
+        .header("origin", "https://admin.shop.example")
+        .header("access-control-request-method", "POST")
+        .header("access-control-request-headers", "content-type")
+        .reply(&open)
+        .await;
+    assert_eq!(preflight.status(), StatusCode::OK);
+    let other = warp::test::request()
+        .path("/api/v1/status")
+        .header("origin", "https://evil.example")
+        .reply(&open)
+        .await;
+    assert_eq!(other.status(), StatusCode::FORBIDDEN);
+    let body: Value = serde_json::from_slice(other.body()).unwrap();
+    assert!(error_of(&body).contains("--cors-origin"), "{body}");
+}
+
+/// One HTTP/1.1 GET of `path` over TLS to `addr`, trusting `ca` for `name`: the response.
+async fn https_get(
+    addr: std::net::SocketAddr,
+    ca: &std::path::Path,
+    name: &str,
+    path: &str,
+) -> Result<String, String> {
+    use rustls::pki_types::pem::PemObject;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_file_iter(ca).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from(name.to_string()).unwrap();
+    let mut tls = connector
+        .connect(name, tcp)
+        .await
+        .map_err(|e| e.to_string())?;
+    tls.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut response = String::new();
+    tls.read_to_string(&mut response)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(response)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_with_a_test_certificate() {
+    let certs = clickflow_testkit::TestCerts::new();
+    let ca = certs.ca("ca");
+    let other = certs.ca("other-ca");
+    let (cert, key) = certs.server("web", "ca", "DNS:localhost,IP:127.0.0.1");
+    let server = server(None);
+    let web = WebServer::start(
+        WebConfig {
+            addr: "127.0.0.1:0".parse().unwrap(),
+            tls: Some(clickflow_web::https::TlsFiles {
+                cert,
+                key: key.clone(),
+            }),
+            ..WebConfig::default()
+        },
+        server.context.clone(),
+    )
+    .unwrap();
+    let response = https_get(web.addr(), &ca, "localhost", "/healthz")
+        .await
+        .unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.contains(r#"{"status":"ok"}"#), "{response}");
+    let response = https_get(web.addr(), &ca, "localhost", "/api/v1/status")
+        .await
+        .unwrap();
+    assert!(response.contains(r#""healthy":true"#), "{response}");
+    // A client that trusts another CA refuses the server.
+    let error = https_get(web.addr(), &other, "localhost", "/healthz")
+        .await
+        .unwrap_err();
+    assert!(error.contains("UnknownIssuer"), "{error}");
+    // Plain HTTP to the HTTPS port gets no HTTP answer.
+    let plain = tokio::net::TcpStream::connect(web.addr()).await.unwrap();
+    let mut plain = plain;
+    tokio::io::AsyncWriteExt::write_all(
+        &mut plain,
+        b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        tokio::io::AsyncReadExt::read_to_end(&mut plain, &mut answer),
+    )
+    .await;
+    assert!(!String::from_utf8_lossy(&answer).contains("200 OK"));
+    web.stop();
+
+    // A key that does not belong to the certificate stops the start, saying so.
+    let error = WebServer::start(
+        WebConfig {
+            addr: "127.0.0.1:0".parse().unwrap(),
+            tls: Some(clickflow_web::https::TlsFiles { cert: other, key }),
+            ..WebConfig::default()
+        },
+        server.context.clone(),
+    )
+    .err()
+    .expect("a mismatched pair is refused");
+    assert!(matches!(error, WebError::Tls(_)), "{error}");
 }

@@ -3,32 +3,104 @@
 use std::str::FromStr;
 use std::time::Duration;
 
+use tokio_postgres::Client;
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+use super::tls::{connector, split_tls_settings, SslMode, TlsSettings};
 use super::SinkError;
 
-/// A PostgreSQL connection URL and the schema the pipeline's tables live in; its `Display`
-/// never shows the password.
+/// A PostgreSQL connection URL, its TLS settings and the schema the pipeline's tables live
+/// in; its `Display` never shows the password.
 #[derive(Clone)]
 pub struct DatabaseUrl {
     url: String,
     config: tokio_postgres::Config,
     schema: String,
+    tls: TlsSettings,
+    connector: Option<MakeRustlsConnect>,
 }
 
 /// The schema a pipeline uses when none is given.
 pub const DEFAULT_SCHEMA: &str = "public";
 
 impl DatabaseUrl {
-    /// Parses `url` (`postgres://user:password@host:port/database` or key=value form).
+    /// Parses `url` (`postgres://user:password@host:port/database` or key=value form), with
+    /// libpq's `sslmode` and `sslrootcert` (see [`super::tls`]); a root certificate it names
+    /// is read now, so a wrong path is an error at start.
     pub fn parse(url: &str) -> Result<DatabaseUrl, SinkError> {
-        let config =
-            tokio_postgres::Config::from_str(url).map_err(|e| SinkError::BadUrl(e.to_string()))?;
+        let (rest, tls) = split_tls_settings(url).map_err(SinkError::BadUrl)?;
+        let config = tokio_postgres::Config::from_str(&rest)
+            .map_err(|e| SinkError::BadUrl(e.to_string()))?;
         let mut url = DatabaseUrl {
             url: url.to_string(),
             config,
             schema: String::new(),
+            tls: TlsSettings::default(),
+            connector: None,
         };
+        url.set_tls(tls)?;
         url.set_schema(DEFAULT_SCHEMA);
         Ok(url)
+    }
+
+    /// The same URL with `sslmode` and/or `sslrootcert` replaced (the `--database-sslmode`
+    /// and `--database-sslrootcert` flags win over the URL's own).
+    pub fn with_tls(
+        &self,
+        mode: Option<SslMode>,
+        root_cert: Option<String>,
+    ) -> Result<DatabaseUrl, SinkError> {
+        let mut url = self.clone();
+        let mut tls = url.tls.clone();
+        if let Some(mode) = mode {
+            tls.mode = mode;
+        }
+        if let Some(root_cert) = root_cert {
+            tls.root_cert = Some(root_cert);
+        }
+        url.set_tls(tls)?;
+        Ok(url)
+    }
+
+    fn set_tls(&mut self, tls: TlsSettings) -> Result<(), SinkError> {
+        self.connector = connector(&tls).map_err(SinkError::Tls)?;
+        self.config.ssl_mode(tls.mode.driver_mode());
+        self.tls = tls;
+        Ok(())
+    }
+
+    /// The TLS settings connections use.
+    pub fn tls(&self) -> &TlsSettings {
+        &self.tls
+    }
+
+    /// Opens a connection (TLS as the settings say), driving it on the current tokio runtime.
+    pub async fn connect(&self) -> Result<Client, SinkError> {
+        let failed = |source| SinkError::Connect {
+            url: self.to_string(),
+            source,
+        };
+        let client = match &self.connector {
+            None => {
+                let (client, connection) = self
+                    .config
+                    .connect(tokio_postgres::NoTls)
+                    .await
+                    .map_err(failed)?;
+                tokio::spawn(drive(connection));
+                client
+            }
+            Some(connector) => {
+                let (client, connection) = self
+                    .config
+                    .connect(connector.clone())
+                    .await
+                    .map_err(failed)?;
+                tokio::spawn(drive(connection));
+                client
+            }
+        };
+        Ok(client)
     }
 
     /// The same server and database, with the pipeline's tables in `schema`: a lowercase
@@ -73,6 +145,8 @@ impl DatabaseUrl {
             url: self.url.clone(),
             config,
             schema: self.schema.clone(),
+            tls: self.tls.clone(),
+            connector: self.connector.clone(),
         }
     }
 
@@ -91,7 +165,18 @@ impl std::fmt::Display for DatabaseUrl {
             None => "localhost".into(),
         };
         let port = self.config.get_ports().first().copied().unwrap_or(5432);
-        write!(f, "postgres://{user}@{host}:{port}/{}", self.database())
+        write!(f, "postgres://{user}@{host}:{port}/{}", self.database())?;
+        if self.tls.mode != SslMode::default() {
+            write!(f, "?sslmode={}", self.tls.mode.as_str())?;
+        }
+        Ok(())
+    }
+}
+
+/// Drives a connection until it ends.
+async fn drive<F: std::future::Future<Output = Result<(), tokio_postgres::Error>>>(connection: F) {
+    if let Err(error) = connection.await {
+        tracing::debug!(%error, "PostgreSQL connection ended");
     }
 }
 

@@ -6,6 +6,9 @@ pub enum SinkError {
     /// The URL could not be parsed.
     #[error("invalid database URL: {0}")]
     BadUrl(String),
+    /// The TLS settings cannot be used (an unreadable root certificate, say).
+    #[error("database TLS: {0}")]
+    Tls(String),
     /// `--schema` is not a plain lowercase identifier.
     #[error(
         "invalid --schema {0:?}: use a lowercase name of letters, digits and _ (at most 63 bytes)"

@@ -1,7 +1,7 @@
 //! Versioned, idempotent schema migrations, and the checks that make a bad database a clear
 //! error at start rather than a crash later.
 
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
 use super::{DatabaseUrl, SinkError};
 
@@ -431,20 +431,7 @@ const EXPECTED_COLUMNS: &[(&str, &[(&str, &str)])] = &[
 
 /// Opens a connection, driving it on the current tokio runtime.
 pub(super) async fn connect(url: &DatabaseUrl) -> Result<Client, SinkError> {
-    let (client, connection) =
-        url.config()
-            .connect(NoTls)
-            .await
-            .map_err(|source| SinkError::Connect {
-                url: url.to_string(),
-                source,
-            })?;
-    tokio::spawn(async move {
-        if let Err(error) = connection.await {
-            tracing::debug!(%error, "PostgreSQL connection ended");
-        }
-    });
-    Ok(client)
+    url.connect().await
 }
 
 /// Connects, applies pending migrations and checks that every table has the expected columns

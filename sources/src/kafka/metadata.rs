@@ -5,13 +5,16 @@ use std::time::Duration;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
+use super::client::with_client_options;
 use super::KafkaSourceError;
 
 fn metadata_client(brokers: &str) -> Result<BaseConsumer, KafkaSourceError> {
-    ClientConfig::new()
+    let mut config = ClientConfig::new();
+    config
         .set("bootstrap.servers", brokers)
         // Required by librdkafka for any consumer handle, even one that never joins a group.
-        .set("group.id", "clickflow-metadata")
+        .set("group.id", "clickflow-metadata");
+    with_client_options(config)
         .create()
         .map_err(KafkaSourceError::Client)
 }

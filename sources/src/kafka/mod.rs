@@ -1,6 +1,7 @@
 //! Kafka: the producer the synthetic shop writes with, the source the dataflow reads with,
 //! and the embedded broker used when no `--brokers` is given.
 
+mod client;
 mod embedded;
 mod error;
 mod metadata;
@@ -8,6 +9,7 @@ mod producer;
 mod read_back;
 mod source;
 
+pub use client::{apply_options, is_secret, set_client_options, KafkaOption, PROTECTED};
 pub use embedded::EmbeddedBroker;
 pub use error::KafkaSourceError;
 pub use metadata::{partition_count, watermarks};

@@ -10,6 +10,7 @@ use rdkafka::message::DeliveryResult;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer, ProducerContext};
 use rdkafka::ClientContext;
 
+use super::client::with_client_options;
 use super::KafkaSourceError;
 
 /// Counts of what the broker acknowledged.
@@ -73,7 +74,8 @@ impl EventProducer {
         linger: Duration,
     ) -> Result<EventProducer, KafkaSourceError> {
         let counter = Arc::new(DeliveryCounter::default());
-        let producer = ClientConfig::new()
+        let mut config = ClientConfig::new();
+        config
             .set("bootstrap.servers", brokers)
             // Retries never duplicate or reorder messages within a partition.
             .set("enable.idempotence", "true")
@@ -87,7 +89,8 @@ impl EventProducer {
             .set("queue.buffering.max.kbytes", "1048576")
             // The Java client's key hashing, so a session lands on the same partition whichever
             // client produced it.
-            .set("partitioner", "murmur2_random")
+            .set("partitioner", "murmur2_random");
+        let producer = with_client_options(config)
             .create_with_context(CountingContext(counter.clone()))
             .map_err(KafkaSourceError::Client)?;
         Ok(EventProducer {

@@ -21,6 +21,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
+use super::client::with_client_options;
 use super::error::is_fatal_consumer_error;
 use super::KafkaSourceError;
 use crate::batch::{PartitionId, PartitionProgress, SourceBatch, SourcedEvent};
@@ -150,7 +151,8 @@ impl KafkaSource {
     fn connect(
         config: &KafkaSourceConfig,
     ) -> Result<BaseConsumer<SourceContext>, KafkaSourceError> {
-        let consumer: BaseConsumer<SourceContext> = ClientConfig::new()
+        let mut client = ClientConfig::new();
+        client
             .set("bootstrap.servers", &config.brokers)
             // `assign` needs a group id, but no group is joined and nothing is committed.
             .set("group.id", "clickflow")
@@ -166,7 +168,8 @@ impl KafkaSource {
             // this on every fetch.
             .set("fetch.wait.max.ms", "10")
             // Prefetch generously so `poll` finds messages waiting.
-            .set("queued.min.messages", "200000")
+            .set("queued.min.messages", "200000");
+        let consumer: BaseConsumer<SourceContext> = with_client_options(client)
             .create_with_context(SourceContext::default())
             .map_err(KafkaSourceError::Client)?;
         let mut assignment = TopicPartitionList::new();

@@ -1,12 +1,10 @@
 //! Finding a PostgreSQL for the demo: the configured server, or a private one started here.
 
 use std::net::{TcpStream, ToSocketAddrs};
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use clickflow_sinks::postgres::local_server::{current_uid, LocalServer};
 use clickflow_sinks::postgres::{two_phase, DatabaseUrl};
 use tokio_postgres::config::Host;
 
@@ -31,105 +29,76 @@ fn answers(url: &DatabaseUrl) -> bool {
         .any(|address| TcpStream::connect_timeout(&address, Duration::from_secs(2)).is_ok())
 }
 
-/// The server binaries of the newest PostgreSQL installed (Debian's layout, or the PATH).
-fn server_binaries() -> Option<PathBuf> {
-    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-        .ok()?
-        .filter_map(|entry| entry.ok().map(|e| e.path().join("bin")))
-        .filter(|bin| bin.join("initdb").is_file())
-        .collect();
-    versions.sort();
-    versions.pop()
-}
-
-fn as_postgres_user(program: &Path) -> Command {
-    // PostgreSQL refuses to run as root: run it as the `postgres` system user instead.
-    let root = Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| o.stdout.starts_with(b"0\n"))
-        .unwrap_or(false);
-    if root {
-        let mut command = Command::new("runuser");
-        command.args(["-u", "postgres", "--"]).arg(program);
-        command
-    } else {
-        Command::new(program)
-    }
-}
-
-/// A server for the demo: `url` if it answers, else a private cluster started in a temporary
-/// data directory (said loudly), else an error saying what to install or set.
+/// A server for the demo: `url` if it answers, else a private cluster (said loudly), else an
+/// error saying what to install or set.
+///
+/// The private cluster lives in a directory of this user's (`$TMPDIR/clickflow-demo-postgres-
+/// <uid>`), mode 0700, owned by the user the server runs as; its superuser has a random
+/// password (SCRAM), kept in the directory as `clickflow-password`. A directory of that name
+/// that is not private to the server's user is refused rather than used: it was not made by
+/// us.
 pub fn demo_server(url: &DatabaseUrl) -> anyhow::Result<DatabaseUrl> {
     if answers(url) {
         return Ok(url.clone());
     }
-    let Some(bin) = server_binaries() else {
+    let data = std::env::temp_dir().join(format!("clickflow-demo-postgres-{}", current_uid()));
+    let Some(server) = LocalServer::new(&data, 55432) else {
         bail!(
             "nothing answers at {url} and no PostgreSQL server is installed: install one \
              (Debian: `apt-get install postgresql`) or point --database-url / DATABASE_URL at a running server"
         );
     };
-    let data = std::env::temp_dir().join("clickflow-demo-postgres");
-    let port = 55432;
-    let private = DatabaseUrl::parse(&format!("postgres://postgres@127.0.0.1:{port}/postgres"))?;
-    if answers(&private) {
+    let port = server.port();
+    if server.initialized() || data.exists() {
+        anyhow::ensure!(
+            server.private_to_server_user(),
+            "{} exists but is not private to the PostgreSQL user (mode 0700, its owner): it was \
+             not made by clickflow and is not used; remove it, or point --database-url at a server",
+            data.display()
+        );
+    }
+    if !server.initialized() {
+        let password = random_password()?;
+        let pwfile = tempfile::NamedTempFile::new()?;
+        std::fs::write(pwfile.path(), &password)?;
+        server
+            .init(Some(pwfile.path()))
+            .map_err(anyhow::Error::msg)?;
+        server
+            .install_file(pwfile.path(), PASSWORD_FILE)
+            .map_err(anyhow::Error::msg)?;
+    }
+    let password = std::fs::read_to_string(data.join(PASSWORD_FILE)).with_context(|| {
+        format!(
+            "reading the private server's password in {}",
+            data.display()
+        )
+    })?;
+    let private = DatabaseUrl::parse(&format!(
+        "postgres://postgres:{}@127.0.0.1:{port}/postgres?sslmode=disable",
+        password.trim()
+    ))?;
+    if data.join("postmaster.pid").is_file() && answers(&private) {
         eprintln!("nothing answers at {url}: using the private PostgreSQL already running on 127.0.0.1:{port}");
         return Ok(private);
     }
     tracing::warn!(data = %data.display(), port, "nothing answers at {url}: starting a private PostgreSQL for the demo");
-    if !data.join("PG_VERSION").is_file() {
-        std::fs::create_dir_all(&data)?;
-        let _ = Command::new("chown")
-            .args(["postgres:postgres", &data.display().to_string()])
-            .status();
-        let status = as_postgres_user(&bin.join("initdb"))
-            .args([
-                "-D",
-                &data.display().to_string(),
-                "-U",
-                "postgres",
-                "--auth=trust",
-                "-E",
-                "UTF8",
-            ])
-            .status()
-            .context("running initdb")?;
-        anyhow::ensure!(status.success(), "initdb failed");
-    }
-    let options = format!(
-        "-p {port} -k {} -c listen_addresses=127.0.0.1",
-        data.display()
-    );
-    let log = data.join("server.log");
-    let status = as_postgres_user(&bin.join("pg_ctl"))
-        .args([
-            "-D",
-            &data.display().to_string(),
-            "-l",
-            &log.display().to_string(),
-            "-o",
-            &options,
-            "-w",
-            "start",
-        ])
-        // Its own process group: the Ctrl-C that stops the demo must not also stop the
-        // server before the last epoch is committed.
-        .process_group(0)
-        .status()
-        .context("running pg_ctl")?;
-    anyhow::ensure!(
-        status.success(),
-        "pg_ctl could not start the private server; see {}",
-        log.display()
-    );
+    server.start(&[]).map_err(anyhow::Error::msg)?;
     eprintln!(
-        "started a private PostgreSQL on 127.0.0.1:{port} (data in {})",
+        "started a private PostgreSQL on 127.0.0.1:{port} (data in {}, password in {PASSWORD_FILE} there)",
         data.display()
     );
-    Ok(DatabaseUrl::parse(&format!(
-        "postgres://postgres@127.0.0.1:{port}/postgres"
-    ))?)
+    Ok(private)
+}
+
+/// The private server's password file, in its data directory.
+const PASSWORD_FILE: &str = "clickflow-password";
+
+/// 128 random bits, hex.
+fn random_password() -> anyhow::Result<String> {
+    let mut bytes = [0u8; 16];
+    std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut bytes)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// The comment that marks a database clickflow created, and may drop again.
@@ -147,12 +116,10 @@ pub fn fresh_database(server: &DatabaseUrl, name: &str) -> anyhow::Result<Databa
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let (client, connection) = server
-            .config()
-            .connect(tokio_postgres::NoTls)
+        let client = server
+            .connect()
             .await
             .with_context(|| format!("connecting to {server}"))?;
-        tokio::spawn(connection);
         let exists = client
             .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
             .await?
@@ -201,13 +168,11 @@ async fn created_by_clickflow(
     if comment.is_some_and(|c| c.starts_with(CREATED_MARK)) {
         return Ok(true);
     }
-    let (database, connection) = server
+    let database = server
         .with_database(name)
-        .config()
-        .connect(tokio_postgres::NoTls)
+        .connect()
         .await
         .with_context(|| format!("connecting to the database {name}"))?;
-    tokio::spawn(connection);
     Ok(database
         .query_one(
             "SELECT EXISTS (SELECT 1 FROM pg_class WHERE relname = 'clickflow_schema_migrations')",
