@@ -12,6 +12,7 @@ pub mod api;
 pub mod auth;
 pub mod charts;
 pub mod context;
+pub mod contract;
 pub mod errors;
 pub mod https;
 pub mod metrics;

@@ -14,8 +14,9 @@
 //! | `user_sessions_before`, `user_purchases_before` | 0: a user with no history |
 //!
 //! Every refusal names the problem: a body that is not JSON, a missing or unknown field, a
-//! wrong type, a negative or non-finite number (with the item's index in an array), a body
-//! over [`MAX_BODY_BYTES`] (413), or a content type other than JSON (415).
+//! wrong type, a negative, non-finite or absurd (over [`MAX_FEATURE`]) number (with the
+//! item's index in an array), a body over [`MAX_BODY_BYTES`] (413), or a content type
+//! other than JSON (415).
 
 use bytes::Bytes;
 use clickflow_dataflow::LiveModel;
@@ -26,6 +27,10 @@ use warp::http::StatusCode;
 use warp::{Filter, Rejection, Reply};
 
 use crate::errors::refuse;
+
+/// The largest value a feature may be given (the OpenAPI document's `maximum`): larger
+/// numbers are mistakes, not sessions.
+pub const MAX_FEATURE: f64 = 1e12;
 
 /// The largest body accepted: some thousands of sessions per request.
 pub const MAX_BODY_BYTES: u64 = 1 << 20;
@@ -135,6 +140,24 @@ fn predict(
 /// out-of-range number.
 pub fn features_from_json(value: Value, defaults: &FeatureDefaults) -> Result<Features, String> {
     let given: FeaturesIn = serde_json::from_value(value).map_err(|e| e.to_string())?;
+    let named = [
+        ("num_views", Some(given.num_views)),
+        ("num_cart_adds", Some(given.num_cart_adds)),
+        ("duration_s", Some(given.duration_s)),
+        ("recency_s", given.recency_s),
+        ("distinct_products", given.distinct_products),
+        ("cart_value", given.cart_value),
+        ("user_sessions_before", given.user_sessions_before),
+        ("user_purchases_before", given.user_purchases_before),
+    ];
+    if let Some((name, value)) = named
+        .into_iter()
+        .find_map(|(name, value)| Some((name, value?)).filter(|(_, v)| *v > MAX_FEATURE))
+    {
+        return Err(format!(
+            "{name} is {value}: at most {MAX_FEATURE:e} (no session is that large)"
+        ));
+    }
     Features {
         num_views: given.num_views,
         num_cart_adds: given.num_cart_adds,

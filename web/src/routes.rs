@@ -13,6 +13,7 @@
 //! | `POST /api/v1/models` | load a model file into the running pipeline (needs a token) |
 //! | `GET /metrics` | Prometheus metrics |
 //! | `GET /healthz` | 200 when healthy, 503 with the reasons (never needs the token) |
+//! | `GET /api/v1/openapi.json` | the OpenAPI 3.1 document of all of these (never needs the token) |
 
 use std::sync::Arc;
 
@@ -72,6 +73,8 @@ pub fn routes(
             .unify(),
     );
     healthz
+        .or(crate::contract::route())
+        .unify()
         .or(protected)
         .unify()
         .recover(recover)

@@ -10,6 +10,7 @@ use warp::http::StatusCode;
 use warp::{Filter, Rejection, Reply};
 
 use crate::context::WebContext;
+use crate::contract::with_allow;
 use crate::errors::{recover, refuse};
 use crate::https::TlsFiles;
 use crate::routes::routes;
@@ -73,10 +74,14 @@ pub fn serving(
             "request"
         );
     });
-    let served = host_allowed(hosts)
-        .and(routes(context, token))
-        .recover(recover)
-        .unify();
+    let served = warp::path::full()
+        .and(
+            host_allowed(hosts)
+                .and(routes(context, token))
+                .recover(recover)
+                .unify(),
+        )
+        .map(|path: warp::path::FullPath, response| with_allow(path.as_str(), response));
     if cors_origins.is_empty() {
         return served.with(access).map(Reply::into_response).boxed();
     }

@@ -977,3 +977,91 @@ async fn https_with_a_test_certificate() {
     .expect("a mismatched pair is refused");
     assert!(matches!(error, WebError::Tls(_)), "{error}");
 }
+
+/// The path templates the router's source declares (`warp::path!` and the page at `/`),
+/// parameters written `{}`.
+fn router_paths() -> std::collections::BTreeSet<String> {
+    let mut paths = std::collections::BTreeSet::new();
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    for entry in std::fs::read_dir(src).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "rs") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        if text.contains("warp::path::end()") {
+            paths.insert("/".to_string());
+        }
+        for declared in text.split("warp::path!(").skip(1) {
+            let inner = &declared[..declared.find(')').unwrap()];
+            let segments: Vec<String> = inner
+                .split('/')
+                .map(|segment| {
+                    let segment = segment.trim();
+                    match segment.strip_prefix('"').and_then(|s| s.strip_suffix('"')) {
+                        Some(literal) => literal.to_string(),
+                        None => "{}".to_string(),
+                    }
+                })
+                .collect();
+            paths.insert(format!("/{}", segments.join("/")));
+        }
+    }
+    paths
+}
+
+#[tokio::test]
+async fn the_openapi_document_matches_the_router() {
+    use clickflow_web::contract::{operations, OPENAPI};
+    let document: Value = serde_json::from_str(OPENAPI).unwrap();
+    assert_eq!(document["openapi"], "3.1.0");
+    // Every path of the router is in the document, and no other.
+    let documented: std::collections::BTreeSet<String> = operations()
+        .into_iter()
+        .map(|(template, _)| {
+            template
+                .split('/')
+                .map(|s| if s.starts_with('{') { "{}" } else { s })
+                .collect::<Vec<_>>()
+                .join("/")
+        })
+        .collect();
+    assert_eq!(router_paths(), documented);
+
+    // Every operation of the document is answered: not "no such route", not 405.
+    let server = server(Some(model()));
+    let filter = serving(server.context.clone(), None, None, &[]);
+    for (template, method) in operations() {
+        let path = template.replace("{chart}", "funnel.svg");
+        let response = warp::test::request()
+            .method(&method)
+            .path(&path)
+            .header("content-type", "application/json")
+            .body("{}")
+            .reply(&filter)
+            .await;
+        assert_ne!(response.status(), StatusCode::NOT_FOUND, "{method} {path}");
+        assert_ne!(
+            response.status(),
+            StatusCode::METHOD_NOT_ALLOWED,
+            "{method} {path}"
+        );
+    }
+    // It is served, and a 405 says which methods the path takes.
+    let served = warp::test::request()
+        .path("/api/v1/openapi.json")
+        .reply(&filter)
+        .await;
+    assert_eq!(served.status(), StatusCode::OK);
+    assert_eq!(
+        serde_json::from_slice::<Value>(served.body()).unwrap(),
+        document
+    );
+    let wrong = warp::test::request()
+        .method("DELETE")
+        .path("/api/v1/churn/predict")
+        .reply(&filter)
+        .await;
+    assert_eq!(wrong.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(wrong.headers()["allow"], "POST");
+}
