@@ -21,16 +21,52 @@ struct Receiver {
     refused: Arc<Mutex<usize>>,
 }
 
+/// A receiver's TLS server configuration, from a PEM certificate and key.
+fn tls_config(cert: &std::path::Path, key: &std::path::Path) -> Arc<rustls::ServerConfig> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_file_iter(cert)
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_file(key).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Arc::new(
+        rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .unwrap(),
+    )
+}
+
 impl Receiver {
     fn start(failures: usize) -> Receiver {
+        Receiver::serve(failures, None)
+    }
+
+    /// Over TLS with `tls` (`https://localhost:PORT/...`).
+    fn serve(failures: usize, tls: Option<Arc<rustls::ServerConfig>>) -> Receiver {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}/hooks/clickflow", listener.local_addr().unwrap());
+        let port = listener.local_addr().unwrap().port();
+        let url = match tls {
+            Some(_) => format!("https://localhost:{port}/hooks/clickflow"),
+            None => format!("http://127.0.0.1:{port}/hooks/clickflow"),
+        };
         let accepted = Arc::new(Mutex::new(Vec::new()));
         let refused = Arc::new(Mutex::new(0));
         let (took, turned_away) = (accepted.clone(), refused.clone());
         std::thread::spawn(move || {
             for stream in listener.incoming() {
-                let Ok(mut stream) = stream else { continue };
+                let Ok(stream) = stream else { continue };
+                let mut stream: Box<dyn ReadWrite> = match &tls {
+                    Some(config) => Box::new(rustls::StreamOwned::new(
+                        rustls::ServerConnection::new(config.clone()).unwrap(),
+                        stream,
+                    )),
+                    None => Box::new(stream),
+                };
                 let Some((key, body)) = read_request(&mut stream) else {
                     continue;
                 };
@@ -47,6 +83,7 @@ impl Receiver {
                     stream,
                     "HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
                 );
+                let _ = stream.flush();
             }
         });
         Receiver {
@@ -66,8 +103,12 @@ impl Receiver {
     }
 }
 
+/// A plain or TLS connection.
+trait ReadWrite: Read + Write + Send {}
+impl<T: Read + Write + Send> ReadWrite for T {}
+
 /// Reads one HTTP request: its `idempotency-key` header and JSON body.
-fn read_request(stream: &mut std::net::TcpStream) -> Option<(String, serde_json::Value)> {
+fn read_request(stream: &mut Box<dyn ReadWrite>) -> Option<(String, serde_json::Value)> {
     let mut reader = BufReader::new(stream);
     let (mut key, mut length) = (String::new(), 0usize);
     loop {
@@ -195,4 +236,56 @@ fn every_alert_event_reaches_a_failing_receiver_once_after_dedupe() {
     let mut all = expected;
     all.insert("purchases:1751965200000:resolve".into());
     assert_eq!(receiver.deduplicated(), all);
+}
+
+#[test]
+fn an_https_receiver_is_reached_when_its_ca_is_trusted() {
+    let certs = clickflow_testkit::TestCerts::new();
+    let ca = certs.ca("ca");
+    let (cert, key) = certs.server("receiver", "ca", "DNS:localhost");
+    let db = TestDatabase::create("webhook_tls");
+    let url = DatabaseUrl::parse(&db.url).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(prepare(&url)).unwrap();
+    insert_alert(&db, "purchases:1751965200000", false);
+    let receiver = Receiver::serve(0, Some(tls_config(&cert, &key)));
+
+    // Without the CA the receiver's certificate is not trusted: nothing is delivered.
+    let untrusting = spawn_notifier(url.clone(), receiver.url.clone()).unwrap();
+    wait_until("a failed attempt", || {
+        untrusting
+            .stats
+            .failed
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0
+    });
+    untrusting.stop();
+    assert!(receiver.accepted().is_empty());
+    assert_eq!(
+        db.query("SELECT count(*) FROM alerts WHERE open_notified_at IS NOT NULL"),
+        "0"
+    );
+
+    // With it, the event arrives over TLS and is marked.
+    let notifier = spawn_notifier(url, receiver.url.clone().trusting(ca)).unwrap();
+    wait_until("the event delivered and marked", || {
+        db.query("SELECT count(*) FROM alerts WHERE open_notified_at IS NOT NULL") == "1"
+    });
+    notifier.stop();
+    assert_eq!(
+        receiver.deduplicated(),
+        BTreeSet::from(["purchases:1751965200000:open".to_string()])
+    );
+
+    // An unreadable CA file is refused before anything starts.
+    let missing = receiver
+        .url
+        .clone()
+        .trusting("/nonexistent/ca.pem".into())
+        .check()
+        .unwrap_err();
+    assert!(missing.contains("/nonexistent/ca.pem"), "{missing}");
 }

@@ -80,13 +80,35 @@ pub struct AlertArgs {
     /// without one, the defaults judge every series.
     #[arg(long, env = "CLICKFLOW_ALERT_RULES")]
     alert_rules: Option<PathBuf>,
-    /// POST each alert opened or resolved, as JSON, to this http:// URL (retried with
-    /// backoff; an Idempotency-Key header lets the receiver drop repeats).
+    /// POST each alert opened or resolved, as JSON, to this http:// or https:// URL
+    /// (retried with backoff; an Idempotency-Key header lets the receiver drop repeats).
     #[arg(long, env = "CLICKFLOW_ALERT_WEBHOOK")]
-    pub alert_webhook: Option<clickflow_sinks::postgres::WebhookUrl>,
+    alert_webhook: Option<clickflow_sinks::postgres::WebhookUrl>,
+    /// PEM root certificate(s) an https webhook's certificate may also chain to (a private
+    /// CA), beside the machine's trust store.
+    #[arg(long, value_name = "FILE")]
+    alert_webhook_ca: Option<PathBuf>,
 }
 
 impl AlertArgs {
+    /// The webhook receiver, with its extra CA, checked (a CA file that cannot be read stops
+    /// the start).
+    pub fn webhook(&self) -> anyhow::Result<Option<clickflow_sinks::postgres::WebhookUrl>> {
+        let Some(url) = self.alert_webhook.clone() else {
+            anyhow::ensure!(
+                self.alert_webhook_ca.is_none(),
+                "--alert-webhook-ca needs --alert-webhook"
+            );
+            return Ok(None);
+        };
+        let url = match &self.alert_webhook_ca {
+            Some(ca) => url.trusting(ca.clone()),
+            None => url,
+        };
+        url.check().map_err(anyhow::Error::msg)?;
+        Ok(Some(url))
+    }
+
     /// The detectors' configuration: the rules file's, or the defaults.
     pub fn detectors(&self) -> anyhow::Result<DetectorConfig> {
         Ok(match &self.alert_rules {

@@ -92,7 +92,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         writes,
         observe: None,
     };
-    let finished = launch(spec, &args.web, args.alerts.alert_webhook, scoring, stop)?;
+    let finished = launch(spec, &args.web, args.alerts.webhook()?, scoring, stop)?;
     let stats = finished.stats;
     let seconds = started.elapsed().as_secs_f64();
     eprintln!(

@@ -226,7 +226,8 @@ fn root_store(settings: &TlsSettings) -> Result<RootCertStore, String> {
     Ok(roots)
 }
 
-fn add_pem_file(roots: &mut RootCertStore, path: &Path) -> Result<(), String> {
+/// Adds the certificates of the PEM file `path` to `roots`; an error names the file.
+pub(super) fn add_pem_file(roots: &mut RootCertStore, path: &Path) -> Result<(), String> {
     let unreadable = |e: rustls::pki_types::pem::Error| {
         format!("cannot read the root certificate {}: {e}", path.display())
     };

@@ -20,8 +20,9 @@
 //!            "resolved_window": null, "raised_at": "...", "resolved_at": null}}
 //! ```
 //!
-//! Plain `http://` only: TLS for outgoing connections comes with the production-operations
-//! work; behind a proxy or on a private network, an `http://` receiver is what is supported.
+//! `https://` receivers are checked against the machine's trust store (and
+//! `SSL_CERT_FILE`/`SSL_CERT_DIR`), plus `--alert-webhook-ca FILE` for a private CA; rustls
+//! with the ring provider. `http://` works too, for a receiver on a private network.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -31,9 +32,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::http::{Request, Uri};
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client as HttpClient;
 use hyper_util::rt::TokioExecutor;
+use rustls::RootCertStore;
 
 use super::schema::connect;
 use super::{DatabaseUrl, SinkError};
@@ -45,9 +48,48 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// How often the outbox is read when nothing failed.
 const POLL: Duration = Duration::from_millis(500);
 
-/// A webhook receiver's address.
+/// A webhook receiver's address, and the extra root certificate its TLS certificate may
+/// chain to.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct WebhookUrl(Uri);
+pub struct WebhookUrl {
+    uri: Uri,
+    ca: Option<std::path::PathBuf>,
+}
+
+impl WebhookUrl {
+    /// Also trust the root certificate(s) of this PEM file (a private CA).
+    pub fn trusting(mut self, ca: std::path::PathBuf) -> WebhookUrl {
+        self.ca = Some(ca);
+        self
+    }
+
+    /// Fails when the client cannot be built (an unreadable CA file): checked at start.
+    pub fn check(&self) -> Result<(), String> {
+        self.client().map(drop)
+    }
+
+    /// The HTTP(S) client for this receiver: the machine's roots and the extra CA. Fails when
+    /// the CA file cannot be read.
+    fn client(&self) -> Result<HttpClient<HttpsConnector<HttpConnector>, Full<Bytes>>, String> {
+        let mut roots = RootCertStore::empty();
+        roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+        if let Some(ca) = &self.ca {
+            super::tls::add_pem_file(&mut roots, ca)?;
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let connector = HttpsConnectorBuilder::new()
+            .with_tls_config(config)
+            .https_or_http()
+            .enable_http1()
+            .build();
+        Ok(HttpClient::builder(TokioExecutor::new()).build(connector))
+    }
+}
 
 impl std::str::FromStr for WebhookUrl {
     type Err = String;
@@ -57,13 +99,9 @@ impl std::str::FromStr for WebhookUrl {
             .parse()
             .map_err(|e| format!("invalid webhook URL {text:?}: {e}"))?;
         match uri.scheme_str() {
-            Some("http") if uri.host().is_some() => Ok(WebhookUrl(uri)),
-            Some("https") => Err(format!(
-                "webhook URL {text:?}: https is not supported yet; use an http:// receiver \
-                 (on a private network, or behind a local TLS-terminating proxy)"
-            )),
+            Some("http" | "https") if uri.host().is_some() => Ok(WebhookUrl { uri, ca: None }),
             _ => Err(format!(
-                "webhook URL {text:?}: expected http://host[:port]/path"
+                "webhook URL {text:?}: expected http(s)://host[:port]/path"
             )),
         }
     }
@@ -134,8 +172,13 @@ async fn deliver_until(
     stop: &AtomicBool,
     stats: &WebhookStats,
 ) {
-    let http: HttpClient<HttpConnector, Full<Bytes>> =
-        HttpClient::builder(TokioExecutor::new()).build_http();
+    let http = match webhook.client() {
+        Ok(http) => http,
+        Err(error) => {
+            tracing::error!(%error, "the alert webhook cannot start");
+            return;
+        }
+    };
     let mut backoff: Option<Duration> = None;
     let mut client = None;
     while !stop.load(Ordering::Relaxed) {
@@ -163,7 +206,7 @@ async fn deliver_until(
 async fn round(
     database: &DatabaseUrl,
     client: &mut Option<tokio_postgres::Client>,
-    http: &HttpClient<HttpConnector, Full<Bytes>>,
+    http: &HttpClient<HttpsConnector<HttpConnector>, Full<Bytes>>,
     webhook: &WebhookUrl,
     stats: &WebhookStats,
 ) -> Result<(), String> {
@@ -179,7 +222,7 @@ async fn round(
             serde_json::Value::from(key.as_str()),
             pending.alert_json
         );
-        let request = Request::post(webhook.0.clone())
+        let request = Request::post(webhook.uri.clone())
             .header("content-type", "application/json")
             .header("idempotency-key", key.as_str())
             .body(Full::new(Bytes::from(body)))

@@ -198,7 +198,7 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
         writes: true,
         observe: None,
     };
-    let webhook = args.alerts.alert_webhook.clone();
+    let webhook = args.alerts.webhook()?;
     let result = launch(
         spec,
         &args.web,
