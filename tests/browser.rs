@@ -72,6 +72,10 @@ fn the_demo_dashboard_shows_live_charts_in_a_real_browser() {
         "5s",
         "--allowed-lateness",
         "1s",
+        // Headless Chromium's virtual time waits for every request to finish: a stream
+        // connection that lasts a second lets it advance between reconnections.
+        "--stream-reconnect-after",
+        "1s",
     ]);
     wait_until(
         Duration::from_secs(120),
@@ -105,6 +109,24 @@ fn the_demo_dashboard_shows_live_charts_in_a_real_browser() {
         assert!(svg.matches(data).count() >= 3, "#{id} draws no data");
     }
     assert!(dom.contains("churn probability"));
+    // The page listens to the pushed changes: epochs arrived, and the panels were refreshed
+    // because of them, not by polling.
+    let attribute = |name: &str| -> u64 {
+        let at = dom
+            .find(&format!("data-{name}=\""))
+            .unwrap_or_else(|| panic!("no data-{name} on the page"));
+        let value = &dom[at + name.len() + 7..];
+        value[..value.find('"').unwrap()].parse().unwrap()
+    };
+    assert!(
+        dom.contains("data-stream=\"live\""),
+        "the stream is not live"
+    );
+    assert!(attribute("pushes") >= 1, "no epoch was pushed");
+    assert!(
+        attribute("pushed-refreshes") >= 1,
+        "no refresh followed a push"
+    );
     // The live model and its quality are shown beside the churn chart.
     let model = &dom[dom.find("id=\"m-version\"").expect("a model tile")..];
     assert!(

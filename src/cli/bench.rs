@@ -125,6 +125,7 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
         tls_cert: None,
         tls_key: None,
         cors_origins: Vec::new(),
+        stream_reconnect_after: std::time::Duration::from_secs(300),
         no_http: true,
     };
     let finished = launch(spec, &no_web, None, None, stop)?;

@@ -67,6 +67,7 @@ pub(super) fn launch(
             allowed_hosts: web.allowed_hosts.clone(),
             tls: web.tls()?,
             cors_origins: web.cors_origins.clone(),
+            stream_connection: web.stream_reconnect_after,
         };
         let scheme = if config.tls.is_some() {
             "https"

@@ -42,6 +42,10 @@ pub struct WebArgs {
     /// (repeatable); none by default.
     #[arg(long = "cors-origin", value_name = "ORIGIN")]
     pub cors_origins: Vec<String>,
+    /// How long a pushed-changes connection (`/api/v1/stream`) lasts; the browser then
+    /// reconnects and resumes where it was.
+    #[arg(long, default_value = "5m", value_parser = super::args::duration)]
+    pub stream_reconnect_after: std::time::Duration,
     /// Do not start the web server (wins over --http and CLICKFLOW_HTTP, so an environment
     /// that sets the address can still turn the server off).
     #[arg(long)]

@@ -21,6 +21,7 @@ pub mod predict;
 pub mod routes;
 pub mod server;
 pub mod status;
+pub mod stream;
 pub mod views;
 
 pub use context::{ModelLoader, WebContext};

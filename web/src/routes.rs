@@ -8,6 +8,7 @@
 //! | `GET /api/v1/sessions/at-risk?limit=N` | open sessions most likely to churn |
 //! | `GET /api/v1/alerts?limit=N` | open alerts, then the newest resolved ones |
 //! | `GET /api/v1/status` | pipeline health, as the dashboard shows it |
+//! | `GET /api/v1/stream` | the views' changes as Server-Sent Events (see [`crate::stream`]) |
 //! | `POST /api/v1/churn/predict` | churn probability of given features |
 //! | `GET /api/v1/model` | the model scoring now: offline and live quality |
 //! | `POST /api/v1/models` | load a model file into the running pipeline (needs a token) |
@@ -64,6 +65,8 @@ pub fn routes(
         page.or(crate::api::charts(context.clone()))
             .unify()
             .or(crate::api::routes(context.clone()))
+            .unify()
+            .or(crate::stream::route(context.clone()))
             .unify()
             .or(crate::predict::route(context.model.clone()))
             .unify()

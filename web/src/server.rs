@@ -31,6 +31,8 @@ pub struct WebConfig {
     /// Origins (`https://shop.example`) whose pages may call the API from a browser (CORS);
     /// none by default: only the dashboard's own page.
     pub cors_origins: Vec<String>,
+    /// How long a `/api/v1/stream` connection lasts before the browser reconnects.
+    pub stream_connection: Duration,
 }
 
 impl Default for WebConfig {
@@ -42,6 +44,7 @@ impl Default for WebConfig {
             allowed_hosts: Vec::new(),
             tls: None,
             cors_origins: Vec::new(),
+            stream_connection: crate::stream::DEFAULT_CONNECTION,
         }
     }
 }
@@ -179,6 +182,7 @@ pub enum WebError {
 /// The running server; stops when dropped.
 pub struct WebServer {
     addr: SocketAddr,
+    views: Arc<crate::views::LiveViews>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -226,6 +230,10 @@ impl WebServer {
             .ip()
             .is_loopback()
             .then(|| loopback_hosts(&config.allowed_hosts));
+        let views = context.views.clone();
+        views
+            .stream()
+            .set_connection_duration(config.stream_connection);
         let served = serving(context, token, hosts, &config.cors_origins);
         let thread = std::thread::Builder::new()
             .name("clickflow-web".into())
@@ -258,6 +266,7 @@ impl WebServer {
             .map_err(WebError::Start)?;
         Ok(WebServer {
             addr,
+            views,
             shutdown: Some(shutdown),
             thread: Some(thread),
         })
@@ -274,6 +283,8 @@ impl WebServer {
     }
 
     fn shutdown_now(&mut self) {
+        // Pushed-change streams never end on their own: end them first.
+        self.views.stream().close();
         if let Some(shutdown) = self.shutdown.take() {
             let _ = shutdown.send(());
         }

@@ -23,6 +23,7 @@ use serde::Serialize;
 use crate::rfc3339;
 
 use crate::alerts::{AlertBoard, AlertView};
+use crate::stream::ChangeStream;
 
 /// Windows kept per table: two hours of 1-minute windows.
 pub const KEEP_WINDOWS: usize = 120;
@@ -35,6 +36,7 @@ const RATE_SPAN: Duration = Duration::from_secs(5);
 pub struct LiveViews {
     inner: Mutex<Views>,
     alerts: Mutex<AlertBoard>,
+    stream: ChangeStream,
 }
 
 #[derive(Debug, Default)]
@@ -160,8 +162,18 @@ impl LiveViews {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Folds one closed epoch into the views.
+    /// The pushed changes (`GET /api/v1/stream`).
+    pub fn stream(&self) -> &ChangeStream {
+        &self.stream
+    }
+
+    /// Folds one closed epoch into the views, and pushes what it changed to the stream.
     pub fn apply(&self, output: &EpochOutput) {
+        self.take(output);
+        self.stream.publish(self, output);
+    }
+
+    fn take(&self, output: &EpochOutput) {
         if !output.alerts.is_empty() {
             self.alert_board().apply(&output.alerts);
         }

@@ -1031,6 +1031,8 @@ async fn the_openapi_document_matches_the_router() {
     // Every operation of the document is answered: not "no such route", not 405.
     let server = server(Some(model()));
     let filter = serving(server.context.clone(), None, None, &[]);
+    // The change stream never ends on its own: closed, it answers and ends at once.
+    server.context.views.stream().close();
     for (template, method) in operations() {
         let path = template.replace("{chart}", "funnel.svg");
         let response = warp::test::request()
@@ -1064,4 +1066,190 @@ async fn the_openapi_document_matches_the_router() {
         .await;
     assert_eq!(wrong.status(), StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(wrong.headers()["allow"], "POST");
+}
+
+/// An epoch that counted `n` clicks in the window at `T0 + minute` minutes.
+fn clicks(epoch: u64, minute: i64, n: i64) -> EpochOutput {
+    let window = Window {
+        start: T0 + minute * MINUTE,
+        end: T0 + (minute + 1) * MINUTE,
+    };
+    EpochOutput {
+        epoch,
+        watermark: window.start,
+        arrived: n as u64,
+        trends: vec![(
+            TrendRow {
+                window,
+                event_type: EventType::Click,
+                count: n,
+                revenue_cents: 0,
+            },
+            1,
+        )],
+        ..EpochOutput::default()
+    }
+}
+
+/// A client of `GET /api/v1/stream` on `addr`, with `Last-Event-ID: last` when given.
+fn stream_client(addr: std::net::SocketAddr, last: Option<&str>) -> std::net::TcpStream {
+    use std::io::Write;
+    let mut tcp = std::net::TcpStream::connect(addr).unwrap();
+    let resume = last.map_or(String::new(), |id| format!("Last-Event-ID: {id}\r\n"));
+    write!(
+        tcp,
+        "GET /api/v1/stream HTTP/1.1\r\nHost: localhost\r\nAccept: text/event-stream\r\n{resume}\r\n"
+    )
+    .unwrap();
+    tcp.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    tcp
+}
+
+/// Reads SSE events (name, id, data) until `count` are in (keep-alive comments skipped).
+fn read_events(tcp: &mut std::net::TcpStream, count: usize) -> Vec<(String, String, String)> {
+    use std::io::Read;
+    let mut text = String::new();
+    let mut buf = [0u8; 4096];
+    let parse = |text: &str| -> Vec<(String, String, String)> {
+        let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+        body.split("\n\n")
+            .filter(|block| block.contains("event:"))
+            .map(|block| {
+                let field = |name: &str| {
+                    block
+                        .lines()
+                        .find_map(|l| l.strip_prefix(name))
+                        .map_or(String::new(), |v| v.trim().to_string())
+                };
+                (field("event:"), field("id:"), field("data:"))
+            })
+            .collect()
+    };
+    while parse(&text).len() < count {
+        let n = tcp.read(&mut buf).expect("the stream answers");
+        assert!(n > 0, "the stream ended after {text}");
+        text.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    parse(&text)
+}
+
+#[test]
+fn pushed_epochs_arrive_in_order_and_resume_after_the_last_id() {
+    let server = server(None);
+    let web = WebServer::start(
+        WebConfig {
+            addr: "127.0.0.1:0".parse().unwrap(),
+            ..WebConfig::default()
+        },
+        server.context.clone(),
+    )
+    .unwrap();
+    let views = server.context.views.clone();
+    let mut live = stream_client(web.addr(), None);
+    // The subscription is made when the request is answered: wait for it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while views.stream().clients() == 0 {
+        assert!(std::time::Instant::now() < deadline, "no client subscribed");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let first_id: u64 = {
+        views.apply(&clicks(10, 5, 7));
+        views.apply(&clicks(11, 5, 9));
+        views.apply(&clicks(12, 6, 4));
+        let events = read_events(&mut live, 3);
+        let ids: Vec<u64> = events
+            .iter()
+            .map(|(_, id, _)| id.parse().unwrap())
+            .collect();
+        assert_eq!(ids, vec![ids[0], ids[0] + 1, ids[0] + 2], "in order");
+        let data: Vec<Value> = events
+            .iter()
+            .map(|(name, _, data)| {
+                assert_eq!(name, "epoch");
+                serde_json::from_str(data).unwrap()
+            })
+            .collect();
+        assert_eq!(
+            data.iter()
+                .map(|d| d["epoch"].as_u64().unwrap())
+                .collect::<Vec<_>>(),
+            vec![10, 11, 12]
+        );
+        // Each carries the current row of the window it changed.
+        assert_eq!(data[1]["trends"][0]["window_start"], T0 + 5 * MINUTE);
+        assert_eq!(data[1]["trends"][0]["click"], 9);
+        assert_eq!(data[2]["trends"][0]["click"], 4);
+        ids[0]
+    };
+
+    // A browser that saw the first event reconnects: it gets the two it missed.
+    let mut resumed = stream_client(web.addr(), Some(&first_id.to_string()));
+    let missed = read_events(&mut resumed, 2);
+    assert_eq!(
+        missed
+            .iter()
+            .map(|(_, id, _)| id.clone())
+            .collect::<Vec<_>>(),
+        vec![(first_id + 1).to_string(), (first_id + 2).to_string()]
+    );
+    // An id this server never gave (a restart): start over.
+    let mut foreign = stream_client(web.addr(), Some("987654"));
+    assert_eq!(read_events(&mut foreign, 1)[0].0, "reset");
+    web.stop();
+}
+
+#[test]
+fn a_stalled_client_is_dropped_and_never_slows_the_pipeline() {
+    use std::io::Read;
+    let server = server(None);
+    let web = WebServer::start(
+        WebConfig {
+            addr: "127.0.0.1:0".parse().unwrap(),
+            ..WebConfig::default()
+        },
+        server.context.clone(),
+    )
+    .unwrap();
+    let views = server.context.views.clone();
+    let mut stalled = stream_client(web.addr(), None);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while views.stream().clients() == 0 {
+        assert!(std::time::Instant::now() < deadline, "no client subscribed");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    // The client reads nothing while 20,000 epochs are published (each event ~250 bytes:
+    // far more than the socket buffers and the client's channel hold). Publishing never
+    // waits for it: every apply returns.
+    let published = 20_000u64;
+    for epoch in 0..published {
+        views.apply(&clicks(epoch, (epoch % 100) as i64, 1 + epoch as i64));
+    }
+    // A client arriving now is served live.
+    let mut fresh = stream_client(web.addr(), None);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while views.stream().clients() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the fresh client did not subscribe"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    views.apply(&clicks(published, 1, 1));
+    let event = &read_events(&mut fresh, 1)[0];
+    let data: Value = serde_json::from_str(&event.2).unwrap();
+    assert_eq!(data["epoch"], published);
+
+    // The stalled client, reading at last, gets what was buffered and then the end of its
+    // stream: it was disconnected, not fed every epoch.
+    let mut everything = Vec::new();
+    let _ = stalled.read_to_end(&mut everything);
+    let text = String::from_utf8_lossy(&everything);
+    let received = text.matches("event:epoch").count() as u64;
+    assert!(
+        received < published,
+        "a stalled client got all {received} events"
+    );
+    assert!(text.ends_with("0\r\n\r\n"), "its stream did not end");
+    web.stop();
 }
