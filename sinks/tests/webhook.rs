@@ -138,6 +138,18 @@ fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
+/// A database of its own with clickflow's tables.
+fn prepared_database(label: &str) -> (TestDatabase, DatabaseUrl) {
+    let db = TestDatabase::create(label);
+    let url = DatabaseUrl::parse(&db.url).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(prepare(&url)).unwrap();
+    (db, url)
+}
+
 fn insert_alert(db: &TestDatabase, id: &str, resolved: bool) {
     db.query(&format!(
         "INSERT INTO alerts (alert_id, kind, series, severity, observed, expected, opened_window,
@@ -158,13 +170,7 @@ fn insert_alert(db: &TestDatabase, id: &str, resolved: bool) {
 
 #[test]
 fn every_alert_event_reaches_a_failing_receiver_once_after_dedupe() {
-    let db = TestDatabase::create("webhook");
-    let url = DatabaseUrl::parse(&db.url).unwrap();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(prepare(&url)).unwrap();
+    let (db, url) = prepared_database("webhook");
     insert_alert(&db, "purchases:1751965200000", false);
     insert_alert(&db, "clicks:1751961600000", true);
 
@@ -243,13 +249,7 @@ fn an_https_receiver_is_reached_when_its_ca_is_trusted() {
     let certs = clickflow_testkit::TestCerts::new();
     let ca = certs.ca("ca");
     let (cert, key) = certs.server("receiver", "ca", "DNS:localhost");
-    let db = TestDatabase::create("webhook_tls");
-    let url = DatabaseUrl::parse(&db.url).unwrap();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(prepare(&url)).unwrap();
+    let (db, url) = prepared_database("webhook_tls");
     insert_alert(&db, "purchases:1751965200000", false);
     let receiver = Receiver::serve(0, Some(tls_config(&cert, &key)));
 

@@ -1091,6 +1091,32 @@ fn clicks(epoch: u64, minute: i64, n: i64) -> EpochOutput {
     }
 }
 
+/// A server on a free port, and its views.
+fn stream_server() -> (WebServer, Arc<LiveViews>) {
+    let server = server(None);
+    let web = WebServer::start(
+        WebConfig {
+            addr: "127.0.0.1:0".parse().unwrap(),
+            ..WebConfig::default()
+        },
+        server.context.clone(),
+    )
+    .unwrap();
+    (web, server.context.views.clone())
+}
+
+/// Waits until `count` stream clients are subscribed (each when its request is answered).
+fn wait_for_clients(views: &LiveViews, count: usize) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while views.stream().clients() < count {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{count} clients did not subscribe"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
 /// A client of `GET /api/v1/stream` on `addr`, with `Last-Event-ID: last` when given.
 fn stream_client(addr: std::net::SocketAddr, last: Option<&str>) -> std::net::TcpStream {
     use std::io::Write;
@@ -1136,23 +1162,9 @@ fn read_events(tcp: &mut std::net::TcpStream, count: usize) -> Vec<(String, Stri
 
 #[test]
 fn pushed_epochs_arrive_in_order_and_resume_after_the_last_id() {
-    let server = server(None);
-    let web = WebServer::start(
-        WebConfig {
-            addr: "127.0.0.1:0".parse().unwrap(),
-            ..WebConfig::default()
-        },
-        server.context.clone(),
-    )
-    .unwrap();
-    let views = server.context.views.clone();
+    let (web, views) = stream_server();
     let mut live = stream_client(web.addr(), None);
-    // The subscription is made when the request is answered: wait for it.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while views.stream().clients() == 0 {
-        assert!(std::time::Instant::now() < deadline, "no client subscribed");
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
+    wait_for_clients(&views, 1);
     let first_id: u64 = {
         views.apply(&clicks(10, 5, 7));
         views.apply(&clicks(11, 5, 9));
@@ -1202,22 +1214,9 @@ fn pushed_epochs_arrive_in_order_and_resume_after_the_last_id() {
 #[test]
 fn a_stalled_client_is_dropped_and_never_slows_the_pipeline() {
     use std::io::Read;
-    let server = server(None);
-    let web = WebServer::start(
-        WebConfig {
-            addr: "127.0.0.1:0".parse().unwrap(),
-            ..WebConfig::default()
-        },
-        server.context.clone(),
-    )
-    .unwrap();
-    let views = server.context.views.clone();
+    let (web, views) = stream_server();
     let mut stalled = stream_client(web.addr(), None);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while views.stream().clients() == 0 {
-        assert!(std::time::Instant::now() < deadline, "no client subscribed");
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
+    wait_for_clients(&views, 1);
     // The client reads nothing while 20,000 epochs are published (each event ~250 bytes:
     // far more than the socket buffers and the client's channel hold). Publishing never
     // waits for it: every apply returns.
@@ -1227,14 +1226,7 @@ fn a_stalled_client_is_dropped_and_never_slows_the_pipeline() {
     }
     // A client arriving now is served live.
     let mut fresh = stream_client(web.addr(), None);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while views.stream().clients() < 2 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the fresh client did not subscribe"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
+    wait_for_clients(&views, 2);
     views.apply(&clicks(published, 1, 1));
     let event = &read_events(&mut fresh, 1)[0];
     let data: Value = serde_json::from_str(&event.2).unwrap();

@@ -178,19 +178,18 @@ pub fn connector(settings: &TlsSettings) -> Result<Option<MakeRustlsConnect>, St
         (SslMode::VerifyFull, Some(roots)) => {
             builder.with_root_certificates(roots).with_no_client_auth()
         }
-        (_, Some(roots)) => {
-            let chain = WebPkiServerVerifier::builder_with_provider(roots, provider)
-                .build()
+        (_, roots) => {
+            let chain = roots
+                .map(|roots| {
+                    WebPkiServerVerifier::builder_with_provider(roots, provider.clone()).build()
+                })
+                .transpose()
                 .map_err(|e| e.to_string())?;
             builder
                 .dangerous()
-                .with_custom_certificate_verifier(Arc::new(ChainOnly(chain)))
+                .with_custom_certificate_verifier(Arc::new(LaxVerifier { chain, provider }))
                 .with_no_client_auth()
         }
-        (_, None) => builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(Unchecked(provider)))
-            .with_no_client_auth(),
     };
     Ok(Some(MakeRustlsConnect::new(config)))
 }
@@ -245,12 +244,18 @@ pub(super) fn add_pem_file(roots: &mut RootCertStore, path: &Path) -> Result<(),
     Ok(())
 }
 
-/// `verify-ca` (and `require` with a root): the chain must lead to a trusted root; the name
-/// in the certificate is not compared with the host.
+/// The server certificate check of every mode but `verify-full` (which is rustls' own):
+/// with a `chain`, the certificate must lead to a trusted root but its name is not compared
+/// with the host (`verify-ca`, and `require` with a root); without, it is not checked at all
+/// (`prefer`/`require`: encrypted, the server not authenticated, as libpq). Either way the
+/// handshake's signatures are checked against the presented key.
 #[derive(Debug)]
-struct ChainOnly(Arc<WebPkiServerVerifier>);
+struct LaxVerifier {
+    chain: Option<Arc<WebPkiServerVerifier>>,
+    provider: Arc<CryptoProvider>,
+}
 
-impl ServerCertVerifier for ChainOnly {
+impl ServerCertVerifier for LaxVerifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -259,10 +264,10 @@ impl ServerCertVerifier for ChainOnly {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        match self
-            .0
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
-        {
+        let Some(chain) = &self.chain else {
+            return Ok(ServerCertVerified::assertion());
+        };
+        match chain.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now) {
             Err(rustls::Error::InvalidCertificate(
                 CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
             )) => Ok(ServerCertVerified::assertion()),
@@ -276,7 +281,8 @@ impl ServerCertVerifier for ChainOnly {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
+        let algorithms = &self.provider.signature_verification_algorithms;
+        verify_tls12_signature(message, cert, dss, algorithms)
     }
 
     fn verify_tls13_signature(
@@ -285,61 +291,14 @@ impl ServerCertVerifier for ChainOnly {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
+        let algorithms = &self.provider.signature_verification_algorithms;
+        verify_tls13_signature(message, cert, dss, algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_verify_schemes()
-    }
-}
-
-/// `prefer`/`require` without a root certificate: encrypted, the server not authenticated
-/// (as libpq). The handshake's signatures are still checked against the presented key.
-#[derive(Debug)]
-struct Unchecked(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for Unchecked {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 
