@@ -132,3 +132,19 @@ fn mistakes_in_the_file_are_named() {
     let error = check(&dir.path().join("missing.toml"), &[], &["run"]).unwrap_err();
     assert!(error.contains("missing.toml"), "{error}");
 }
+
+#[test]
+fn help_names_the_variables_but_never_shows_their_values() {
+    let output = clickflow()
+        .env("CLICKFLOW_KAFKA_OPTION", "sasl.password=topsecret")
+        .env("DATABASE_URL", "postgres://app:topsecret@db/shop")
+        .env("CLICKFLOW_ALERT_WEBHOOK", "https://hooks.example/topsecret")
+        .args(["run", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success());
+    assert!(help.contains("CLICKFLOW_KAFKA_OPTION"), "{help}");
+    assert!(help.contains("CLICKFLOW_SINK_WRITERS"), "{help}");
+    assert!(!help.contains("topsecret"), "{help}");
+}

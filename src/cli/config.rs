@@ -97,9 +97,14 @@ fn read_table(path: &Path) -> anyhow::Result<toml::Table> {
     toml::from_str(&text).with_context(|| format!("the config file {}", path.display()))
 }
 
-/// The variable of a flag: its own (`DATABASE_URL`), else `CLICKFLOW_<NAME>`.
+/// The variable of a flag: its own (`DATABASE_URL`), else `CLICKFLOW_<NAME>`. `--help`
+/// names the variable but never shows its value, which may be a secret.
 fn with_env(arg: Arg, long: &str) -> Arg {
-    if arg.get_env().is_some() || matches!(long, "help" | "version") {
+    if matches!(long, "help" | "version") {
+        return arg;
+    }
+    let arg = arg.hide_env_values(true);
+    if arg.get_env().is_some() {
         return arg;
     }
     arg.env(env_name(long))

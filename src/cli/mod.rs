@@ -39,6 +39,7 @@ pub struct Cli {
         long = "kafka-option",
         global = true,
         env = "CLICKFLOW_KAFKA_OPTION",
+        hide_env_values = true,
         value_name = "KEY=VALUE",
         value_delimiter = ';'
     )]
