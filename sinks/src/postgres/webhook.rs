@@ -294,14 +294,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_plain_http_receivers_are_taken_with_a_reason_for_the_rest() {
+    fn http_and_https_receivers_are_taken_with_a_reason_for_the_rest() {
         assert!("http://127.0.0.1:9000/hooks/clickflow"
             .parse::<WebhookUrl>()
             .is_ok());
-        let https = "https://example.com/hook"
-            .parse::<WebhookUrl>()
-            .unwrap_err();
-        assert!(https.contains("https is not supported yet"), "{https}");
+        assert!("https://example.com/hook".parse::<WebhookUrl>().is_ok());
+        let ftp = "ftp://example.com/hook".parse::<WebhookUrl>().unwrap_err();
+        assert!(ftp.contains("expected http(s)://"), "{ftp}");
         assert!("example.com/hook".parse::<WebhookUrl>().is_err());
         assert!("http://".parse::<WebhookUrl>().is_err());
     }
