@@ -24,7 +24,8 @@ use clickflow_sources::Event;
 
 use super::args::DatabaseArgs;
 use super::demo::{demo_server, fresh_database, train_on_history};
-use super::launch::launch;
+use super::emit::EmitArgs;
+use super::launch::{launch, Outlets};
 use super::web::WebArgs;
 
 /// The database the benchmark recreates on every run.
@@ -73,6 +74,10 @@ pub struct BenchArgs {
     /// The server; the benchmark recreates its own database `clickflow_bench` there.
     #[command(flatten)]
     database: DatabaseArgs,
+    /// Publish the changes too (`--emit-kafka embedded`: to an embedded broker of its own),
+    /// to measure what emitting costs.
+    #[command(flatten)]
+    emit: EmitArgs,
 }
 
 /// Runs `clickflow bench`.
@@ -128,7 +133,18 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
         stream_reconnect_after: std::time::Duration::from_secs(300),
         no_http: true,
     };
-    let finished = launch(spec, &no_web, None, None, stop)?;
+    // The change topics' own broker, apart from the input's.
+    let feed_broker = match args.emit.is_embedded() {
+        true => Some(EmbeddedBroker::start()?),
+        false => None,
+    };
+    let outlets = Outlets {
+        webhook: None,
+        feed: args
+            .emit
+            .feed(feed_broker.as_ref().map(|b| b.bootstrap_servers()))?,
+    };
+    let finished = launch(spec, &no_web, outlets, None, stop)?;
     let seconds = started.elapsed().as_secs_f64();
     let sink = finished.sink.context("the sink did not start")?;
     let (p50, p99) = sink
@@ -152,6 +168,15 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
         prepared.describe,
         if model.is_some() { "with churn scoring" } else { "without churn scoring" }
     );
+    if let Some(feed) = &finished.feed {
+        let lag = feed.lag.lock().unwrap_or_else(|e| e.into_inner());
+        println!(
+            "change feed: {} changes published | publish lag p50 {} p99 {}",
+            feed.published.load(Ordering::Relaxed),
+            show(lag.quantile(0.5)),
+            show(lag.quantile(0.99)),
+        );
+    }
 
     if args.no_check {
         return Ok(());

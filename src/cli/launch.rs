@@ -8,6 +8,7 @@ use anyhow::Context;
 use clickflow_dataflow::rows::AlertRow;
 use clickflow_dataflow::runtime::run::RunStats;
 use clickflow_dataflow::PipelineMetrics;
+use clickflow_sinks::changes::{spawn_publisher, FeedConfig, FeedStats};
 use clickflow_sinks::postgres::{
     load_alerts, run_into_postgres, spawn_notifier, DatabaseUrl, ModelSource, PipelineSpec,
     SinkMetrics, WebhookUrl,
@@ -16,31 +17,45 @@ use clickflow_web::{DataflowState, LiveViews, PipelineStatus, WebConfig, WebCont
 
 use super::run::spawn_progress_log;
 use super::scoring::{ModelServices, Scoring};
-use super::web::{sink_probe, SinkSlot, WebArgs};
+use super::web::{sink_probe, FeedSlot, SinkSlot, WebArgs};
 
-/// What a finished pipeline leaves: its counts and the sink's counters.
+/// What a finished pipeline leaves: its counts, the sink's counters and the change feed's.
 pub(super) struct Finished {
     pub stats: RunStats,
     pub sink: Option<Arc<SinkMetrics>>,
+    pub feed: Option<Arc<FeedStats>>,
+}
+
+/// Where the committed results go besides the tables, from the process that writes them.
+#[derive(Default)]
+pub(super) struct Outlets {
+    /// The alert webhook (`--alert-webhook`).
+    pub webhook: Option<WebhookUrl>,
+    /// The Kafka change topics (`--emit-kafka`).
+    pub feed: Option<FeedConfig>,
 }
 
 /// Starts the web server (on the process that gathers the output, unless `--no-http`),
-/// the alert `webhook`'s notifier (on that process) and, with `scoring`, the model's services
-/// (monitor, retrainer, reloads, registry), runs `spec` until its input ends or `stop` is
-/// set, then stops them.
+/// the `outlets` (on that process: the alert webhook's notifier, the change feed's
+/// publisher) and, with `scoring`, the model's services (monitor, retrainer, reloads,
+/// registry), runs `spec` until its input ends or `stop` is set, then stops them.
 pub(super) fn launch(
     mut spec: PipelineSpec,
     web: &WebArgs,
-    webhook: Option<WebhookUrl>,
+    outlets: Outlets,
     scoring: Option<(Scoring, ModelSource)>,
     stop: Arc<AtomicBool>,
 ) -> anyhow::Result<Finished> {
     let metrics = Arc::new(PipelineMetrics::default());
     let slot: SinkSlot = Arc::new(Mutex::new(None));
+    let feed_slot: FeedSlot = Arc::new(Mutex::new(None));
     let status = Arc::new(PipelineStatus::new(
         metrics.clone(),
-        sink_probe(slot.clone()),
+        sink_probe(slot.clone(), feed_slot.clone()),
     ));
+    let Outlets { webhook, feed } = outlets;
+    // Changes are captured from before the first write (none without a feed).
+    spec.sink.capture = feed.as_ref().map(|f| f.tables.clone()).unwrap_or_default();
     let views = Arc::new(LiveViews::default());
     if let Some((scoring, _)) = &scoring {
         spec.config.model = Some(scoring.live.clone());
@@ -101,6 +116,7 @@ pub(super) fn launch(
     let (database, writes) = (spec.sink.url.clone(), spec.writes);
     let seeded = views.clone();
     let mut notifier = None;
+    let mut publisher = None;
     let result = run_into_postgres(spec, stop, metrics, |sink| {
         // The tables exist now: show the alerts raised before this start, and deliver the
         // webhook events still waiting.
@@ -113,6 +129,19 @@ pub(super) fn launch(
                 match spawn_notifier(database.clone(), webhook) {
                     Ok(started) => notifier = Some(started),
                     Err(error) => tracing::error!(%error, "cannot start the alert webhook"),
+                }
+            }
+            // Publishes what earlier runs committed and did not see acknowledged, then
+            // follows the pipeline's commits.
+            if let Some(feed) = feed {
+                match spawn_publisher(database.clone(), feed) {
+                    Ok(started) => {
+                        if let Ok(mut slot) = feed_slot.lock() {
+                            *slot = Some(started.stats.clone());
+                        }
+                        publisher = Some(started);
+                    }
+                    Err(error) => tracing::error!(%error, "cannot start the change feed"),
                 }
             }
         }
@@ -134,6 +163,11 @@ pub(super) fn launch(
     if let Some(notifier) = notifier {
         notifier.stop();
     }
+    // After the pipeline's last commit: the publisher drains the outbox before it stops.
+    let feed = publisher.as_ref().map(|p| p.stats.clone());
+    if let Some(publisher) = publisher {
+        publisher.stop();
+    }
     if let Some(server) = server {
         server.stop();
     }
@@ -144,6 +178,7 @@ pub(super) fn launch(
     Ok(Finished {
         stats: result.context("the pipeline failed")?,
         sink,
+        feed,
     })
 }
 

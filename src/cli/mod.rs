@@ -4,6 +4,7 @@ mod args;
 mod bench;
 pub mod config;
 mod demo;
+mod emit;
 mod evaluate;
 mod launch;
 mod predict;
@@ -11,6 +12,7 @@ mod produce;
 mod run;
 mod scoring;
 mod signals;
+mod tail;
 mod train;
 mod web;
 
@@ -79,6 +81,9 @@ enum Command {
     Predict(predict::PredictArgs),
     /// Run the pipeline: Kafka topic or JSON-lines file in, PostgreSQL out.
     Run(run::RunArgs),
+    /// Print a change topic (`--emit-kafka`) as it fills: one line per change, for checking
+    /// the feed by hand.
+    Tail(tail::TailArgs),
     /// Train the churn model on session prefixes (an events file, or the prediction log in
     /// PostgreSQL), evaluated on later sessions against baselines.
     Train(train::TrainArgs),
@@ -108,6 +113,7 @@ pub fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::Produce(args) => produce::produce(args),
         Command::Predict(args) => predict::predict(args),
         Command::Run(args) => run::run(args),
+        Command::Tail(args) => tail::tail(args),
         Command::Train(args) => train::train(args),
     }
 }

@@ -13,7 +13,8 @@ use clickflow_sources::file::FileSplits;
 use clickflow_sources::kafka::partition_count;
 
 use super::args::{AlertArgs, ClusterArgs, DatabaseArgs, DataflowArgs};
-use super::launch::launch;
+use super::emit::EmitArgs;
+use super::launch::{launch, Outlets};
 use super::scoring::{Scoring, ScoringArgs};
 use super::signals::stop_flag;
 use super::train::load_model;
@@ -45,6 +46,8 @@ pub struct RunArgs {
     dataflow: DataflowArgs,
     #[command(flatten)]
     alerts: AlertArgs,
+    #[command(flatten)]
+    emit: EmitArgs,
     #[command(flatten)]
     web: WebArgs,
 }
@@ -92,7 +95,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         writes,
         observe: None,
     };
-    let finished = launch(spec, &args.web, args.alerts.webhook()?, scoring, stop)?;
+    let outlets = Outlets {
+        webhook: args.alerts.webhook()?,
+        feed: args.emit.feed(None)?,
+    };
+    let finished = launch(spec, &args.web, outlets, scoring, stop)?;
     let stats = finished.stats;
     let seconds = started.elapsed().as_secs_f64();
     eprintln!(

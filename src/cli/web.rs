@@ -6,8 +6,9 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use clap::Args;
+use clickflow_sinks::changes::FeedStats;
 use clickflow_sinks::postgres::SinkMetrics;
-use clickflow_web::{SinkProbe, SinkSnapshot};
+use clickflow_web::{FeedSnapshot, SinkProbe, SinkSnapshot};
 
 /// Flags of the web server (dashboard, API, metrics).
 #[derive(Debug, Args)]
@@ -92,9 +93,17 @@ const FRESHNESS_BOUNDS_MS: [i64; 10] = [25, 50, 100, 250, 500, 1_000, 2_500, 5_0
 /// Where the running sink's counters will be, once it starts.
 pub(super) type SinkSlot = Arc<Mutex<Option<Arc<SinkMetrics>>>>;
 
-/// A probe reading the sink's counters from `slot`.
-pub(super) fn sink_probe(slot: SinkSlot) -> SinkProbe {
+/// Where the change feed's counters will be, once it starts (`--emit-kafka`).
+pub(super) type FeedSlot = Arc<Mutex<Option<Arc<FeedStats>>>>;
+
+/// A probe reading the sink's counters from `slot`, and the change feed's from `feed`.
+pub(super) fn sink_probe(slot: SinkSlot, feed: FeedSlot) -> SinkProbe {
     Arc::new(move || {
+        let changes = feed
+            .lock()
+            .ok()
+            .and_then(|feed| feed.clone())
+            .map(|stats| feed_snapshot(&stats));
         let metrics = slot.lock().ok()?.clone()?;
         let transactions = metrics.epochs.load(Ordering::Relaxed);
         let freshness = metrics.freshness.lock().ok()?;
@@ -114,6 +123,23 @@ pub(super) fn sink_probe(slot: SinkSlot) -> SinkProbe {
             freshness_events: freshness.total(),
             freshness_p50_ms: freshness.quantile(0.5),
             freshness_p99_ms: freshness.quantile(0.99),
+            changes,
         })
     })
+}
+
+/// The change feed's counters, its lag histogram on the freshness histogram's bounds.
+fn feed_snapshot(stats: &FeedStats) -> FeedSnapshot {
+    let lag = stats.lag.lock().unwrap_or_else(|e| e.into_inner());
+    FeedSnapshot {
+        published: stats.published.load(Ordering::Relaxed),
+        republished: stats.republished.load(Ordering::Relaxed),
+        failed: stats.failed.load(Ordering::Relaxed),
+        lag_buckets: FRESHNESS_BOUNDS_MS
+            .iter()
+            .map(|ms| *ms as f64 / 1000.0)
+            .zip(lag.cumulative(&FRESHNESS_BOUNDS_MS))
+            .collect(),
+        lag_changes: lag.total(),
+    }
 }

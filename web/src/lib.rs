@@ -33,5 +33,5 @@ pub fn rfc3339(millis: i64) -> String {
     clickflow_sources::encode::format_rfc3339_millis(millis, &mut buf).to_string()
 }
 pub use server::{WebConfig, WebError, WebServer};
-pub use status::{DataflowState, PipelineStatus, SinkProbe, SinkSnapshot};
+pub use status::{DataflowState, FeedSnapshot, PipelineStatus, SinkProbe, SinkSnapshot};
 pub use views::LiveViews;

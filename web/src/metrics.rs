@@ -5,6 +5,7 @@ use std::sync::atomic::Ordering;
 
 use crate::context::WebContext;
 use crate::models::ModelStatus;
+use crate::status::FeedSnapshot;
 
 /// Renders every metric.
 pub fn render(context: &WebContext) -> String {
@@ -157,35 +158,42 @@ pub fn render(context: &WebContext) -> String {
             "",
             sink.transactions as f64,
         );
-        out.family(
+        out.histogram(
             "clickflow_freshness_seconds",
-            "histogram",
             "How long events waited from arrival to commit (epoch latency), per event.",
+            &sink.freshness_buckets,
+            sink.freshness_events,
         );
-        let mut total_seconds = 0.0;
-        let mut previous = (0.0, 0);
-        for &(bound, events) in &sink.freshness_buckets {
-            out.sample(
-                "clickflow_freshness_seconds_bucket",
-                &format!("le=\"{bound}\""),
-                events as f64,
-            );
-            total_seconds += (events - previous.1) as f64 * (bound + previous.0) / 2.0;
-            previous = (bound, events);
+        if let Some(feed) = &sink.changes {
+            change_feed(&mut out, feed);
         }
-        out.sample(
-            "clickflow_freshness_seconds_bucket",
-            "le=\"+Inf\"",
-            sink.freshness_events as f64,
-        );
-        out.sample("clickflow_freshness_seconds_sum", "", total_seconds);
-        out.sample(
-            "clickflow_freshness_seconds_count",
-            "",
-            sink.freshness_events as f64,
-        );
     }
     out.text
+}
+
+/// The Kafka change feed's counters and its publish lag histogram.
+fn change_feed(out: &mut Metrics, feed: &FeedSnapshot) {
+    out.counter(
+        "clickflow_changes_published_total",
+        "Committed changes published to the change topics and acknowledged by Kafka.",
+        feed.published as f64,
+    );
+    out.counter(
+        "clickflow_changes_republished_total",
+        "Changes an earlier run committed but had not seen acknowledged, published again.",
+        feed.republished as f64,
+    );
+    out.counter(
+        "clickflow_changes_failed_rounds_total",
+        "Publishing rounds that failed (Kafka or PostgreSQL unreachable) and were retried.",
+        feed.failed as f64,
+    );
+    out.histogram(
+        "clickflow_changes_publish_lag_seconds",
+        "From a change's commit to Kafka's acknowledgement, per change.",
+        &feed.lag_buckets,
+        feed.lag_changes,
+    );
 }
 
 #[derive(Default)]
@@ -194,6 +202,26 @@ struct Metrics {
 }
 
 impl Metrics {
+    /// A histogram from cumulative `(upper bound, count)` buckets and the total count; its
+    /// sum takes each observation at the middle of its bucket.
+    fn histogram(&mut self, name: &str, help: &str, buckets: &[(f64, u64)], count: u64) {
+        self.family(name, "histogram", help);
+        let mut sum = 0.0;
+        let mut previous = (0.0, 0);
+        for &(bound, at_most) in buckets {
+            self.sample(
+                &format!("{name}_bucket"),
+                &format!("le=\"{bound}\""),
+                at_most as f64,
+            );
+            sum += (at_most - previous.1) as f64 * (bound + previous.0) / 2.0;
+            previous = (bound, at_most);
+        }
+        self.sample(&format!("{name}_bucket"), "le=\"+Inf\"", count as f64);
+        self.sample(&format!("{name}_sum"), "", sum);
+        self.sample(&format!("{name}_count"), "", count as f64);
+    }
+
     fn family(&mut self, name: &str, kind: &str, help: &str) {
         let _ = writeln!(self.text, "# HELP {name} {help}\n# TYPE {name} {kind}");
     }

@@ -45,6 +45,24 @@ pub struct SinkSnapshot {
     pub freshness_p50_ms: Option<i64>,
     /// 99th percentile of that wait.
     pub freshness_p99_ms: Option<i64>,
+    /// The Kafka change feed, when the pipeline publishes one (`--emit-kafka`).
+    pub changes: Option<FeedSnapshot>,
+}
+
+/// The change feed's counts.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct FeedSnapshot {
+    /// Changes Kafka acknowledged.
+    pub published: u64,
+    /// Of those, changes committed by an earlier run and published again after a restart.
+    pub republished: u64,
+    /// Rounds that failed and were retried.
+    pub failed: u64,
+    /// Publish lag (commit to acknowledgement) per change: `(upper bound in seconds, changes
+    /// at or below it)`, cumulative, ascending.
+    pub lag_buckets: Vec<(f64, u64)>,
+    /// Changes counted in the lag histogram.
+    pub lag_changes: u64,
 }
 
 /// Reads the sink's state on demand.

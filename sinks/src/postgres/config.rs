@@ -206,6 +206,9 @@ pub struct SinkConfig {
     pub prediction_log: Option<Duration>,
     /// Who writes the tables: one writer for the whole pipeline, or one per worker.
     pub writers: SinkWriters,
+    /// The tables whose committed changes are captured for the change topics (`--emit-kafka`;
+    /// empty: none). Set up at start, before anything is written (see `changes`).
+    pub capture: Vec<crate::changes::ChangeTable>,
 }
 
 /// Who writes the tables.
@@ -248,6 +251,7 @@ impl SinkConfig {
             queue_epochs: 4,
             max_backoff: Duration::from_secs(5),
             prediction_log: None,
+            capture: Vec::new(),
             writers: SinkWriters::Auto,
         }
     }

@@ -108,7 +108,7 @@ impl SinkError {
         }
     }
 
-    pub(super) fn statement(what: &'static str) -> impl FnOnce(tokio_postgres::Error) -> SinkError {
+    pub(crate) fn statement(what: &'static str) -> impl FnOnce(tokio_postgres::Error) -> SinkError {
         move |source| SinkError::Statement { what, source }
     }
 }

@@ -19,6 +19,7 @@ use super::{
     claim_input, load_resume_plan, load_user_history, prepare, spawn_sink, DatabaseUrl, SinkConfig,
     SinkError, SinkHandle, SinkWriters,
 };
+use crate::changes::capture_changes;
 
 /// Why the pipeline stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -80,9 +81,11 @@ pub fn run_into_postgres(
     let workers = workers_of(&timely_config);
     let (input, resume, per_worker) = runtime.block_on(retrying_at_start(|| {
         let (url, input, choice) = (&sink.url, input.clone(), sink.writers);
+        let capture = sink.capture.clone();
         async move {
             prepare(url).await?;
             if writes {
+                capture_changes(&mut url.connect().await?, &capture).await?;
                 two_phase::recover(url).await?;
             } else {
                 two_phase::await_recovery(url).await?;

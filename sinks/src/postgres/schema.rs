@@ -261,6 +261,62 @@ CREATE TABLE IF NOT EXISTS alerts (
 CREATE INDEX IF NOT EXISTS alerts_by_status ON alerts (status, opened_window);
 "#,
     ),
+    (
+        9,
+        "change capture for the Kafka change topics: the outbox and its trigger function",
+        r#"
+-- Every committed change of a captured table (see --emit-kafka), written by a trigger in the
+-- transaction that makes it, until the publisher has had it acknowledged by Kafka. seq orders
+-- a key's changes and is never reused; epoch is the writing transaction's id, which grows
+-- with every commit, across restarts.
+CREATE TABLE IF NOT EXISTS clickflow_changes (
+    seq          bigserial   PRIMARY KEY,
+    source_table text        NOT NULL,
+    key          jsonb       NOT NULL,
+    op           text        NOT NULL CHECK (op IN ('c', 'u', 'd')),
+    before       jsonb,
+    after        jsonb,
+    epoch        bigint      NOT NULL,
+    committed_at timestamptz NOT NULL DEFAULT now()
+);
+-- Where the publisher stands: the last change Kafka acknowledged.
+CREATE TABLE IF NOT EXISTS clickflow_publisher (
+    id           integer     PRIMARY KEY CHECK (id = 1),
+    last_seq     bigint      NOT NULL,
+    last_epoch   bigint      NOT NULL,
+    published    bigint      NOT NULL,
+    updated_at   timestamptz NOT NULL
+);
+-- The trigger function: its arguments are the table's key columns. The webhook's delivery
+-- marks on alerts (notified_*) are the webhook's bookkeeping, not the alert's: they are left
+-- out, and an update that changes nothing else captures nothing.
+CREATE OR REPLACE FUNCTION clickflow_capture_change() RETURNS trigger
+LANGUAGE plpgsql AS $capture$
+DECLARE
+    before_row jsonb;
+    after_row  jsonb;
+    key        jsonb;
+BEGIN
+    IF TG_OP <> 'INSERT' THEN
+        before_row := to_jsonb(OLD) - 'open_notified_at' - 'resolve_notified_at';
+    END IF;
+    IF TG_OP <> 'DELETE' THEN
+        after_row := to_jsonb(NEW) - 'open_notified_at' - 'resolve_notified_at';
+    END IF;
+    IF TG_OP = 'UPDATE' AND before_row = after_row THEN
+        RETURN NULL;
+    END IF;
+    SELECT jsonb_object_agg(k, coalesce(after_row, before_row) -> k)
+      INTO key FROM unnest(TG_ARGV) AS k;
+    INSERT INTO clickflow_changes (source_table, key, op, before, after, epoch)
+    VALUES (TG_TABLE_NAME, key,
+            CASE TG_OP WHEN 'INSERT' THEN 'c' WHEN 'UPDATE' THEN 'u' ELSE 'd' END,
+            before_row, after_row, pg_current_xact_id()::text::bigint);
+    RETURN NULL;
+END
+$capture$;
+"#,
+    ),
 ];
 
 /// The columns the sink writes, per table, with their types: checked at start.

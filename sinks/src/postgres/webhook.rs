@@ -24,9 +24,8 @@
 //! `SSL_CERT_FILE`/`SSL_CERT_DIR`), plus `--alert-webhook-ca FILE` for a private CA; rustls
 //! with the ring provider. `http://` works too, for a receiver on a private network.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -40,6 +39,7 @@ use rustls::RootCertStore;
 
 use super::schema::connect;
 use super::{DatabaseUrl, SinkError};
+use crate::outbox::{spawn_drainer, Drainer, Outbox, Pacing};
 
 /// How long one POST may take.
 pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -47,6 +47,8 @@ pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// How often the outbox is read when nothing failed.
 const POLL: Duration = Duration::from_millis(500);
+/// The most alerts one round reads.
+const PAGE: i64 = 100;
 
 /// A webhook receiver's address, and the extra root certificate its TLS certificate may
 /// chain to.
@@ -118,45 +120,37 @@ pub struct WebhookStats {
 
 /// The running notifier.
 pub struct Notifier {
-    stop: Arc<AtomicBool>,
-    thread: JoinHandle<()>,
+    drainer: Drainer,
     /// Its counts.
     pub stats: Arc<WebhookStats>,
 }
 
 impl Notifier {
-    /// Stops it after the attempt under way.
+    /// Stops it: events still waiting are delivered for up to a few seconds while the
+    /// receiver answers; the rest wait in the table for the next start.
     pub fn stop(self) {
-        self.stop.store(true, Ordering::Relaxed);
-        let _ = self.thread.join();
+        self.drainer.stop();
     }
 }
 
 /// Starts delivering the alerts of the pipeline at `database` to `webhook`.
 pub fn spawn_notifier(database: DatabaseUrl, webhook: WebhookUrl) -> std::io::Result<Notifier> {
-    let stop = Arc::new(AtomicBool::new(false));
+    let http = webhook.client().map_err(std::io::Error::other)?;
     let stats = Arc::new(WebhookStats::default());
-    let (stop_flag, counts) = (stop.clone(), stats.clone());
-    let thread = std::thread::Builder::new()
-        .name("clickflow-webhook".into())
-        .spawn(move || {
-            let runtime = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(runtime) => runtime,
-                Err(error) => {
-                    tracing::error!(%error, "the alert webhook cannot start");
-                    return;
-                }
-            };
-            runtime.block_on(deliver_until(&database, &webhook, &stop_flag, &counts));
-        })?;
-    Ok(Notifier {
-        stop,
-        thread,
-        stats,
-    })
+    let outbox = AlertOutbox {
+        database,
+        webhook,
+        http,
+        client: None,
+        stats: stats.clone(),
+    };
+    let pacing = Pacing {
+        poll: POLL,
+        max_backoff: MAX_BACKOFF,
+        drain_for: Duration::from_secs(5),
+    };
+    let drainer = spawn_drainer("clickflow-webhook", outbox, pacing)?;
+    Ok(Notifier { drainer, stats })
 }
 
 /// One event waiting in the outbox.
@@ -166,55 +160,48 @@ struct Pending {
     alert_json: String,
 }
 
-async fn deliver_until(
-    database: &DatabaseUrl,
-    webhook: &WebhookUrl,
-    stop: &AtomicBool,
-    stats: &WebhookStats,
-) {
-    let http = match webhook.client() {
-        Ok(http) => http,
-        Err(error) => {
-            tracing::error!(%error, "the alert webhook cannot start");
-            return;
+/// The `alerts` table as the webhook's outbox.
+struct AlertOutbox {
+    database: DatabaseUrl,
+    webhook: WebhookUrl,
+    http: HttpClient<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    client: Option<tokio_postgres::Client>,
+    stats: Arc<WebhookStats>,
+}
+
+impl Outbox for AlertOutbox {
+    async fn round(&mut self) -> Result<bool, String> {
+        let delivered = deliver_waiting(
+            &self.database,
+            &mut self.client,
+            &self.http,
+            &self.webhook,
+            &self.stats,
+        )
+        .await;
+        if delivered.is_err() {
+            self.stats.failed.fetch_add(1, Ordering::Relaxed);
         }
-    };
-    let mut backoff: Option<Duration> = None;
-    let mut client = None;
-    while !stop.load(Ordering::Relaxed) {
-        let pause = match round(database, &mut client, &http, webhook, stats).await {
-            Ok(()) => {
-                backoff = None;
-                POLL
-            }
-            Err(problem) => {
-                stats.failed.fetch_add(1, Ordering::Relaxed);
-                let next = backoff.map_or(Duration::from_secs(1), |b| (b * 2).min(MAX_BACKOFF));
-                tracing::warn!(%problem, retry_in = ?next, "alert webhook delivery failed");
-                backoff = Some(next);
-                next
-            }
-        };
-        let until = tokio::time::Instant::now() + pause;
-        while tokio::time::Instant::now() < until && !stop.load(Ordering::Relaxed) {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        delivered
     }
 }
 
-/// Delivers every event waiting now, oldest first; stops at the first failure.
-async fn round(
+/// Delivers every event waiting now, oldest first; stops at the first failure. `Ok(true)`
+/// when a full page was delivered (more may wait).
+async fn deliver_waiting(
     database: &DatabaseUrl,
     client: &mut Option<tokio_postgres::Client>,
     http: &HttpClient<HttpsConnector<HttpConnector>, Full<Bytes>>,
     webhook: &WebhookUrl,
     stats: &WebhookStats,
-) -> Result<(), String> {
+) -> Result<bool, String> {
     if client.as_ref().is_none_or(|c| c.is_closed()) {
         *client = Some(connect(database).await.map_err(|e| e.to_string())?);
     }
     let db = client.as_ref().expect("connected above");
-    for pending in waiting(db).await.map_err(|e| e.to_string())? {
+    let waiting = waiting(db).await.map_err(|e| e.to_string())?;
+    let full_page = waiting.len() >= PAGE as usize;
+    for pending in waiting {
         let key = format!("{}:{}", pending.alert_id, pending.event);
         let body = format!(
             "{{\"event\":{},\"idempotency_key\":{},\"alert\":{}}}",
@@ -248,7 +235,7 @@ async fn round(
         stats.delivered.fetch_add(1, Ordering::Relaxed);
         tracing::info!(%key, "alert webhook delivered");
     }
-    Ok(())
+    Ok(full_page)
 }
 
 /// The events not acknowledged yet: every opening, then every resolution, oldest first.
@@ -267,8 +254,8 @@ async fn waiting(db: &tokio_postgres::Client) -> Result<Vec<Pending>, SinkError>
              WHERE open_notified_at IS NULL
                 OR (status = 'resolved' AND resolve_notified_at IS NULL)
              ORDER BY raised_at, alert_id
-             LIMIT 100",
-            &[],
+             LIMIT $1",
+            &[&PAGE],
         )
         .await
         .map_err(SinkError::statement("reading the alerts to notify"))?;

@@ -90,6 +90,14 @@ pub(super) fn with_client_options(config: ClientConfig) -> ClientConfig {
     apply_options(config, OPTIONS.get().map_or(&[], Vec::as_slice))
 }
 
+/// A client of `brokers` with the process's options (for the clients other crates make: the
+/// change feed's producer and admin client, `clickflow tail`).
+pub fn client_config(brokers: &str) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", brokers);
+    with_client_options(config)
+}
+
 /// `options` applied over `config`.
 pub fn apply_options(mut config: ClientConfig, options: &[KafkaOption]) -> ClientConfig {
     for option in options {

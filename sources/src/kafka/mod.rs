@@ -9,7 +9,9 @@ mod producer;
 mod read_back;
 mod source;
 
-pub use client::{apply_options, is_secret, set_client_options, KafkaOption, PROTECTED};
+pub use client::{
+    apply_options, client_config, is_secret, set_client_options, KafkaOption, PROTECTED,
+};
 pub use embedded::EmbeddedBroker;
 pub use error::KafkaSourceError;
 pub use metadata::{partition_count, watermarks};

@@ -22,7 +22,8 @@ use clickflow_sources::kafka::{EmbeddedBroker, EventProducer};
 use clickflow_sources::shop::{Incident, Shop, ShopConfig, ShopRecord};
 
 use super::args::{duration, AlertArgs, DatabaseArgs, DataflowArgs};
-use super::launch::launch;
+use super::emit::EmitArgs;
+use super::launch::{launch, Outlets};
 use super::produce::rfc3339_ms;
 use super::scoring::{Scoring, ScoringArgs};
 use super::signals::stop_flag;
@@ -71,6 +72,8 @@ pub struct DemoArgs {
     incidents: Vec<Incident>,
     #[command(flatten)]
     alerts: AlertArgs,
+    #[command(flatten)]
+    emit: EmitArgs,
     /// The server to use; the demo creates (afresh) its own database `clickflow_demo` there.
     #[command(flatten)]
     database: DatabaseArgs,
@@ -89,6 +92,7 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
     let broker = EmbeddedBroker::start()?;
     broker.create_topic(TOPIC, args.partitions)?;
     let brokers = broker.bootstrap_servers().to_string();
+    let broker_address = brokers.clone();
     let stop = stop_flag()?;
 
     eprintln!("clickflow demo");
@@ -198,11 +202,14 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
         writes: true,
         observe: None,
     };
-    let webhook = args.alerts.webhook()?;
+    let outlets = Outlets {
+        webhook: args.alerts.webhook()?,
+        feed: args.emit.feed(Some(&broker_address))?,
+    };
     let result = launch(
         spec,
         &args.web,
-        webhook,
+        outlets,
         Some((scoring, source)),
         stop.clone(),
     );

@@ -1,0 +1,146 @@
+//! Which tables' changes are captured, and the triggers that capture them.
+
+use std::str::FromStr;
+
+use tokio_postgres::Client;
+
+use crate::postgres::SinkError;
+
+/// A table whose committed changes can be published to Kafka.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ChangeTable {
+    /// `event_trends`, keyed by `(window_start, event_type)`.
+    EventTrends,
+    /// `funnel_summary`, keyed by `(window_start, event_type)`.
+    FunnelSummary,
+    /// `session_features`, keyed by `(session_id, session_start)`.
+    SessionFeatures,
+    /// `churn_scores`, keyed by `(session_id, session_start)`.
+    ChurnScores,
+    /// `window_series`, keyed by `window_start`.
+    WindowSeries,
+    /// `alerts`, keyed by `alert_id`.
+    Alerts,
+}
+
+impl ChangeTable {
+    /// Every table that can be captured, the default of `--emit-tables`.
+    pub const ALL: [ChangeTable; 6] = [
+        ChangeTable::EventTrends,
+        ChangeTable::FunnelSummary,
+        ChangeTable::SessionFeatures,
+        ChangeTable::ChurnScores,
+        ChangeTable::WindowSeries,
+        ChangeTable::Alerts,
+    ];
+
+    /// The table's name in PostgreSQL.
+    pub fn name(self) -> &'static str {
+        match self {
+            ChangeTable::EventTrends => "event_trends",
+            ChangeTable::FunnelSummary => "funnel_summary",
+            ChangeTable::SessionFeatures => "session_features",
+            ChangeTable::ChurnScores => "churn_scores",
+            ChangeTable::WindowSeries => "window_series",
+            ChangeTable::Alerts => "alerts",
+        }
+    }
+
+    /// Its primary key's columns: a message's key holds them.
+    pub fn key_columns(self) -> &'static [&'static str] {
+        match self {
+            ChangeTable::EventTrends | ChangeTable::FunnelSummary => {
+                &["window_start", "event_type"]
+            }
+            ChangeTable::SessionFeatures | ChangeTable::ChurnScores => {
+                &["session_id", "session_start"]
+            }
+            ChangeTable::WindowSeries => &["window_start"],
+            ChangeTable::Alerts => &["alert_id"],
+        }
+    }
+}
+
+impl FromStr for ChangeTable {
+    type Err = String;
+
+    fn from_str(name: &str) -> Result<ChangeTable, String> {
+        ChangeTable::ALL
+            .into_iter()
+            .find(|t| t.name() == name)
+            .ok_or_else(|| {
+                let names: Vec<&str> = ChangeTable::ALL.iter().map(|t| t.name()).collect();
+                format!(
+                    "{name:?} is not a table clickflow can emit ({})",
+                    names.join(", ")
+                )
+            })
+    }
+}
+
+/// The name every capture trigger has (one per table).
+const TRIGGER: &str = "clickflow_capture";
+
+/// Makes exactly `tables` captured: a trigger on each of them, none on the others (a run
+/// without `--emit-kafka` passes none, so an earlier run's triggers do not fill the outbox
+/// with changes nobody publishes). In one transaction, before the pipeline writes anything,
+/// so no committed change of a captured table escapes the outbox. Creating or dropping a
+/// trigger takes ownership of the table: a run that changes nothing here needs none.
+pub async fn capture_changes(client: &mut Client, tables: &[ChangeTable]) -> Result<(), SinkError> {
+    let failed =
+        || SinkError::statement("setting up change capture (needs ownership of the tables)");
+    let existing: Vec<String> = client
+        .query(
+            "SELECT c.relname::text FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
+             WHERE t.tgname = $1 AND c.relnamespace = current_schema()::regnamespace",
+            &[&TRIGGER],
+        )
+        .await
+        .map_err(failed())?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    let mut sql = String::new();
+    for table in ChangeTable::ALL {
+        let name = table.name();
+        let wanted = tables.contains(&table);
+        if existing.iter().any(|e| e == name) {
+            sql.push_str(&format!("DROP TRIGGER {TRIGGER} ON {name};\n"));
+        }
+        if wanted {
+            let keys: Vec<String> = table
+                .key_columns()
+                .iter()
+                .map(|k| format!("'{k}'"))
+                .collect();
+            sql.push_str(&format!(
+                "CREATE TRIGGER {TRIGGER} AFTER INSERT OR UPDATE OR DELETE ON {name}
+                 FOR EACH ROW EXECUTE FUNCTION clickflow_capture_change({});\n",
+                keys.join(", ")
+            ));
+        }
+    }
+    if sql.is_empty() {
+        return Ok(());
+    }
+    let transaction = client.transaction().await.map_err(failed())?;
+    transaction.batch_execute(&sql).await.map_err(failed())?;
+    transaction.commit().await.map_err(failed())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_names_parse_back_and_unknown_ones_list_the_choices() {
+        for table in ChangeTable::ALL {
+            assert_eq!(table.name().parse::<ChangeTable>(), Ok(table));
+        }
+        let error = "dead_letters".parse::<ChangeTable>().unwrap_err();
+        assert!(
+            error.contains("event_trends") && error.contains("alerts"),
+            "{error}"
+        );
+    }
+}

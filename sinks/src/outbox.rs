@@ -1,0 +1,111 @@
+//! The thread that drains an outbox table: the alert webhook and the Kafka change feed.
+//!
+//! Both deliver rows the pipeline committed to PostgreSQL to somewhere else, apart from the
+//! pipeline (their own thread, runtime and connection), at least once: a round reads what
+//! waits, delivers it, and only then marks or deletes it. A round that fails is retried with
+//! exponential backoff (1 s doubling to a ceiling); meanwhile the rows wait in the table,
+//! never in memory, and the pipeline never waits for them.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// What a drainer delivers, one round at a time.
+pub(crate) trait Outbox: Send + 'static {
+    /// Delivers what waits now. `Ok(true)` when more may be waiting already (the next round
+    /// starts at once); `Err` says what failed, for the log.
+    async fn round(&mut self) -> Result<bool, String>;
+}
+
+/// How a drainer paces itself.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Pacing {
+    /// The pause after a round that found nothing more.
+    pub(crate) poll: Duration,
+    /// The longest pause after failed rounds.
+    pub(crate) max_backoff: Duration,
+    /// After [`Drainer::stop`], how long it goes on while rounds succeed and find more.
+    pub(crate) drain_for: Duration,
+}
+
+/// A running drainer.
+pub(crate) struct Drainer {
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<()>,
+}
+
+impl Drainer {
+    /// Asks it to stop, and waits: it goes on delivering while there is more and delivery
+    /// succeeds, for at most [`Pacing::drain_for`]; what is left waits for the next start.
+    pub(crate) fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.thread.join();
+    }
+}
+
+/// Starts draining `outbox` on a thread called `name`.
+pub(crate) fn spawn_drainer<O: Outbox>(
+    name: &'static str,
+    mut outbox: O,
+    pacing: Pacing,
+) -> std::io::Result<Drainer> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let stopping = stop.clone();
+    let thread = std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(error) => {
+                    tracing::error!(%error, what = name, "cannot start");
+                    return;
+                }
+            };
+            runtime.block_on(drain(name, &mut outbox, pacing, &stopping));
+        })?;
+    Ok(Drainer { stop, thread })
+}
+
+async fn drain<O: Outbox>(name: &str, outbox: &mut O, pacing: Pacing, stop: &AtomicBool) {
+    let mut backoff: Option<Duration> = None;
+    let mut stopped_at: Option<Instant> = None;
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            let since = *stopped_at.get_or_insert_with(Instant::now);
+            if since.elapsed() >= pacing.drain_for {
+                return;
+            }
+        }
+        let pause = match outbox.round().await {
+            Ok(more) => {
+                backoff = None;
+                if more {
+                    continue;
+                }
+                if stop.load(Ordering::Relaxed) {
+                    return;
+                }
+                pacing.poll
+            }
+            Err(problem) => {
+                if stop.load(Ordering::Relaxed) {
+                    tracing::warn!(%problem, what = name, "stopping with deliveries left");
+                    return;
+                }
+                let next =
+                    backoff.map_or(Duration::from_secs(1), |b| (b * 2).min(pacing.max_backoff));
+                tracing::warn!(%problem, retry_in = ?next, what = name, "delivery failed");
+                backoff = Some(next);
+                next
+            }
+        };
+        let until = tokio::time::Instant::now() + pause;
+        while tokio::time::Instant::now() < until && !stop.load(Ordering::Relaxed) {
+            tokio::time::sleep(pause.min(Duration::from_millis(50))).await;
+        }
+    }
+}
