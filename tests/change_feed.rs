@@ -153,6 +153,34 @@ fn a_consumer_of_the_change_topics_ends_equal_to_the_tables_across_kill_9_restar
         .filter(|(table, keys)| !table_rows(&db, table, keys).is_empty())
         .count();
     assert!(tables_with_rows >= 5, "the run filled the tables it emits");
+
+    // `clickflow tail` prints the same feed, a JSON line per message.
+    let tailed = run_ok(&[
+        "tail",
+        "--brokers",
+        &tansu.bootstrap,
+        "--topic",
+        "clickflow.window_series",
+        "--from-beginning",
+        "--idle-exit",
+        "3s",
+    ]);
+    let lines: Vec<Value> = String::from_utf8(tailed.stdout)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let series = table_rows(&db, "window_series", &["window_start"]);
+    let mut seen = BTreeMap::new();
+    for line in &lines {
+        assert_eq!(line["value"]["source"]["table"], "window_series", "{line}");
+        assert_eq!(
+            line["headers"]["clickflow-seq"], line["value"]["source"]["seq"],
+            "{line}"
+        );
+        seen.insert(line["key"].to_string(), line["value"]["after"].clone());
+    }
+    assert_eq!(seen, series, "tail shows every window_series row");
 }
 
 /// The rows of `table` as a consumer sees them, by their key (as canonical JSON): every

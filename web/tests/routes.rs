@@ -18,8 +18,8 @@ use clickflow_sources::EventType;
 use clickflow_web::routes::routes;
 use clickflow_web::server::{loopback_hosts, serving};
 use clickflow_web::{
-    DataflowState, LiveViews, PipelineStatus, SinkSnapshot, WebConfig, WebContext, WebError,
-    WebServer,
+    DataflowState, FeedSnapshot, LiveViews, PipelineStatus, SinkSnapshot, WebConfig, WebContext,
+    WebError, WebServer,
 };
 use serde_json::{json, Value};
 use warp::http::StatusCode;
@@ -680,6 +680,39 @@ async fn metrics_are_prometheus_text() {
         assert!(text.contains(line), "no {line:?} in:\n{text}");
     }
     assert!(text.contains("clickflow_model_info{version=\"rf-"));
+    assert!(
+        !text.contains("clickflow_changes_published_total"),
+        "no change feed, no feed metrics"
+    );
+}
+
+#[tokio::test]
+async fn the_change_feed_has_its_counts_and_publish_lag_in_metrics_and_status() {
+    let server = server(None);
+    if let Some(sink) = server.sink.lock().unwrap().as_mut() {
+        sink.changes = Some(FeedSnapshot {
+            published: 900,
+            republished: 40,
+            failed: 2,
+            lag_buckets: vec![(0.05, 700), (0.25, 880), (1.0, 900)],
+            lag_changes: 900,
+        });
+    }
+    let (_, _, text) = get(&server, "/metrics").await;
+    for line in [
+        "clickflow_changes_published_total 900",
+        "clickflow_changes_republished_total 40",
+        "clickflow_changes_failed_rounds_total 2",
+        "# TYPE clickflow_changes_publish_lag_seconds histogram",
+        "clickflow_changes_publish_lag_seconds_bucket{le=\"0.25\"} 880",
+        "clickflow_changes_publish_lag_seconds_bucket{le=\"+Inf\"} 900",
+        "clickflow_changes_publish_lag_seconds_count 900",
+    ] {
+        assert!(text.contains(line), "no {line:?} in:\n{text}");
+    }
+    let (_, body) = get_json(&server, "/api/v1/status").await;
+    assert_eq!(body["sink"]["changes"]["published"], 900);
+    assert_eq!(body["sink"]["changes"]["lag_buckets"][1][1], 880);
 }
 
 #[tokio::test]

@@ -100,14 +100,18 @@ pub async fn capture_changes(client: &mut Client, tables: &[ChangeTable]) -> Res
         .iter()
         .map(|row| row.get(0))
         .collect();
-    let mut sql = String::new();
+    // Only what differs is changed: DDL waits for every transaction holding the table,
+    // prepared parts of a crashed run included, so a start with the same tables takes no
+    // lock at all.
+    let mut sql = String::from("SET LOCAL lock_timeout = '30s';\n");
+    let before = sql.len();
     for table in ChangeTable::ALL {
         let name = table.name();
-        let wanted = tables.contains(&table);
-        if existing.iter().any(|e| e == name) {
+        let (wanted, present) = (tables.contains(&table), existing.iter().any(|e| e == name));
+        if present && !wanted {
             sql.push_str(&format!("DROP TRIGGER {TRIGGER} ON {name};\n"));
         }
-        if wanted {
+        if wanted && !present {
             let keys: Vec<String> = table
                 .key_columns()
                 .iter()
@@ -120,7 +124,7 @@ pub async fn capture_changes(client: &mut Client, tables: &[ChangeTable]) -> Res
             ));
         }
     }
-    if sql.is_empty() {
+    if sql.len() == before {
         return Ok(());
     }
     let transaction = client.transaction().await.map_err(failed())?;

@@ -85,8 +85,9 @@ pub fn run_into_postgres(
         async move {
             prepare(url).await?;
             if writes {
-                capture_changes(&mut url.connect().await?, &capture).await?;
+                // After the recovery: a part a crashed run left prepared holds its tables.
                 two_phase::recover(url).await?;
+                capture_changes(&mut url.connect().await?, &capture).await?;
             } else {
                 two_phase::await_recovery(url).await?;
             }
