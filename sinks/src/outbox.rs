@@ -9,7 +9,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// What a drainer delivers, one round at a time.
 pub(crate) trait Outbox: Send + 'static {
@@ -37,7 +37,8 @@ pub(crate) struct Drainer {
 
 impl Drainer {
     /// Asks it to stop, and waits: it goes on delivering while there is more and delivery
-    /// succeeds, for at most [`Pacing::drain_for`]; what is left waits for the next start.
+    /// succeeds, for at most [`Pacing::drain_for`] (a round under way then is abandoned);
+    /// what is left waits for the next start.
     pub(crate) fn stop(self) {
         self.stop.store(true, Ordering::Relaxed);
         let _ = self.thread.join();
@@ -65,21 +66,30 @@ pub(crate) fn spawn_drainer<O: Outbox>(
                     return;
                 }
             };
-            runtime.block_on(drain(name, &mut outbox, pacing, &stopping));
+            runtime.block_on(async {
+                // A round stuck on an unreachable broker or server does not hold the stop.
+                tokio::select! {
+                    () = drain(name, &mut outbox, pacing, &stopping) => {}
+                    () = stopped_for(&stopping, pacing.drain_for) => {
+                        tracing::warn!(what = name, "stopping with deliveries left");
+                    }
+                }
+            });
         })?;
     Ok(Drainer { stop, thread })
 }
 
+/// Resolves `grace` after `stop` is set.
+async fn stopped_for(stop: &AtomicBool, grace: Duration) {
+    while !stop.load(Ordering::Relaxed) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(grace).await;
+}
+
 async fn drain<O: Outbox>(name: &str, outbox: &mut O, pacing: Pacing, stop: &AtomicBool) {
     let mut backoff: Option<Duration> = None;
-    let mut stopped_at: Option<Instant> = None;
     loop {
-        if stop.load(Ordering::Relaxed) {
-            let since = *stopped_at.get_or_insert_with(Instant::now);
-            if since.elapsed() >= pacing.drain_for {
-                return;
-            }
-        }
         let pause = match outbox.round().await {
             Ok(more) => {
                 backoff = None;

@@ -22,8 +22,8 @@ fn capture(url: &DatabaseUrl, tables: &[ChangeTable]) {
 
 fn triggered_tables(db: &TestDatabase) -> String {
     db.query(
-        "SELECT string_agg(c.relname, ',' ORDER BY c.relname) FROM pg_trigger t
-         JOIN pg_class c ON c.oid = t.tgrelid WHERE t.tgname = 'clickflow_capture'",
+        "SELECT string_agg(DISTINCT c.relname, ',' ORDER BY c.relname) FROM pg_trigger t
+         JOIN pg_class c ON c.oid = t.tgrelid WHERE t.tgname LIKE 'clickflow_capture_%'",
     )
 }
 
@@ -54,10 +54,36 @@ fn each_committed_insert_update_and_delete_is_captured_with_its_key_before_and_a
          VALUES (now(), now(), 'click', 3, now())",
     );
 
+    // The sink's upsert: one statement inserting one key and updating another.
+    let trend = |minute: u32, count: u32| {
+        format!("('2025-07-08T00:0{minute}:00Z', '2025-07-08T00:0{minute}:59Z', 'click', {count}, 0, now())")
+    };
+    let upsert = |rows: &[String]| {
+        format!(
+            "INSERT INTO event_trends (window_start, window_end, event_type, count, revenue, batch_time)
+             VALUES {} ON CONFLICT (window_start, event_type) DO UPDATE SET count = EXCLUDED.count",
+            rows.join(", ")
+        )
+    };
+    db.query(&upsert(&[trend(1, 5)]));
+    db.query(&upsert(&[trend(1, 7), trend(2, 1)]));
+    assert_eq!(
+        db.query(
+            "SELECT string_agg(concat_ws('|', op, key->>'window_start', before->>'count',
+                        after->>'count'), ',' ORDER BY op, key->>'window_start')
+             FROM clickflow_changes WHERE source_table = 'event_trends'"
+        ),
+        "c|2025-07-08T00:01:00+00:00|5,c|2025-07-08T00:02:00+00:00|1,\
+         u|2025-07-08T00:01:00+00:00|5|7",
+        "the upsert's insert and update, each captured (one statement's changes are of \
+         different keys: their order among themselves does not matter)"
+    );
+    db.query("DELETE FROM clickflow_changes WHERE source_table = 'event_trends'");
+
     let changes = db.query(
         "SELECT string_agg(concat_ws('|', source_table, key::text, op,
                     before->>'severity', after->>'severity',
-                    (after ? 'open_notified_at')::text), E'\\n' ORDER BY seq)
+                    (after::jsonb ? 'open_notified_at')::text), E'\\n' ORDER BY seq)
          FROM clickflow_changes",
     );
     assert_eq!(

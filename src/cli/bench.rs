@@ -24,7 +24,7 @@ use clickflow_sources::Event;
 
 use super::args::DatabaseArgs;
 use super::demo::{demo_server, fresh_database, train_on_history};
-use super::emit::EmitArgs;
+use super::emit::{create_embedded_topics, EmitArgs};
 use super::launch::{launch, Outlets};
 use super::web::WebArgs;
 
@@ -144,6 +144,9 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
             .emit
             .feed(feed_broker.as_ref().map(|b| b.bootstrap_servers()))?,
     };
+    if let (Some(broker), Some(feed)) = (&feed_broker, &outlets.feed) {
+        create_embedded_topics(broker, feed)?;
+    }
     let finished = launch(spec, &no_web, outlets, None, stop)?;
     let seconds = started.elapsed().as_secs_f64();
     let sink = finished.sink.context("the sink did not start")?;

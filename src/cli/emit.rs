@@ -29,6 +29,18 @@ pub struct EmitArgs {
     emit_replication: Option<i32>,
 }
 
+/// Creates the topics of `feed` on the embedded broker, whose admin API does not create
+/// them (one partition each unless `--emit-partitions` says otherwise).
+pub fn create_embedded_topics(
+    broker: &clickflow_sources::kafka::EmbeddedBroker,
+    feed: &FeedConfig,
+) -> anyhow::Result<()> {
+    for table in &feed.tables {
+        broker.create_topic(&feed.topic(*table), feed.partitions.max(1))?;
+    }
+    Ok(())
+}
+
 /// The prefix of the change topics' names when none is given.
 const DEFAULT_PREFIX: &str = "clickflow.";
 

@@ -274,8 +274,8 @@ CREATE TABLE IF NOT EXISTS clickflow_changes (
     source_table text        NOT NULL,
     key          jsonb       NOT NULL,
     op           text        NOT NULL CHECK (op IN ('c', 'u', 'd')),
-    before       jsonb,
-    after        jsonb,
+    before       json,
+    after        json,
     epoch        bigint      NOT NULL,
     committed_at timestamptz NOT NULL DEFAULT now()
 );
@@ -287,31 +287,52 @@ CREATE TABLE IF NOT EXISTS clickflow_publisher (
     published    bigint      NOT NULL,
     updated_at   timestamptz NOT NULL
 );
--- The trigger function: its arguments are the table's key columns. The webhook's delivery
--- marks on alerts (notified_*) are the webhook's bookkeeping, not the alert's: they are left
--- out, and an update that changes nothing else captures nothing.
-CREATE OR REPLACE FUNCTION clickflow_capture_change() RETURNS trigger
+-- The trigger function, run once per statement over the rows it changed (the statement's
+-- transition tables new_rows and old_rows). Its first argument names the table's
+-- bookkeeping columns, comma-separated ('' for none): alerts' webhook delivery marks
+-- (notified_*), which are not the alert's; they are left out, and an update that changes
+-- nothing else captures nothing. The other arguments are the key columns. A row becomes
+-- JSON once (row_to_json: every column, in table order), about 4 µs, the bulk of the cost.
+CREATE OR REPLACE FUNCTION clickflow_capture_changes() RETURNS trigger
 LANGUAGE plpgsql AS $capture$
 DECLARE
-    before_row jsonb;
-    after_row  jsonb;
-    key        jsonb;
+    bookkeeping text := '';
+    key_of      text;
+    same_key    text;
+    as_json     text := 'row_to_json(%s)';
+    changed     text := 'o IS DISTINCT FROM n';
+    epoch       bigint := pg_current_xact_id()::text::bigint;
+    source      text := CASE TG_OP WHEN 'DELETE' THEN 'o' ELSE 'n' END;
 BEGIN
-    IF TG_OP <> 'INSERT' THEN
-        before_row := to_jsonb(OLD) - 'open_notified_at' - 'resolve_notified_at';
+    SELECT string_agg(format(' - %L', c), '') INTO bookkeeping
+      FROM unnest(string_to_array(TG_ARGV[0], ',')) AS c;
+    IF bookkeeping <> '' THEN
+        as_json := '(to_jsonb(%s)' || bookkeeping || ')::json';
+        changed := format('(to_jsonb(o)%s) IS DISTINCT FROM (to_jsonb(n)%s)',
+                          bookkeeping, bookkeeping);
     END IF;
-    IF TG_OP <> 'DELETE' THEN
-        after_row := to_jsonb(NEW) - 'open_notified_at' - 'resolve_notified_at';
+    SELECT string_agg(format('%L, %s.%I', k, source, k), ', '),
+           string_agg(format('o.%I = n.%I', k, k), ' AND ')
+      INTO key_of, same_key
+      FROM unnest(TG_ARGV[1:]) AS k;
+    IF TG_OP = 'INSERT' THEN
+        EXECUTE format(
+            $$INSERT INTO clickflow_changes (source_table, key, op, before, after, epoch)
+              SELECT %L, jsonb_build_object(%s), 'c', NULL, %s, %s FROM new_rows n$$,
+            TG_TABLE_NAME, key_of, format(as_json, 'n'), epoch);
+    ELSIF TG_OP = 'UPDATE' THEN
+        EXECUTE format(
+            $$INSERT INTO clickflow_changes (source_table, key, op, before, after, epoch)
+              SELECT %L, jsonb_build_object(%s), 'u', %s, %s, %s
+              FROM old_rows o JOIN new_rows n ON %s WHERE %s$$,
+            TG_TABLE_NAME, key_of, format(as_json, 'o'), format(as_json, 'n'), epoch,
+            same_key, changed);
+    ELSE
+        EXECUTE format(
+            $$INSERT INTO clickflow_changes (source_table, key, op, before, after, epoch)
+              SELECT %L, jsonb_build_object(%s), 'd', %s, NULL, %s FROM old_rows o$$,
+            TG_TABLE_NAME, key_of, format(as_json, 'o'), epoch);
     END IF;
-    IF TG_OP = 'UPDATE' AND before_row = after_row THEN
-        RETURN NULL;
-    END IF;
-    SELECT jsonb_object_agg(k, coalesce(after_row, before_row) -> k)
-      INTO key FROM unnest(TG_ARGV) AS k;
-    INSERT INTO clickflow_changes (source_table, key, op, before, after, epoch)
-    VALUES (TG_TABLE_NAME, key,
-            CASE TG_OP WHEN 'INSERT' THEN 'c' WHEN 'UPDATE' THEN 'u' ELSE 'd' END,
-            before_row, after_row, pg_current_xact_id()::text::bigint);
     RETURN NULL;
 END
 $capture$;

@@ -22,7 +22,7 @@ use clickflow_sources::kafka::{EmbeddedBroker, EventProducer};
 use clickflow_sources::shop::{Incident, Shop, ShopConfig, ShopRecord};
 
 use super::args::{duration, AlertArgs, DatabaseArgs, DataflowArgs};
-use super::emit::EmitArgs;
+use super::emit::{create_embedded_topics, EmitArgs};
 use super::launch::{launch, Outlets};
 use super::produce::rfc3339_ms;
 use super::scoring::{Scoring, ScoringArgs};
@@ -206,6 +206,15 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
         webhook: args.alerts.webhook()?,
         feed: args.emit.feed(Some(&broker_address))?,
     };
+    if let Some(feed) = &outlets.feed {
+        if args.emit.is_embedded() {
+            create_embedded_topics(&broker, feed)?;
+        }
+        eprintln!(
+            "  change topics: {}<table> on {} (clickflow tail --brokers {} --topic {}alerts)",
+            feed.topic_prefix, feed.brokers, feed.brokers, feed.topic_prefix
+        );
+    }
     let result = launch(
         spec,
         &args.web,
