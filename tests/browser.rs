@@ -1,6 +1,7 @@
 //! The dashboard of a running `clickflow demo`, loaded in headless Chromium: the page fetches
-//! its charts, and the funnel, trend and churn charts show data. A screenshot is kept under
-//! `target/tmp/` for a human to look at.
+//! its charts, and the funnel, trend and churn charts show data; with the pushed stream, in
+//! real time (driven over the DevTools protocol), the charts update on pushes alone. A
+//! screenshot is kept under `target/tmp/` for a human to look at.
 
 mod common;
 
@@ -88,8 +89,8 @@ fn the_demo_dashboard_shows_live_charts_in_a_real_browser() {
 
     let profile = tempfile::tempdir().unwrap();
     // Polling, not the pushed stream: headless Chromium's virtual time waits for every request
-    // to finish, and hung (in CI, not here) with the stream's reconnections. The stream has
-    // its own tests in web/tests/routes.rs.
+    // to finish, and hung (in CI, not here) with the stream's reconnections. The stream is
+    // checked in real time at the end, over the DevTools protocol.
     let url = format!("http://{addr}/?stream=off");
     let dom = headless(&url, profile.path(), &["--dump-dom"]);
     assert!(
@@ -135,5 +136,120 @@ fn the_demo_dashboard_shows_live_charts_in_a_real_browser() {
     );
     eprintln!("screenshot: {}", screenshot.display());
 
+    charts_update_on_pushes_alone(&format!("http://{addr}/"), profile.path());
     terminate(&mut demo);
+}
+
+/// The targets Chromium's DevTools endpoint on `port` lists (it answers HTTP/1.1 only, and
+/// keeps the connection open: the body is read to its Content-Length).
+fn devtools_targets(port: u16) -> Option<serde_json::Value> {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        stream,
+        "GET /json/list HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n"
+    )
+    .ok()?;
+    let mut reader = BufReader::new(stream);
+    let mut length = 0;
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).ok()?;
+        if line.trim().is_empty() {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':') {
+            if name.eq_ignore_ascii_case("content-length") {
+                length = value.trim().parse().ok()?;
+            }
+        }
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).ok()?;
+    serde_json::from_slice(&body).ok()
+}
+
+/// The page with the stream on, in real time: it goes `live`, and its trend chart changes
+/// through refreshes that pushed epochs caused, with no other refresh than the first load
+/// (no poll). The page counts its refreshes in `data-*` attributes of its body.
+fn charts_update_on_pushes_alone(url: &str, profile: &Path) {
+    let port = free_port();
+    let mut browser = Command::new(chromium())
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+        ])
+        .arg(format!("--remote-debugging-port={port}"))
+        .arg(format!(
+            "--user-data-dir={}",
+            profile.join("devtools").display()
+        ))
+        .arg(url)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("Chromium runs");
+    let mut page = None;
+    wait_until(Duration::from_secs(30), "Chromium shows the page", || {
+        page = devtools_targets(port).and_then(|targets| {
+            targets
+                .as_array()?
+                .iter()
+                .find(|t| t["type"] == "page" && t["url"] == url)
+                .and_then(|t| t["webSocketDebuggerUrl"].as_str().map(String::from))
+        });
+        page.is_some()
+    });
+    let (mut socket, _) = tungstenite::connect(page.unwrap()).expect("the DevTools socket");
+    let mut request = 0;
+    let mut dataset = |expression: &str| -> serde_json::Value {
+        request += 1;
+        let call = serde_json::json!({"id": request, "method": "Runtime.evaluate",
+            "params": {"expression": expression, "returnByValue": true}});
+        socket.send(call.to_string().into()).unwrap();
+        loop {
+            let answer: serde_json::Value =
+                serde_json::from_str(socket.read().unwrap().to_text().unwrap()).unwrap();
+            if answer["id"] == request {
+                return answer["result"]["result"]["value"].clone();
+            }
+        }
+    };
+    let state = "({...document.body.dataset, trends: document.getElementById('trends').innerHTML})";
+    let count = |state: &serde_json::Value, key: &str| -> u64 {
+        state[key]
+            .as_str()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    let mut first: Option<serde_json::Value> = None;
+    let mut updated = None;
+    wait_until(Duration::from_secs(60), "a pushed chart update", || {
+        let now = dataset(state);
+        assert!(
+            count(&now, "refreshes") <= count(&now, "pushedRefreshes") + 1,
+            "the page refreshed other than on a push (a poll): {}",
+            serde_json::json!({"stream": now["stream"], "refreshes": now["refreshes"],
+                "pushedRefreshes": now["pushedRefreshes"]})
+        );
+        if count(&now, "pushedRefreshes") == 0 || count(&now, "refreshes") < 2 {
+            return false;
+        }
+        let Some(first) = &first else {
+            first = Some(now);
+            return false;
+        };
+        if now["trends"] != first["trends"] {
+            updated = Some(now);
+        }
+        updated.is_some()
+    });
+    let updated = updated.unwrap();
+    assert_eq!(updated["stream"], "live");
+    assert!(count(&updated, "pushes") >= 1);
+    let _ = browser.kill();
+    let _ = browser.wait();
 }

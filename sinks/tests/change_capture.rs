@@ -1,17 +1,12 @@
 //! Change capture for the Kafka change topics, against the real server: what the triggers
 //! write into the outbox, and which tables have them.
 
+mod common;
+
 use clickflow_sinks::changes::{capture_changes, ChangeTable};
 use clickflow_sinks::postgres::{prepare, DatabaseUrl};
 use clickflow_testkit::TestDatabase;
-
-fn block_on<T>(future: impl std::future::Future<Output = T>) -> T {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(future)
-}
+use common::block_on;
 
 fn capture(url: &DatabaseUrl, tables: &[ChangeTable]) {
     block_on(async {

@@ -13,14 +13,6 @@ use clickflow_sources::file::FileSplits;
 use clickflow_testkit::TestDatabase;
 use common::*;
 
-fn block_on<T>(future: impl std::future::Future<Output = T>) -> T {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(future)
-}
-
 /// Four writers and one writer write the same tables, equal to the oracle; the four
 /// writers are all through the end, and nothing is left prepared or decided.
 #[test]

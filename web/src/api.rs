@@ -180,7 +180,7 @@ fn status(context: &WebContext) -> Status {
             .dead_letters
             .load(Ordering::Relaxed)
             .saturating_sub(late),
-        open_sessions: context.views.churn(1).open_sessions,
+        open_sessions: context.views.open_sessions(),
         model_version: context.model.as_ref().map(|m| m.current().version().into()),
         model: ModelStatus::of(context),
         sink: context.status.sink(),

@@ -150,7 +150,7 @@ impl ChangeStream {
                 .into_iter()
                 .filter(|a| alert_ids.contains(a.alert_id.as_str()))
                 .collect(),
-            open_sessions: views.churn(1).open_sessions,
+            open_sessions: views.open_sessions(),
         };
         let Ok(data) = serde_json::to_string(&changes) else {
             return;

@@ -306,6 +306,12 @@ impl LiveViews {
             .collect()
     }
 
+    /// How many sessions are open (without walking their scores, as [`LiveViews::churn`]
+    /// does: the change stream asks on every epoch).
+    pub fn open_sessions(&self) -> usize {
+        self.lock().open.len()
+    }
+
     /// How the open sessions' churn probabilities spread over `bins` equal bins.
     pub fn churn(&self, bins: usize) -> ChurnSummary {
         let views = self.lock();

@@ -17,6 +17,15 @@ use clickflow_sinks::postgres::{
 use clickflow_sources::file::FileSplits;
 use clickflow_sources::shop::{Shop, ShopConfig};
 
+/// Runs `future` to its end on a runtime of its own.
+pub fn block_on<T>(future: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(future)
+}
+
 /// A shop file of `count` records with late and malformed ones.
 pub fn shop_file(path: &Path, seed: u64, count: usize) {
     let shop = Shop::new(ShopConfig {
