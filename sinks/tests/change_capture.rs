@@ -138,3 +138,81 @@ fn capture_follows_the_tables_asked_for_and_a_run_without_a_feed_removes_it() {
     db.query(ALERT);
     assert_eq!(db.query("SELECT count(*) FROM clickflow_changes"), "0");
 }
+
+/// The publisher: changes committed before it started are published and counted as
+/// republished, later ones are not; every published change leaves the outbox, a delete is
+/// followed by its tombstone, and `clickflow_publisher` records the last one.
+#[test]
+fn the_publisher_empties_the_outbox_and_counts_what_an_earlier_run_left() {
+    use clickflow_sinks::changes::{spawn_publisher, FeedConfig};
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::Message;
+    use std::sync::atomic::Ordering;
+
+    let db = TestDatabase::create("capture_publisher");
+    let url = DatabaseUrl::parse(&db.url).unwrap();
+    block_on(prepare(&url)).unwrap();
+    capture(&url, &[ChangeTable::Alerts]);
+    let broker = clickflow_sources::kafka::EmbeddedBroker::start().unwrap();
+    broker.create_topic("clickflow.alerts", 1).unwrap();
+    let feed = FeedConfig {
+        brokers: broker.bootstrap_servers().to_string(),
+        tables: vec![ChangeTable::Alerts],
+        topic_prefix: "clickflow.".into(),
+        partitions: 1,
+        replication: 1,
+    };
+    let waiting = || db.query("SELECT count(*) FROM clickflow_changes");
+    let drained = || {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while waiting() != "0" {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the outbox was not emptied"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    };
+
+    // An earlier run committed three changes and died before publishing them.
+    db.query(ALERT);
+    db.query("UPDATE alerts SET severity = 'critical'");
+    db.query("DELETE FROM alerts");
+    assert_eq!(waiting(), "3");
+    let publisher = spawn_publisher(url.clone(), feed.clone()).unwrap();
+    drained();
+    db.query(ALERT);
+    drained();
+    let stats = publisher.stats.clone();
+    publisher.stop();
+    assert_eq!(stats.published.load(Ordering::Relaxed), 4);
+    assert_eq!(stats.republished.load(Ordering::Relaxed), 3);
+    assert_eq!(stats.lag.lock().unwrap().total(), 4);
+    assert_eq!(
+        db.query("SELECT published = 4 AND last_seq = (SELECT last_value FROM clickflow_changes_seq_seq) FROM clickflow_publisher"),
+        "t"
+    );
+
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap_servers())
+        .set("group.id", "capture-test")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    consumer.subscribe(&["clickflow.alerts"]).unwrap();
+    let mut ops = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while ops.len() < 5 && std::time::Instant::now() < deadline {
+        if let Some(message) = consumer.poll(std::time::Duration::from_millis(200)) {
+            let message = message.unwrap();
+            ops.push(match message.payload() {
+                None => "tombstone".to_string(),
+                Some(value) => {
+                    let change: serde_json::Value = serde_json::from_slice(value).unwrap();
+                    change["op"].as_str().unwrap().to_string()
+                }
+            });
+        }
+    }
+    assert_eq!(ops, ["c", "u", "d", "tombstone", "c"]);
+}

@@ -9,10 +9,11 @@
 //!                    ─► delete those rows, record clickflow_publisher.last_seq
 //! ```
 //!
-//! **Capture.** A trigger on each emitted table writes every row it inserts, updates or
-//! deletes into `clickflow_changes`, in the transaction that makes the change, with the row
-//! before and after (`to_jsonb`, so a message's row has exactly the table's columns and
-//! values), its key columns, and the transaction's id. Publication therefore follows the
+//! **Capture.** Statement-level triggers on each emitted table write every row a statement
+//! inserts, updates or deletes (its transition tables) into `clickflow_changes`, in the
+//! transaction that makes the change, with the row before and after (`row_to_json`, so a
+//! message's row has exactly the table's columns and values), its key columns, and the
+//! transaction's id. Publication therefore follows the
 //! PostgreSQL commit: a change is in the outbox exactly when it is in the table, under both
 //! sinks (the single writer's transactions and the per-worker writers' prepared parts alike).
 //!

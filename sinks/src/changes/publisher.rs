@@ -1,6 +1,6 @@
 //! The publisher: the outbox (`clickflow_changes`) to the change topics, in `seq` order.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -56,8 +56,6 @@ pub struct FeedStats {
     pub failed: AtomicU64,
     /// Publish lag per change, commit to acknowledgement, in milliseconds.
     pub lag: Mutex<Freshness>,
-    /// True once the topics exist and the producer runs.
-    pub ready: AtomicBool,
 }
 
 /// The running publisher.
@@ -141,7 +139,6 @@ impl ChangeOutbox {
                 .create()
                 .map_err(|e| format!("the change feed's producer: {e}"))?;
             self.producer = Some(producer);
-            self.stats.ready.store(true, Ordering::Relaxed);
         }
         if self.client.as_ref().is_none_or(Client::is_closed) {
             self.client = Some(self.database.connect().await.map_err(|e| e.to_string())?);
