@@ -15,7 +15,7 @@
 use std::sync::Arc;
 
 use clickflow_benches::partitioned_events;
-use clickflow_dataflow::input::Accepted;
+use clickflow_dataflow::input::{product_hash, Accepted};
 use clickflow_dataflow::kpi::funnel::Funnel;
 use clickflow_dataflow::kpi::sessions::{SessionRule, Sessions};
 use clickflow_dataflow::kpi::trends::EventTrends;
@@ -208,7 +208,7 @@ fn differential_sessions(
                 event.ts,
                 event.event_type,
                 event.price_cents,
-                event.product,
+                event.product_id.as_deref().map(product_hash),
                 event.user_id,
             );
             (event.session_id, visit)

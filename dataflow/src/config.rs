@@ -14,6 +14,40 @@ pub struct DataflowConfig {
     pub allowed_lateness_ms: i64,
     /// Inactivity (event time) after which a session is closed (default 30 min).
     pub session_gap_ms: i64,
+    /// The ordered funnel's conversion window: the steps a session takes within this long
+    /// of its first event count (default 30 min, PostHog's and Amplitude's usual choice for
+    /// a visit; see [`crate::conversion`]).
+    pub funnel_window_ms: i64,
+    /// The session-based recommender (`None`: off; see [`crate::recs`]).
+    pub recommendations: Option<RecsConfig>,
+}
+
+/// How the recommender counts and ranks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RecsConfig {
+    /// How far back (event time, behind the watermark) sessions count: an item a session
+    /// viewed or carted leaves the counts this long after the session's latest event with
+    /// it (default 24 h).
+    pub horizon_ms: i64,
+    /// Most items a session contributes to the pair counts (default 20, so at most 190
+    /// pairs): a longer session contributes a deterministic sample of its items, as
+    /// Schelter et al. (SSDBM 2019) down-sample heavy users to bound the work per event.
+    pub max_items_per_session: usize,
+    /// Neighbours kept per product (default 20; the API serves up to that many).
+    pub neighbours: usize,
+    /// Popular items kept for sessions with nothing to go on (default 50).
+    pub popular: usize,
+}
+
+impl Default for RecsConfig {
+    fn default() -> Self {
+        RecsConfig {
+            horizon_ms: 24 * 3_600_000,
+            max_items_per_session: 20,
+            neighbours: 20,
+            popular: 50,
+        }
+    }
 }
 
 impl Default for DataflowConfig {
@@ -22,6 +56,8 @@ impl Default for DataflowConfig {
             window: WindowSize::from_millis(60_000),
             allowed_lateness_ms: 30_000,
             session_gap_ms: 30 * 60_000,
+            funnel_window_ms: 30 * 60_000,
+            recommendations: Some(RecsConfig::default()),
         }
     }
 }

@@ -15,12 +15,14 @@ use crate::alerts::alerting::alerting;
 use crate::alerts::detect::DetectorConfig;
 use crate::alerts::series::{resume_at, window_series, Rejected, SeriesInput, WindowPoint};
 use crate::config::DataflowConfig;
+use crate::conversion::{ordered_funnel, Sealing};
 use crate::input::InputEvent;
 use crate::kpi::churn::{ChurnScores, ScoringSetup};
 use crate::kpi::funnel::Funnel;
 use crate::kpi::gate::closed_window_gate;
 use crate::kpi::sessions::{SessionRule, Sessions};
 use crate::kpi::trends::EventTrends;
+use crate::recs::recommendations;
 use crate::runtime::output::{gather, Change, Deliver};
 use crate::runtime::replay::replay_monitor;
 use crate::runtime::watermark::{PartitionReport, ProgressSeed};
@@ -93,7 +95,9 @@ pub struct AlertSetup {
 ///                  ├─► funnel_summary ──┼─► gather (worker 0) ─► outputs.gathered
 ///                  ├─► session_features ┤   (or, with own_rows: rows ─► worker rows ─► outputs.own_rows
 ///                  │       │            │    on every worker; the rest ─► gather on worker 0)
-///                  │       └─► churn_scores (with a model) ◄─ models
+///                  │       ├─► churn_scores (with a model) ◄─ models
+///                  │       └─► funnel_conversion (with the events) ─┤
+///                  └─► product_recommendations, session items, popular ┘
 ///  trends, funnel, rejections ─► window_series ─► alerts ┘
 ///  reports ─broadcast─► every stateful stage (watermark), replay monitor
 /// ```
@@ -142,7 +146,24 @@ pub fn build_graph(
             gap_ms: config.session_gap_ms,
             window: config.window,
         };
-        let (sessions, retention) = accepted.session_features(rule, all_reports.clone(), seed);
+        let (sessions, retention) =
+            accepted
+                .clone()
+                .session_features(rule, all_reports.clone(), seed);
+        let sealing = Sealing {
+            window: config.window,
+            funnel_window_ms: config.funnel_window_ms,
+        };
+        let (conversion, conversion_retention) = ordered_funnel(
+            accepted.clone(),
+            sessions.clone(),
+            all_reports.clone(),
+            seed,
+            sealing,
+        );
+        let recs = config
+            .recommendations
+            .map(|recs| recommendations(accepted, all_reports.clone(), seed, recs));
 
         let scores = scoring.map(|setup| {
             sessions
@@ -181,8 +202,27 @@ pub fn build_graph(
             alerts.config,
             alerts.history,
         );
+        let mut retentions = vec![retention.clone(), conversion_retention];
+        let mut recs_changes = Vec::new();
+        if let Some(recs) = recs {
+            retentions.push(recs.retention);
+            recs_changes = vec![
+                recs.neighbours
+                    .inner
+                    .map(|(row, _, diff)| Change::Recommendation(row, diff)),
+                recs.items
+                    .inner
+                    .map(|(item, _, diff)| Change::SessionItem(item, diff)),
+                recs.popular
+                    .inner
+                    .map(|(row, _, diff)| Change::Popular(row, diff)),
+            ];
+        }
         let rows = scope.concatenate(
-            scores.into_iter().chain([
+            scores.into_iter().chain(recs_changes).chain([
+                conversion
+                    .inner
+                    .map(|(row, _, diff)| Change::Conversion(row, diff)),
                 points.map(Change::Series),
                 alert_changes.map(|(row, _, diff)| Change::Alert(row, diff)),
                 trends.inner.map(|(row, _, diff)| Change::Trend(row, diff)),
@@ -197,7 +237,7 @@ pub fn build_graph(
                 .concat(gate_dead_letters)
                 .map(Change::DeadLetter),
             local_reports.map(Change::Progress),
-            retention.map(Change::Retention),
+            scope.concatenate(retentions).map(Change::Retention),
         ]);
         let Outputs { gathered, own_rows } = outputs;
         let (window, announce) = (config.window, own_rows.is_some());

@@ -17,8 +17,8 @@ pub struct InputEvent {
 
 /// What the KPI stages need of an event the gate let through. Each of the three stages gets
 /// its own copy of every accepted event, so the copy leaves out what none of them reads (the
-/// event id, the offset) and carries the product as a 64-bit hash (the session stage only
-/// counts distinct products): about half the bytes of an [`InputEvent`]. The partition stays:
+/// event id, the offset): about half the bytes of an [`InputEvent`] (product ids of real
+/// shops fit in a [`CompactString`] inline, so the copy allocates nothing for them). The partition stays:
 /// the session stage tells each partition how far back its open sessions reach, which bounds
 /// that partition's replay after a restart.
 /// Ordered, so that a differential collection can hold it.
@@ -36,8 +36,8 @@ pub struct Accepted {
     pub ts: EventTime,
     /// The price in cents, when the event carries one.
     pub price_cents: Option<i64>,
-    /// The product: XXH3-64 of its id, when the event names one.
-    pub product: Option<u64>,
+    /// The product, when the event names one (the recommender serves its id back).
+    pub product_id: Option<CompactString>,
 }
 
 impl Accepted {
@@ -45,7 +45,7 @@ impl Accepted {
     pub fn new(partition: u32, event: Event) -> Accepted {
         Accepted {
             partition,
-            product: event.product_id.as_deref().map(product_hash),
+            product_id: event.product_id,
             user_id: event.user_id,
             session_id: event.session_id,
             event_type: event.event_type,

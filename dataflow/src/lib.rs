@@ -25,6 +25,8 @@
 //! | [`runtime`] | how it runs: the worker loop and its epochs, lateness and watermarks, replay and resume after a restart, the hand-off to the sinks, threads and processes |
 //! | [`alerts`] | anomaly alerts: the closed windows' series, the detectors, the alerting file |
 //! | [`lifecycle`] | the churn model's life in a running pipeline: live model, monitor, retrainer |
+//! | [`recs`] | the session-based recommender, on differential's operators |
+//! | [`conversion`] | the ordered funnel, on differential's operators |
 //!
 //! Beside them: the records that enter ([`input`]) and leave ([`rows`], [`tables`]), event-time
 //! windows ([`window`]), the graph that wires the stages ([`graph`]), the sequential
@@ -33,6 +35,7 @@
 
 pub mod alerts;
 pub mod config;
+pub mod conversion;
 pub mod graph;
 pub mod input;
 pub mod kpi;
@@ -40,6 +43,7 @@ pub mod lifecycle;
 pub mod metrics;
 pub mod operators;
 pub mod oracle;
+pub mod recs;
 pub mod rows;
 pub mod runtime;
 pub mod tables;

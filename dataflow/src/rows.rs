@@ -291,3 +291,69 @@ pub struct AlertRow {
     /// The start of the first window back in the band (`None` while open).
     pub resolved: Option<EventTime>,
 }
+
+/// `product_recommendations`: one of a product's nearest neighbours by co-occurrence in
+/// sessions, best first (see [`crate::recs`]).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct RecommendationRow {
+    /// The product the neighbours are of.
+    pub product_id: CompactString,
+    /// 1 for the nearest.
+    pub rank: i64,
+    /// The neighbour.
+    pub recommended_id: CompactString,
+    /// Sessions with both, over the geometric mean of the sessions with each (cosine
+    /// similarity of their session sets, in (0, 1]).
+    pub score: Measure,
+    /// Sessions (of the horizon, after down-sampling) that held both.
+    pub co_sessions: i64,
+}
+
+impl RecommendationRow {
+    /// The row's key: `(product_id, rank)`.
+    pub fn key(&self) -> (CompactString, i64) {
+        (self.product_id.clone(), self.rank)
+    }
+}
+
+/// An item a live session viewed or carted, as counted by the recommender: what
+/// `GET /api/v1/recommendations` starts from (kept by the live views, not written to
+/// PostgreSQL).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct SessionItem {
+    /// The session's id.
+    pub session_id: CompactString,
+    /// The product.
+    pub product_id: CompactString,
+}
+
+/// One of the most popular products of the horizon (kept by the live views for sessions
+/// with nothing to go on).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct PopularRow {
+    /// 1 for the most popular.
+    pub rank: i64,
+    /// The product.
+    pub product_id: CompactString,
+    /// Sessions of the horizon that viewed or carted it.
+    pub sessions: i64,
+}
+
+/// `funnel_conversion`: how many sessions that started in a window reached a step of the
+/// ordered funnel click → add_to_cart → purchase within the conversion window (see
+/// [`crate::conversion`]).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ConversionRow {
+    /// The window the sessions started in.
+    pub window: Window,
+    /// The step.
+    pub step: EventType,
+    /// Sessions that reached at least this step, in order.
+    pub sessions: i64,
+    /// `sessions` over the previous step's (for `click`: over every session that started
+    /// in the window); `None` when the previous step has none.
+    pub conversion_from_previous: Option<Measure>,
+    /// The median (the lower one of an even count) time from the previous step (for
+    /// `click`: from the session's first event), in milliseconds; `None` with no sessions.
+    pub median_ms_from_previous: Option<i64>,
+}

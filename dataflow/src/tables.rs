@@ -9,7 +9,10 @@ use clickflow_sources::{DeadLetter, EventTime, EventType, PartitionId};
 use compact_str::CompactString;
 
 use crate::alerts::series::WindowPoint;
-use crate::rows::{AlertRow, FunnelRow, ScoreRow, SessionKey, SessionRow, TrendRow};
+use crate::rows::{
+    AlertRow, ConversionRow, FunnelRow, RecommendationRow, ScoreRow, SessionKey, SessionRow,
+    TrendRow,
+};
 use crate::runtime::output::EpochOutput;
 use crate::window::Window;
 
@@ -28,6 +31,10 @@ pub struct Tables {
     pub series: BTreeMap<EventTime, WindowPoint>,
     /// `alerts` by `alert_id`.
     pub alerts: BTreeMap<CompactString, AlertRow>,
+    /// `product_recommendations` by `(product_id, rank)`.
+    pub recommendations: BTreeMap<(CompactString, i64), RecommendationRow>,
+    /// `funnel_conversion` by `(window, step)`.
+    pub conversion: BTreeMap<(Window, EventType), ConversionRow>,
     /// `dead_letters`, in arrival order.
     pub dead_letters: Vec<DeadLetter>,
     /// `clickflow_offsets`.
@@ -66,6 +73,16 @@ impl Tables {
         apply_changes(&mut self.sessions, &output.sessions, SessionRow::key).map_err(fail)?;
         apply_changes(&mut self.scores, &output.scores, ScoreRow::key).map_err(fail)?;
         apply_changes(&mut self.alerts, &output.alerts, |r| r.alert_id.clone()).map_err(fail)?;
+        apply_changes(
+            &mut self.recommendations,
+            &output.recommendations,
+            RecommendationRow::key,
+        )
+        .map_err(fail)?;
+        apply_changes(&mut self.conversion, &output.conversion, |r| {
+            (r.window, r.step)
+        })
+        .map_err(fail)?;
         for point in &output.series {
             if let Some(old) = self.series.insert(point.window.start, *point) {
                 return Err(fail(format!("window {old:?} closed twice")));

@@ -24,6 +24,7 @@ fn dataflow() -> DataflowConfig {
         window: WindowSize::from_millis(60_000),
         allowed_lateness_ms: 30_000,
         session_gap_ms: 10 * 60_000,
+        ..DataflowConfig::default()
     }
 }
 

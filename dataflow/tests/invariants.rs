@@ -38,6 +38,7 @@ fn dataflow() -> DataflowConfig {
         window: WindowSize::from_millis(60_000),
         allowed_lateness_ms: 30_000,
         session_gap_ms: GAP_MS,
+        ..DataflowConfig::default()
     }
 }
 

@@ -40,6 +40,7 @@ fn final_tables_equal_the_oracle_for_any_worker_count_and_order() {
         window: WindowSize::from_millis(60_000),
         allowed_lateness_ms: 30_000,
         session_gap_ms: 5 * 60_000,
+        ..DataflowConfig::default()
     };
     for (case, (seed, block, splits)) in [
         (1u64, 1usize, 1usize),

@@ -300,6 +300,7 @@ fn reused_session_ids_across_gaps_reach_postgresql_equal_to_the_oracle() {
         window: WindowSize::from_millis(60_000),
         allowed_lateness_ms: 30_000,
         session_gap_ms: gap,
+        ..DataflowConfig::default()
     };
     let url = url_of(&db, "public");
     let config = RunConfig {

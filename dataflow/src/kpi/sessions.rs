@@ -50,7 +50,7 @@ use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::core::OkErr;
 use timely::dataflow::StreamVec;
 
-use crate::input::Accepted;
+use crate::input::{product_hash, Accepted};
 use crate::operators::{by_epoch, RouteKey};
 use crate::rows::SessionRow;
 use crate::runtime::watermark::{PartitionReport, ProgressSeed};
@@ -162,8 +162,10 @@ impl Span {
     pub(crate) fn of(event: Accepted) -> Span {
         let is = |t: EventType| i64::from(event.event_type == t);
         let viewed = event
-            .product
-            .filter(|_| event.event_type == EventType::Click);
+            .product_id
+            .as_deref()
+            .filter(|_| event.event_type == EventType::Click)
+            .map(product_hash);
         Span {
             facts: SpanFacts {
                 views: is(EventType::Click),
@@ -444,7 +446,7 @@ mod tests {
             event_type: EventType::Click,
             ts,
             price_cents: None,
-            product: Some(ts as u64 % 3),
+            product_id: Some(compact_str::format_compact!("p{}", ts % 3)),
         })
     }
 
@@ -498,7 +500,7 @@ mod tests {
                 event_type: EventType::Click,
                 ts: 0,
                 price_cents: None,
-                product: Some(product),
+                product_id: Some(compact_str::format_compact!("p{product}")),
             })
         };
         let mut span = click(7);
@@ -507,7 +509,7 @@ mod tests {
         span.merge(Span::of(Accepted {
             event_type: EventType::AddToCart,
             price_cents: Some(1999),
-            product: Some(9),
+            product_id: Some("p9".into()),
             ..Accepted::new(
                 0,
                 clickflow_sources::Event {
@@ -549,7 +551,7 @@ mod tests {
             event_type: EventType::Click,
             ts,
             price_cents: None,
-            product: None,
+            product_id: None,
         };
         let mut state = SessionState::default();
         let mut ignore = |_: SessionRow, _: isize| {};

@@ -11,13 +11,21 @@
 //! in O(1) per event. The stages therefore keep one merged value per key, rather than every
 //! input record as a differential arrangement would; that is what lets a closed window or
 //! session leave the state without a retraction that the sink would see as a deletion.
+//!
+//! The differential stages (the recommender, the ordered funnel) keep their input in
+//! arrangements instead; [`hold_until`] feeds them and retracts what an event-time clock
+//! has passed, so those stay bounded too.
 
 mod by_epoch;
+mod holding;
 mod keyed;
 mod pre_aggregate;
+mod restamp;
 mod route;
 
 pub use by_epoch::{by_epoch, EpochWatermarks};
+pub use holding::{hold_until, Hold};
 pub use keyed::{aggregate_by_key, KeyedStage, Merge};
 pub use pre_aggregate::pre_aggregate;
+pub use restamp::at_own_epochs;
 pub use route::RouteKey;

@@ -32,7 +32,10 @@ use timely::dataflow::StreamVec;
 
 use crate::alerts::series::WindowPoint;
 use crate::kpi::sessions::Retention;
-use crate::rows::{AlertRow, FunnelRow, ScoreRow, SessionRow, TrendRow};
+use crate::rows::{
+    AlertRow, ConversionRow, FunnelRow, PopularRow, RecommendationRow, ScoreRow, SessionItem,
+    SessionRow, TrendRow,
+};
 use crate::runtime::handoff::Offering;
 use crate::runtime::watermark::{
     PartitionReport, ProgressSeed, WatermarkTracker, END_OF_INPUT, NO_WATERMARK,
@@ -55,6 +58,14 @@ pub enum Change {
     Series(WindowPoint),
     /// A change of `alerts`.
     Alert(AlertRow, isize),
+    /// A change of `product_recommendations`.
+    Recommendation(RecommendationRow, isize),
+    /// A change of the recommender's session items (live views only).
+    SessionItem(SessionItem, isize),
+    /// A change of the popular products (live views only).
+    Popular(PopularRow, isize),
+    /// A change of `funnel_conversion`.
+    Conversion(ConversionRow, isize),
     /// A rejected payload.
     DeadLetter(DeadLetter),
     /// A partition's progress.
@@ -108,6 +119,15 @@ pub struct EpochOutput {
     pub series: Vec<WindowPoint>,
     /// Consolidated changes of `alerts`.
     pub alerts: Vec<(AlertRow, isize)>,
+    /// Consolidated changes of `product_recommendations`.
+    pub recommendations: Vec<(RecommendationRow, isize)>,
+    /// Consolidated changes of the recommender's session items: for the live views, not
+    /// written to PostgreSQL.
+    pub session_items: Vec<(SessionItem, isize)>,
+    /// Consolidated changes of the popular products: for the live views, not written.
+    pub popular: Vec<(PopularRow, isize)>,
+    /// Consolidated changes of `funnel_conversion`.
+    pub conversion: Vec<(ConversionRow, isize)>,
     /// Payloads rejected in this epoch, ordered by partition and offset.
     pub dead_letters: Vec<DeadLetter>,
     /// Every partition that moved in this epoch.
@@ -134,6 +154,10 @@ impl Default for EpochOutput {
             scores: Vec::new(),
             series: Vec::new(),
             alerts: Vec::new(),
+            recommendations: Vec::new(),
+            session_items: Vec::new(),
+            popular: Vec::new(),
+            conversion: Vec::new(),
             dead_letters: Vec::new(),
             partitions: Vec::new(),
             arrived: 0,
@@ -151,6 +175,10 @@ impl EpochOutput {
             && self.scores.is_empty()
             && self.series.is_empty()
             && self.alerts.is_empty()
+            && self.recommendations.is_empty()
+            && self.session_items.is_empty()
+            && self.popular.is_empty()
+            && self.conversion.is_empty()
             && self.dead_letters.is_empty()
             && self.partitions.is_empty()
     }
@@ -173,6 +201,10 @@ impl EpochOutput {
         self.scores.extend(later.scores);
         self.series.extend(later.series);
         self.alerts.extend(later.alerts);
+        self.recommendations.extend(later.recommendations);
+        self.session_items.extend(later.session_items);
+        self.popular.extend(later.popular);
+        self.conversion.extend(later.conversion);
         self.dead_letters.extend(later.dead_letters);
         for state in later.partitions {
             match self
@@ -199,6 +231,10 @@ impl EpochOutput {
         consolidate(&mut self.scores);
         self.series.sort_by_key(|p| p.window);
         consolidate(&mut self.alerts);
+        consolidate(&mut self.recommendations);
+        consolidate(&mut self.session_items);
+        consolidate(&mut self.popular);
+        consolidate(&mut self.conversion);
     }
 
     /// How many rows the epoch inserts or retracts, over all tables.
@@ -209,6 +245,8 @@ impl EpochOutput {
             + self.scores.len()
             + self.series.len()
             + self.alerts.len()
+            + self.recommendations.len()
+            + self.conversion.len()
             + self.dead_letters.len()
     }
 }
@@ -370,6 +408,10 @@ struct ArrivingRows {
     scores: Consolidating<ScoreRow>,
     series: Vec<WindowPoint>,
     alerts: Consolidating<AlertRow>,
+    recommendations: Consolidating<RecommendationRow>,
+    session_items: Consolidating<SessionItem>,
+    popular: Consolidating<PopularRow>,
+    conversion: Consolidating<ConversionRow>,
 }
 
 impl ArrivingRows {
@@ -384,6 +426,10 @@ impl ArrivingRows {
             scores: self.scores.finish(),
             series,
             alerts: self.alerts.finish(),
+            recommendations: self.recommendations.finish(),
+            session_items: self.session_items.finish(),
+            popular: self.popular.finish(),
+            conversion: self.conversion.finish(),
             ..EpochOutput::default()
         }
     }
@@ -432,6 +478,10 @@ impl Arriving {
             Change::Score(row, diff) => self.rows.scores.push(row, diff),
             Change::Series(point) => self.rows.series.push(point),
             Change::Alert(row, diff) => self.rows.alerts.push(row, diff),
+            Change::Recommendation(row, diff) => self.rows.recommendations.push(row, diff),
+            Change::SessionItem(item, diff) => self.rows.session_items.push(item, diff),
+            Change::Popular(row, diff) => self.rows.popular.push(row, diff),
+            Change::Conversion(row, diff) => self.rows.conversion.push(row, diff),
             Change::DeadLetter(letter) => self.dead_letters.push(letter),
             Change::Progress(report) => self.reports.push(report),
             Change::Retention(retention) => self.retention.push(retention),

@@ -5,6 +5,9 @@
 //! with ordinary maps. Tests and the end-to-end benchmark compare the dataflow's final tables
 //! with it; any difference is a bug in one of them.
 
+mod conversion;
+mod recs;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use std::fmt::Debug;
@@ -106,12 +109,32 @@ pub fn recompute(partitions: &[Vec<(i64, Event)>], config: &DataflowConfig) -> O
         };
         tables.funnel.insert((row.window, event_type), row);
     }
-    for (_, mut events) in by_session {
+    for events in by_session.values_mut() {
         events.sort_by_key(|e| e.ts);
-        for session in split_at_gaps(&events, config.session_gap_ms) {
-            let row = session_row(session);
-            tables.sessions.insert(row.key(), row);
-        }
+    }
+    let sessions = || {
+        by_session
+            .values()
+            .flat_map(|events| split_at_gaps(events, config.session_gap_ms))
+    };
+    for session in sessions() {
+        let row = session_row(session);
+        tables.sessions.insert(row.key(), row);
+    }
+    tables.conversion = conversion::recount(sessions(), size, config.funnel_window_ms);
+    if let Some(recs) = &config.recommendations {
+        // The horizon's clock at the end: the lowest of the partitions' last watermarks
+        // (none before a partition's first event).
+        let clock = clocks
+            .iter()
+            .map(|clock| {
+                clock.last().map_or(EventTime::MIN, |&(_, highest)| {
+                    highest.saturating_sub(config.allowed_lateness_ms)
+                })
+            })
+            .min()
+            .unwrap_or(EventTime::MIN);
+        tables.recommendations = recs::recount(&by_session, clock, recs);
     }
     OracleTables {
         tables,
@@ -343,6 +366,18 @@ impl OracleTables {
             );
             differ("alerts", &tables.alerts, &self.tables.alerts, &mut found);
         }
+        differ(
+            "product_recommendations",
+            &tables.recommendations,
+            &self.tables.recommendations,
+            &mut found,
+        );
+        differ(
+            "funnel_conversion",
+            &tables.conversion,
+            &self.tables.conversion,
+            &mut found,
+        );
         let late: BTreeSet<(u32, i64)> = tables
             .dead_letters
             .iter()

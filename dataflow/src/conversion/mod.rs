@@ -1,0 +1,78 @@
+//! The ordered funnel (`funnel_conversion`): per window of session start, how many sessions
+//! went click → add_to_cart → purchase in that order within the conversion window, on
+//! differential dataflow.
+//!
+//! ```text
+//!  accepted events ─► hold (session id, time, type) ──arranged by id──┐   (inputs.rs)
+//!  session_features ─► hold (session id, start, last) ─arranged by id─┴► join_core:
+//!        each event with the session that holds it ─► reduce per session: its path (paths.rs)
+//!                                                  ─► reduce per window of start:
+//!                                                     counts, conversions, medians
+//!                                                  ─► drop changes of sealed windows (windows.rs)
+//! ```
+//!
+//! **Definitions.** Sessions are those of `session_features` (an id split at gaps longer
+//! than the session gap). A session's steps count when they happen before its first event
+//! plus `--funnel-window` (30 min): its first click; its first cart add at or after that
+//! click; its first purchase at or after that cart add. A session that reaches a step
+//! counts for every step before it. `funnel_summary` answers a different question: distinct
+//! users per event type per minute, whatever the order and whichever session.
+//!
+//! **Sealing.** Every event that can count for a session that started in window `w` lies
+//! before `w`'s end plus the conversion window, so once the pipeline watermark passes the
+//! end of the window holding that instant, `w`'s rows are final (the gate rejects anything
+//! later for those windows). Then the inputs of its sessions are retracted from the
+//! arrangements and the changes that retraction causes are dropped: the final rows stay in
+//! PostgreSQL and the state stays bounded. Until then, a session that converts later
+//! updates its window's rows.
+
+pub mod inputs;
+pub mod paths;
+pub mod windows;
+
+use differential_dataflow::VecCollection;
+use timely::dataflow::StreamVec;
+
+use crate::input::Accepted;
+use crate::kpi::sessions::Retention;
+use crate::rows::{ConversionRow, SessionRow};
+use crate::runtime::watermark::{PartitionReport, ProgressSeed};
+use crate::window::WindowSize;
+use crate::Epoch;
+
+/// When sessions that start in a window are final for the ordered funnel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sealing {
+    /// The pipeline's windows.
+    pub window: WindowSize,
+    /// The conversion window, in milliseconds.
+    pub funnel_window_ms: i64,
+}
+
+impl Sealing {
+    /// The watermark from which the rows of sessions starting in the window that holds
+    /// `start` are final: the end of the window holding the last instant a step can count.
+    pub fn sealed_at(&self, start: clickflow_sources::EventTime) -> clickflow_sources::EventTime {
+        let first = self.window.window_of(start);
+        let last_counted = first.end - 1 + self.funnel_window_ms;
+        self.window.window_of(last_counted).end
+    }
+}
+
+/// Builds the ordered funnel from accepted events and the sessions' rows.
+pub fn ordered_funnel<'scope>(
+    accepted: StreamVec<'scope, Epoch, Accepted>,
+    sessions: VecCollection<'scope, Epoch, SessionRow>,
+    reports: StreamVec<'scope, Epoch, PartitionReport>,
+    seed: ProgressSeed,
+    sealing: Sealing,
+) -> (
+    VecCollection<'scope, Epoch, ConversionRow>,
+    StreamVec<'scope, Epoch, Retention>,
+) {
+    let (events, retention) = inputs::held_events(accepted, reports.clone(), seed, sealing);
+    let spans = inputs::held_spans(sessions, reports.clone(), seed, sealing);
+    let paths = paths::session_paths(events, spans, sealing);
+    let rows = windows::conversion_by_window(paths);
+    (windows::unsealed(rows, reports, seed, sealing), retention)
+}

@@ -1,0 +1,271 @@
+//! Holding records in a differential collection until an event-time clock passes them.
+//!
+//! The differential stages of [`crate::recs`] and [`crate::conversion`] keep their input in
+//! arrangements, which hold whatever they were given until it is retracted. This operator
+//! is where their input comes from: it turns a stream of updates, each with the clock value
+//! from which it no longer matters (`until`), into a collection that holds every record
+//! while it matters and retracts it once the clock passes, so the arrangements downstream
+//! stay bounded on an endless stream.
+//!
+//! It emits presence, not multiplicity: a record enters the collection (`+1`) when its count
+//! turns positive and leaves it (`-1`) when its count returns to zero or its time is up. A
+//! record seen again later is held until the latest `until` it was given. Updates whose time
+//! is already up when they arrive are dropped.
+//!
+//! Every epoch it also says, per partition, the earliest event time its records came from
+//! (a [`Retention`]): a restart replays each partition from there, so the held collection is
+//! rebuilt exactly.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::hash::Hash;
+
+use clickflow_sources::EventTime;
+use differential_dataflow::{AsCollection, VecCollection};
+use serde::{Deserialize, Serialize};
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::core::OkErr;
+use timely::dataflow::StreamVec;
+use timely::ExchangeData;
+
+use crate::kpi::sessions::Retention;
+use crate::operators::{by_epoch, EpochWatermarks};
+use crate::runtime::watermark::{PartitionReport, ProgressSeed};
+use crate::Epoch;
+
+/// One update of a held record.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hold<R> {
+    /// The record.
+    pub record: R,
+    /// `+1` for each event that brings it, `±1` for a record that is itself a change.
+    pub diff: isize,
+    /// The clock value from which the record no longer matters.
+    pub until: EventTime,
+    /// The event it came from, `(partition, event time)`, when it came from one: the
+    /// retention reported per partition.
+    pub origin: Option<(u32, EventTime)>,
+}
+
+/// What the operator knows of one held record.
+struct Held {
+    count: isize,
+    until: EventTime,
+    origin: Option<(u32, EventTime)>,
+}
+
+/// Every record held on one worker, with what leaves when.
+struct Holding<R> {
+    held: HashMap<R, Held>,
+    /// `(until, record)` for every `until` a record was given; stale entries (the record's
+    /// `until` has moved on, or it left) are skipped when they come up.
+    leaving: BinaryHeap<Reverse<(EventTime, R)>>,
+    /// How many held records came from each `(partition, event time)`.
+    origins: BTreeMap<(u32, EventTime), usize>,
+}
+
+impl<R: Ord + Hash + Clone> Holding<R> {
+    fn new() -> Holding<R> {
+        Holding {
+            held: HashMap::new(),
+            leaving: BinaryHeap::new(),
+            origins: BTreeMap::new(),
+        }
+    }
+
+    /// Applies one update; calls `out` with the record's presence change, if any.
+    fn update(&mut self, hold: Hold<R>, out: &mut impl FnMut(R, isize)) {
+        let Hold {
+            record,
+            diff,
+            until,
+            origin,
+        } = hold;
+        let entry = self.held.entry(record.clone()).or_insert(Held {
+            count: 0,
+            until,
+            origin: None,
+        });
+        let was_present = entry.count > 0;
+        entry.count += diff;
+        if until > entry.until || !was_present {
+            entry.until = entry.until.max(until);
+            self.leaving.push(Reverse((entry.until, record.clone())));
+        }
+        if origin.is_some_and(|(_, ts)| entry.origin.is_none_or(|(_, held)| ts > held)) {
+            if let Some(old) = entry.origin.replace(origin.expect("checked")) {
+                forget(&mut self.origins, old);
+            }
+            *self.origins.entry(origin.expect("checked")).or_default() += 1;
+        }
+        let present = entry.count > 0;
+        if !present {
+            self.remove(&record);
+        }
+        if present != was_present {
+            out(record, if present { 1 } else { -1 });
+        }
+    }
+
+    /// Retracts every record whose time is up at `clock`.
+    fn expire(&mut self, clock: EventTime, out: &mut impl FnMut(R, isize)) {
+        while let Some(Reverse((until, _))) = self.leaving.peek() {
+            if *until > clock {
+                break;
+            }
+            let Reverse((until, record)) = self.leaving.pop().expect("peeked");
+            if self.held.get(&record).is_some_and(|h| h.until == until) {
+                self.remove(&record);
+                out(record, -1);
+            }
+        }
+    }
+
+    fn remove(&mut self, record: &R) {
+        if let Some(Held {
+            origin: Some(origin),
+            ..
+        }) = self.held.remove(record)
+        {
+            forget(&mut self.origins, origin);
+        }
+    }
+
+    /// `(partition, earliest event time)` over the held records, by partition.
+    fn since(&self) -> Vec<(u32, EventTime)> {
+        let mut since: Vec<(u32, EventTime)> = Vec::new();
+        for &(partition, ts) in self.origins.keys() {
+            if since.last().is_none_or(|&(p, _)| p != partition) {
+                since.push((partition, ts));
+            }
+        }
+        since
+    }
+}
+
+fn forget(origins: &mut BTreeMap<(u32, EventTime), usize>, origin: (u32, EventTime)) {
+    if let Some(count) = origins.get_mut(&origin) {
+        *count -= 1;
+        if *count == 0 {
+            origins.remove(&origin);
+        }
+    }
+}
+
+/// Holds the records of `updates` (routed to workers by `route`) until `clock(watermarks)`
+/// passes their `until`, as a collection, and says per epoch how far back the held records
+/// reach into each partition (named `name`, from every worker that holds or held some).
+pub fn hold_until<'scope, R>(
+    updates: StreamVec<'scope, Epoch, Hold<R>>,
+    reports: StreamVec<'scope, Epoch, PartitionReport>,
+    seed: ProgressSeed,
+    name: &str,
+    route: fn(&R) -> u64,
+    clock: fn(EpochWatermarks, &ProgressSeed) -> EventTime,
+) -> (
+    VecCollection<'scope, Epoch, R>,
+    StreamVec<'scope, Epoch, Retention>,
+)
+where
+    R: ExchangeData + Ord + Hash + Clone,
+{
+    let worker = updates.scope().index();
+    let stage = name.to_string();
+    let mut holding = Holding::new();
+    let mut reported: Option<Vec<(u32, EventTime)>> = None;
+    let outputs = by_epoch(
+        updates,
+        Exchange::new(move |hold: &Hold<R>| route(&hold.record)),
+        reports,
+        seed,
+        name,
+        move |epoch: Epoch, updates, watermarks, out| {
+            let now = clock(watermarks, &seed);
+            let mut emit = |record: R, diff: isize| out(Ok((record, epoch, diff)));
+            for hold in updates {
+                if hold.until > now {
+                    holding.update(hold, &mut emit);
+                }
+            }
+            holding.expire(now, &mut emit);
+            let since = holding.since();
+            if reported.as_ref() != Some(&since) {
+                out(Err(Retention {
+                    stage: stage.clone(),
+                    worker,
+                    since: since.clone(),
+                }));
+                reported = Some(since);
+            }
+        },
+    );
+    let (changes, retention) = outputs.ok_err(|output| output);
+    (changes.as_collection(), retention)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hold(
+        record: &'static str,
+        diff: isize,
+        until: EventTime,
+        ts: EventTime,
+    ) -> Hold<&'static str> {
+        Hold {
+            record,
+            diff,
+            until,
+            origin: Some((0, ts)),
+        }
+    }
+
+    fn changes(
+        holding: &mut Holding<&'static str>,
+        updates: Vec<Hold<&'static str>>,
+        clock: EventTime,
+    ) -> Vec<(&'static str, isize)> {
+        let mut out = Vec::new();
+        for update in updates {
+            holding.update(update, &mut |r, d| out.push((r, d)));
+        }
+        holding.expire(clock, &mut |r, d| out.push((r, d)));
+        out
+    }
+
+    #[test]
+    fn a_record_is_held_until_its_latest_time_and_reported_from_its_latest_event() {
+        let mut holding = Holding::new();
+        assert_eq!(
+            changes(&mut holding, vec![hold("a", 1, 100, 10)], 0),
+            [("a", 1)]
+        );
+        // Seen again: no new insertion, held longer, retained from the later event.
+        assert_eq!(changes(&mut holding, vec![hold("a", 1, 200, 20)], 150), []);
+        assert_eq!(holding.since(), [(0, 20)]);
+        assert_eq!(changes(&mut holding, vec![], 200), [("a", -1)]);
+        assert!(holding.since().is_empty() && holding.held.is_empty());
+    }
+
+    #[test]
+    fn a_retracted_record_leaves_at_once_and_counts_add_up() {
+        let mut holding = Holding::new();
+        let updates = vec![
+            hold("a", 1, 100, 1),
+            hold("a", 1, 100, 1),
+            hold("a", -1, 100, 1),
+        ];
+        assert_eq!(changes(&mut holding, updates, 0), [("a", 1)]);
+        assert_eq!(
+            changes(&mut holding, vec![hold("a", -1, 100, 1)], 0),
+            [("a", -1)]
+        );
+        // Back again after leaving: held anew.
+        assert_eq!(
+            changes(&mut holding, vec![hold("a", 1, 100, 1)], 0),
+            [("a", 1)]
+        );
+        assert_eq!(holding.since(), [(0, 1)]);
+    }
+}

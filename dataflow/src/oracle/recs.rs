@@ -1,0 +1,76 @@
+//! The recommender's final rows, recounted: every session's items within the horizon of the
+//! final clock, sampled, paired and ranked with plain maps.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use clickflow_sources::{Event, EventTime, EventType};
+use compact_str::CompactString;
+
+use crate::config::RecsConfig;
+use crate::operators::RouteKey;
+use crate::rows::{Measure, RecommendationRow};
+
+/// `product_recommendations` as it stands when the horizon clock is at `clock` (the minimum
+/// over partitions of their last watermark), from the accepted events of every session id.
+pub fn recount(
+    sessions: &HashMap<CompactString, Vec<&Event>>,
+    clock: EventTime,
+    config: &RecsConfig,
+) -> BTreeMap<(CompactString, i64), RecommendationRow> {
+    let mut held: BTreeMap<&CompactString, BTreeSet<&CompactString>> = BTreeMap::new();
+    for (session, events) in sessions {
+        let mut latest: BTreeMap<&CompactString, EventTime> = BTreeMap::new();
+        for event in events
+            .iter()
+            .filter(|e| e.event_type != EventType::Purchase)
+        {
+            if let Some(product) = &event.product_id {
+                let at = latest.entry(product).or_insert(event.ts);
+                *at = (*at).max(event.ts);
+            }
+        }
+        let within = latest
+            .into_iter()
+            .filter(|&(_, ts)| ts.saturating_add(config.horizon_ms) > clock);
+        let mut items: Vec<(u64, &CompactString)> = within
+            .map(|(product, _)| ((session.clone(), product.clone()).route(), product))
+            .collect();
+        items.sort();
+        items.truncate(config.max_items_per_session);
+        if !items.is_empty() {
+            held.insert(session, items.into_iter().map(|(_, p)| p).collect());
+        }
+    }
+    let mut sessions_with: HashMap<&CompactString, i64> = HashMap::new();
+    let mut together: HashMap<(&CompactString, &CompactString), i64> = HashMap::new();
+    for items in held.values() {
+        for a in items {
+            *sessions_with.entry(a).or_default() += 1;
+            for b in items.iter().filter(|b| *b != a) {
+                *together.entry((a, b)).or_default() += 1;
+            }
+        }
+    }
+    let mut by_product: BTreeMap<&CompactString, Vec<(f64, &CompactString, i64)>> = BTreeMap::new();
+    for (&(a, b), &both) in &together {
+        let score = both as f64 / ((sessions_with[a] as f64) * (sessions_with[b] as f64)).sqrt();
+        by_product.entry(a).or_default().push((score, b, both));
+    }
+    let mut rows = BTreeMap::new();
+    for (product, mut neighbours) in by_product {
+        neighbours.sort_by(|x, y| y.0.total_cmp(&x.0).then_with(|| x.1.cmp(y.1)));
+        for (rank, (score, neighbour, both)) in
+            neighbours.into_iter().take(config.neighbours).enumerate()
+        {
+            let row = RecommendationRow {
+                product_id: product.clone(),
+                rank: rank as i64 + 1,
+                recommended_id: neighbour.clone(),
+                score: Measure(score),
+                co_sessions: both,
+            };
+            rows.insert(row.key(), row);
+        }
+    }
+    rows
+}

@@ -1,0 +1,76 @@
+//! The items of each session of the horizon, and the bounded sample of them that is counted.
+
+use clickflow_sources::{EventTime, EventType};
+use compact_str::CompactString;
+use differential_dataflow::VecCollection;
+use timely::dataflow::operators::vec::{Filter, Map};
+use timely::dataflow::StreamVec;
+
+use crate::input::Accepted;
+use crate::kpi::sessions::Retention;
+use crate::operators::{hold_until, EpochWatermarks, Hold, RouteKey};
+use crate::runtime::watermark::{PartitionReport, ProgressSeed};
+use crate::Epoch;
+
+/// A session's id and a product it viewed or carted.
+pub type Item = (CompactString, CompactString);
+
+/// Every `(session, product)` viewed or carted within `horizon_ms` of the horizon clock
+/// (see [`crate::recs`]), and how far back they reach into each partition.
+pub fn held_items<'scope>(
+    accepted: StreamVec<'scope, Epoch, Accepted>,
+    reports: StreamVec<'scope, Epoch, PartitionReport>,
+    seed: ProgressSeed,
+    horizon_ms: i64,
+) -> (
+    VecCollection<'scope, Epoch, Item>,
+    StreamVec<'scope, Epoch, Retention>,
+) {
+    let updates = accepted
+        .filter(|event| event.event_type != EventType::Purchase && event.product_id.is_some())
+        .map(move |event| Hold {
+            origin: Some((event.partition, event.ts)),
+            until: event.ts.saturating_add(horizon_ms),
+            diff: 1,
+            record: (event.session_id, event.product_id.expect("filtered")),
+        });
+    // A finished partition holds the horizon clock at its own last watermark.
+    let unfinished = reports.map(|report| PartitionReport {
+        finished: false,
+        ..report
+    });
+    hold_until(
+        updates,
+        unfinished,
+        seed,
+        "Recs: items of the horizon",
+        |(session, _)| session.route(),
+        horizon_clock,
+    )
+}
+
+/// The horizon's clock: the watermark once the epoch's reports are in.
+fn horizon_clock(watermarks: EpochWatermarks, _: &ProgressSeed) -> EventTime {
+    watermarks.after
+}
+
+/// At most `max` products per session: those with the smallest hash of `(session,
+/// product)`, a sample that is uniform, the same on every worker and every run, and stable
+/// as items come and go (an item's membership depends only on the items beside it).
+pub fn sample_per_session<'scope>(
+    items: VecCollection<'scope, Epoch, Item>,
+    max: usize,
+) -> VecCollection<'scope, Epoch, Item> {
+    items.reduce_named("Recs: sample per session", move |session, products, out| {
+        let mut ranked: Vec<(u64, &CompactString)> = products
+            .iter()
+            .filter(|(_, count)| *count > 0)
+            .map(|(product, _)| ((session.clone(), (*product).clone()).route(), *product))
+            .collect();
+        if ranked.len() > max {
+            ranked.select_nth_unstable(max);
+            ranked.truncate(max);
+        }
+        out.extend(ranked.into_iter().map(|(_, product)| (product.clone(), 1)));
+    })
+}

@@ -1,0 +1,84 @@
+//! The session-based recommender: products that the sessions of a sliding event-time horizon
+//! viewed or carted together, on differential dataflow.
+//!
+//! ```text
+//!  accepted clicks and cart adds ─► hold (session, product) for the horizon ─┐ (items.rs)
+//!                                                                              ▼
+//!                              sample ≤ N products per session (reduce, by session)
+//!                                │                                    │
+//!               arranged by session ──join_core with itself──► pairs ─► count_total (pairs.rs)
+//!                                │                                    │
+//!               products ─► count_total: popularity ─arranged─► join_core × 2 ─► score
+//!                                │                                    │       (similar.rs)
+//!                                ▼                                    ▼
+//!                   popular (reduce, top N)          top K per product (reduce)
+//!                                                     = product_recommendations
+//! ```
+//!
+//! Neighbourhood methods of this kind (item co-occurrence in sessions, session-kNN) match or
+//! beat neural session recommenders on public benchmarks (Ludewig & Jannach 2018; Shehzad &
+//! Jannach 2023); counting co-occurrence incrementally is what a differential join does, and
+//! the per-session sample bounds the work an event can cause (Schelter et al., SSDBM 2019).
+//!
+//! **The horizon.** An item leaves the counts when the horizon clock passes the session's
+//! latest event with it plus `--recs-horizon`. The clock is the pipeline watermark, except
+//! that a partition whose input ended holds it at its own last watermark instead of
+//! releasing it to infinity: at the end of a file the recommendations stand as of its
+//! newest events rather than emptying, and they are a function of the input alone.
+//!
+//! **After a restart** the held items are rebuilt by replay: the stage reports how far back
+//! its items reach into each partition, so a restart replays up to a horizon of input (a
+//! day at the default) before it writes again. Set a shorter horizon where that is too long.
+
+pub mod items;
+pub mod pairs;
+pub mod serve;
+pub mod similar;
+
+use differential_dataflow::VecCollection;
+use timely::dataflow::StreamVec;
+
+use crate::config::RecsConfig;
+use crate::input::Accepted;
+use crate::kpi::sessions::Retention;
+use crate::operators::at_own_epochs;
+use crate::rows::{PopularRow, RecommendationRow, SessionItem};
+use crate::runtime::watermark::{PartitionReport, ProgressSeed};
+use crate::Epoch;
+
+/// The recommender's outputs.
+pub struct Recommendations<'scope> {
+    /// `product_recommendations`.
+    pub neighbours: VecCollection<'scope, Epoch, RecommendationRow>,
+    /// The counted items of every session of the horizon.
+    pub items: VecCollection<'scope, Epoch, SessionItem>,
+    /// The most popular products.
+    pub popular: VecCollection<'scope, Epoch, PopularRow>,
+    /// How far back the held items reach into each partition.
+    pub retention: StreamVec<'scope, Epoch, Retention>,
+}
+
+/// Builds the recommender over `accepted` events.
+pub fn recommendations<'scope>(
+    accepted: StreamVec<'scope, Epoch, Accepted>,
+    reports: StreamVec<'scope, Epoch, PartitionReport>,
+    seed: ProgressSeed,
+    config: RecsConfig,
+) -> Recommendations<'scope> {
+    let (held, retention) = items::held_items(accepted, reports, seed, config.horizon_ms);
+    let sampled = items::sample_per_session(held, config.max_items_per_session);
+    let pairs = pairs::co_occurrence(sampled.clone());
+    let popularity = pairs::popularity(sampled.clone());
+    let neighbours = similar::nearest(pairs, popularity.clone(), config.neighbours);
+    let popular = similar::most_popular(popularity, config.popular);
+    let items = sampled.map(|(session_id, product_id)| SessionItem {
+        session_id,
+        product_id,
+    });
+    Recommendations {
+        neighbours: at_own_epochs(neighbours, "Recs: neighbours at own epochs"),
+        items: at_own_epochs(items, "Recs: items at own epochs"),
+        popular: at_own_epochs(popular, "Recs: popular at own epochs"),
+        retention,
+    }
+}

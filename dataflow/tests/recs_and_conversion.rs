@@ -1,0 +1,185 @@
+//! The recommender's co-occurrence top-K and the ordered funnel equal a plain recount (the
+//! oracle) on 1, 2 and 4 workers with shuffled arrival; the horizon slides (items leave),
+//! long sessions are sampled, a window's conversion rows are updated by sessions that
+//! convert after its first rows were written, and the stages' state empties once their
+//! windows are sealed.
+
+mod common;
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+
+use clickflow_dataflow::config::RecsConfig;
+use clickflow_dataflow::rows::ConversionRow;
+use clickflow_dataflow::runtime::run::{run, taking, InputSpec, RunConfig};
+use clickflow_dataflow::window::{Window, WindowSize};
+use clickflow_dataflow::{DataflowConfig, EpochOutput, Tables};
+use clickflow_sources::file::FileSplits;
+use clickflow_sources::shop::{Shop, ShopConfig, ShopRecord};
+use clickflow_sources::EventType;
+use common::*;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+/// Three hours of a small shop (a few events per second), shuffled within blocks.
+fn shop_records(seed: u64, count: usize, block: usize) -> Vec<ShopRecord> {
+    let shop = Shop::new(ShopConfig {
+        seed,
+        users: 400,
+        products: 120,
+        events_per_second: 1.0,
+        late_fraction: 0.03,
+        max_lateness_ms: 90_000,
+        malformed_fraction: 0.005,
+        ..ShopConfig::default()
+    });
+    let mut records = shop.take_records(count);
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed);
+    for chunk in records.chunks_mut(block.max(1)) {
+        chunk.shuffle(&mut rng);
+    }
+    records
+}
+
+/// A horizon of 40 minutes over hours of input (items come and go), and a sample of 4
+/// items per session (longer sessions are cut).
+fn dataflow() -> DataflowConfig {
+    DataflowConfig {
+        window: WindowSize::from_millis(60_000),
+        allowed_lateness_ms: 30_000,
+        session_gap_ms: 10 * 60_000,
+        funnel_window_ms: 15 * 60_000,
+        recommendations: Some(RecsConfig {
+            horizon_ms: 40 * 60_000,
+            max_items_per_session: 4,
+            neighbours: 5,
+            popular: 10,
+        }),
+    }
+}
+
+#[test]
+fn recommendations_and_the_ordered_funnel_equal_a_plain_recount() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dataflow();
+    for (case, (seed, block, splits)) in [(21u64, 1usize, 1usize), (22, 40, 3), (23, 400, 4)]
+        .into_iter()
+        .enumerate()
+    {
+        let records = shop_records(seed, 12_000, block);
+        let path = dir.path().join(format!("case{case}.jsonl"));
+        write_lines(&path, &records);
+        let plan = FileSplits::plan(&path, splits).unwrap();
+        let oracle = oracle_for(&plan, &config);
+        let recs = &oracle.tables.recommendations;
+        let conversion = &oracle.tables.conversion;
+        // The data exercises what the stages do: many products with neighbours, every
+        // step reached, and (below) items that left the horizon and sessions cut to 4.
+        let products: HashSet<_> = recs.keys().map(|(p, _)| p).collect();
+        assert!(
+            products.len() > 50,
+            "case {case}: {} products",
+            products.len()
+        );
+        assert!(
+            conversion
+                .values()
+                .any(|r| r.step == EventType::Purchase && r.sessions > 0),
+            "case {case}: some session buys"
+        );
+        let everywhere = oracle_without_horizon(&plan, &config);
+        assert_ne!(
+            everywhere.tables.recommendations, *recs,
+            "case {case}: the horizon must leave items out"
+        );
+        for workers in [1, 2, 4] {
+            let tables = run_file(&plan, workers, config, stress_epochs());
+            let context = format!("seed {seed}, block {block}, {splits} splits, {workers} workers");
+            assert_matches_oracle(&tables, &oracle, &context);
+        }
+    }
+}
+
+/// The oracle with a horizon longer than the input, and no sampling bound.
+fn oracle_without_horizon(
+    plan: &FileSplits,
+    config: &DataflowConfig,
+) -> clickflow_dataflow::oracle::OracleTables {
+    let mut wide = *config;
+    wide.recommendations = Some(RecsConfig {
+        horizon_ms: 365 * 24 * 3_600_000,
+        max_items_per_session: usize::MAX,
+        ..config.recommendations.unwrap()
+    });
+    oracle_for(plan, &wide)
+}
+
+/// Every output of a run, in epoch order.
+fn outputs_of(plan: &FileSplits, workers: usize, config: DataflowConfig) -> Vec<EpochOutput> {
+    let outputs = Arc::new(Mutex::new(Vec::new()));
+    let kept = outputs.clone();
+    run(
+        timely::Config::process(workers),
+        InputSpec::File(plan.clone()),
+        RunConfig {
+            dataflow: config,
+            epochs: stress_epochs(),
+            ..RunConfig::default()
+        },
+        Some(taking(move |output| kept.lock().unwrap().push(output))),
+        Arc::new(AtomicBool::new(false)),
+        Default::default(),
+    )
+    .unwrap();
+    let outputs = outputs.lock().unwrap().clone();
+    outputs
+}
+
+#[test]
+fn late_conversions_update_their_window_and_sealed_windows_stay_final() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dataflow();
+    let records = shop_records(31, 8_000, 1);
+    let path = dir.path().join("late.jsonl");
+    write_lines(&path, &records);
+    let plan = FileSplits::plan(&path, 2).unwrap();
+    let outputs = outputs_of(&plan, 2, config);
+    // A window's purchase row that first said fewer sessions than it finally says: a
+    // session bought after its window's first row was written.
+    let mut first: BTreeMap<Window, i64> = BTreeMap::new();
+    let mut updated = 0;
+    let mut tables = Tables::default();
+    for output in &outputs {
+        tables.apply(output).unwrap();
+        for (row, diff) in &output.conversion {
+            let ConversionRow { window, step, .. } = row;
+            if *diff > 0 && *step == EventType::Purchase {
+                let seen = first.entry(*window).or_insert(row.sessions);
+                updated += usize::from(row.sessions > *seen);
+            }
+        }
+    }
+    assert!(updated > 10, "only {updated} windows converted later");
+    assert_matches_oracle(&tables, &oracle_for(&plan, &config), "late conversions");
+    // Sealed windows' rows are never retracted: every window keeps its three rows.
+    let windows: HashSet<Window> = tables.conversion.keys().map(|(w, _)| *w).collect();
+    assert_eq!(tables.conversion.len(), 3 * windows.len());
+}
+
+#[test]
+fn recommendations_can_be_switched_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = dataflow();
+    config.recommendations = None;
+    let records = shop_records(41, 2_000, 1);
+    let path = dir.path().join("off.jsonl");
+    write_lines(&path, &records);
+    let plan = FileSplits::plan(&path, 1).unwrap();
+    let outputs = outputs_of(&plan, 1, config);
+    assert!(outputs.iter().all(|o| o.recommendations.is_empty()
+        && o.session_items.is_empty()
+        && o.popular.is_empty()));
+    assert!(outputs.iter().any(|o| !o.conversion.is_empty()));
+}
