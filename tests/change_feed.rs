@@ -21,13 +21,15 @@ use serde_json::Value;
 const EVENTS: usize = 60_000;
 
 /// Each emitted table and its key columns.
-const TABLES: [(&str, &[&str]); 6] = [
+const TABLES: [(&str, &[&str]); 8] = [
     ("event_trends", &["window_start", "event_type"]),
     ("funnel_summary", &["window_start", "event_type"]),
     ("session_features", &["session_id", "session_start"]),
     ("churn_scores", &["session_id", "session_start"]),
     ("window_series", &["window_start"]),
     ("alerts", &["alert_id"]),
+    ("product_recommendations", &["product_id", "rank"]),
+    ("funnel_conversion", &["window_start", "step"]),
 ];
 
 #[test]

@@ -6,6 +6,7 @@ use std::time::Duration;
 use clap::Args;
 use clickflow_dataflow::alerts::detect::DetectorConfig;
 use clickflow_dataflow::alerts::rules::load_rules;
+use clickflow_dataflow::config::RecsConfig;
 use clickflow_dataflow::window::WindowSize;
 use clickflow_dataflow::{DataflowConfig, EpochConfig};
 
@@ -31,6 +32,24 @@ pub struct DataflowArgs {
     /// Inactivity (event time) after which a session is closed and its row final.
     #[arg(long, default_value = "30m", value_parser = duration)]
     session_gap: Duration,
+    /// The ordered funnel's conversion window: a session's click, cart add and purchase
+    /// count (in that order) when they happen within this long of its first event
+    /// (`funnel_conversion`).
+    #[arg(long, default_value = "30m", value_parser = duration)]
+    funnel_window: Duration,
+    /// How long (event time) a session's viewed and carted products count for the
+    /// recommender after its latest event with them. A restart replays up to this much
+    /// input to rebuild the counts.
+    #[arg(long, default_value = "24h", value_parser = duration)]
+    recs_horizon: Duration,
+    /// Most products one session contributes to the co-occurrence counts (a longer
+    /// session contributes a fixed sample of them).
+    #[arg(long, default_value_t = 20)]
+    recs_items_per_session: usize,
+    /// Do not run the recommender (`product_recommendations` stays empty and the
+    /// recommendation routes answer 503).
+    #[arg(long)]
+    no_recommendations: bool,
     /// Length of a processing-time epoch: each one is committed as one transaction.
     #[arg(long, default_value_t = 50)]
     epoch_ms: u64,
@@ -55,6 +74,12 @@ impl DataflowArgs {
             window: WindowSize::from_millis(millis(self.window)),
             allowed_lateness_ms: millis(self.allowed_lateness),
             session_gap_ms: millis(self.session_gap),
+            funnel_window_ms: millis(self.funnel_window).max(1),
+            recommendations: (!self.no_recommendations).then(|| RecsConfig {
+                horizon_ms: millis(self.recs_horizon).max(1),
+                max_items_per_session: self.recs_items_per_session.max(2),
+                ..RecsConfig::default()
+            }),
         }
     }
 

@@ -57,6 +57,11 @@ pub(super) fn launch(
     // Changes are captured from before the first write (none without a feed).
     spec.sink.capture = feed.as_ref().map(|f| f.tables.clone()).unwrap_or_default();
     let views = Arc::new(LiveViews::default());
+    let dataflow = &spec.config.dataflow;
+    views.configure(
+        dataflow.recommendations.is_some(),
+        dataflow.funnel_window_ms,
+    );
     if let Some((scoring, _)) = &scoring {
         spec.config.model = Some(scoring.live.clone());
     }

@@ -7,12 +7,12 @@ use warp::http::StatusCode;
 use warp::{Filter, Rejection, Reply};
 
 use crate::alerts::AlertView;
-use crate::charts::{churn_chart, funnel_chart, trends_chart};
+use crate::charts::{churn_chart, conversion_chart, funnel_chart, trends_chart};
 use crate::context::WebContext;
 use crate::errors::refuse;
 use crate::models::ModelStatus;
 use crate::status::{DataflowState, SinkSnapshot};
-use crate::views::{AtRisk, FunnelWindow, TrendWindow, KEEP_WINDOWS};
+use crate::views::{AtRisk, ConversionWindow, FunnelWindow, TrendWindow, KEEP_WINDOWS};
 
 /// Windows the funnel chart averages: the last 15 minutes.
 pub const FUNNEL_MEAN_WINDOWS: usize = 15;
@@ -99,7 +99,7 @@ fn query() -> impl Filter<Extract = (HashMap<String, String>,), Error = Rejectio
     warp::query::<HashMap<String, String>>()
 }
 
-/// `GET /api/v1/funnel?last=N`, `/api/v1/trends?last=N`, `/api/v1/sessions/at-risk?limit=N`,
+/// `GET /api/v1/funnel?last=N`, `/api/v1/funnel/conversion?last=N`, `/api/v1/trends?last=N`, `/api/v1/sessions/at-risk?limit=N`,
 /// `/api/v1/alerts?limit=N` and `/api/v1/status`.
 pub fn routes(
     context: WebContext,
@@ -110,6 +110,14 @@ pub fn routes(
         .and_then(|query, context: WebContext| async move {
             let last = count_param(&query, "last", FUNNEL_MEAN_WINDOWS, KEEP_WINDOWS)?;
             let windows: Vec<FunnelWindow> = context.views.funnel(last);
+            Ok::<_, Rejection>(warp::reply::json(&Windows { windows }).into_response())
+        });
+    let conversion = warp::path!("api" / "v1" / "funnel" / "conversion")
+        .and(query())
+        .and(with_context(context.clone()))
+        .and_then(|query, context: WebContext| async move {
+            let last = count_param(&query, "last", FUNNEL_MEAN_WINDOWS, KEEP_WINDOWS)?;
+            let windows: Vec<ConversionWindow> = context.views.conversion(last);
             Ok::<_, Rejection>(warp::reply::json(&Windows { windows }).into_response())
         });
     let trends = warp::path!("api" / "v1" / "trends")
@@ -149,6 +157,8 @@ pub fn routes(
         .map(|context: WebContext| warp::reply::json(&status(&context)).into_response());
     warp::get().and(
         funnel
+            .or(conversion)
+            .unify()
             .or(trends)
             .unify()
             .or(at_risk)
@@ -187,7 +197,7 @@ fn status(context: &WebContext) -> Status {
     }
 }
 
-/// `GET /charts/{funnel,trends,churn}.svg`.
+/// `GET /charts/{funnel,conversion,trends,churn}.svg`.
 pub fn charts(
     context: WebContext,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
@@ -214,6 +224,14 @@ pub fn charts(
                     trends_chart(&views.trends(TREND_WINDOWS), &opened)
                 }
                 "churn.svg" => churn_chart(&views.churn(CHURN_BINS)),
+                "conversion.svg" => {
+                    let complete: Vec<ConversionWindow> = views
+                        .conversion(KEEP_WINDOWS)
+                        .into_iter()
+                        .filter(|w| w.complete)
+                        .collect();
+                    conversion_chart(&complete, FUNNEL_MEAN_WINDOWS)
+                }
                 _ => return Err(warp::reject::not_found()),
             };
             let svg =

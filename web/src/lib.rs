@@ -18,6 +18,7 @@ pub mod https;
 pub mod metrics;
 pub mod models;
 pub mod predict;
+pub mod recs;
 pub mod routes;
 pub mod server;
 pub mod status;

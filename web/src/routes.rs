@@ -3,8 +3,10 @@
 //! | route | what |
 //! |---|---|
 //! | `GET /` | the dashboard (one HTML page, no external assets) |
-//! | `GET /charts/{funnel,trends,churn}.svg` | the charts |
-//! | `GET /api/v1/funnel?last=N`, `/api/v1/trends?last=N` | the newest N windows (JSON) |
+//! | `GET /charts/{funnel,conversion,trends,churn}.svg` | the charts |
+//! | `GET /api/v1/funnel?last=N`, `/api/v1/funnel/conversion?last=N`, `/api/v1/trends?last=N` | the newest N windows (JSON) |
+//! | `GET /api/v1/recommendations?session_id=S&k=N` | what a session should see next |
+//! | `GET /api/v1/products/{id}/similar?k=N` | a product's nearest neighbours |
 //! | `GET /api/v1/sessions/at-risk?limit=N` | open sessions most likely to churn |
 //! | `GET /api/v1/alerts?limit=N` | open alerts, then the newest resolved ones |
 //! | `GET /api/v1/status` | pipeline health, as the dashboard shows it |
@@ -65,6 +67,8 @@ pub fn routes(
         page.or(crate::api::charts(context.clone()))
             .unify()
             .or(crate::api::routes(context.clone()))
+            .unify()
+            .or(crate::recs::routes(context.clone()))
             .unify()
             .or(crate::stream::route(context.clone()))
             .unify()

@@ -12,7 +12,9 @@ use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use clickflow_dataflow::rows::{AlertRow, FunnelRow, SessionKey, SessionRow, TrendRow};
+use clickflow_dataflow::rows::{
+    AlertRow, ConversionRow, FunnelRow, SessionKey, SessionRow, TrendRow,
+};
 use clickflow_dataflow::runtime::watermark::{END_OF_INPUT, NO_WATERMARK};
 use clickflow_dataflow::window::Window;
 use clickflow_dataflow::EpochOutput;
@@ -23,6 +25,7 @@ use serde::Serialize;
 use crate::rfc3339;
 
 use crate::alerts::{AlertBoard, AlertView};
+use crate::recs::RecsBoard;
 use crate::stream::ChangeStream;
 
 /// Windows kept per table: two hours of 1-minute windows.
@@ -36,6 +39,7 @@ const RATE_SPAN: Duration = Duration::from_secs(5);
 pub struct LiveViews {
     inner: Mutex<Views>,
     alerts: Mutex<AlertBoard>,
+    recs: Mutex<RecsBoard>,
     stream: ChangeStream,
 }
 
@@ -43,6 +47,8 @@ pub struct LiveViews {
 struct Views {
     trends: BTreeMap<(EventTime, EventType), TrendRow>,
     funnel: BTreeMap<(EventTime, EventType), FunnelRow>,
+    conversion: BTreeMap<(EventTime, EventType), ConversionRow>,
+    funnel_window_ms: Option<i64>,
     open: HashMap<SessionKey, SessionRow>,
     scores: HashMap<SessionKey, f64>,
     watermark: Option<EventTime>,
@@ -94,6 +100,32 @@ pub struct FunnelWindow {
     pub add_to_cart: i64,
     /// Users who bought.
     pub purchase: i64,
+}
+
+/// One window of `funnel_conversion`: sessions that started in it, per ordered step.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ConversionWindow {
+    /// Window start, Unix ms.
+    pub window_start: EventTime,
+    /// Window start, RFC 3339 (UTC).
+    pub window_start_at: String,
+    /// True once the conversion window of its sessions has passed: its numbers are final.
+    pub complete: bool,
+    /// Its steps, in funnel order.
+    pub steps: Vec<ConversionStep>,
+}
+
+/// One step of a [`ConversionWindow`].
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ConversionStep {
+    /// `click`, `add_to_cart` or `purchase`.
+    pub step: &'static str,
+    /// Sessions that reached it, in order, within the conversion window.
+    pub sessions: i64,
+    /// `sessions` over the previous step's (click: over the window's sessions).
+    pub conversion_from_previous: Option<f64>,
+    /// Median seconds from the previous step (click: from the session's first event).
+    pub median_time_from_previous_s: Option<f64>,
 }
 
 /// An open session and its churn probability.
@@ -156,6 +188,27 @@ impl LiveViews {
         self.alert_board().open()
     }
 
+    /// Reads the recommender's state.
+    pub fn recs<T>(&self, read: impl FnOnce(&RecsBoard) -> T) -> T {
+        read(
+            &self
+                .recs
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        )
+    }
+
+    /// Tells the views how the pipeline runs: with or without the recommender (without,
+    /// its routes answer 503), and the ordered funnel's conversion window (default 30
+    /// minutes), after which a window's conversion is complete.
+    pub fn configure(&self, recommendations: bool, funnel_window_ms: i64) {
+        self.recs
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .enabled = recommendations;
+        self.lock().funnel_window_ms = Some(funnel_window_ms);
+    }
+
     fn alert_board(&self) -> std::sync::MutexGuard<'_, AlertBoard> {
         self.alerts
             .lock()
@@ -176,6 +229,17 @@ impl LiveViews {
     fn take(&self, output: &EpochOutput) {
         if !output.alerts.is_empty() {
             self.alert_board().apply(&output.alerts);
+        }
+        {
+            let mut recs = self.recs.lock().unwrap_or_else(|p| p.into_inner());
+            recs.apply(
+                &output.recommendations,
+                &output.session_items,
+                &output.popular,
+            );
+            for (row, _) in output.sessions.iter().filter(|(r, d)| *d > 0 && r.closed) {
+                recs.forget_session(&row.session_id);
+            }
         }
         let mut views = self.lock();
         // A writer's part of an epoch (the parallel sink) carries rows, not progress.
@@ -200,6 +264,10 @@ impl LiveViews {
         apply_keyed(&mut views.funnel, &output.funnel, |r| {
             (r.window.start, r.event_type)
         });
+        apply_keyed(&mut views.conversion, &output.conversion, |r| {
+            (r.window.start, r.step)
+        });
+        keep_newest_windows(&mut views.conversion);
         keep_newest_windows(&mut views.trends);
         keep_newest_windows(&mut views.funnel);
         for (row, _) in output.sessions.iter().filter(|(_, d)| *d < 0) {
@@ -272,6 +340,37 @@ impl LiveViews {
                 *step(window, row.event_type) = row.unique_users;
             },
         )
+    }
+
+    /// The newest `last` windows of `funnel_conversion`, oldest first. A window is complete
+    /// once the watermark has passed the conversion window of its latest session.
+    pub fn conversion(&self, last: usize) -> Vec<ConversionWindow> {
+        let views = self.lock();
+        let funnel_window_ms = views.funnel_window_ms.unwrap_or(30 * 60_000);
+        let mut windows: Vec<ConversionWindow> = Vec::new();
+        for row in views.conversion.values() {
+            if windows
+                .last()
+                .is_none_or(|w| w.window_start != row.window.start)
+            {
+                windows.push(ConversionWindow {
+                    window_start: row.window.start,
+                    window_start_at: rfc3339(row.window.start),
+                    complete: views.is_complete(row.window.end.saturating_add(funnel_window_ms)),
+                    steps: Vec::new(),
+                });
+            }
+            let window = windows.last_mut().expect("pushed");
+            window.steps.push(ConversionStep {
+                step: row.step.as_str(),
+                sessions: row.sessions,
+                conversion_from_previous: row.conversion_from_previous.map(|c| c.0),
+                median_time_from_previous_s: row
+                    .median_ms_from_previous
+                    .map(|ms| ms as f64 / 1000.0),
+            });
+        }
+        windows.split_off(windows.len().saturating_sub(last))
     }
 
     /// The `limit` scored open sessions most likely to churn, riskiest first (ties by

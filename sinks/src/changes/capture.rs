@@ -21,17 +21,23 @@ pub enum ChangeTable {
     WindowSeries,
     /// `alerts`, keyed by `alert_id`.
     Alerts,
+    /// `product_recommendations`, keyed by `(product_id, rank)`.
+    ProductRecommendations,
+    /// `funnel_conversion`, keyed by `(window_start, step)`.
+    FunnelConversion,
 }
 
 impl ChangeTable {
     /// Every table that can be captured, the default of `--emit-tables`.
-    pub const ALL: [ChangeTable; 6] = [
+    pub const ALL: [ChangeTable; 8] = [
         ChangeTable::EventTrends,
         ChangeTable::FunnelSummary,
         ChangeTable::SessionFeatures,
         ChangeTable::ChurnScores,
         ChangeTable::WindowSeries,
         ChangeTable::Alerts,
+        ChangeTable::ProductRecommendations,
+        ChangeTable::FunnelConversion,
     ];
 
     /// The table's name in PostgreSQL.
@@ -43,6 +49,8 @@ impl ChangeTable {
             ChangeTable::ChurnScores => "churn_scores",
             ChangeTable::WindowSeries => "window_series",
             ChangeTable::Alerts => "alerts",
+            ChangeTable::ProductRecommendations => "product_recommendations",
+            ChangeTable::FunnelConversion => "funnel_conversion",
         }
     }
 
@@ -57,6 +65,8 @@ impl ChangeTable {
             }
             ChangeTable::WindowSeries => &["window_start"],
             ChangeTable::Alerts => &["alert_id"],
+            ChangeTable::ProductRecommendations => &["product_id", "rank"],
+            ChangeTable::FunnelConversion => &["window_start", "step"],
         }
     }
 }

@@ -13,6 +13,7 @@ use clickflow_sources::EventTime;
 use tokio_postgres::types::{ToSql, Type};
 
 use super::alert_rows::stage_alerts;
+use super::insight_rows::stage_insights;
 
 /// One column of values, borrowing the epoch's text where it can: a merged backfill epoch
 /// holds a million rows, and owned copies of their ids doubled the sink's memory.
@@ -25,6 +26,7 @@ pub(super) enum Column<'a> {
     OptionalInt8(Vec<Option<i64>>),
     Text(Vec<Cow<'a, str>>),
     Float8(Vec<f64>),
+    OptionalFloat8(Vec<Option<f64>>),
     Bool(Vec<bool>),
 }
 
@@ -34,7 +36,7 @@ impl Column<'_> {
             Column::Int8(_) | Column::OptionalInt8(_) => Type::INT8,
             Column::Timestamp(_) => Type::TIMESTAMPTZ,
             Column::Text(_) => Type::TEXT,
-            Column::Float8(_) => Type::FLOAT8,
+            Column::Float8(_) | Column::OptionalFloat8(_) => Type::FLOAT8,
             Column::Bool(_) => Type::BOOL,
         }
     }
@@ -44,7 +46,7 @@ impl Column<'_> {
             Column::Int8(_) | Column::OptionalInt8(_) => "bigint",
             Column::Timestamp(_) => "timestamptz",
             Column::Text(_) => "text",
-            Column::Float8(_) => "double precision",
+            Column::Float8(_) | Column::OptionalFloat8(_) => "double precision",
             Column::Bool(_) => "boolean",
         }
     }
@@ -57,6 +59,7 @@ impl Column<'_> {
             Column::OptionalInt8(v) => v,
             Column::Text(v) => v,
             Column::Float8(v) => v,
+            Column::OptionalFloat8(v) => v,
             Column::Bool(v) => v,
         }
     }
@@ -69,6 +72,7 @@ impl Column<'_> {
             Column::OptionalInt8(v) => &v[i],
             Column::Text(v) => &v[i],
             Column::Float8(v) => &v[i],
+            Column::OptionalFloat8(v) => &v[i],
             Column::Bool(v) => &v[i],
         }
     }
@@ -99,6 +103,7 @@ impl Staged<'_> {
             Some(Column::OptionalInt8(v)) => v.len(),
             Some(Column::Text(v)) => v.len(),
             Some(Column::Float8(v)) => v.len(),
+            Some(Column::OptionalFloat8(v)) => v.len(),
             Some(Column::Bool(v)) => v.len(),
             None => 0,
         }
@@ -323,6 +328,7 @@ pub(super) fn stage_epoch(output: &EpochOutput, log_predictions: bool) -> Vec<St
         },
     ];
     staged.extend(stage_alerts(output));
+    staged.extend(stage_insights(output));
     staged.extend([
         Staged {
             statement: &PREDICTIONS_INSERT,

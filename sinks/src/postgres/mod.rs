@@ -58,6 +58,7 @@ mod config;
 mod error;
 mod freshness;
 mod input;
+mod insight_rows;
 mod link;
 pub mod local_server;
 mod merge;

@@ -10,6 +10,7 @@ use clickflow_model::FEATURE_COUNT;
 use clickflow_sources::{DeadLetter, EventType, PartitionId, RejectKind, Rejection};
 
 use super::alert_rows::{read_alerts, read_window_series};
+use super::insight_rows::{read_conversion, read_recommendations};
 use super::schema::connect;
 use super::{DatabaseUrl, SinkError};
 
@@ -99,6 +100,16 @@ pub async fn read_tables(url: &DatabaseUrl) -> Result<Tables, SinkError> {
         .await?
         .into_iter()
         .map(|a| (a.alert_id.clone(), a))
+        .collect();
+    tables.recommendations = read_recommendations(&client)
+        .await?
+        .into_iter()
+        .map(|r| (r.key(), r))
+        .collect();
+    tables.conversion = read_conversion(&client)
+        .await?
+        .into_iter()
+        .map(|r| ((r.window, r.step), r))
         .collect();
     let read = SinkError::statement("reading the tables back");
     let sql = "SELECT topic, partition, \"offset\", reason, payload FROM dead_letters ORDER BY id";

@@ -338,10 +338,63 @@ END
 $capture$;
 "#,
     ),
+    (
+        10,
+        "product_recommendations and funnel_conversion",
+        r#"
+-- A product's nearest neighbours by co-occurrence in the sessions of the recommender's
+-- horizon, best first (rank 1): score is the cosine of the two products' session sets,
+-- co_sessions the sessions that held both.
+CREATE TABLE IF NOT EXISTS product_recommendations (
+    product_id      text             NOT NULL,
+    rank            integer          NOT NULL,
+    recommended_id  text             NOT NULL,
+    score           double precision NOT NULL,
+    co_sessions     bigint           NOT NULL,
+    batch_time      timestamptz      NOT NULL,
+    PRIMARY KEY (product_id, rank)
+);
+-- The ordered funnel: per window of session start and step (click, add_to_cart, purchase),
+-- the sessions that reached the step in order within the conversion window.
+CREATE TABLE IF NOT EXISTS funnel_conversion (
+    window_start                 timestamptz      NOT NULL,
+    window_end                   timestamptz      NOT NULL,
+    step                         text             NOT NULL,
+    sessions                     bigint           NOT NULL,
+    conversion_from_previous     double precision,
+    median_time_from_previous_s  double precision,
+    batch_time                   timestamptz      NOT NULL,
+    PRIMARY KEY (window_start, step)
+);
+"#,
+    ),
 ];
 
 /// The columns the sink writes, per table, with their types: checked at start.
 const EXPECTED_COLUMNS: &[(&str, &[(&str, &str)])] = &[
+    (
+        "product_recommendations",
+        &[
+            ("product_id", "text"),
+            ("rank", "integer"),
+            ("recommended_id", "text"),
+            ("score", "double precision"),
+            ("co_sessions", "bigint"),
+            ("batch_time", "timestamp with time zone"),
+        ],
+    ),
+    (
+        "funnel_conversion",
+        &[
+            ("window_start", "timestamp with time zone"),
+            ("window_end", "timestamp with time zone"),
+            ("step", "text"),
+            ("sessions", "bigint"),
+            ("conversion_from_previous", "double precision"),
+            ("median_time_from_previous_s", "double precision"),
+            ("batch_time", "timestamp with time zone"),
+        ],
+    ),
     (
         "window_series",
         &[

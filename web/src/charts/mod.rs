@@ -5,10 +5,12 @@
 //! the page never shows a broken image.
 
 mod churn;
+mod conversion;
 mod funnel;
 mod trends;
 
 pub use churn::churn_chart;
+pub use conversion::conversion_chart;
 pub use funnel::funnel_chart;
 pub use trends::trends_chart;
 
