@@ -302,8 +302,8 @@ pub struct RecommendationRow {
     pub rank: i64,
     /// The neighbour.
     pub recommended_id: CompactString,
-    /// Sessions with both, over the geometric mean of the sessions with each (cosine
-    /// similarity of their session sets, in (0, 1]).
+    /// Sessions with both over `sessions(product)^0.9 · sessions(recommended)^0.1` (the
+    /// asymmetric cosine of [`crate::recs::similar::similarity`], in (0, 1]).
     pub score: Measure,
     /// Sessions (of the horizon, after down-sampling) that held both.
     pub co_sessions: i64,

@@ -6,6 +6,7 @@ pub mod config;
 mod demo;
 mod emit;
 mod evaluate;
+mod evaluate_recs;
 mod launch;
 mod predict;
 mod produce;
@@ -74,6 +75,10 @@ enum Command {
     /// Backtest every churn model version from the prediction log: live ROC AUC,
     /// calibration and more, on the sessions each scored.
     Evaluate(evaluate::EvaluateArgs),
+    /// Judge the recommender on an events file: learn from its earlier part, replay the
+    /// later sessions event by event, report next-item HR@k and MRR@k against the most
+    /// popular products.
+    EvaluateRecs(evaluate_recs::EvaluateRecsArgs),
     /// Generate synthetic shop events into a Kafka topic or a JSON-lines file.
     Produce(produce::ProduceArgs),
     /// Churn probabilities for session features given as JSON lines (standard input or a
@@ -110,6 +115,7 @@ pub fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(args) => bench::bench(args),
         Command::Demo(args) => demo::demo(args),
         Command::Evaluate(args) => evaluate::evaluate(args),
+        Command::EvaluateRecs(args) => evaluate_recs::evaluate_recs(args),
         Command::Produce(args) => produce::produce(args),
         Command::Predict(args) => predict::predict(args),
         Command::Run(args) => run::run(args),

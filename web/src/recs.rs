@@ -28,13 +28,17 @@ pub const MAX_K: usize = 50;
 /// Longest id a route accepts (session or product).
 const MAX_ID_BYTES: usize = 256;
 
+/// A product's neighbours by rank (index 0 is rank 1): `(neighbour, score, sessions with
+/// both)`; a slot is empty between a rank's retraction and its replacement.
+type RankedNeighbours = Vec<Option<(CompactString, f64, i64)>>;
+
 /// What the recommender has said, as the routes read it.
 #[derive(Debug)]
 pub struct RecsBoard {
     /// False when the pipeline runs without the recommender.
     pub enabled: bool,
-    /// Each product's neighbours by rank: `(neighbour, score, sessions with both)`.
-    neighbours: HashMap<CompactString, Vec<Option<(CompactString, f64, i64)>>>,
+    /// Each product's neighbours by rank.
+    neighbours: HashMap<CompactString, RankedNeighbours>,
     /// Each open session's items, in the order they were first counted.
     items: HashMap<CompactString, Vec<CompactString>>,
     /// The popular products by rank.
@@ -137,7 +141,8 @@ pub struct Recommended {
     /// The product.
     pub product_id: String,
     /// Its score: summed similarity to the session's items (recommendations) or the
-    /// cosine similarity (similar products); 0 for a popular product filling the list.
+    /// similarity to the product (similar products); 0 for a popular product filling the
+    /// list.
     pub score: f64,
     /// `similar` (from the session's items) or `popular`.
     pub reason: &'static str,

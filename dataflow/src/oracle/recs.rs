@@ -8,6 +8,7 @@ use compact_str::CompactString;
 
 use crate::config::RecsConfig;
 use crate::operators::RouteKey;
+use crate::recs::similar::similarity;
 use crate::rows::{Measure, RecommendationRow};
 
 /// `product_recommendations` as it stands when the horizon clock is at `clock` (the minimum
@@ -53,7 +54,11 @@ pub fn recount(
     }
     let mut by_product: BTreeMap<&CompactString, Vec<(f64, &CompactString, i64)>> = BTreeMap::new();
     for (&(a, b), &both) in &together {
-        let score = both as f64 / ((sessions_with[a] as f64) * (sessions_with[b] as f64)).sqrt();
+        let score = similarity(
+            both as isize,
+            sessions_with[a] as isize,
+            sessions_with[b] as isize,
+        );
         by_product.entry(a).or_default().push((score, b, both));
     }
     let mut rows = BTreeMap::new();

@@ -21,9 +21,15 @@ pub struct Suggestion {
 
 /// Up to `k` products for a session that holds `items` (oldest first), none of them
 /// already among its items: every neighbour `c` of an item scores the sum over the items
-/// `i` of `similarity(i, c) / (1 + age(i))`, where age is how many items came after `i` (the
-/// latest item counts most, as next-item studies find), best first with ties to the smaller
-/// id; popular products fill what the neighbours leave (all of the list for a new session).
+/// `i` of `similarity(i, c) / sqrt(1 + age(i))`, where age is how many items came after `i`
+/// (the latest item counts most, as next-item studies on real sessions find), best first
+/// with ties to the smaller id; popular products fill what the neighbours leave (all of the
+/// list for a new session).
+///
+/// The mild square root is measured: on the shop's sessions (`clickflow evaluate-recs`, 1M
+/// events, seed 7) no decay gave HR@10 0.471, `1/sqrt(1+age)` 0.467, `1/(1+age)` 0.460,
+/// `1/(1+age)²` 0.436; the shop browses a category in no particular order, so recency
+/// matters little there, while real sessions drift and reward it.
 pub fn recommend<'n>(
     items: &[&str],
     neighbours: impl Fn(&str) -> Option<&'n [(CompactString, f64)]>,
@@ -35,7 +41,7 @@ pub fn recommend<'n>(
     for (age, item) in items.iter().rev().enumerate() {
         for (candidate, similarity) in neighbours(item).unwrap_or_default() {
             if !seen(candidate) {
-                *scores.entry(candidate).or_default() += similarity / (1 + age) as f64;
+                *scores.entry(candidate).or_default() += similarity / ((1 + age) as f64).sqrt();
             }
         }
     }
@@ -80,8 +86,8 @@ mod tests {
         let popular: Vec<CompactString> = vec!["a".into(), "z".into(), "x".into()];
         let got = recommend(&["a", "b"], lookup, &popular, 3);
         let ids: Vec<&str> = got.iter().map(|s| s.product_id.as_str()).collect();
-        // x: 0.5/2 + 0.1 = 0.35, y: 0.4; b is seen; z fills from the popular list.
-        assert_eq!(ids, ["y", "x", "z"]);
+        // x: 0.5/sqrt(2) + 0.1 = 0.45, y: 0.4; b is seen; z fills from the popular list.
+        assert_eq!(ids, ["x", "y", "z"]);
         assert!(got[2].popular && !got[0].popular);
         // A new session gets the popular products.
         let ids: Vec<CompactString> = recommend(&[], lookup, &popular, 2)

@@ -8,12 +8,24 @@ use differential_dataflow::VecCollection;
 use crate::rows::{Measure, PopularRow, RecommendationRow};
 use crate::Epoch;
 
-/// The similarity of two products held by `pa` and `pb` sessions, `both` of them together:
-/// the cosine of their session sets. Dividing by the geometric mean of the popularities
-/// damps the products every session holds, which raw co-counts would rank first for
-/// everything.
+/// How much of the query product's weight the candidate's popularity takes in
+/// [`similarity`]: 0.5 would be the cosine, 0 the plain conditional frequency P(b | a).
+///
+/// Measured with `clickflow evaluate-recs` on 1M shop events (seed 7, 26,148 sessions,
+/// 73,448 next-item predictions; most-popular baseline HR@10 0.247; recency `1/(1+age)`):
+/// β = 0.5 (cosine) HR@10 0.398, 0.3 → 0.442, 0.1 → 0.460, 0 → 0.457. The cosine over-damps the products a
+/// shop sells most, which are also the likeliest next items; a little damping (0.1) still
+/// keeps a bestseller from topping every product's list.
+pub const POPULARITY_DAMPING: f64 = 0.1;
+
+/// The similarity of candidate `b` to product `a`, held by `pa` and `pb` sessions, `both`
+/// of them together: `both / (pa^(1-β) · pb^β)` with β = [`POPULARITY_DAMPING`], the
+/// asymmetric cosine (Aiolli, 2013). Dividing by the popularities damps the products every
+/// session holds, which raw co-counts would rank first for everything; the oracle ranks
+/// by this same definition.
 pub fn similarity(both: isize, pa: isize, pb: isize) -> f64 {
-    both as f64 / ((pa as f64) * (pb as f64)).sqrt()
+    let beta = POPULARITY_DAMPING;
+    both as f64 / ((pa as f64).powf(1.0 - beta) * (pb as f64).powf(beta))
 }
 
 /// The `k` nearest neighbours of every product (ties: the smaller id first), from the pair

@@ -343,8 +343,8 @@ $capture$;
         "product_recommendations and funnel_conversion",
         r#"
 -- A product's nearest neighbours by co-occurrence in the sessions of the recommender's
--- horizon, best first (rank 1): score is the cosine of the two products' session sets,
--- co_sessions the sessions that held both.
+-- horizon, best first (rank 1): score is the sessions with both over
+-- sessions(product)^0.9 * sessions(recommended)^0.1, co_sessions the sessions with both.
 CREATE TABLE IF NOT EXISTS product_recommendations (
     product_id      text             NOT NULL,
     rank            integer          NOT NULL,

@@ -10,14 +10,16 @@
 //!
 //! Each visit has a hidden intent, drawn from its shopper's propensity; its events are the
 //! traces of that intent (see [`visit`]): focus, dwell, cart adds, the shopper's earlier
-//! purchases. Product popularity is Zipf-like; a product's price is fixed, and cart adds and
-//! purchases carry it. A chosen fraction of events is delivered late (out of order) and a
+//! purchases. Product popularity is Zipf-like, products belong to categories a visit browses
+//! in, and some are bought together (see [`catalog`]); a product's price is fixed, and cart
+//! adds and purchases carry it. A chosen fraction of events is delivered late (out of order) and a
 //! chosen fraction of payloads is malformed, cycling through every rejection kind. With
 //! `drift_at`, visits that start from that event time on behave differently (a behaviour
 //! change that a model trained before it has not seen).
 //!
 //! The same [`ShopConfig`] (seed and start time included) always yields the same bytes.
 
+mod catalog;
 mod incident;
 mod malformed;
 mod users;
@@ -32,6 +34,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::encode::encode_into;
 use crate::event::{Event, EventId, EventTime, EventType};
+use catalog::{Catalog, CROSS_SELL_CART, CROSS_SELL_VIEW};
 pub use incident::{Incident, IncidentError, IncidentKind};
 use users::{rhythm, Shoppers};
 pub use visit::EventMix;
@@ -173,7 +176,7 @@ pub struct Shop {
     config: ShopConfig,
     rng: ChaCha8Rng,
     shoppers: Shoppers,
-    product_cdf: Vec<f64>,
+    catalog: Catalog,
     /// Visits in progress, by slot; a finished visit frees its slot.
     visits: Vec<Option<Visit>>,
     free_slots: Vec<usize>,
@@ -195,13 +198,13 @@ impl Shop {
     pub fn new(config: ShopConfig) -> Shop {
         let rng = ChaCha8Rng::seed_from_u64(config.seed);
         let shoppers = Shoppers::new(config.seed, config.users);
-        let product_cdf = zipf_cdf(config.products.max(1) as usize, 1.1);
+        let catalog = Catalog::new(config.products);
         let mut shop = Shop {
             next_arrival: config.start_ms as f64,
             config,
             rng,
             shoppers,
-            product_cdf,
+            catalog,
             visits: Vec::new(),
             free_slots: Vec::new(),
             agenda: BinaryHeap::new(),
@@ -256,11 +259,18 @@ impl Shop {
             _ => Behaviour::NORMAL,
         };
         self.next_session_id += 1;
+        let main = self.catalog.anywhere(&mut self.rng);
+        let second = self.catalog.anywhere(&mut self.rng);
+        let categories = (
+            self.catalog.category_of(main),
+            self.catalog.category_of(second),
+        );
         let visit = Visit::new(
             format_compact!("u{user}"),
             format_compact!("s{}", self.next_session_id),
             intent,
             behaviour,
+            categories,
         );
         let slot = match self.free_slots.pop() {
             Some(slot) => {
@@ -324,9 +334,19 @@ impl Shop {
         -uniform.ln() * mean_ms
     }
 
-    fn pick_product(&mut self) -> u32 {
-        let u: f64 = self.rng.gen();
-        self.product_cdf.partition_point(|&c| c < u) as u32
+    /// A product for a fresh (not revisiting) step of the visit in `slot`: the companion of
+    /// its latest cart item now and then (always likelier for a second cart item), else one
+    /// of its categories'.
+    fn pick_product(&mut self, slot: usize, step: Step) -> u32 {
+        let visit = self.visits[slot].as_ref().expect("scheduled visits exist");
+        let cross_sell = match step {
+            Step::AddToCart => CROSS_SELL_CART,
+            _ => CROSS_SELL_VIEW,
+        };
+        match visit.cart.last() {
+            Some(&carted) if self.rng.gen::<f64>() < cross_sell => self.catalog.companion(carted),
+            _ => self.catalog.browse(&mut self.rng, visit.categories),
+        }
     }
 
     /// The next event of the simulation in event-time order (before any delay).
@@ -357,7 +377,7 @@ impl Shop {
                 let visit = self.visits[slot].as_ref().expect("exists");
                 visit.seen[self.rng.gen_range(0..visit.seen.len())]
             }
-            None => self.pick_product(),
+            None => self.pick_product(slot, action.step),
         };
         let visit = self.visits[slot].as_mut().expect("exists");
         match action.step {
@@ -495,20 +515,6 @@ impl Iterator for Shop {
     fn next(&mut self) -> Option<ShopRecord> {
         Some(self.next_record())
     }
-}
-
-/// Cumulative popularity of `n` products under a Zipf law with exponent `s`.
-fn zipf_cdf(n: usize, s: f64) -> Vec<f64> {
-    let weights: Vec<f64> = (1..=n).map(|rank| 1.0 / (rank as f64).powf(s)).collect();
-    let total: f64 = weights.iter().sum();
-    let mut acc = 0.0;
-    weights
-        .iter()
-        .map(|w| {
-            acc += w / total;
-            acc
-        })
-        .collect()
 }
 
 /// A product's price: fixed per product, between 5.00 and 204.99.

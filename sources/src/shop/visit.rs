@@ -101,6 +101,8 @@ pub(super) struct Visit {
     pub(super) session_id: CompactString,
     pub(super) intent: Intent,
     pub(super) behaviour: Behaviour,
+    /// The categories it browses: mostly the first, sometimes the second.
+    pub(super) categories: (u32, u32),
     /// Products viewed, without repeats (a visit sees a few dozen at most).
     pub(super) seen: SmallVec<[u32; 8]>,
     /// Products in the cart, not bought yet.
@@ -128,12 +130,14 @@ impl Visit {
         session_id: CompactString,
         intent: Intent,
         behaviour: Behaviour,
+        categories: (u32, u32),
     ) -> Visit {
         Visit {
             user_id,
             session_id,
             intent,
             behaviour,
+            categories,
             seen: SmallVec::new(),
             cart: SmallVec::new(),
             checkout: 0,
