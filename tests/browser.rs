@@ -1,7 +1,7 @@
 //! The dashboard of a running `clickflow demo`, loaded in headless Chromium: the page fetches
-//! its charts, and the funnel, trend and churn charts show data; with the pushed stream, in
-//! real time (driven over the DevTools protocol), the charts update on pushes alone. A
-//! screenshot is kept under `target/tmp/` for a human to look at.
+//! its charts, and the funnel, ordered funnel, trend and churn charts show data; with the
+//! pushed stream, in real time (driven over the DevTools protocol), the charts update on
+//! pushes alone. A screenshot is kept under `target/tmp/` for a human to look at.
 
 mod common;
 
@@ -73,12 +73,22 @@ fn the_demo_dashboard_shows_live_charts_in_a_real_browser() {
         "5s",
         "--allowed-lateness",
         "1s",
+        "--funnel-window",
+        "10s",
     ]);
     wait_until(
         Duration::from_secs(120),
         "the demo has a complete window",
         || {
             http_get(port, "/api/v1/funnel?last=5")
+                .is_some_and(|body| body.contains("\"complete\":true"))
+        },
+    );
+    wait_until(
+        Duration::from_secs(60),
+        "the ordered funnel has a complete window",
+        || {
+            http_get(port, "/api/v1/funnel/conversion?last=5")
                 .is_some_and(|body| body.contains("\"complete\":true"))
         },
     );
@@ -94,12 +104,13 @@ fn the_demo_dashboard_shows_live_charts_in_a_real_browser() {
     let url = format!("http://{addr}/?stream=off");
     let dom = headless(&url, profile.path(), &["--dump-dom"]);
     assert!(
-        dom.contains("data-charts=\"churn,funnel,trends\""),
-        "the page did not load all three charts:\n{}",
+        dom.contains("data-charts=\"churn,conversion,funnel,trends\""),
+        "the page did not load all four charts:\n{}",
         &dom[..dom.len().min(3000)]
     );
     for (id, data) in [
         ("funnel", "<rect"),
+        ("conversion", "<rect"),
         ("trends", "<polyline"),
         ("churn", "<rect"),
     ] {
@@ -109,6 +120,10 @@ fn the_demo_dashboard_shows_live_charts_in_a_real_browser() {
         assert!(svg.matches(data).count() >= 3, "#{id} draws no data");
     }
     assert!(dom.contains("churn probability"));
+    assert!(
+        chart(&dom, "conversion").contains("then bought"),
+        "the ordered funnel's steps are labelled"
+    );
     assert!(
         dom.contains("data-stream=\"polling\""),
         "the page did not poll"

@@ -102,6 +102,8 @@ fn killing_a_two_process_cluster_at_random_moments_changes_nothing_in_the_result
         "1",
         "--sink-writers",
         "one",
+        "--recs-horizon",
+        RECS_HORIZON,
     ]);
     let uninterrupted = started.elapsed();
 
@@ -128,6 +130,8 @@ fn killing_a_two_process_cluster_at_random_moments_changes_nothing_in_the_result
             "50",
             "--sink-writers",
             "per-worker",
+            "--recs-horizon",
+            RECS_HORIZON,
         ])
     };
     let new_hosts = || {
@@ -341,6 +345,11 @@ fn killing_a_run_while_an_alert_is_open_neither_duplicates_nor_loses_it() {
     }
 }
 
+/// The recommender's horizon in these runs: shorter than the files' hour or more of event
+/// time, so that items expire during a run and a restart replays a horizon of input, not
+/// the whole file (as the default day would).
+const RECS_HORIZON: &str = "20m";
+
 /// `clickflow run` over the file `input` into `url` on two workers, with `extra` flags.
 fn run_args(input: &str, url: &str, extra: &[&str]) -> Vec<String> {
     let mut args = [
@@ -351,6 +360,8 @@ fn run_args(input: &str, url: &str, extra: &[&str]) -> Vec<String> {
         url,
         "--workers",
         "2",
+        "--recs-horizon",
+        RECS_HORIZON,
     ]
     .map(String::from)
     .to_vec();
@@ -358,11 +369,18 @@ fn run_args(input: &str, url: &str, extra: &[&str]) -> Vec<String> {
     args
 }
 
-/// The KPI and alert tables equal, and the same dead letters: none lost, none written twice.
+/// The KPI, insight and alert tables equal, and the same dead letters: none lost, none
+/// written twice.
 fn assert_same_results(actual: &clickflow_dataflow::Tables, expected: &clickflow_dataflow::Tables) {
     assert_eq!(actual.trends, expected.trends, "event_trends");
     assert_eq!(actual.funnel, expected.funnel, "funnel_summary");
     assert_eq!(actual.sessions, expected.sessions, "session_features");
+    assert_eq!(actual.conversion, expected.conversion, "funnel_conversion");
+    assert!(!actual.recommendations.is_empty(), "the recommender ran");
+    assert_eq!(
+        actual.recommendations, expected.recommendations,
+        "product_recommendations"
+    );
     assert_eq!(actual.series, expected.series, "window_series");
     assert_eq!(actual.alerts, expected.alerts, "alerts");
     assert_eq!(

@@ -107,7 +107,8 @@ fn capture_follows_the_tables_asked_for_and_a_run_without_a_feed_removes_it() {
     capture(&url, &ChangeTable::ALL);
     assert_eq!(
         triggered_tables(&db),
-        "alerts,churn_scores,event_trends,funnel_summary,session_features,window_series"
+        "alerts,churn_scores,event_trends,funnel_conversion,funnel_summary,\
+         product_recommendations,session_features,window_series"
     );
     capture(&url, &[ChangeTable::ChurnScores]);
     assert_eq!(triggered_tables(&db), "churn_scores");

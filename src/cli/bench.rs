@@ -68,6 +68,10 @@ pub struct BenchArgs {
     /// Run without churn scoring.
     #[arg(long)]
     no_model: bool,
+    /// Run without the recommender, to measure what it costs (the ordered funnel always
+    /// runs).
+    #[arg(long)]
+    no_recommendations: bool,
     /// Skip the comparison with the oracle (for profiling only).
     #[arg(long)]
     no_check: bool,
@@ -84,7 +88,10 @@ pub struct BenchArgs {
 pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
     let server = demo_server(&args.database.url()?)?;
     let url = fresh_database(&server, BENCH_DATABASE)?;
-    let dataflow = DataflowConfig::default();
+    let mut dataflow = DataflowConfig::default();
+    if args.no_recommendations {
+        dataflow.recommendations = None;
+    }
     let model = if args.no_model {
         None
     } else {

@@ -25,8 +25,8 @@ use crate::errors::refuse;
 
 /// Most products one answer holds.
 pub const MAX_K: usize = 50;
-/// Longest id a route accepts (session or product).
-const MAX_ID_BYTES: usize = 256;
+/// Longest id a route accepts (session or product), in characters.
+const MAX_ID_CHARS: usize = 256;
 
 /// A product's neighbours by rank (index 0 is rank 1): `(neighbour, score, sessions with
 /// both)`; a slot is empty between a rank's retraction and its replacement.
@@ -177,10 +177,10 @@ struct SimilarAnswer {
 
 /// Checks an id taken from a request.
 fn valid_id(what: &str, id: &str) -> Result<(), Rejection> {
-    if id.is_empty() || id.len() > MAX_ID_BYTES || id.chars().any(char::is_control) {
+    if id.is_empty() || id.chars().count() > MAX_ID_CHARS || id.chars().any(char::is_control) {
         return Err(refuse(
             StatusCode::BAD_REQUEST,
-            format!("`{what}` must be 1 to {MAX_ID_BYTES} bytes without control characters"),
+            format!("`{what}` must be 1 to {MAX_ID_CHARS} characters, none of them control"),
         ));
     }
     Ok(())

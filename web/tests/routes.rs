@@ -8,8 +8,8 @@ use clickflow_dataflow::alerts::series::Series;
 use clickflow_dataflow::kpi::sessions::SessionRule;
 use clickflow_dataflow::lifecycle::{ModelMonitor, MonitorLimits};
 use clickflow_dataflow::rows::{
-    AlertKind, AlertRow, FeatureValues, FunnelRow, Measure, Probability, ScoreRow, SessionRow,
-    Severity, TrendRow,
+    AlertKind, AlertRow, ConversionRow, FeatureValues, FunnelRow, Measure, PopularRow, Probability,
+    RecommendationRow, ScoreRow, SessionItem, SessionRow, Severity, TrendRow,
 };
 use clickflow_dataflow::window::{Window, WindowSize};
 use clickflow_dataflow::{EpochOutput, LiveModel, PipelineMetrics};
@@ -126,7 +126,66 @@ fn epoch() -> EpochOutput {
     output
         .alerts
         .push((alert("malformed", AlertKind::Spike, 0, Some(1)), 1));
+    recommender(&mut output);
     output
+}
+
+/// The recommender's rows: p1's neighbours p2 and p3, p2's p1; session s1 holds p1; the
+/// popular products p2, p5, p1.
+fn recommender(output: &mut EpochOutput) {
+    for (product, rank, neighbour, score, both) in [
+        ("p1", 1, "p2", 0.8, 5),
+        ("p1", 2, "p3", 0.5, 3),
+        ("p2", 1, "p1", 0.7, 5),
+    ] {
+        let row = RecommendationRow {
+            product_id: product.into(),
+            rank,
+            recommended_id: neighbour.into(),
+            score: Measure(score),
+            co_sessions: both,
+        };
+        output.recommendations.push((row, 1));
+    }
+    let item = SessionItem {
+        session_id: "s1".into(),
+        product_id: "p1".into(),
+    };
+    output.session_items.push((item, 1));
+    for (rank, product, sessions) in [(1, "p2", 9), (2, "p5", 7), (3, "p1", 6)] {
+        let row = PopularRow {
+            rank,
+            product_id: product.into(),
+            sessions,
+        };
+        output.popular.push((row, 1));
+    }
+}
+
+/// `funnel_conversion` of the window `minute` minutes after T0: 40 sessions, 10 of them
+/// carted in order (a median 30 s later), 4 bought (a median 60 s after the cart).
+fn conversion(minute: i64) -> Vec<(ConversionRow, isize)> {
+    let window = Window {
+        start: T0 + minute * MINUTE,
+        end: T0 + (minute + 1) * MINUTE,
+    };
+    [
+        (EventType::Click, 40, 1.0, 5_000),
+        (EventType::AddToCart, 10, 0.25, 30_000),
+        (EventType::Purchase, 4, 0.4, 60_000),
+    ]
+    .into_iter()
+    .map(|(step, sessions, rate, ms)| {
+        let row = ConversionRow {
+            window,
+            step,
+            sessions,
+            conversion_from_previous: Some(Measure(rate)),
+            median_ms_from_previous: Some(ms),
+        };
+        (row, 1)
+    })
+    .collect()
 }
 
 /// An alert on `series` opened at window `opened` (minutes after T0), resolved at `resolved`.
@@ -1067,7 +1126,9 @@ async fn the_openapi_document_matches_the_router() {
     // The change stream never ends on its own: closed, it answers and ends at once.
     server.context.views.stream().close();
     for (template, method) in operations() {
-        let path = template.replace("{chart}", "funnel.svg");
+        let path = template
+            .replace("{chart}", "funnel.svg")
+            .replace("{product_id}", "p1");
         let response = warp::test::request()
             .method(&method)
             .path(&path)
@@ -1277,4 +1338,191 @@ fn a_stalled_client_is_dropped_and_never_slows_the_pipeline() {
     );
     assert!(text.ends_with("0\r\n\r\n"), "its stream did not end");
     web.stop();
+}
+
+#[tokio::test]
+async fn a_session_gets_its_items_neighbours_then_popular_products() {
+    let server = server(None);
+    let (status, body) = get_json(&server, "/api/v1/recommendations?session_id=s1&k=3").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["known_session"], true);
+    assert_eq!(body["items"], json!(["p1"]));
+    let recommended = body["recommendations"].as_array().unwrap();
+    let ids: Vec<(&str, &str)> = recommended
+        .iter()
+        .map(|r| {
+            (
+                r["product_id"].as_str().unwrap(),
+                r["reason"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    // p1's neighbours by score, then the popular products it has not had (p1 is its own).
+    assert_eq!(
+        ids,
+        [("p2", "similar"), ("p3", "similar"), ("p5", "popular")]
+    );
+    assert_eq!(recommended[0]["score"], 0.8);
+
+    // A session the recommender has not seen gets the popular products.
+    let (status, body) =
+        get_json(&server, "/api/v1/recommendations?session_id=nobody%20here").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["known_session"], false);
+    assert_eq!(body["session_id"], "nobody here");
+    let ids: Vec<&str> = body["recommendations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["product_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["p2", "p5", "p1"]);
+
+    let (status, body) = get_json(&server, "/api/v1/products/p1/similar?k=1").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        body,
+        json!({"product_id": "p1", "similar": [
+            {"product_id": "p2", "rank": 1, "score": 0.8, "co_sessions": 5}
+        ]})
+    );
+    let (_, body) = get_json(&server, "/api/v1/products/p1/similar").await;
+    assert_eq!(body["similar"].as_array().unwrap().len(), 2);
+
+    // A neighbour withdrawn by a later epoch is gone from the answer.
+    let withdrawn = EpochOutput {
+        epoch: 2,
+        recommendations: vec![(
+            RecommendationRow {
+                product_id: "p1".into(),
+                rank: 2,
+                recommended_id: "p3".into(),
+                score: Measure(0.5),
+                co_sessions: 3,
+            },
+            -1,
+        )],
+        ..EpochOutput::default()
+    };
+    server.context.views.apply(&withdrawn);
+    let (_, body) = get_json(&server, "/api/v1/products/p1/similar").await;
+    assert_eq!(body["similar"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn bad_recommendation_requests_get_a_json_error() {
+    let server = server(None);
+    let long = format!("/api/v1/recommendations?session_id={}", "x".repeat(300));
+    for (path, status, mention) in [
+        ("/api/v1/recommendations", 400, "`session_id` is required"),
+        (
+            "/api/v1/recommendations?session_id=",
+            400,
+            "`session_id` must be",
+        ),
+        (
+            "/api/v1/recommendations?session_id=s1&k=0",
+            400,
+            "from 1 to 50",
+        ),
+        (
+            "/api/v1/recommendations?session_id=s1&k=51",
+            400,
+            "got `51`",
+        ),
+        (
+            "/api/v1/recommendations?session_id=s1&k=ten",
+            400,
+            "got `ten`",
+        ),
+        (
+            "/api/v1/recommendations?session_id=s1&n=3",
+            400,
+            "unknown parameter `n`",
+        ),
+        (
+            "/api/v1/recommendations?session_id=a%00b",
+            400,
+            "none of them control",
+        ),
+        (long.as_str(), 400, "1 to 256 characters"),
+        ("/api/v1/products/p1/similar?k=0", 400, "from 1 to 50"),
+        (
+            "/api/v1/products/p1/similar?session_id=s1",
+            400,
+            "unknown parameter",
+        ),
+        (
+            "/api/v1/products/a%0Ab/similar",
+            400,
+            "none of them control",
+        ),
+        ("/api/v1/products/p9/similar", 404, "no product `p9`"),
+    ] {
+        let (got, body) = get_json(&server, path).await;
+        assert_eq!(got.as_u16(), status, "{path}: {body}");
+        assert!(error_of(&body).contains(mention), "{path}: {body}");
+    }
+    // Without the recommender both routes say so.
+    server.context.views.configure(false, 30 * MINUTE);
+    for path in [
+        "/api/v1/recommendations?session_id=s1",
+        "/api/v1/products/p1/similar",
+    ] {
+        let (got, body) = get_json(&server, path).await;
+        assert_eq!(got, StatusCode::SERVICE_UNAVAILABLE, "{path}: {body}");
+        assert!(error_of(&body).contains("--no-recommendations"), "{body}");
+    }
+}
+
+#[tokio::test]
+async fn the_ordered_funnel_is_served_and_drawn_once_complete() {
+    let server = server(None);
+    let views = &server.context.views;
+    // A 10-minute conversion window: the window of minute -20 is complete at the watermark
+    // (T0 + 2 minutes), the one of minute 1 is not.
+    views.configure(true, 10 * MINUTE);
+    let mut later = EpochOutput {
+        epoch: 2,
+        watermark: T0 + 2 * MINUTE,
+        ..EpochOutput::default()
+    };
+    later.conversion.extend(conversion(-20));
+    later.conversion.extend(conversion(1));
+    views.apply(&later);
+
+    let (status, body) = get_json(&server, "/api/v1/funnel/conversion").await;
+    assert_eq!(status, StatusCode::OK);
+    let windows = body["windows"].as_array().unwrap();
+    assert_eq!(windows.len(), 2);
+    assert_eq!(windows[0]["window_start"], T0 - 20 * MINUTE);
+    assert_eq!(windows[0]["complete"], true);
+    assert_eq!(windows[1]["complete"], false);
+    let steps: Vec<(&str, i64)> = windows[0]["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["step"].as_str().unwrap(), s["sessions"].as_i64().unwrap()))
+        .collect();
+    assert_eq!(steps, [("click", 40), ("add_to_cart", 10), ("purchase", 4)]);
+    assert_eq!(windows[0]["steps"][2]["conversion_from_previous"], 0.4);
+    assert_eq!(windows[0]["steps"][2]["median_time_from_previous_s"], 60.0);
+    let (_, body) = get_json(&server, "/api/v1/funnel/conversion?last=1").await;
+    assert_eq!(body["windows"][0]["window_start"], T0 + MINUTE);
+    let (status, _) = get_json(&server, "/api/v1/funnel/conversion?last=0").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+
+    // The chart draws the complete window only.
+    let (status, content_type, svg) = get(&server, "/charts/conversion.svg").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(content_type, "image/svg+xml");
+    for mention in [
+        "Ordered funnel",
+        "then carted",
+        "then bought",
+        "25.0% of previous",
+    ] {
+        assert!(svg.contains(mention), "the chart lacks {mention:?}");
+    }
+    assert!(svg.contains("sessions started 23:40–23:41 UTC"), "{svg}");
 }
