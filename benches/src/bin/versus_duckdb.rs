@@ -11,7 +11,10 @@
 //!   one line per system: wall time, events/s, peak RSS, exact or not, and the ratio.
 //!
 //! `cargo build --release && cargo run --release -p clickflow-benches --bin versus_duckdb
-//! [EVENTS] [WORKERS]` (`DATABASE_URL` names the server, default the local one).
+//! [EVENTS] [WORKERS] [CLICKFLOW RUN FLAGS...]` (`DATABASE_URL` names the server, default
+//! the local one). clickflow runs with its defaults, so it also keeps the tables DuckDB is
+//! not asked for (the ordered funnel, the recommender); `--no-recommendations` after the
+//! worker count leaves the recommender out.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -34,6 +37,7 @@ fn main() -> Fallible<()> {
     let mut args = std::env::args().skip(1);
     let events: usize = args.next().map_or(Ok(2_000_000), |a| a.parse())?;
     let workers: usize = args.next().map_or(Ok(2), |a| a.parse())?;
+    let run_flags: Vec<String> = args.collect();
     let server = std::env::var("DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
     let clickflow = sibling("clickflow")?;
@@ -68,7 +72,8 @@ fn main() -> Fallible<()> {
                 "2m",
                 "--no-http",
             ])
-            .args(["--workers", &workers.to_string()]),
+            .args(["--workers", &workers.to_string()])
+            .args(&run_flags),
     )?;
 
     let out = dir.path().join("duckdb");
@@ -123,11 +128,12 @@ fn main() -> Fallible<()> {
         }
     }
     let exact = differences.is_empty();
+    let flags: String = run_flags.iter().map(|flag| format!(" {flag}")).collect();
     println!("| system | wall | events/s | peak RSS | exact |");
     println!("|---|---|---|---|---|");
     for (name, m) in [
         (
-            format!("clickflow run --input, {workers} workers, into PostgreSQL"),
+            format!("clickflow run --input{flags}, {workers} workers, into PostgreSQL"),
             &ours,
         ),
         (

@@ -3,12 +3,12 @@
 //! differential dataflow.
 //!
 //! ```text
-//!  accepted events ─► hold (session id, time, type) ──arranged by id──┐   (inputs.rs)
-//!  session_features ─► hold (session id, start, last) ─arranged by id─┴► join_core:
-//!        each event with the session that holds it ─► reduce per session: its path (paths.rs)
-//!                                                  ─► reduce per window of start:
-//!                                                     counts, conversions, medians
-//!                                                  ─► drop changes of sealed windows (windows.rs)
+//!  accepted events ─► hold (session id, time, event type) ─┐            (inputs.rs)
+//!  session_features ─► hold (session id, start) ───────────┴► reduce per session id:
+//!        its marks in time order, split at the starts: each session's path  (paths.rs)
+//!                                  ─► reduce per window of start:
+//!                                     counts, conversions, medians
+//!                                  ─► drop changes of sealed windows        (windows.rs)
 //! ```
 //!
 //! **Definitions.** Sessions are those of `session_features` (an id split at gaps longer
@@ -70,9 +70,8 @@ pub fn ordered_funnel<'scope>(
     VecCollection<'scope, Epoch, ConversionRow>,
     StreamVec<'scope, Epoch, Retention>,
 ) {
-    let (events, retention) = inputs::held_events(accepted, reports.clone(), seed, sealing);
-    let spans = inputs::held_spans(sessions, reports.clone(), seed, sealing);
-    let paths = paths::session_paths(events, spans, sealing);
+    let (marks, retention) = inputs::held_marks(accepted, sessions, reports.clone(), seed, sealing);
+    let paths = paths::session_paths(marks, sealing);
     let rows = windows::conversion_by_window(paths);
     (windows::unsealed(rows, reports, seed, sealing), retention)
 }

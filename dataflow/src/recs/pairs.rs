@@ -1,11 +1,22 @@
 //! Co-occurrence: how many sessions hold each pair of products, and each product alone.
+//!
+//! Pairs are counted on ids hashed to integers ([`ProductKey`]): the self-join and its
+//! count compare and sort hundreds of pairs per session, and comparing two 64-bit integers
+//! is what made that cheap. Text comes back where a row is built, from the popularity
+//! collection, which carries each product's key beside its id. Two ids with the same
+//! 64-bit hash (XXH3) would be counted as one; among a million ids the chance of any such
+//! pair is about 3 in 10^8.
 
 use compact_str::CompactString;
 use differential_dataflow::operators::CountTotal;
 use differential_dataflow::VecCollection;
 
+use crate::operators::RouteKey;
 use crate::recs::items::Item;
 use crate::Epoch;
+
+/// A product id hashed to an integer inside the recommender (see the module docs).
+pub type ProductKey = u64;
 
 /// Fewest sessions a pair must share to be ranked at all.
 ///
@@ -21,20 +32,22 @@ pub const MIN_CO_SESSIONS: isize = 2;
 /// other. The sessions' arrangement is built once and read by both sides of the join.
 pub fn co_occurrence<'scope>(
     items: VecCollection<'scope, Epoch, Item>,
-) -> VecCollection<'scope, Epoch, ((CompactString, CompactString), isize)> {
-    let by_session = items.arrange_by_key_named("Recs: items by session");
+) -> VecCollection<'scope, Epoch, ((ProductKey, ProductKey), isize)> {
+    let by_session = items
+        .map(|(session, product)| (session.route(), product.route()))
+        .arrange_by_key_named("Recs: items by session");
     by_session
         .clone()
-        .join_core(by_session, |_session, a, b| {
-            (a != b).then(|| (a.clone(), b.clone()))
-        })
+        .join_core(by_session, |_session, a, b| (a != b).then_some((*a, *b)))
         .count_total()
         .filter(|(_, both)| *both >= MIN_CO_SESSIONS)
 }
 
-/// `(product, sessions holding it)`.
+/// `((product's key, product), sessions holding it)`.
 pub fn popularity<'scope>(
     items: VecCollection<'scope, Epoch, Item>,
-) -> VecCollection<'scope, Epoch, (CompactString, isize)> {
-    items.map(|(_, product)| product).count_total()
+) -> VecCollection<'scope, Epoch, ((ProductKey, CompactString), isize)> {
+    items
+        .map(|(_, product)| (product.route(), product))
+        .count_total()
 }

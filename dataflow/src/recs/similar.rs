@@ -5,6 +5,7 @@ use std::cmp::Reverse;
 use compact_str::CompactString;
 use differential_dataflow::VecCollection;
 
+use crate::recs::pairs::ProductKey;
 use crate::rows::{Measure, PopularRow, RecommendationRow};
 use crate::Epoch;
 
@@ -49,25 +50,26 @@ pub fn similarity(both: isize, pa: isize, pb: isize) -> f64 {
 }
 
 /// The `k` nearest neighbours of every product (ties: the smaller id first), from the pair
-/// counts and each product's popularity. The coarse popularity's arrangement is built once
-/// and read by both joins (one per side of the pair).
+/// counts and each product's popularity. The coarse popularity's arrangement, keyed by
+/// [`ProductKey`] with each product's id beside its popularity, is built once and read by
+/// both joins (one per side of the pair), which also turn the pair's keys back into ids.
 pub fn nearest<'scope>(
-    pairs: VecCollection<'scope, Epoch, ((CompactString, CompactString), isize)>,
-    popularity: VecCollection<'scope, Epoch, (CompactString, isize)>,
+    pairs: VecCollection<'scope, Epoch, ((ProductKey, ProductKey), isize)>,
+    popularity: VecCollection<'scope, Epoch, ((ProductKey, CompactString), isize)>,
     k: usize,
 ) -> VecCollection<'scope, Epoch, RecommendationRow> {
     let popularity = popularity
-        .map(|(product, sessions)| (product, coarse_popularity(sessions)))
+        .map(|((key, product), sessions)| (key, (product, coarse_popularity(sessions))))
         .arrange_by_key_named("Recs: coarse popularity");
     let by_first = pairs
         .map(|((a, b), both)| (a, (b, both)))
         .arrange_by_key_named("Recs: pairs by first");
     let with_first = by_first
-        .join_core(popularity.clone(), |a, (b, both), pa| {
-            Some((b.clone(), (a.clone(), *both, *pa)))
+        .join_core(popularity.clone(), |_a, &(b, both), (a, pa)| {
+            Some((b, (a.clone(), both, *pa)))
         })
         .arrange_by_key_named("Recs: pairs by second");
-    let scored = with_first.join_core(popularity, |b, (a, both, pa), pb| {
+    let scored = with_first.join_core(popularity, |_b, (a, both, pa), (b, pb)| {
         let score = similarity(*both, *pa, *pb);
         Some((a.clone(), (Measure(-score), b.clone(), *both)))
     });
@@ -90,11 +92,11 @@ pub fn nearest<'scope>(
 
 /// The `n` products held by the most sessions (ties: the smaller id first).
 pub fn most_popular<'scope>(
-    popularity: VecCollection<'scope, Epoch, (CompactString, isize)>,
+    popularity: VecCollection<'scope, Epoch, ((ProductKey, CompactString), isize)>,
     n: usize,
 ) -> VecCollection<'scope, Epoch, PopularRow> {
     popularity
-        .map(|(product, sessions)| ((), (Reverse(sessions), product)))
+        .map(|((_, product), sessions)| ((), (Reverse(sessions), product)))
         .reduce_named("Recs: most popular", move |_, products, out| {
             let best = products.iter().filter(|(_, count)| *count > 0).take(n);
             out.extend(best.enumerate().map(|(rank, ((sessions, product), _))| {
