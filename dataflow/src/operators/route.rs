@@ -34,6 +34,13 @@ impl RouteKey for CompactString {
     }
 }
 
+/// A borrowed key routes as the key itself (no clone to build a tuple of keys).
+impl<T: RouteKey + ?Sized> RouteKey for &T {
+    fn feed(&self, hasher: &mut Xxh3Default) {
+        (**self).feed(hasher);
+    }
+}
+
 impl RouteKey for Window {
     fn feed(&self, hasher: &mut Xxh3Default) {
         hasher.update(&self.start.to_le_bytes());
@@ -93,6 +100,10 @@ mod tests {
         let user = CompactString::from("u42");
         assert_eq!(session.route(), 0x5a4b_fd20_c566_b2a6);
         assert_eq!((window, EventType::Purchase).route(), 0x990f_a819_dc5b_0060);
+        assert_eq!(
+            (window, EventType::Click, &user).route(),
+            0xa935_52ae_0110_c3c8
+        );
         assert_eq!(
             (window, EventType::Click, user).route(),
             0xa935_52ae_0110_c3c8

@@ -65,7 +65,7 @@ pub fn sample_per_session<'scope>(
         let mut ranked: Vec<(u64, &CompactString)> = products
             .iter()
             .filter(|(_, count)| *count > 0)
-            .map(|(product, _)| ((session.clone(), (*product).clone()).route(), *product))
+            .map(|(product, _)| ((session, *product).route(), *product))
             .collect();
         if ranked.len() > max {
             ranked.select_nth_unstable(max);
