@@ -1,8 +1,11 @@
 //! Co-occurrence: how many sessions hold each pair of products, and each product alone.
 //!
 //! Pairs are counted on ids hashed to integers ([`ProductKey`]): the self-join and its
-//! count compare and sort hundreds of pairs per session, and comparing two 64-bit integers
-//! is what made that cheap. Text comes back where a row is built, from the popularity
+//! count compare and sort hundreds of pairs per session, and two 64-bit integers compare
+//! in one instruction where text compares bytes. Measured on 3 December 2026 (side-by-side
+//! file, 2 workers, with the retention fix of `operators::holding`): the
+//! recommender's share of the run fell from ~33 s (46.7 s with it, 13.7 s without) to ~25
+//! s (35.9 s against 10.7 s). Text comes back where a row is built, from the popularity
 //! collection, which carries each product's key beside its id. Two ids with the same
 //! 64-bit hash (XXH3) would be counted as one; among a million ids the chance of any such
 //! pair is about 3 in 10^8.
