@@ -73,6 +73,10 @@ pub enum SinkError {
         /// What this cluster of workers needs.
         needed: i64,
     },
+    /// A prepared part is held by a connection that was cut and whose server process has
+    /// not finished exiting: it is free again in a moment.
+    #[error("prepared part {0} is busy: the connection that held it is still closing")]
+    PartBusy(String),
     /// The pipeline stopped sending (the channel closed) while an epoch was pending.
     #[error("the sink's input closed")]
     Closed,
@@ -84,7 +88,7 @@ impl SinkError {
     /// themselves.
     pub fn is_retriable(&self) -> bool {
         let source = match self {
-            SinkError::Connect { .. } => return true,
+            SinkError::Connect { .. } | SinkError::PartBusy(_) => return true,
             SinkError::Statement { source, .. } => source,
             _ => return false,
         };

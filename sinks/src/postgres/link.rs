@@ -20,6 +20,9 @@ pub(crate) struct Link<'a> {
     /// Who is writing, for the logs.
     role: String,
     connection: Option<(Writer, PartNames)>,
+    /// The server process of the current or last connection, by pid and start time (a pid
+    /// alone may be reused).
+    backend: Option<Backend>,
     /// Large batches go through COPY above this many rows, into temporary tables, which a
     /// prepared transaction may not touch: writers pass `usize::MAX`.
     copy_threshold: usize,
@@ -37,6 +40,7 @@ impl<'a> Link<'a> {
             metrics,
             role,
             connection: None,
+            backend: None,
             copy_threshold,
         }
     }
@@ -88,8 +92,17 @@ impl<'a> Link<'a> {
         }
     }
 
+    /// Connects, once the server process of the lost connection has exited: after a cut, the
+    /// client sees the error while that process is still exiting, holding its locks and
+    /// perhaps finishing a `PREPARE TRANSACTION` or `COMMIT PREPARED`. A step run before it
+    /// is gone could miss a part about to appear, or wait forever on the row locks of a part
+    /// this writer prepared without knowing it.
     async fn connect(&mut self) -> Result<&mut (Writer, PartNames), SinkError> {
         let client = connect(&self.config.url).await?;
+        if let Some(previous) = &self.backend {
+            previous.await_exit(&client, &self.role).await?;
+        }
+        self.backend = Some(Backend::of(&client).await?);
         let names = PartNames::load(&client, self.config.url.schema()).await?;
         if self.metrics.retries.load(Ordering::Relaxed) > 0 {
             tracing::info!(url = %self.config.url, role = %self.role, "reconnected to PostgreSQL");
@@ -103,4 +116,100 @@ impl<'a> Link<'a> {
 /// For [`Link::run`]: nothing to do on a new connection.
 pub(crate) async fn no_setup(_: &mut Writer, _: &PartNames) -> Result<(), SinkError> {
     Ok(())
+}
+
+/// A server process, by pid and start time.
+struct Backend {
+    pid: i32,
+    started: std::time::SystemTime,
+}
+
+impl Backend {
+    /// The server process of `client`'s connection.
+    async fn of(client: &tokio_postgres::Client) -> Result<Backend, SinkError> {
+        let row = client
+            .query_one(
+                "SELECT pid, backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid()",
+                &[],
+            )
+            .await
+            .map_err(SinkError::statement(
+                "reading the connection's server process",
+            ))?;
+        Ok(Backend {
+            pid: row.get(0),
+            started: row.get(1),
+        })
+    }
+
+    /// Ends this server process if it still runs (a connection lost on the client's side
+    /// may live on at the server until its keepalive gives up, holding its locks) and waits
+    /// until it has exited, asking over `client` every 10 ms.
+    async fn await_exit(
+        &self,
+        client: &tokio_postgres::Client,
+        role: &str,
+    ) -> Result<(), SinkError> {
+        let mut told = false;
+        loop {
+            let signalled = client
+                .query(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                     WHERE pid = $1 AND backend_start = $2",
+                    &[&self.pid, &self.started],
+                )
+                .await
+                .map_err(SinkError::statement(
+                    "ending the lost connection's server process",
+                ))?;
+            if signalled.is_empty() {
+                return Ok(());
+            }
+            if !told {
+                tracing::info!(
+                    pid = self.pid,
+                    role,
+                    "waiting for the lost connection's server process to exit"
+                );
+                told = true;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clickflow_testkit::TestDatabase;
+
+    use super::*;
+    use crate::postgres::DatabaseUrl;
+
+    /// A connection lost on the client's side whose server process lives on (here: one
+    /// simply left open) is ended, and the wait returns once it has exited.
+    #[test]
+    fn a_lost_connections_server_process_is_ended_and_awaited() {
+        let db = TestDatabase::create("link");
+        let url = DatabaseUrl::parse(&db.url).unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let lost = connect(&url).await.unwrap();
+            let backend = Backend::of(&lost).await.unwrap();
+            let client = connect(&url).await.unwrap();
+            backend.await_exit(&client, "test").await.unwrap();
+            let alive: i64 = client
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity WHERE pid = $1",
+                    &[&backend.pid],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            assert_eq!(alive, 0);
+            assert!(lost.simple_query("SELECT 1").await.is_err(), "it was ended");
+        });
+    }
 }

@@ -3,7 +3,7 @@
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use clickflow_dataflow::runtime::run::{
     run, Delivery, EpochSink, InputSpec, RunConfig, RunError, RunStats, WriterFactory,
@@ -79,7 +79,7 @@ pub fn run_into_postgres(
         window: config.dataflow.window,
     };
     let workers = workers_of(&timely_config);
-    let (input, resume, per_worker) = runtime.block_on(retrying_at_start(|| {
+    let (input, resume, per_worker) = runtime.block_on(retrying_at_start(&START_RETRY, || {
         let (url, input, choice) = (&sink.url, input.clone(), sink.writers);
         let capture = sink.capture.clone();
         async move {
@@ -245,40 +245,63 @@ fn choose_writers(choice: SinkWriters, allowed: i64, workers: usize) -> Result<b
     }
 }
 
-/// How many times starting tries again after a lost connection, the first pause (it
-/// doubles) and the longest: about 9 s in all, enough for connections cut repeatedly or a
-/// server restart under way (3 s was not, on a loaded machine whose connections were cut
-/// every 100 ms for seconds), short enough that a server that is not there is reported
-/// within seconds.
-const START_ATTEMPTS: u32 = 8;
-const START_BACKOFF: Duration = Duration::from_millis(200);
-const START_MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// How starting tries again after a failure that may pass.
+struct StartRetry {
+    /// A server that does not answer is reported after this many attempts.
+    unanswered: u32,
+    /// A server that answers and then cuts the connection is tried for this long.
+    cuts_for: Duration,
+    /// The first pause; it doubles up to `max_backoff`.
+    backoff: Duration,
+    max_backoff: Duration,
+}
 
-/// Runs `step` (preparing the schema and reading where the pipeline stood), trying again when
-/// it fails in a way that may pass (a connection cut, a server restarting). Once running,
-/// the sink retries without limit; at start, a server that stays away is an error.
-async fn retrying_at_start<T, F, Fut>(mut step: F) -> Result<T, SinkError>
+/// A server that does not answer is reported after 8 attempts (about 9 s of pauses): long
+/// enough for a restart under way, short enough that a server that is not there is reported
+/// within seconds. A server that answers and then cuts the connection (an operator ending
+/// sessions, a restart beginning) is there: it is tried for a minute. Counting every failure
+/// alike, as this did before, failed the start of a loaded machine whose connections were
+/// cut every 100 ms: each attempt opens several connections and took long enough to be cut
+/// every time.
+const START_RETRY: StartRetry = StartRetry {
+    unanswered: 8,
+    cuts_for: Duration::from_secs(60),
+    backoff: Duration::from_millis(200),
+    max_backoff: Duration::from_secs(2),
+};
+
+/// Runs `step` (preparing the schema and reading where the pipeline stood), trying again as
+/// `policy` says when it fails in a way that may pass (a connection cut, a server
+/// restarting). Once running, the sink retries without limit; at start, a server that stays
+/// away is an error.
+async fn retrying_at_start<T, F, Fut>(policy: &StartRetry, mut step: F) -> Result<T, SinkError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, SinkError>>,
 {
-    let mut backoff = START_BACKOFF;
-    let mut attempt = 1;
+    let started = Instant::now();
+    let mut backoff = policy.backoff;
+    let (mut attempt, mut unanswered) = (1, 0);
     loop {
-        match step().await {
-            Err(error) if error.is_retriable() && attempt < START_ATTEMPTS => {
-                tracing::warn!(
-                    %error,
-                    attempt,
-                    retry_in_ms = backoff.as_millis() as u64,
-                    "PostgreSQL unavailable at start; trying again"
-                );
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(START_MAX_BACKOFF);
-                attempt += 1;
-            }
+        let error = match step().await {
+            Err(error) if error.is_retriable() => error,
             result => return result,
+        };
+        if matches!(error, SinkError::Connect { .. }) {
+            unanswered += 1;
         }
+        if unanswered >= policy.unanswered || started.elapsed() >= policy.cuts_for {
+            return Err(error);
+        }
+        tracing::warn!(
+            %error,
+            attempt,
+            retry_in_ms = backoff.as_millis() as u64,
+            "PostgreSQL unavailable at start; trying again"
+        );
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(policy.max_backoff);
+        attempt += 1;
     }
 }
 
@@ -308,5 +331,61 @@ mod tests {
             .to_string()
             .contains("max_prepared_transactions >= 2"));
         assert!(!choose_writers(SinkWriters::One, 64, 4).unwrap());
+    }
+
+    /// The start tries a server that cuts its connections again and again (it is there),
+    /// gives up on one that does not answer after the set number of attempts, and gives up
+    /// on cuts too once their time is up.
+    #[test]
+    fn the_start_outlasts_cuts_and_reports_a_silent_server() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let policy = StartRetry {
+            unanswered: 3,
+            cuts_for: Duration::from_secs(60),
+            backoff: Duration::from_millis(1),
+            max_backoff: Duration::from_millis(1),
+        };
+        let cut = || SinkError::PartBusy("a part".into());
+        let mut attempts = 0;
+        let started = runtime.block_on(retrying_at_start(&policy, || {
+            attempts += 1;
+            let attempt = attempts;
+            async move {
+                if attempt <= 20 {
+                    Err(cut())
+                } else {
+                    Ok(attempt)
+                }
+            }
+        }));
+        assert_eq!(started.unwrap(), 21, "twenty cuts, then a start");
+
+        // Nothing listens on port 1.
+        let silent = DatabaseUrl::parse("postgres://clickflow@127.0.0.1:1/shop").unwrap();
+        let mut attempts = 0;
+        let refused = runtime.block_on(retrying_at_start(&policy, || {
+            attempts += 1;
+            async { silent.connect().await.map(drop) }
+        }));
+        assert!(
+            matches!(refused, Err(SinkError::Connect { .. })),
+            "{refused:?}"
+        );
+        assert_eq!(attempts, 3);
+
+        let impatient = StartRetry {
+            cuts_for: Duration::ZERO,
+            ..policy
+        };
+        let mut attempts = 0;
+        let gave_up = runtime.block_on(retrying_at_start(&impatient, || {
+            attempts += 1;
+            async { Err::<(), _>(cut()) }
+        }));
+        assert!(matches!(gave_up, Err(SinkError::PartBusy(_))));
+        assert_eq!(attempts, 1);
     }
 }

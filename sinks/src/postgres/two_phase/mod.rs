@@ -54,6 +54,7 @@ use std::collections::{HashSet, VecDeque};
 
 use clickflow_dataflow::EpochOutput;
 
+use tokio_postgres::error::SqlState;
 use tokio_postgres::Client;
 
 use super::schema::connect;
@@ -161,11 +162,7 @@ impl PartNames {
         }
         let mut committed = 0;
         for (gid, _) in self.prepared(client).await? {
-            if decided.contains(&gid) {
-                client
-                    .batch_execute(&format!("COMMIT PREPARED '{gid}'"))
-                    .await
-                    .map_err(SinkError::statement("COMMIT PREPARED"))?;
+            if decided.contains(&gid) && finish_part(client, "COMMIT PREPARED", &gid).await? {
                 committed += 1;
             }
         }
@@ -178,6 +175,28 @@ impl PartNames {
             .await
             .map_err(SinkError::statement("clearing the commit log"))?;
         Ok(committed)
+    }
+}
+
+/// Runs `COMMIT PREPARED` or `ROLLBACK PREPARED` (`finish`) of part `gid`, listed as
+/// prepared a moment ago. Returns whether this call finished it.
+///
+/// When a connection is cut, its server process is still exiting after the client has seen
+/// the error, and a part it was committing is busy until then, or finished by it meanwhile.
+/// A busy part is a retriable error (the connection that waits a moment finds it free); a
+/// part that no longer exists was finished by that exiting process, which only ever
+/// finishes it as decided (the commit log's parts are committed before any other is rolled
+/// back), so it is not an error.
+async fn finish_part(client: &Client, finish: &'static str, gid: &str) -> Result<bool, SinkError> {
+    match client.batch_execute(&format!("{finish} '{gid}'")).await {
+        Ok(()) => Ok(true),
+        Err(error) => match error.code() {
+            Some(&SqlState::UNDEFINED_OBJECT) => Ok(false),
+            Some(&SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE) => {
+                Err(SinkError::PartBusy(gid.to_owned()))
+            }
+            _ => Err(SinkError::statement(finish)(error)),
+        },
     }
 }
 
@@ -200,11 +219,9 @@ pub async fn recover(url: &DatabaseUrl) -> Result<Recovered, SinkError> {
     let committed = names.finish_decided(&client).await?;
     let mut rolled_back = 0;
     for (gid, _) in names.prepared(&client).await? {
-        client
-            .batch_execute(&format!("ROLLBACK PREPARED '{gid}'"))
-            .await
-            .map_err(SinkError::statement("ROLLBACK PREPARED"))?;
-        rolled_back += 1;
+        if finish_part(&client, "ROLLBACK PREPARED", &gid).await? {
+            rolled_back += 1;
+        }
     }
     client
         .batch_execute("DELETE FROM clickflow_writers; DELETE FROM clickflow_cut")
@@ -259,14 +276,14 @@ pub async fn discard_prepared(url: &DatabaseUrl) -> Result<usize, SinkError> {
         )
         .await
         .map_err(SinkError::statement("listing prepared transactions"))?;
+    let mut discarded = 0;
     for row in &rows {
         let gid: String = row.get(0);
-        client
-            .batch_execute(&format!("ROLLBACK PREPARED '{}'", gid.replace('\'', "''")))
-            .await
-            .map_err(SinkError::statement("ROLLBACK PREPARED"))?;
+        if finish_part(&client, "ROLLBACK PREPARED", &gid.replace('\'', "''")).await? {
+            discarded += 1;
+        }
     }
-    Ok(rows.len())
+    Ok(discarded)
 }
 
 /// How many prepared transactions the server allows (`max_prepared_transactions`).
@@ -280,4 +297,36 @@ pub async fn prepared_transactions_allowed(url: &DatabaseUrl) -> Result<i64, Sin
         .await
         .map_err(SinkError::statement("reading max_prepared_transactions"))?;
     Ok(row.get(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use clickflow_testkit::TestDatabase;
+
+    use super::*;
+
+    /// Finishing a part that another connection finished meanwhile is not an error, and
+    /// says it did not finish it; one that exists is finished.
+    #[test]
+    fn a_part_finished_by_another_connection_is_not_an_error() {
+        let db = TestDatabase::create("finish_part");
+        let url = DatabaseUrl::parse(&db.url).unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let client = connect(&url).await.unwrap();
+            let gid = format!("clickflow-test:{}", db.name);
+            client
+                .batch_execute(&format!("BEGIN; PREPARE TRANSACTION '{gid}'"))
+                .await
+                .unwrap();
+            assert!(finish_part(&client, "COMMIT PREPARED", &gid).await.unwrap());
+            assert!(!finish_part(&client, "COMMIT PREPARED", &gid).await.unwrap());
+            assert!(!finish_part(&client, "ROLLBACK PREPARED", &gid)
+                .await
+                .unwrap());
+        });
+    }
 }
