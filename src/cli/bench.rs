@@ -15,7 +15,7 @@ use clickflow_dataflow::kpi::sessions::SessionRule;
 use clickflow_dataflow::oracle::{recompute, recompute_file};
 use clickflow_dataflow::runtime::run::{InputSpec, RunConfig};
 use clickflow_dataflow::runtime::watermark::END_OF_INPUT;
-use clickflow_dataflow::{DataflowConfig, LiveModel};
+use clickflow_dataflow::{DataflowConfig, EpochConfig, LiveModel};
 use clickflow_sinks::postgres::{load_resume_plan, read_tables, DatabaseUrl, PipelineSpec};
 use clickflow_sources::file::FileSplits;
 use clickflow_sources::kafka::{read_topic, EmbeddedBroker, EventProducer};
@@ -72,6 +72,10 @@ pub struct BenchArgs {
     /// runs).
     #[arg(long)]
     no_recommendations: bool,
+    /// Length of an epoch while the workers read the file or the filled topic (a backlog),
+    /// as `clickflow run --catch-up-epoch-ms`.
+    #[arg(long, default_value_t = EpochConfig::default().catch_up_epoch.as_millis() as u64)]
+    catch_up_epoch_ms: u64,
     /// Skip the comparison with the oracle (for profiling only).
     #[arg(long)]
     no_check: bool,
@@ -121,6 +125,10 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
         config: RunConfig {
             dataflow,
             model: model.clone().map(LiveModel::new),
+            epochs: EpochConfig {
+                catch_up_epoch: Duration::from_millis(args.catch_up_epoch_ms.max(1)),
+                ..EpochConfig::default()
+            },
             ..RunConfig::default()
         },
         sink: args.database.sink(url.clone()),
