@@ -18,7 +18,14 @@ fn killing_and_restarting_a_run_changes_nothing_in_the_result() {
     let input = dir.path().join("events.jsonl");
     produce_file(&input, EVENTS, 77);
     let input = input.to_str().unwrap();
-    let args = |url: &str| run_args(input, url, &["--epoch-ms", "50"]);
+    // Short backlog epochs: kills land between many commits, not before the first.
+    let args = |url: &str| {
+        run_args(
+            input,
+            url,
+            &["--epoch-ms", "50", "--catch-up-epoch-ms", "400"],
+        )
+    };
 
     let reference = TestDatabase::create("crash_reference");
     let started = Instant::now();

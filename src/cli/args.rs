@@ -54,8 +54,8 @@ pub struct DataflowArgs {
     #[arg(long, default_value_t = 50)]
     epoch_ms: u64,
     /// Length of an epoch while a worker reads a backlog (a file, a Kafka partition far
-    /// behind): longer epochs write each changed row fewer times.
-    #[arg(long, default_value_t = 400)]
+    /// behind): longer epochs reduce and write each changed key fewer times.
+    #[arg(long, default_value_t = EpochConfig::default().catch_up_epoch.as_millis() as u64)]
     catch_up_epoch_ms: u64,
     /// An epoch also closes once a worker has read this many events in it. Small values
     /// make a file replay score sessions as a live stream would (for backtests of a model

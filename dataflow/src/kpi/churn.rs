@@ -33,7 +33,7 @@
 //! score; an index of the next recency checkpoint of each open session. Closed sessions
 //! leave the state (their final score stays downstream).
 
-use std::collections::{BTreeSet, HashMap as StdHashMap};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use clickflow_model::{recency_checkpoints, ChurnModel, Features};
@@ -165,7 +165,7 @@ struct ScoringState {
     users: HashMap<CompactString, User>,
     due: BTreeSet<Due>,
     /// The session stage's earliest open start, per worker (missing: none open).
-    earliest_open: StdHashMap<usize, Option<EventTime>>,
+    earliest_open: HashMap<usize, Option<EventTime>>,
     /// An epoch of the replay after a restart has been seen, and the scores it computed
     /// were not applied.
     replayed: bool,
@@ -186,7 +186,7 @@ impl ScoringState {
             model: setup.model,
             users,
             due: BTreeSet::new(),
-            earliest_open: StdHashMap::new(),
+            earliest_open: HashMap::default(),
             replayed: false,
         }
     }
@@ -226,7 +226,7 @@ impl ScoringState {
         consolidate(&mut changes);
 
         // Sessions that leave the open set, with the score they had.
-        let mut leaving: StdHashMap<SessionKey, (CompactString, Scored)> = StdHashMap::new();
+        let mut leaving: HashMap<SessionKey, (CompactString, Scored)> = HashMap::default();
         for (row, _) in changes.iter().filter(|(row, d)| *d < 0 && !row.closed) {
             if let Some(open) = self.remove_open(&row.user_id, &row.key()) {
                 if let Some(scored) = open.scored {
@@ -334,7 +334,7 @@ impl ScoringState {
         user: &CompactString,
         key: &SessionKey,
         watermark: EventTime,
-        leaving: &mut StdHashMap<SessionKey, (CompactString, Scored)>,
+        leaving: &mut HashMap<SessionKey, (CompactString, Scored)>,
         reassert: bool,
         emit: &mut dyn FnMut(ScoreRow, isize),
     ) {

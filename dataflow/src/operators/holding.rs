@@ -17,11 +17,12 @@
 //! rebuilt exactly.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BinaryHeap};
 use std::hash::Hash;
 
 use clickflow_sources::EventTime;
 use differential_dataflow::{AsCollection, VecCollection};
+use foldhash::HashMap;
 use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::core::OkErr;
@@ -67,7 +68,7 @@ struct Holding<R> {
 impl<R: Ord + Hash + Clone> Holding<R> {
     fn new() -> Holding<R> {
         Holding {
-            held: HashMap::new(),
+            held: HashMap::default(),
             leaving: BinaryHeap::new(),
             origins: BTreeMap::new(),
         }
