@@ -180,22 +180,15 @@ impl Backend {
 
 #[cfg(test)]
 mod tests {
-    use clickflow_testkit::TestDatabase;
-
     use super::*;
-    use crate::postgres::DatabaseUrl;
+    use crate::postgres::testing::{block_on, scratch_database};
 
     /// A connection lost on the client's side whose server process lives on (here: one
     /// simply left open) is ended, and the wait returns once it has exited.
     #[test]
     fn a_lost_connections_server_process_is_ended_and_awaited() {
-        let db = TestDatabase::create("link");
-        let url = DatabaseUrl::parse(&db.url).unwrap();
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async {
+        let (_db, url) = scratch_database("link");
+        block_on(async {
             let lost = connect(&url).await.unwrap();
             let backend = Backend::of(&lost).await.unwrap();
             let client = connect(&url).await.unwrap();

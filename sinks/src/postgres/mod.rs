@@ -68,6 +68,8 @@ mod read_back;
 mod resume;
 mod schema;
 mod sink;
+#[cfg(test)]
+mod testing;
 pub mod tls;
 pub mod two_phase;
 mod webhook;

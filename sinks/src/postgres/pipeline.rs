@@ -308,6 +308,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::postgres::testing::block_on;
 
     /// `auto` takes a writer per worker exactly when the server allows one prepared
     /// transaction per worker, and falls back to one writer otherwise; `per-worker` on such
@@ -338,10 +339,6 @@ mod tests {
     /// on cuts too once their time is up.
     #[test]
     fn the_start_outlasts_cuts_and_reports_a_silent_server() {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
         let policy = StartRetry {
             unanswered: 3,
             cuts_for: Duration::from_secs(60),
@@ -350,7 +347,7 @@ mod tests {
         };
         let cut = || SinkError::PartBusy("a part".into());
         let mut attempts = 0;
-        let started = runtime.block_on(retrying_at_start(&policy, || {
+        let started = block_on(retrying_at_start(&policy, || {
             attempts += 1;
             let attempt = attempts;
             async move {
@@ -366,7 +363,7 @@ mod tests {
         // Nothing listens on port 1.
         let silent = DatabaseUrl::parse("postgres://clickflow@127.0.0.1:1/shop").unwrap();
         let mut attempts = 0;
-        let refused = runtime.block_on(retrying_at_start(&policy, || {
+        let refused = block_on(retrying_at_start(&policy, || {
             attempts += 1;
             async { silent.connect().await.map(drop) }
         }));
@@ -381,7 +378,7 @@ mod tests {
             ..policy
         };
         let mut attempts = 0;
-        let gave_up = runtime.block_on(retrying_at_start(&impatient, || {
+        let gave_up = block_on(retrying_at_start(&impatient, || {
             attempts += 1;
             async { Err::<(), _>(cut()) }
         }));

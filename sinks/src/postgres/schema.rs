@@ -711,9 +711,8 @@ async fn check_privileges(client: &Client) -> Result<(), SinkError> {
 
 #[cfg(test)]
 mod tests {
-    use clickflow_testkit::TestDatabase;
-
     use super::*;
+    use crate::postgres::testing::{block_on, scratch_database};
 
     /// Migration 3 re-keys sessions by `(session_id, session_start)`: rows written under the
     /// old key keep their values, and scores move to the key of the session they score.
@@ -721,13 +720,8 @@ mod tests {
     /// features with their defaults.
     #[test]
     fn sessions_written_under_the_old_key_are_moved_to_the_new_one() {
-        let db = TestDatabase::create("migration3");
-        let url = DatabaseUrl::parse(&db.url).unwrap();
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async {
+        let (db, url) = scratch_database("migration3");
+        block_on(async {
             let mut client = connect(&url).await.unwrap();
             apply_migrations(&mut client, &MIGRATIONS[..2])
                 .await
@@ -740,7 +734,7 @@ mod tests {
              INSERT INTO churn_scores VALUES ('s1', 'u1', 0.25, 'rf-old', now()),
                                              ('gone', 'u3', 0.5, 'rf-old', now())",
         );
-        runtime.block_on(async {
+        block_on(async {
             let mut client = connect(&url).await.unwrap();
             apply_migrations(&mut client, &MIGRATIONS[..4])
                 .await
@@ -767,7 +761,7 @@ mod tests {
             "the score of s1 follows its session; the score of no session is dropped"
         );
         assert_eq!(db.query("SELECT count(*) FROM churn_scores"), "1");
-        runtime.block_on(prepare(&url)).unwrap();
+        block_on(prepare(&url)).unwrap();
         assert_eq!(
             db.query("SELECT count(*) FROM churn_scores"),
             "0",

@@ -301,21 +301,15 @@ pub async fn prepared_transactions_allowed(url: &DatabaseUrl) -> Result<i64, Sin
 
 #[cfg(test)]
 mod tests {
-    use clickflow_testkit::TestDatabase;
-
     use super::*;
+    use crate::postgres::testing::{block_on, scratch_database};
 
     /// Finishing a part that another connection finished meanwhile is not an error, and
     /// says it did not finish it; one that exists is finished.
     #[test]
     fn a_part_finished_by_another_connection_is_not_an_error() {
-        let db = TestDatabase::create("finish_part");
-        let url = DatabaseUrl::parse(&db.url).unwrap();
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async {
+        let (db, url) = scratch_database("finish_part");
+        block_on(async {
             let client = connect(&url).await.unwrap();
             let gid = format!("clickflow-test:{}", db.name);
             client
