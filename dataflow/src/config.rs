@@ -75,10 +75,11 @@ pub struct EpochConfig {
     /// Freshness means nothing there, and longer epochs do less work: each epoch is one
     /// timestamp, so a session, a funnel id or a recommender sample touched in it is
     /// reduced once per epoch, and its row written once per epoch. 2 s by default: on 4
-    /// December 2026 (2 cores, same sitting) 2 s against 400 ms took `clickflow bench` from
-    /// 71.3 to 55.9 s (3.8M → 3.0M rows written) and the 2M-event side-by-side file from
-    /// 37.1 to 30.7 s; 5 s measured the same as 2 s (`max_epoch_messages` and the
-    /// back-pressure bound what one epoch takes in). Never shorter than `epoch`.
+    /// December 2026 (2 cores, one sitting) 2 s against 400 ms took `clickflow bench` from
+    /// 71.3 s to 52.7–56.6 s (3.8M → 2.9–3.5M rows written) and the 2M-event side-by-side
+    /// file from 37.1–40.8 s to 22.7–30.7 s; 5 s measured no better (bench 59.5 s, file
+    /// 29.9 s: `max_epoch_messages` and the back-pressure bound what one epoch takes in).
+    /// Never shorter than `epoch`.
     pub catch_up_epoch: Duration,
     /// A caught-up Kafka partition that receives nothing for this long stops holding back
     /// the pipeline's watermark (as Flink's idleness does).
