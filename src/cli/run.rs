@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Args;
+use clickflow_dataflow::runtime::profile::OperatorProfile;
 use clickflow_dataflow::runtime::run::{InputSpec, RunConfig};
 use clickflow_dataflow::PipelineMetrics;
 use clickflow_sinks::postgres::{ModelSource, PipelineSpec, SinkMetrics};
@@ -36,6 +37,10 @@ pub struct RunArgs {
     /// Kafka topic.
     #[arg(long, default_value = "user-events")]
     topic: String,
+    /// At the end, print how long each dataflow operator was busy, summed over this
+    /// process's workers (timely's logging; costs a few percent).
+    #[arg(long)]
+    profile_operators: bool,
     #[command(flatten)]
     scoring: ScoringArgs,
     #[command(flatten)]
@@ -78,8 +83,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         dataflow: args.dataflow.dataflow(),
         epochs: args.dataflow.epochs(),
         alerts: args.alerts.detectors()?,
+        profile: args.profile_operators.then(OperatorProfile::default),
         ..RunConfig::default()
     };
+    let profile = config.profile.clone();
     let mut sink = args.database.sink(url.clone());
     if args.scoring.log_predictions {
         sink.prediction_log = Some(args.scoring.prediction_retention);
@@ -110,6 +117,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     if let Some(metrics) = finished.sink {
         eprintln!("dead letters written: {}", dead_letter_summary(&metrics));
         eprintln!("sink: {}", sink_summary(&metrics));
+    }
+    if let Some(profile) = profile {
+        eprint!("{profile}");
     }
     Ok(())
 }

@@ -13,6 +13,7 @@ pub mod driver;
 pub mod handoff;
 pub mod lateness;
 pub mod output;
+pub mod profile;
 pub mod replay;
 pub mod resume;
 pub mod run;

@@ -23,6 +23,7 @@ use crate::lifecycle::LiveModel;
 use crate::metrics::PipelineMetrics;
 use crate::runtime::driver::{abandon, drive, DriveSettings, DriveStats};
 use crate::runtime::output::{Deliver, EpochOutput, Handoff};
+use crate::runtime::profile::OperatorProfile;
 use crate::runtime::resume::{PartitionResume, ResumePlan};
 
 /// Where the events come from.
@@ -74,6 +75,8 @@ pub struct RunConfig {
     pub model: Option<LiveModel>,
     /// The anomaly detectors' tuning and rules.
     pub alerts: DetectorConfig,
+    /// Where to sum each operator's busy time (`None`: timely's logging stays off).
+    pub profile: Option<OperatorProfile>,
 }
 
 /// Why a run failed.
@@ -199,6 +202,9 @@ pub fn run(
             } else {
                 None
             };
+            if let Some(profile) = &config.profile {
+                profile.attach(worker);
+            }
             let committed = config.resume.committed_watermark;
             let scoring = config.model.as_ref().map(|live| ScoringSetup {
                 model: live.current(),
