@@ -9,7 +9,7 @@ use compact_str::CompactString;
 use crate::config::RecsConfig;
 use crate::operators::RouteKey;
 use crate::recs::pairs::MIN_CO_SESSIONS;
-use crate::recs::similar::similarity;
+use crate::recs::similar::{affinity, similarity};
 use crate::rows::{Measure, RecommendationRow};
 
 /// `product_recommendations` as it stands when the horizon clock is at `clock` (the minimum
@@ -58,19 +58,20 @@ pub fn recount(
         .iter()
         .filter(|(_, &both)| both >= MIN_CO_SESSIONS as i64)
     {
-        let score = similarity(
-            both as isize,
-            sessions_with[a] as isize,
-            sessions_with[b] as isize,
-        );
-        by_product.entry(a).or_default().push((score, b, both));
+        let rank_key = affinity(both as isize, sessions_with[b] as isize);
+        by_product.entry(a).or_default().push((rank_key, b, both));
     }
     let mut rows = BTreeMap::new();
     for (product, mut neighbours) in by_product {
         neighbours.sort_by(|x, y| y.0.total_cmp(&x.0).then_with(|| x.1.cmp(y.1)));
-        for (rank, (score, neighbour, both)) in
+        for (rank, (_, neighbour, both)) in
             neighbours.into_iter().take(config.neighbours).enumerate()
         {
+            let score = similarity(
+                both as isize,
+                sessions_with[product] as isize,
+                sessions_with[neighbour] as isize,
+            );
             let row = RecommendationRow {
                 product_id: product.clone(),
                 rank: rank as i64 + 1,

@@ -6,13 +6,15 @@
 //!                                                                              ▼
 //!                              sample ≤ N products per session (reduce, by session)
 //!                                │                                    │
-//!               arranged by session ──join_core with itself──► pairs ─► count_total (pairs.rs)
-//!                                │                                    │
-//!               products ─► count_total: popularity ─arranged─► join_core × 2 ─► score
-//!                                │                                    │       (similar.rs)
-//!                                ▼                                    ▼
-//!                   popular (reduce, top N)          top K per product (reduce)
-//!                                                     = product_recommendations
+//!               arranged by session ──join_core with itself──► pairs a < b ─► count_total
+//!                                │                                    │       (pairs.rs)
+//!               products ─► count_total: popularity ─arranged──┐     ▼ both ways
+//!                                │                             ├─► join_core: rank key
+//!                                │                             │     ▼
+//!                                │                             │   top K per product (reduce)
+//!                                ▼                             └─► join_core: score, ids
+//!                   popular (reduce, top N)                    = product_recommendations
+//!                                                                     (similar.rs)
 //! ```
 //!
 //! Neighbourhood methods of this kind (item co-occurrence in sessions, session-kNN) match or

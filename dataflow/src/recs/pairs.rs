@@ -30,9 +30,12 @@ pub type ProductKey = u64;
 /// HR@10 0.4667 without, 0.4665 with it.
 pub const MIN_CO_SESSIONS: isize = 2;
 
-/// `((a, b), sessions holding both)` for every ordered pair of different products that at
-/// least [`MIN_CO_SESSIONS`] sessions hold: both orders, so that either product finds the
-/// other. The sessions' arrangement is built once and read by both sides of the join.
+/// `((a, b), sessions holding both)` for every pair of different products that at least
+/// [`MIN_CO_SESSIONS`] sessions hold, each pair once, with `a < b` (by key): the ranking
+/// turns it both ways. Counting each pair once halves the self-join's output and the
+/// count's sorting against counting both orders (each session's 20 sampled items make 190
+/// pairs, not 380). The sessions' arrangement is built once and read by both sides of the
+/// join.
 pub fn co_occurrence<'scope>(
     items: VecCollection<'scope, Epoch, Item>,
 ) -> VecCollection<'scope, Epoch, ((ProductKey, ProductKey), isize)> {
@@ -41,7 +44,7 @@ pub fn co_occurrence<'scope>(
         .arrange_by_key_named("Recs: items by session");
     by_session
         .clone()
-        .join_core(by_session, |_session, a, b| (a != b).then_some((*a, *b)))
+        .join_core(by_session, |_session, a, b| (a < b).then_some((*a, *b)))
         .count_total()
         .filter(|(_, both)| *both >= MIN_CO_SESSIONS)
 }

@@ -38,29 +38,40 @@ pub fn coarse_popularity(sessions: isize) -> isize {
     (sessions.max(0) >> cleared) << cleared
 }
 
-/// The similarity of candidate `b` to product `a`, held by `pa` and `pb` sessions, `both`
-/// of them together: `both / (pa^(1-β) · pb^β)` with β = [`POPULARITY_DAMPING`], the
-/// asymmetric cosine (Aiolli, 2013), popularities taken coarse ([`coarse_popularity`]).
-/// Dividing by the popularities damps the products every session holds, which raw
-/// co-counts would rank first for everything; the oracle ranks by this same definition.
-pub fn similarity(both: isize, pa: isize, pb: isize) -> f64 {
-    let beta = POPULARITY_DAMPING;
-    let (pa, pb) = (coarse_popularity(pa) as f64, coarse_popularity(pb) as f64);
-    both as f64 / (pa.powf(1.0 - beta) * pb.powf(beta))
+/// How strongly candidate `b`, held by `pb` sessions, goes with a product it shares `both`
+/// sessions with, before the product's own popularity: `both / pb^β` with β =
+/// [`POPULARITY_DAMPING`], the popularity taken coarse ([`coarse_popularity`]). A product's
+/// neighbours are ranked by it (ties: the smaller id first); [`similarity`] divides it by
+/// the same value for every candidate of the product, so it orders them alike.
+pub fn affinity(both: isize, pb: isize) -> f64 {
+    both as f64 / (coarse_popularity(pb) as f64).powf(POPULARITY_DAMPING)
 }
 
-/// The `k` nearest neighbours of every product (ties: the smaller id first), from the pair
-/// counts and each product's popularity. The coarse popularity's arrangement, keyed by
-/// [`ProductKey`] with each product's id beside its popularity, is built once and read by
-/// both joins (one per side of the pair), which also bring the pair's ids along.
+/// The similarity of candidate `b` to product `a`, held by `pa` and `pb` sessions, `both`
+/// of them together: `both / (pa^(1-β) · pb^β)` with β = [`POPULARITY_DAMPING`], the
+/// asymmetric cosine (Aiolli, 2013), popularities taken coarse ([`coarse_popularity`]),
+/// computed as [`affinity`] divided by `pa^(1-β)`. Dividing by the popularities damps the
+/// products every session holds, which raw co-counts would rank first for everything; the
+/// oracle ranks and scores by these same definitions.
+pub fn similarity(both: isize, pa: isize, pb: isize) -> f64 {
+    affinity(both, pb) / (coarse_popularity(pa) as f64).powf(1.0 - POPULARITY_DAMPING)
+}
+
+/// The `k` nearest neighbours of every product, from the pair counts (each pair once) and
+/// each product's popularity.
 ///
-/// Every change of a pair's count passes through both joins and the ranking, so the
-/// products stay keyed by [`ProductKey`] all the way: the ids ride in the values, behind
-/// the score, where they are compared only to break a tie. Measured on 3 December 2026
-/// (the side-by-side file, 2 workers): 33.4 s with the ranking keyed by id, 35.5–36.2 s
-/// keyed this way, within this machine's noise, and `CompactString` comparisons stayed at
-/// ~13% of the profile: they come from the string-keyed arrangements before the pairs
-/// (the per-session sample, the popularity count), not from the ranking.
+/// Each pair is turned both ways and joined once, with the candidate's coarse popularity
+/// (which brings its id along), to rank the candidates of every product by [`affinity`];
+/// only the `k` best of each product then meet the product's own popularity, for the
+/// score and the product's id. The product's popularity scales its whole list and not its
+/// order, so no pair needs it before the ranking. The products stay keyed by
+/// [`ProductKey`] all the way, ids riding in the values behind the rank key, compared only
+/// to break a tie.
+///
+/// Measured on 4 December 2026 (the side-by-side file, 2 workers, `run --profile-operators`):
+/// both orders counted and each pair joined with both products' popularities before the
+/// ranking took 12.3 s of the workers' time in the pair counts, joins and ranking; see
+/// the module docs of [`crate::recs`] for this layout's figure.
 pub fn nearest<'scope>(
     pairs: VecCollection<'scope, Epoch, ((ProductKey, ProductKey), isize)>,
     popularity: VecCollection<'scope, Epoch, ((ProductKey, CompactString), isize)>,
@@ -69,36 +80,28 @@ pub fn nearest<'scope>(
     let popularity = popularity
         .map(|((key, product), sessions)| (key, (coarse_popularity(sessions), product)))
         .arrange_by_key_named("Recs: coarse popularity");
-    let by_first = pairs
-        .map(|((a, b), both)| (a, (b, both)))
-        .arrange_by_key_named("Recs: pairs by first");
-    let with_first = by_first
-        .join_core(popularity.clone(), |&a, &(b, both), (pa, a_id)| {
-            Some((b, (a, both, *pa, a_id.clone())))
-        })
-        .arrange_by_key_named("Recs: pairs by second");
-    let scored = with_first.join_core(popularity, |_b, (a, both, pa, a_id), (pb, b_id)| {
-        let score = similarity(*both, *pa, *pb);
-        Some((*a, (Measure(-score), b_id.clone(), *both, a_id.clone())))
+    let by_candidate = pairs
+        .flat_map(|((a, b), both)| [(b, (a, both)), (a, (b, both))])
+        .arrange_by_key_named("Recs: pairs by candidate");
+    let candidates = by_candidate.join_core(popularity.clone(), |_b, &(a, both), (pb, b_id)| {
+        Some((a, (Measure(-affinity(both, *pb)), b_id.clone(), both, *pb)))
     });
-    scored
-        .reduce_named("Recs: nearest per product", move |_a, neighbours, out| {
-            let best = neighbours.iter().filter(|(_, count)| *count > 0).take(k);
-            out.extend(
-                best.enumerate()
-                    .map(|(rank, ((score, b_id, both, a_id), _))| {
-                        let row = RecommendationRow {
-                            product_id: a_id.clone(),
-                            rank: rank as i64 + 1,
-                            recommended_id: b_id.clone(),
-                            score: Measure(-score.0),
-                            co_sessions: *both as i64,
-                        };
-                        (row, 1)
-                    }),
-            );
+    let best = candidates.reduce_named("Recs: nearest per product", move |_a, ranked, out| {
+        let best = ranked.iter().filter(|(_, count)| *count > 0).take(k);
+        out.extend(best.enumerate().map(|(rank, ((_, b_id, both, pb), _))| {
+            ((rank as i64 + 1, b_id.clone(), *both, *pb), 1)
+        }));
+    });
+    best.arrange_by_key_named("Recs: nearest by product")
+        .join_core(popularity, |_a, (rank, b_id, both, pb), (pa, a_id)| {
+            Some(RecommendationRow {
+                product_id: a_id.clone(),
+                rank: *rank,
+                recommended_id: b_id.clone(),
+                score: Measure(similarity(*both, *pa, *pb)),
+                co_sessions: *both as i64,
+            })
         })
-        .map(|(_, row)| row)
 }
 
 /// The `n` products held by the most sessions (ties: the smaller id first).
