@@ -109,3 +109,33 @@ fn windows_within_lateness_are_updated_and_beyond_it_are_not() {
     let tables = run_file(&plan, 2, dataflow, stress_epochs());
     assert_matches_oracle(&tables, &oracle, "late mix");
 }
+
+/// Regression: the first epoch of every start, which reads nothing while the replay hold is
+/// on, was stretched to a backlog epoch's length (a file is a backlog), so every run and
+/// restart stalled that long before reading. With backlog epochs of two minutes, a small
+/// file must still be read, and equal the oracle, long before one has passed.
+#[test]
+fn a_start_does_not_wait_out_a_backlog_epoch() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.jsonl");
+    write_lines(&path, &shuffled_shop(5, 500, 1));
+    let plan = FileSplits::plan(&path, 2).unwrap();
+    let dataflow = DataflowConfig::default();
+    let backlog_epoch = std::time::Duration::from_secs(120);
+    let epochs = clickflow_dataflow::EpochConfig {
+        catch_up_epoch: backlog_epoch,
+        ..clickflow_dataflow::EpochConfig::default()
+    };
+    let started = std::time::Instant::now();
+    let tables = run_file(&plan, 2, dataflow.clone(), epochs);
+    let took = started.elapsed();
+    assert!(
+        took < backlog_epoch / 2,
+        "the run waited {took:?}, as long as a backlog epoch"
+    );
+    assert_matches_oracle(
+        &tables,
+        &oracle_for(&plan, &dataflow),
+        "long backlog epochs",
+    );
+}

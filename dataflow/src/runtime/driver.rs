@@ -155,8 +155,12 @@ pub fn drive(
         let idle_poll = batch.is_empty();
         let batch_messages = batch.events.len() + batch.dead_letters.len();
         // A full poll means input is waiting; a backlogged source says so itself (a fast
-        // broker often hands over less than a full poll while far behind).
-        let catching_up = batch_messages >= epochs.poll_batch || source.backlogged();
+        // broker often hands over less than a full poll while far behind). An epoch that
+        // has read nothing while the replay hold is on only carries the reports that end
+        // the hold: stretched to a backlog's length, it stalled every start by that much.
+        let waiting_for_replay = holding && epoch_messages + batch_messages == 0;
+        let catching_up =
+            !waiting_for_replay && (batch_messages >= epochs.poll_batch || source.backlogged());
         let before = stats;
         feed(
             &mut batch,
