@@ -7,7 +7,8 @@ use clickflow_sources::{Event, EventTime, EventType};
 use compact_str::CompactString;
 
 use crate::config::RecsConfig;
-use crate::operators::RouteKey;
+use crate::operators::KeyedId;
+use crate::recs::items::sample_rank;
 use crate::recs::pairs::MIN_CO_SESSIONS;
 use crate::recs::similar::{affinity, similarity};
 use crate::rows::{Measure, RecommendationRow};
@@ -34,8 +35,12 @@ pub fn recount(
         let within = latest
             .into_iter()
             .filter(|&(_, ts)| ts.saturating_add(config.horizon_ms) > clock);
+        let session_key = KeyedId::new(session.clone());
         let mut items: Vec<(u64, &CompactString)> = within
-            .map(|(product, _)| ((session.clone(), product.clone()).route(), product))
+            .map(|(product, _)| {
+                let rank = sample_rank(&session_key, &KeyedId::new(product.clone()));
+                (rank, product)
+            })
             .collect();
         items.sort();
         items.truncate(config.max_items_per_session);

@@ -1,19 +1,23 @@
 //! The items of each session of the horizon, and the bounded sample of them that is counted.
 
 use clickflow_sources::{EventTime, EventType};
-use compact_str::CompactString;
 use differential_dataflow::VecCollection;
 use timely::dataflow::operators::vec::{Filter, Map};
 use timely::dataflow::StreamVec;
 
 use crate::input::Accepted;
 use crate::kpi::sessions::Retention;
-use crate::operators::{hold_until, EpochWatermarks, Hold, RouteKey};
+use crate::operators::{hold_until, EpochWatermarks, Hold, KeyedId, RouteKey};
 use crate::runtime::watermark::{PartitionReport, ProgressSeed};
 use crate::Epoch;
 
-/// A session's id and a product it viewed or carted.
-pub type Item = (CompactString, CompactString);
+/// A session's id and a product it viewed or carted, each with its hash ([`KeyedId`]): the
+/// holding, the sample and the counts compare integers and carry the text to the rows.
+/// Measured on 4 December 2026 (side-by-side file, 2 workers, `run --profile-operators`,
+/// workers' busy time): with the ids as text, the sample took 1.34 s and holding the items
+/// 1.31 s; keyed, the sample 0.83–1.10 s and the holding 1.57–1.70 s (its records are
+/// larger by the two hashes, and the ids are hashed as they enter): little in all.
+pub type Item = (KeyedId, KeyedId);
 
 /// Every `(session, product)` viewed or carted within `horizon_ms` of the horizon clock
 /// (see [`crate::recs`]), and how far back they reach into each partition.
@@ -32,7 +36,10 @@ pub fn held_items<'scope>(
             origin: Some((event.partition, event.ts)),
             until: event.ts.saturating_add(horizon_ms),
             diff: 1,
-            record: (event.session_id, event.product_id.expect("filtered")),
+            record: (
+                KeyedId::new(event.session_id),
+                KeyedId::new(event.product_id.expect("filtered")),
+            ),
         });
     // A finished partition holds the horizon clock at its own last watermark.
     let unfinished = reports.map(|report| PartitionReport {
@@ -54,18 +61,27 @@ fn horizon_clock(watermarks: EpochWatermarks, _: &ProgressSeed) -> EventTime {
     watermarks.after
 }
 
-/// At most `max` products per session: those with the smallest hash of `(session,
-/// product)`, a sample that is uniform, the same on every worker and every run, and stable
-/// as items come and go (an item's membership depends only on the items beside it).
+/// Where an item stands in its session's sample: XXH3-64 of the two ids' hashes
+/// (little-endian), so the sample is drawn without hashing text again.
+pub fn sample_rank(session: &KeyedId, product: &KeyedId) -> u64 {
+    let mut bytes = [0u8; 16];
+    bytes[..8].copy_from_slice(&session.key.to_le_bytes());
+    bytes[8..].copy_from_slice(&product.key.to_le_bytes());
+    xxhash_rust::xxh3::xxh3_64(&bytes)
+}
+
+/// At most `max` products per session: those with the smallest [`sample_rank`], a sample
+/// that is uniform, the same on every worker and every run, and stable as items come and
+/// go (an item's membership depends only on the items beside it).
 pub fn sample_per_session<'scope>(
     items: VecCollection<'scope, Epoch, Item>,
     max: usize,
 ) -> VecCollection<'scope, Epoch, Item> {
     items.reduce_named("Recs: sample per session", move |session, products, out| {
-        let mut ranked: Vec<(u64, &CompactString)> = products
+        let mut ranked: Vec<(u64, &KeyedId)> = products
             .iter()
             .filter(|(_, count)| *count > 0)
-            .map(|(product, _)| ((session, *product).route(), *product))
+            .map(|(product, _)| (sample_rank(session, product), *product))
             .collect();
         if ranked.len() > max {
             ranked.select_nth_unstable(max);

@@ -73,9 +73,9 @@ pub fn recommendations<'scope>(
     let popularity = pairs::popularity(sampled.clone());
     let neighbours = similar::nearest(pairs, popularity.clone(), config.neighbours);
     let popular = similar::most_popular(popularity, config.popular);
-    let items = sampled.map(|(session_id, product_id)| SessionItem {
-        session_id,
-        product_id,
+    let items = sampled.map(|(session, product)| SessionItem {
+        session_id: session.id,
+        product_id: product.id,
     });
     Recommendations {
         neighbours: at_own_epochs(neighbours, "Recs: neighbours at own epochs"),

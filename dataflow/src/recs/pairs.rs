@@ -10,11 +10,10 @@
 //! 64-bit hash (XXH3) would be counted as one; among a million ids the chance of any such
 //! pair is about 3 in 10^8.
 
-use compact_str::CompactString;
 use differential_dataflow::operators::CountTotal;
 use differential_dataflow::VecCollection;
 
-use crate::operators::RouteKey;
+use crate::operators::KeyedId;
 use crate::recs::items::Item;
 use crate::Epoch;
 
@@ -40,7 +39,7 @@ pub fn co_occurrence<'scope>(
     items: VecCollection<'scope, Epoch, Item>,
 ) -> VecCollection<'scope, Epoch, ((ProductKey, ProductKey), isize)> {
     let by_session = items
-        .map(|(session, product)| (session.route(), product.route()))
+        .map(|(session, product)| (session.key, product.key))
         .arrange_by_key_named("Recs: items by session");
     by_session
         .clone()
@@ -49,11 +48,9 @@ pub fn co_occurrence<'scope>(
         .filter(|(_, both)| *both >= MIN_CO_SESSIONS)
 }
 
-/// `((product's key, product), sessions holding it)`.
+/// `(product, sessions holding it)`.
 pub fn popularity<'scope>(
     items: VecCollection<'scope, Epoch, Item>,
-) -> VecCollection<'scope, Epoch, ((ProductKey, CompactString), isize)> {
-    items
-        .map(|(_, product)| (product.route(), product))
-        .count_total()
+) -> VecCollection<'scope, Epoch, (KeyedId, isize)> {
+    items.map(|(_, product)| product).count_total()
 }
