@@ -60,7 +60,7 @@ pub struct DataflowArgs {
     /// An epoch also closes once a worker has read this many events in it. Small values
     /// make a file replay score sessions as a live stream would (for backtests of a model
     /// with --log-predictions); the default only bounds what one epoch holds.
-    #[arg(long, default_value_t = 100_000)]
+    #[arg(long, default_value_t = EpochConfig::default().max_epoch_messages)]
     max_epoch_events: usize,
     /// A caught-up Kafka partition silent this long stops holding back the watermark.
     #[arg(long, default_value = "5s", value_parser = duration)]

@@ -76,6 +76,9 @@ pub struct BenchArgs {
     /// as `clickflow run --catch-up-epoch-ms`.
     #[arg(long, default_value_t = EpochConfig::default().catch_up_epoch.as_millis() as u64)]
     catch_up_epoch_ms: u64,
+    /// Most events a worker reads into one epoch, as `clickflow run --max-epoch-events`.
+    #[arg(long, default_value_t = EpochConfig::default().max_epoch_messages)]
+    max_epoch_events: usize,
     /// Skip the comparison with the oracle (for profiling only).
     #[arg(long)]
     no_check: bool,
@@ -127,6 +130,7 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
             model: model.clone().map(LiveModel::new),
             epochs: EpochConfig {
                 catch_up_epoch: Duration::from_millis(args.catch_up_epoch_ms.max(1)),
+                max_epoch_messages: args.max_epoch_events.max(1),
                 ..EpochConfig::default()
             },
             ..RunConfig::default()
