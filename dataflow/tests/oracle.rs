@@ -127,7 +127,7 @@ fn a_start_does_not_wait_out_a_backlog_epoch() {
         ..clickflow_dataflow::EpochConfig::default()
     };
     let started = std::time::Instant::now();
-    let tables = run_file(&plan, 2, dataflow.clone(), epochs);
+    let tables = run_file(&plan, 2, dataflow, epochs);
     let took = started.elapsed();
     assert!(
         took < backlog_epoch / 2,

@@ -13,8 +13,13 @@
 //! is already up when they arrive are dropped.
 //!
 //! Every epoch it also says, per partition, the earliest event time its records came from
-//! (a [`Retention`]): a restart replays each partition from there, so the held collection is
-//! rebuilt exactly.
+//! (a [`Retention`]), rounded down to the second: a restart replays each partition from
+//! there, so the held collection is rebuilt exactly. Counting origins per second rather than
+//! per millisecond keeps that count small enough to stay in cache: on 4 December 2026 the
+//! ordered funnel's holding (every event) and the recommender's took 1.31 s and 1.43 s of
+//! the workers' time on the side-by-side file with millisecond origins, 1.02–1.04 s and
+//! 0.97–1.01 s with whole seconds (`run --profile-operators`). A replay may start up to a
+//! second earlier than it must.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
@@ -33,6 +38,9 @@ use crate::kpi::sessions::Retention;
 use crate::operators::{by_epoch, EpochWatermarks};
 use crate::runtime::watermark::{PartitionReport, ProgressSeed};
 use crate::Epoch;
+
+/// The precision of the retention reported: origins are counted per second.
+const ORIGIN_GRAIN_MS: EventTime = 1_000;
 
 /// One update of a held record.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -82,6 +90,7 @@ impl<R: Ord + Hash + Clone> Holding<R> {
             until,
             origin,
         } = hold;
+        let origin = origin.map(|(partition, ts)| (partition, ts - ts.rem_euclid(ORIGIN_GRAIN_MS)));
         let entry = self.held.entry(record.clone()).or_insert(Held {
             count: 0,
             until,
@@ -244,12 +253,16 @@ mod tests {
     fn a_record_is_held_until_its_latest_time_and_reported_from_its_latest_event() {
         let mut holding = Holding::new();
         assert_eq!(
-            changes(&mut holding, vec![hold("a", 1, 100, 10)], 0),
+            changes(&mut holding, vec![hold("a", 1, 100, 10_000)], 0),
             [("a", 1)]
         );
         // Seen again: no new insertion, held longer, retained from the later event.
-        assert_eq!(changes(&mut holding, vec![hold("a", 1, 200, 20)], 150), []);
-        assert_eq!(holding.since(), [(0, 20)]);
+        assert_eq!(
+            changes(&mut holding, vec![hold("a", 1, 200, 20_500)], 150),
+            []
+        );
+        // Retention is counted in whole seconds, rounded down.
+        assert_eq!(holding.since(), [(0, 20_000)]);
         assert_eq!(changes(&mut holding, vec![], 200), [("a", -1)]);
         assert!(holding.since().is_empty() && holding.held.is_empty());
     }
@@ -258,21 +271,21 @@ mod tests {
     fn a_retracted_record_leaves_at_once_and_counts_add_up() {
         let mut holding = Holding::new();
         let updates = vec![
-            hold("a", 1, 100, 1),
-            hold("a", 1, 100, 1),
-            hold("a", -1, 100, 1),
+            hold("a", 1, 100, 1_001),
+            hold("a", 1, 100, 1_001),
+            hold("a", -1, 100, 1_001),
         ];
         assert_eq!(changes(&mut holding, updates, 0), [("a", 1)]);
         assert_eq!(
-            changes(&mut holding, vec![hold("a", -1, 100, 1)], 0),
+            changes(&mut holding, vec![hold("a", -1, 100, 1_001)], 0),
             [("a", -1)]
         );
         // Back again after leaving: held anew.
         assert_eq!(
-            changes(&mut holding, vec![hold("a", 1, 100, 1)], 0),
+            changes(&mut holding, vec![hold("a", 1, 100, 1_001)], 0),
             [("a", 1)]
         );
-        assert_eq!(holding.since(), [(0, 1)]);
+        assert_eq!(holding.since(), [(0, 1_000)]);
     }
 
     #[test]
@@ -283,15 +296,21 @@ mod tests {
             ..hold(record, 1, 1_000, ts)
         };
         let updates = vec![
-            from(3, "a", 40),
-            from(0, "b", 7),
-            from(3, "c", 30),
-            from(u32::MAX, "d", 5),
-            from(0, "e", 9),
+            from(3, "a", 40_999),
+            from(0, "b", 7_000),
+            from(3, "c", 30_400),
+            from(u32::MAX, "d", 5_123),
+            from(0, "e", 9_000),
         ];
         changes(&mut holding, updates, 0);
-        assert_eq!(holding.since(), [(0, 7), (3, 30), (u32::MAX, 5)]);
-        changes(&mut holding, vec![hold("c", -1, 1_000, 30)], 0);
-        assert_eq!(holding.since(), [(0, 7), (3, 40), (u32::MAX, 5)]);
+        assert_eq!(
+            holding.since(),
+            [(0, 7_000), (3, 30_000), (u32::MAX, 5_000)]
+        );
+        changes(&mut holding, vec![hold("c", -1, 1_000, 30_400)], 0);
+        assert_eq!(
+            holding.since(),
+            [(0, 7_000), (3, 40_000), (u32::MAX, 5_000)]
+        );
     }
 }
