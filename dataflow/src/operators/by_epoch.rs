@@ -24,7 +24,11 @@ pub struct EpochWatermarks {
 
 struct Pending<D> {
     capability: Capability<Epoch>,
-    data: Vec<D>,
+    /// The epoch's input as it arrived, batch by batch: gathered into one vector of
+    /// exactly its size when the epoch is complete, rather than grown by doubling as it
+    /// arrives (a backlog epoch brings a million records a worker, and each doubling copied
+    /// and faulted in everything before it).
+    batches: Vec<Vec<D>>,
     reports: Vec<PartitionReport>,
 }
 
@@ -38,9 +42,21 @@ impl<D> Pending<D> {
             .entry(*capability.time())
             .or_insert_with(|| Pending {
                 capability,
-                data: Vec::new(),
+                batches: Vec::new(),
                 reports: Vec::new(),
             })
+    }
+
+    /// The epoch's input in one vector.
+    fn gathered(batches: Vec<Vec<D>>) -> Vec<D> {
+        if batches.len() == 1 {
+            return batches.into_iter().next().expect("one batch");
+        }
+        let mut data = Vec::with_capacity(batches.iter().map(Vec::len).sum());
+        for batch in batches {
+            data.extend(batch);
+        }
+        data
     }
 }
 
@@ -71,7 +87,9 @@ where
             data_input.for_each_stamp(|stamp, batches| {
                 if let Some(capability) = stamp.retain_least(output.output_index()) {
                     let entry = Pending::of(&mut pending, capability);
-                    entry.data.extend(batches.flat_map(|b| b.drain(..)));
+                    entry
+                        .batches
+                        .extend(batches.map(std::mem::take).filter(|b| !b.is_empty()));
                 }
             });
             report_input.for_each_stamp(|stamp, batches| {
@@ -89,9 +107,10 @@ where
                 }
                 let Pending {
                     capability,
-                    data,
+                    batches,
                     reports,
                 } = entry.remove();
+                let data = Pending::<D>::gathered(batches);
                 let before = tracker.current();
                 // An epoch is part of the replay unless the replay was over before it began:
                 // its input then lies entirely below the committed offsets.
