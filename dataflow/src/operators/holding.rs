@@ -90,7 +90,8 @@ impl<R: Ord + Hash + Clone> Holding<R> {
             until,
             origin,
         } = hold;
-        let origin = origin.map(|(partition, ts)| (partition, ts - ts.rem_euclid(ORIGIN_GRAIN_MS)));
+        let origin = origin
+            .map(|(partition, ts)| (partition, ts.saturating_sub(ts.rem_euclid(ORIGIN_GRAIN_MS))));
         let entry = self.held.entry(record.clone()).or_insert(Held {
             count: 0,
             until,
@@ -312,5 +313,8 @@ mod tests {
             holding.since(),
             [(0, 7_000), (3, 40_000), (u32::MAX, 5_000)]
         );
+        // The earliest representable time rounds without overflowing.
+        changes(&mut holding, vec![from(1, "f", EventTime::MIN)], 0);
+        assert_eq!(holding.since()[1], (1, EventTime::MIN));
     }
 }
