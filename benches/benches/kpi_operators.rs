@@ -15,6 +15,7 @@
 use std::sync::Arc;
 
 use clickflow_benches::partitioned_events;
+use clickflow_dataflow::conversion::Sealing;
 use clickflow_dataflow::input::{product_hash, Accepted};
 use clickflow_dataflow::kpi::funnel::Funnel;
 use clickflow_dataflow::kpi::sessions::{SessionRule, Sessions};
@@ -49,6 +50,15 @@ fn rule() -> SessionRule {
     SessionRule {
         gap_ms: GAP_MS,
         window: window(),
+    }
+}
+
+/// The ordered funnel's default conversion window (the session stage keeps each
+/// session's path through it).
+fn sealing() -> Sealing {
+    Sealing {
+        window: window(),
+        funnel_window_ms: 30 * 60_000,
     }
 }
 
@@ -106,8 +116,8 @@ fn run(epochs: Arc<Vec<Vec<Accepted>>>, workers: usize, stage: Stage, build: Bui
                     }
                     Stage::Sessions => {
                         accepted
-                            .session_features(rule(), reports, seed)
-                            .0
+                            .session_features(rule(), sealing(), reports, seed)
+                            .rows
                             .inner
                             .probe_with(&probe);
                     }

@@ -20,7 +20,7 @@ use crate::input::InputEvent;
 use crate::kpi::churn::{ChurnScores, ScoringSetup};
 use crate::kpi::funnel::Funnel;
 use crate::kpi::gate::closed_window_gate;
-use crate::kpi::sessions::{SessionRule, Sessions};
+use crate::kpi::sessions::{SessionRule, SessionStreams, Sessions};
 use crate::kpi::trends::EventTrends;
 use crate::recs::recommendations;
 use crate::runtime::output::{gather, Change, Deliver};
@@ -96,7 +96,7 @@ pub struct AlertSetup {
 ///                  ├─► session_features ┤   (or, with own_rows: rows ─► worker rows ─► outputs.own_rows
 ///                  │       │            │    on every worker; the rest ─► gather on worker 0)
 ///                  │       ├─► churn_scores (with a model) ◄─ models
-///                  │       └─► funnel_conversion (with the events) ─┤
+///                  │       └─► funnel_conversion (the sessions' paths) ─┤
 ///                  └─► product_recommendations, session items, popular ┘
 ///  trends, funnel, rejections ─► window_series ─► alerts ┘
 ///  reports ─broadcast─► every stateful stage (watermark), replay monitor
@@ -146,21 +146,18 @@ pub fn build_graph(
             gap_ms: config.session_gap_ms,
             window: config.window,
         };
-        let (sessions, retention) =
-            accepted
-                .clone()
-                .session_features(rule, all_reports.clone(), seed);
         let sealing = Sealing {
             window: config.window,
             funnel_window_ms: config.funnel_window_ms,
         };
-        let (conversion, conversion_retention) = ordered_funnel(
-            accepted.clone(),
-            sessions.clone(),
-            all_reports.clone(),
-            seed,
-            sealing,
-        );
+        let SessionStreams {
+            rows: sessions,
+            paths,
+            retention,
+        } = accepted
+            .clone()
+            .session_features(rule, sealing, all_reports.clone(), seed);
+        let conversion = ordered_funnel(paths, all_reports.clone(), seed, sealing);
         let recs = config
             .recommendations
             .map(|recs| recommendations(accepted, all_reports.clone(), seed, recs));
@@ -202,7 +199,7 @@ pub fn build_graph(
             alerts.config,
             alerts.history,
         );
-        let mut retentions = vec![retention.clone(), conversion_retention];
+        let mut retentions = vec![retention.clone()];
         let mut recs_changes = Vec::new();
         if let Some(recs) = recs {
             retentions.push(recs.retention);

@@ -26,7 +26,7 @@
 //! | [`alerts`] | anomaly alerts: the closed windows' series, the detectors, the alerting file |
 //! | [`lifecycle`] | the churn model's life in a running pipeline: live model, monitor, retrainer |
 //! | [`recs`] | the session-based recommender, on differential's operators |
-//! | [`conversion`] | the ordered funnel, on differential's operators |
+//! | [`conversion`] | the ordered funnel: each session's path (kept by the session stage), counted per window on differential's operators |
 //!
 //! Beside them: the records that enter ([`input`]) and leave ([`rows`], [`tables`]), event-time
 //! windows ([`window`]), the graph that wires the stages ([`graph`]), the sequential

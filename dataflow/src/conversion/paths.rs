@@ -1,13 +1,9 @@
-//! Each session's path through the ordered funnel.
+//! Each session's path through the ordered funnel, from a summary of its events that the
+//! session stage keeps beside its counts ([`FunnelSteps`]).
 
 use clickflow_sources::{EventTime, EventType};
-use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
-
-use crate::conversion::inputs::{FunnelMark, Mark};
-use crate::conversion::Sealing;
-use crate::window::Window;
-use crate::Epoch;
+use smallvec::SmallVec;
 
 /// How far a session got, and how long each step took from the one before (milliseconds;
 /// the first click from the session's first event). A later step is `Some` only when the
@@ -24,120 +20,165 @@ pub struct Path {
     pub purchase: Option<i64>,
 }
 
-impl Path {
-    /// The path of a session that started at `start`, through `events` (in time order,
-    /// and within the conversion window).
-    pub fn through(
-        start: EventTime,
-        events: impl IntoIterator<Item = (EventTime, EventType)>,
-    ) -> Path {
-        let mut path = Path::default();
-        let mut previous = start;
-        for (ts, kind) in events {
-            let next = match (path.click, path.cart, path.purchase) {
-                (None, _, _) => EventType::Click,
-                (Some(_), None, _) => EventType::AddToCart,
-                (Some(_), Some(_), None) => EventType::Purchase,
-                _ => break,
-            };
-            if kind != next || ts < previous {
-                continue;
-            }
-            let step = Some(ts - previous);
-            match kind {
-                EventType::Click => path.click = step,
-                EventType::AddToCart => path.cart = step,
-                EventType::Purchase => path.purchase = step,
-            }
-            previous = ts;
+/// What a session's events tell of its path, in whatever order they arrive: its earliest
+/// click, and the cart adds and purchases that can still be a step.
+///
+/// The path walks the session's events in time order: the first click, the first cart add
+/// at or after it, the first purchase at or after that. As events arrive (or sessions
+/// merge), the earliest click can only move earlier, so the first cart add at or after it
+/// can only move earlier too, and a cart add later than the current one can never be the
+/// step again: only the cart adds before the earliest click and the first one at or after
+/// it are kept. Purchases likewise, against the cart step. A session of the shop keeps a
+/// few times rather than every event: the ordered funnel used to hold every event and
+/// reduce over all of a session id's events whenever one arrived (see [`crate::conversion`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FunnelSteps {
+    /// The earliest click.
+    click: Option<EventTime>,
+    /// Sorted: every cart add before `click` (all of them without a click), and the first
+    /// at or after it.
+    carts: SmallVec<[EventTime; 2]>,
+    /// Sorted: every purchase before the cart step (all of them without one), and the
+    /// first at or after it.
+    purchases: SmallVec<[EventTime; 2]>,
+}
+
+/// The first of `sorted` at or after `from`.
+fn first_from(sorted: &[EventTime], from: Option<EventTime>) -> Option<(usize, EventTime)> {
+    let from = from?;
+    let at = sorted.partition_point(|&ts| ts < from);
+    sorted.get(at).map(|&ts| (at, ts))
+}
+
+/// Merges the sorted `theirs` into the sorted `ours`.
+fn merge_sorted(ours: &mut SmallVec<[EventTime; 2]>, theirs: &[EventTime]) {
+    for &ts in theirs {
+        let at = ours.partition_point(|&held| held <= ts);
+        ours.insert(at, ts);
+    }
+}
+
+impl FunnelSteps {
+    /// The steps of one event.
+    pub fn of(kind: EventType, ts: EventTime) -> FunnelSteps {
+        let mut steps = FunnelSteps::default();
+        match kind {
+            EventType::Click => steps.click = Some(ts),
+            EventType::AddToCart => steps.carts.push(ts),
+            EventType::Purchase => steps.purchases.push(ts),
         }
-        path
+        steps
     }
-}
 
-/// The paths of every session of one id, from its marks in time order: split at its
-/// starts, each session's events counted up to its start plus `funnel_window_ms`.
-///
-/// Events before the first start belong to sessions already sealed (a start is released
-/// no later than any event after it) and are passed over. Each event lies in exactly one
-/// session, so the session that holds it is the latest start at or before it.
-pub fn paths_of_id(marks: &[(EventTime, Mark)], funnel_window_ms: i64) -> Vec<(EventTime, Path)> {
-    let mut paths = Vec::new();
-    let mut rest = marks;
-    while let Some(at) = rest.iter().position(|(_, m)| *m == Mark::SessionStart) {
-        let start = rest[at].0;
-        rest = &rest[at + 1..];
-        let end = rest
-            .iter()
-            .position(|(_, m)| *m == Mark::SessionStart)
-            .unwrap_or(rest.len());
-        let counted_until = start.saturating_add(funnel_window_ms - 1);
-        let events = rest[..end].iter().filter_map(|&(ts, mark)| match mark {
-            Mark::Event(kind) if ts <= counted_until => Some((ts, kind)),
-            _ => None,
-        });
-        paths.push((start, Path::through(start, events)));
-        rest = &rest[end..];
+    /// Adds the events summed up in `other`.
+    pub fn merge(&mut self, other: &FunnelSteps) {
+        self.click = match (self.click, other.click) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        merge_sorted(&mut self.carts, &other.carts);
+        merge_sorted(&mut self.purchases, &other.purchases);
+        if let Some((at, _)) = first_from(&self.carts, self.click) {
+            self.carts.truncate(at + 1);
+        }
+        if let Some((at, _)) = first_from(&self.purchases, self.cart()) {
+            self.purchases.truncate(at + 1);
+        }
     }
-    paths
-}
 
-/// Every session's path, keyed by the window it started in, from one reduce per session
-/// id over its events and session starts ([`paths_of_id`]).
-///
-/// This replaced a `join_core` of the events with each session's `(start, last event)`
-/// span: every new event moved its session's span, which re-joined all of the session's
-/// events (quadratic in its length) and fed those changes to a reduce per session.
-/// Measured on 3 December 2026 (`versus_duckdb 2000000 2 --no-recommendations`, the
-/// side-by-side file, 2 workers, same sitting): the whole run 13.7 s and 1.17 GB peak RSS
-/// with the join, 10.7 s and 0.90 GB with this reduce.
-pub fn session_paths<'scope>(
-    marks: VecCollection<'scope, Epoch, FunnelMark>,
-    sealing: Sealing,
-) -> VecCollection<'scope, Epoch, (Window, Path)> {
-    marks
-        .reduce_named(
-            "Funnel (ordered): paths per session id",
-            move |_id, marks, out| {
-                let present: Vec<(EventTime, Mark)> = marks
-                    .iter()
-                    .filter(|(_, count)| *count > 0)
-                    .map(|(mark, _)| **mark)
-                    .collect();
-                let paths = paths_of_id(&present, sealing.funnel_window_ms);
-                out.extend(paths.into_iter().map(|path| (path, 1)));
-            },
-        )
-        .map(move |(_id, (start, path))| (sealing.window.window_of(start), path))
+    /// The cart step: the first cart add at or after the earliest click.
+    fn cart(&self) -> Option<EventTime> {
+        first_from(&self.carts, self.click).map(|(_, ts)| ts)
+    }
+
+    /// The path of the session that starts at `start`, counting the steps before `start +
+    /// funnel_window_ms`.
+    pub fn path(&self, start: EventTime, funnel_window_ms: i64) -> Path {
+        let counted = |ts: &EventTime| *ts < start.saturating_add(funnel_window_ms);
+        let click = self.click.filter(counted);
+        let cart = click.and(self.cart()).filter(counted);
+        let purchase = cart
+            .and(first_from(&self.purchases, cart).map(|(_, ts)| ts))
+            .filter(counted);
+        Path {
+            click: click.map(|ts| ts - start),
+            cart: cart.zip(click).map(|(ts, from)| ts - from),
+            purchase: purchase.zip(cart).map(|(ts, from)| ts - from),
+        }
+    }
+
+    /// How many times it keeps.
+    #[cfg(test)]
+    fn held(&self) -> usize {
+        usize::from(self.click.is_some()) + self.carts.len() + self.purchases.len()
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
     use EventType::*;
+
+    /// The path as defined: the session's events in time order (a click before a cart add
+    /// before a purchase at the same time), walked step by step.
+    fn walked(events: &[(EventTime, EventType)], funnel_window_ms: i64) -> Path {
+        let start = events.iter().map(|(ts, _)| *ts).min().unwrap();
+        let mut sorted: Vec<(EventTime, EventType)> = events
+            .iter()
+            .copied()
+            .filter(|(ts, _)| *ts < start + funnel_window_ms)
+            .collect();
+        sorted.sort();
+        let mut path = Path::default();
+        let mut at = start;
+        let mut step = 0;
+        for (ts, kind) in sorted {
+            if step < 3 && kind == EventType::ALL[step] && ts >= at {
+                let took = Some(ts - at);
+                match step {
+                    0 => path.click = took,
+                    1 => path.cart = took,
+                    _ => path.purchase = took,
+                }
+                at = ts;
+                step += 1;
+            }
+        }
+        path
+    }
+
+    fn folded(events: &[(EventTime, EventType)]) -> FunnelSteps {
+        let mut steps = FunnelSteps::default();
+        for &(ts, kind) in events {
+            steps.merge(&FunnelSteps::of(kind, ts));
+        }
+        steps
+    }
 
     #[test]
     fn steps_count_in_order_only() {
-        let path = Path::through(
-            0,
-            [
-                (0, AddToCart),
-                (5, Click),
-                (7, Purchase),
-                (9, AddToCart),
-                (12, Purchase),
-            ],
-        );
-        assert_eq!(
-            path,
-            Path {
-                click: Some(5),
-                cart: Some(4),
-                purchase: Some(3)
-            }
-        );
+        let events = [
+            (0, AddToCart),
+            (5, Click),
+            (7, Purchase),
+            (9, AddToCart),
+            (12, Purchase),
+        ];
+        let expected = Path {
+            click: Some(5),
+            cart: Some(4),
+            purchase: Some(3),
+        };
+        assert_eq!(folded(&events).path(0, 100), expected);
+        // The conversion window counts steps before start + 12 only.
+        let cut = Path {
+            purchase: None,
+            ..expected
+        };
+        assert_eq!(folded(&events).path(0, 12), cut);
         // A purchase before any cart add does not count.
-        let path = Path::through(10, [(10, Click), (11, Purchase)]);
+        let path = folded(&[(10, Click), (11, Purchase)]).path(10, 100);
         assert_eq!(
             (path.click, path.cart, path.purchase),
             (Some(0), None, None)
@@ -145,41 +186,45 @@ mod tests {
     }
 
     #[test]
-    fn an_ids_events_go_to_the_latest_start_before_them_within_the_window() {
-        let marks = [
-            // A sealed session's leftover event: no start before it.
-            (1, Mark::Event(Click)),
-            (10, Mark::SessionStart),
-            (10, Mark::Event(Click)),
-            (15, Mark::Event(AddToCart)),
-            // Past the first session's conversion window (10 + 20 - 1).
-            (30, Mark::Event(Purchase)),
-            (100, Mark::SessionStart),
-            (100, Mark::Event(AddToCart)),
-            (104, Mark::Event(Click)),
-        ];
-        let paths = paths_of_id(&marks, 20);
-        assert_eq!(
-            paths,
-            [
-                (
-                    10,
-                    Path {
-                        click: Some(0),
-                        cart: Some(5),
-                        purchase: None
-                    }
-                ),
-                (
-                    100,
-                    Path {
-                        click: Some(4),
-                        cart: None,
-                        purchase: None
-                    }
-                ),
-            ]
-        );
-        assert!(paths_of_id(&marks[..1], 20).is_empty());
+    fn only_what_can_still_be_a_step_is_kept() {
+        // Clicked at 5: of the carts at and after it, only the first can be the step.
+        let steps = folded(&[
+            (5, Click),
+            (6, AddToCart),
+            (9, AddToCart),
+            (12, AddToCart),
+            (8, Purchase),
+            (10, Purchase),
+            (11, Purchase),
+        ]);
+        assert_eq!(steps.carts.as_slice(), [6]);
+        assert_eq!(steps.purchases.as_slice(), [8]);
+        assert_eq!(steps.held(), 3);
+    }
+
+    fn event() -> impl Strategy<Value = (EventTime, EventType)> {
+        (0i64..60, prop::sample::select(EventType::ALL.to_vec()))
+    }
+
+    proptest! {
+        /// Any arrival order, cut anywhere into two sessions' worth merged in either
+        /// direction, gives the path of the events walked in time order.
+        #[test]
+        fn any_order_and_any_merge_give_the_walked_path(
+            events in prop::collection::vec(event(), 1..40),
+            split in any::<prop::sample::Index>(),
+            funnel_window_ms in 1i64..70,
+        ) {
+            let start = events.iter().map(|(ts, _)| *ts).min().unwrap();
+            let expected = walked(&events, funnel_window_ms);
+            prop_assert_eq!(folded(&events).path(start, funnel_window_ms), expected);
+            let (a, b) = events.split_at(split.index(events.len() + 1));
+            let mut merged = folded(b);
+            merged.merge(&folded(a));
+            prop_assert_eq!(merged.path(start, funnel_window_ms), expected);
+            let mut reversed = folded(a);
+            reversed.merge(&folded(b));
+            prop_assert_eq!(&reversed, &merged);
+        }
     }
 }

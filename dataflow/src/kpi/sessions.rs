@@ -12,14 +12,24 @@
 //! that contains `last_event + gap`, no event that could still join the session can be
 //! accepted: such an event lies in that window or an earlier one, which is closed, so its
 //! partition's clock or the closed-window gate dead-letters it as `late` (the reason names
-//! its session). The row then gets `closed = true`, is final, and the session leaves the
-//! state. Hence the same input gives the same sessions on any number of workers, with any
-//! epoch length, arrival order within the allowed lateness, and across restarts.
+//! its session). The row then gets `closed = true` and is final. Hence the same input gives
+//! the same sessions on any number of workers, with any epoch length, arrival order within
+//! the allowed lateness, and across restarts.
+//!
+//! **The ordered funnel's paths.** Each session also keeps what its events tell of its path
+//! through the ordered funnel ([`FunnelSteps`]) and emits `(window of its start, path)`
+//! whenever that changes: [`crate::conversion`] counts them per window. A closed session
+//! stays in the state (and in the retention a restart replays from) until its funnel window
+//! is sealed, then leaves it, and its path is retracted where the funnel drops the changes
+//! of sealed windows. With the default gap and conversion window (both 30 min) a session's
+//! window is sealed by the time it is final, and it leaves an epoch after it closes.
 //!
 //! ```text
 //!  accepted events ─exchange by session_id─► per id: spans sorted by start, > gap apart
-//!                                                   │ per epoch: changed spans → (row, ±1)
-//!  partition reports ─broadcast─► watermark ────────┘ final spans → closed row, evicted
+//!                                                   │ per epoch: changed spans → (row, ±1),
+//!                                                   │   changed paths → ((window, path), ±1)
+//!  partition reports ─broadcast─► watermark ────────┘ final spans → closed row;
+//!                                                     sealed closed spans → path −1, forgotten
 //! ```
 //!
 //! **Against differential's own operators** (`cargo bench -p clickflow-benches --bench
@@ -50,28 +60,31 @@ use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::core::OkErr;
 use timely::dataflow::StreamVec;
 
+use crate::conversion::paths::{FunnelSteps, Path};
+use crate::conversion::Sealing;
 use crate::input::{product_hash, Accepted};
 use crate::operators::{by_epoch, RouteKey};
 use crate::rows::SessionRow;
 use crate::runtime::watermark::{PartitionReport, ProgressSeed};
-use crate::window::WindowSize;
+use crate::window::{Window, WindowSize};
 use crate::Epoch;
 
-/// How far back a worker's open sessions reach into each partition, after an epoch: a
-/// restart must replay each partition from before its own earliest event they hold.
+/// How far back what a worker holds reaches into each partition, after an epoch: a
+/// restart must replay each partition from before its own earliest event held.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Retention {
     /// The stage (its operator name).
     pub stage: String,
     /// The worker.
     pub worker: usize,
-    /// `(partition, earliest event time)` for every partition some open session holds an
-    /// event of, by partition; empty when the worker holds no open session.
+    /// `(partition, earliest event time)` for every partition some held record (an open
+    /// session, say) came from, by partition; empty when the worker holds none.
     pub since: Vec<(u32, EventTime)>,
 }
 
 impl Retention {
-    /// The earliest event time of any open session of the worker: the earliest start.
+    /// The earliest event time of anything the worker holds (of the session stage: the
+    /// earliest start of its open sessions and of its closed ones not yet forgotten).
     pub fn earliest(&self) -> Option<EventTime> {
         self.since.iter().map(|&(_, since)| since).min()
     }
@@ -112,6 +125,8 @@ pub(crate) struct Span {
     facts: SpanFacts,
     /// The products viewed, as sorted distinct hashes: a session views a few dozen at most.
     products: SmallVec<[u64; 4]>,
+    /// What its events tell of its path through the ordered funnel.
+    steps: FunnelSteps,
 }
 
 /// A span without its product set, only their number: what a session's row and the
@@ -182,6 +197,7 @@ impl Span {
                 },
             },
             products: viewed.into_iter().collect(),
+            steps: FunnelSteps::of(event.event_type, event.ts),
         }
     }
 
@@ -212,6 +228,16 @@ impl Span {
             }
         }
         facts.num_products = self.products.len() as i64;
+        self.steps.merge(&other.steps);
+    }
+
+    /// Its path through the ordered funnel, keyed by the window it started in.
+    fn path(&self, sealing: &Sealing) -> (Window, Path) {
+        let start = self.facts.first;
+        (
+            sealing.window.window_of(start),
+            self.steps.path(start, sealing.funnel_window_ms),
+        )
     }
 
     /// The row of this span as the session `session_id`.
@@ -246,34 +272,50 @@ fn absorb(spans: &mut Spans, mut new: Span, rule: &SessionRule) {
     spans.insert(from, new);
 }
 
+/// What the session stage emits.
+pub struct SessionStreams<'scope> {
+    /// `session_features`: one row per session, as row changes per epoch.
+    pub rows: VecCollection<'scope, Epoch, SessionRow>,
+    /// Every session's path through the ordered funnel, keyed by the window it started in,
+    /// from its first event until its window is sealed ([`crate::conversion`]).
+    pub paths: VecCollection<'scope, Epoch, (Window, Path)>,
+    /// The earliest event time any held session depends on, per worker and partition,
+    /// which bounds a restart's replay.
+    pub retention: StreamVec<'scope, Epoch, Retention>,
+}
+
 /// Computes `session_features` from accepted events.
 pub trait Sessions<'scope> {
     /// One row per session under `rule`, as row changes per epoch; a final session's row
-    /// gets `closed = true` and it leaves the state. Also reports the earliest event time
-    /// any open session depends on, which bounds a restart's replay.
+    /// gets `closed = true`. Also each session's path through the ordered funnel, which
+    /// `sealing` says when to retract: a session leaves the state once it is final and its
+    /// window sealed.
     fn session_features(
         self,
         rule: SessionRule,
+        sealing: Sealing,
         reports: StreamVec<'scope, Epoch, PartitionReport>,
         seed: ProgressSeed,
-    ) -> (
-        VecCollection<'scope, Epoch, SessionRow>,
-        StreamVec<'scope, Epoch, Retention>,
-    );
+    ) -> SessionStreams<'scope>;
 }
 
-type Output = Result<(SessionRow, Epoch, isize), Retention>;
+/// A change the stage emits.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+enum Change {
+    Row(SessionRow),
+    Path((Window, Path)),
+}
+
+type Output = Result<(Change, Epoch, isize), Retention>;
 
 impl<'scope> Sessions<'scope> for StreamVec<'scope, Epoch, Accepted> {
     fn session_features(
         self,
         rule: SessionRule,
+        sealing: Sealing,
         reports: StreamVec<'scope, Epoch, PartitionReport>,
         seed: ProgressSeed,
-    ) -> (
-        VecCollection<'scope, Epoch, SessionRow>,
-        StreamVec<'scope, Epoch, Retention>,
-    ) {
+    ) -> SessionStreams<'scope> {
         const NAME: &str = "Sessions: per session";
         let worker = self.scope().index();
         let mut state = SessionState::default();
@@ -286,10 +328,15 @@ impl<'scope> Sessions<'scope> for StreamVec<'scope, Epoch, Accepted> {
             seed,
             NAME,
             move |epoch, events, watermarks, out: &mut dyn FnMut(Output)| {
-                let committed = seed.committed_watermark;
-                let mut emit = |row: SessionRow, diff: isize| out(Ok((row, epoch, diff)));
-                state.apply(events, &rule, committed, &mut emit);
-                state.evict(watermarks.after, &rule, committed, &mut emit);
+                let clocks = Clocks {
+                    rule,
+                    sealing,
+                    committed: seed.committed_watermark,
+                };
+                let mut emit = |change: Change, diff: isize| out(Ok((change, epoch, diff)));
+                state.apply(events, &clocks, &mut emit);
+                state.close(watermarks.after, &clocks, &mut emit);
+                state.forget(watermarks.before, &clocks, &mut emit);
                 let since = state.earliest_by_partition();
                 if reported_since.as_ref() != Some(&since)
                     && !(since.is_empty() && reported_since.is_none())
@@ -303,55 +350,110 @@ impl<'scope> Sessions<'scope> for StreamVec<'scope, Epoch, Accepted> {
                 }
             },
         );
-        let (rows, retention) = outputs.ok_err(|output| output);
-        (rows.as_collection(), retention)
+        let (changes, retention): (StreamVec<_, (Change, Epoch, isize)>, _) =
+            outputs.ok_err(|output| output);
+        let (rows, paths) = changes.ok_err(|(change, epoch, diff)| match change {
+            Change::Row(row) => Ok((row, epoch, diff)),
+            Change::Path(path) => Err((path, epoch, diff)),
+        });
+        SessionStreams {
+            rows: rows.as_collection(),
+            paths: paths.as_collection(),
+            retention,
+        }
     }
 }
 
-/// One worker's open sessions, with the indexes that find what closes and what is oldest.
+/// When what the stage holds is final: the session rule, the funnel's sealing, and the
+/// watermark committed before a restart (what was final then was written then: a replay
+/// rebuilds it but never emits it again).
+struct Clocks {
+    rule: SessionRule,
+    sealing: Sealing,
+    committed: EventTime,
+}
+
+impl Clocks {
+    /// Whether `span`'s row changes are still to be written.
+    fn row_open(&self, span: &SpanFacts) -> bool {
+        self.rule.final_at(span.last) > self.committed
+    }
+
+    /// Whether the path of a session that starts at `start` is still to be counted.
+    fn path_open(&self, start: EventTime) -> bool {
+        self.sealing.sealed_at(start) > self.committed
+    }
+}
+
+/// One worker's sessions, with the indexes that find what closes, what leaves and what is
+/// oldest. A session is open until final, then closed until its funnel window is sealed
+/// (with the default gap and conversion window, at most an epoch longer), then forgotten.
 #[derive(Default)]
 struct SessionState {
     spans: HashMap<CompactString, Spans>,
     /// `(final_at, session_id, session_start)` of every open session.
     closing: BTreeSet<(EventTime, CompactString, EventTime)>,
-    /// `(partition, earliest event time, session_id)` of every partition of every open
-    /// session (see [`Span::partitions`]).
+    /// `(sealed_at, session_id, session_start)` of every closed session.
+    leaving: BTreeSet<(EventTime, CompactString, EventTime)>,
+    /// `(partition, earliest event time, session_id)` of every partition of every held
+    /// session, open or closed (see [`Span::partitions`]).
     depending: BTreeSet<(u32, EventTime, CompactString)>,
 }
 
 impl SessionState {
-    /// Adds an epoch's events and emits the changes of the rows they touched. Sessions final
-    /// before a restart (at or before `committed`) had their rows committed then: replay
-    /// rebuilds them, but never emits them again.
+    /// Adds an epoch's events and emits the changes of the rows and paths they touched.
     fn apply(
         &mut self,
         events: Vec<Accepted>,
-        rule: &SessionRule,
-        committed: EventTime,
-        emit: &mut dyn FnMut(SessionRow, isize),
+        clocks: &Clocks,
+        emit: &mut dyn FnMut(Change, isize),
     ) {
-        let mut before: HashMap<CompactString, SmallVec<[SpanFacts; 1]>> = HashMap::default();
+        type Before = SmallVec<[(SpanFacts, (Window, Path)); 1]>;
+        let mut before: HashMap<CompactString, Before> = HashMap::default();
         for event in events {
             let spans = self.spans.entry(event.session_id.clone()).or_default();
             if !before.contains_key(&event.session_id) {
-                let facts = spans.iter().map(|span| span.facts.clone()).collect();
-                before.insert(event.session_id.clone(), facts);
+                let held = spans
+                    .iter()
+                    .map(|span| (span.facts.clone(), span.path(&clocks.sealing)))
+                    .collect();
+                before.insert(event.session_id.clone(), held);
             }
-            absorb(spans, Span::of(event), rule);
+            absorb(spans, Span::of(event), &clocks.rule);
         }
         for (id, old) in before {
             let new = &self.spans[&id];
-            for gone in old.iter().filter(|&f| !new.iter().any(|s| s.facts == *f)) {
-                if rule.final_at(gone.last) > committed {
-                    emit(gone.row(&id, false), -1);
+            for (gone, _) in old.iter().filter(|(f, _)| !new.iter().any(|s| s.facts == *f)) {
+                if clocks.row_open(gone) {
+                    emit(Change::Row(gone.row(&id, false)), -1);
                 }
             }
-            for came in new.iter().filter(|s| !old.contains(&s.facts)) {
-                if rule.final_at(came.facts.last) > committed {
-                    emit(came.row(&id, false), 1);
+            for came in new.iter().filter(|s| !old.iter().any(|(f, _)| *f == s.facts)) {
+                if clocks.row_open(&came.facts) {
+                    emit(Change::Row(came.row(&id, false)), 1);
                 }
             }
-            self.reindex(&id, &old, rule);
+            // Most events leave their session's path as it was: only paths that changed
+            // reach the funnel.
+            let mut gone: SmallVec<[(Window, Path); 1]> = old
+                .iter()
+                .filter(|(facts, _)| clocks.path_open(facts.first))
+                .map(|(_, path)| *path)
+                .collect();
+            for span in new.iter().filter(|s| clocks.path_open(s.facts.first)) {
+                let path = span.path(&clocks.sealing);
+                match gone.iter().position(|was| *was == path) {
+                    Some(at) => {
+                        gone.swap_remove(at);
+                    }
+                    None => emit(Change::Path(path), 1),
+                }
+            }
+            for path in gone {
+                emit(Change::Path(path), -1);
+            }
+            let old: SmallVec<[SpanFacts; 1]> = old.into_iter().map(|(facts, _)| facts).collect();
+            self.reindex(&id, &old, &clocks.rule);
         }
     }
 
@@ -399,19 +501,48 @@ impl SessionState {
         earliest
     }
 
-    /// Closes and forgets every session final at `watermark`.
-    fn evict(
+    /// Closes every open session final at `watermark`: its row turns `closed`, and it
+    /// waits for its funnel window to be sealed.
+    fn close(
         &mut self,
         watermark: EventTime,
-        rule: &SessionRule,
-        committed: EventTime,
-        emit: &mut dyn FnMut(SessionRow, isize),
+        clocks: &Clocks,
+        emit: &mut dyn FnMut(Change, isize),
     ) {
         while let Some((final_at, _, _)) = self.closing.first() {
             if *final_at > watermark {
                 break;
             }
             let (final_at, id, first) = self.closing.pop_first().expect("first exists");
+            let Some(span) = self.find(&id, first) else {
+                continue;
+            };
+            debug_assert_eq!(clocks.rule.final_at(span.facts.last), final_at);
+            if clocks.row_open(&span.facts) {
+                emit(Change::Row(span.row(&id, false)), -1);
+                emit(Change::Row(span.row(&id, true)), 1);
+            }
+            self.leaving
+                .insert((clocks.sealing.sealed_at(first), id, first));
+        }
+    }
+
+    /// Forgets every closed session whose funnel window was sealed before this epoch
+    /// (`before`, or the committed watermark): its path is retracted there, where the
+    /// funnel drops the changes of sealed windows. (Not at `after`: this epoch's events
+    /// may still change the rows of windows it seals.)
+    fn forget(
+        &mut self,
+        before: EventTime,
+        clocks: &Clocks,
+        emit: &mut dyn FnMut(Change, isize),
+    ) {
+        let sealed_before = before.max(clocks.committed);
+        while let Some((sealed_at, _, _)) = self.leaving.first() {
+            if *sealed_at > sealed_before {
+                break;
+            }
+            let (_, id, first) = self.leaving.pop_first().expect("first exists");
             let Some(spans) = self.spans.get_mut(&id) else {
                 continue;
             };
@@ -419,24 +550,29 @@ impl SessionState {
                 continue;
             };
             let span = spans.remove(at);
-            for &(partition, since) in &span.facts.partitions {
-                self.depending.remove(&(partition, since, id.clone()));
-            }
             if spans.is_empty() {
                 self.spans.remove(&id);
             }
-            debug_assert_eq!(rule.final_at(span.facts.last), final_at);
-            if final_at > committed {
-                emit(span.row(&id, false), -1);
-                emit(span.row(&id, true), 1);
+            for &(partition, since) in &span.facts.partitions {
+                self.depending.remove(&(partition, since, id.clone()));
+            }
+            if clocks.path_open(first) {
+                emit(Change::Path(span.path(&clocks.sealing)), -1);
             }
         }
+    }
+
+    /// The session of `id` that starts at `first`.
+    fn find(&self, id: &CompactString, first: EventTime) -> Option<&Span> {
+        let spans = self.spans.get(id)?;
+        spans.iter().find(|s| s.facts.first == first)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::cell::RefCell;
 
     fn event(ts: EventTime) -> Span {
         Span::of(Accepted {
@@ -538,13 +674,22 @@ mod tests {
         assert_eq!(rule.final_at(100_000), 180_000);
     }
 
-    #[test]
-    fn each_partition_is_told_its_own_earliest_event_in_open_sessions() {
-        let rule = SessionRule {
-            gap_ms: 200_000,
-            window: WindowSize::from_millis(60_000),
-        };
-        let at = |partition, session: &str, ts| Accepted {
+    /// The clocks of a stage with `gap_ms` and a conversion window of `funnel_window_ms`,
+    /// one-minute windows, no restart.
+    fn clocks(gap_ms: i64, funnel_window_ms: i64) -> Clocks {
+        let window = WindowSize::from_millis(60_000);
+        Clocks {
+            rule: SessionRule { gap_ms, window },
+            sealing: Sealing {
+                window,
+                funnel_window_ms,
+            },
+            committed: EventTime::MIN,
+        }
+    }
+
+    fn at(partition: u32, session: &str, ts: EventTime) -> Accepted {
+        Accepted {
             partition,
             user_id: "u".into(),
             session_id: session.into(),
@@ -552,35 +697,89 @@ mod tests {
             ts,
             price_cents: None,
             product_id: None,
-        };
+        }
+    }
+
+    /// Closes and forgets what the watermark `at` makes final and sealed, as an epoch that
+    /// began there would.
+    fn settle(state: &mut SessionState, watermark: EventTime, clocks: &Clocks) {
+        let mut ignore = |_: Change, _: isize| {};
+        state.close(watermark, clocks, &mut ignore);
+        state.forget(watermark, clocks, &mut ignore);
+    }
+
+    #[test]
+    fn each_partition_is_told_its_own_earliest_event_in_held_sessions() {
+        let clocks = clocks(200_000, 100_000);
         let mut state = SessionState::default();
-        let mut ignore = |_: SessionRow, _: isize| {};
+        let mut ignore = |_: Change, _: isize| {};
         // "a" lives on partition 0 from 10 s; "b" on partition 1 from 100 s, and later gets
         // an event on partition 0 too; "c" on partition 2 from 400 s.
         let events = vec![at(0, "a", 10_000), at(1, "b", 100_000), at(0, "a", 200_000)];
-        state.apply(events, &rule, i64::MIN, &mut ignore);
+        state.apply(events, &clocks, &mut ignore);
         assert_eq!(
             state.earliest_by_partition(),
             vec![(0, 10_000), (1, 100_000)]
         );
         let events = vec![at(0, "b", 130_000), at(2, "c", 400_000), at(1, "b", 90_000)];
-        state.apply(events, &rule, i64::MIN, &mut ignore);
+        state.apply(events, &clocks, &mut ignore);
         assert_eq!(
             state.earliest_by_partition(),
             vec![(0, 10_000), (1, 90_000), (2, 400_000)]
         );
         // "b" (last event 130 s) is final at 360 s: partition 1 holds nothing open any more,
         // partition 0 still holds "a" from 10 s.
-        state.evict(360_000, &rule, i64::MIN, &mut ignore);
+        settle(&mut state, 360_000, &clocks);
         assert_eq!(
             state.earliest_by_partition(),
             vec![(0, 10_000), (2, 400_000)]
         );
         // "a" (last event 200 s) is final at 420 s, "c" at 660 s.
-        state.evict(420_000, &rule, i64::MIN, &mut ignore);
+        settle(&mut state, 420_000, &clocks);
         assert_eq!(state.earliest_by_partition(), vec![(2, 400_000)]);
-        state.evict(660_000, &rule, i64::MIN, &mut ignore);
+        settle(&mut state, 660_000, &clocks);
         assert!(state.earliest_by_partition().is_empty());
         assert!(state.depending.is_empty() && state.closing.is_empty());
+        assert!(state.leaving.is_empty() && state.spans.is_empty());
+    }
+
+    #[test]
+    fn a_closed_session_is_held_until_its_funnel_window_is_sealed() {
+        // A 2-minute gap and a 10-minute conversion window: final before sealed.
+        let clocks = clocks(120_000, 600_000);
+        let mut state = SessionState::default();
+        let emitted: RefCell<Vec<((Window, Path), isize)>> = RefCell::default();
+        let mut keep = |change: Change, diff: isize| {
+            if let Change::Path(path) = change {
+                emitted.borrow_mut().push((path, diff));
+            }
+        };
+        let paths = || emitted.borrow().clone();
+        let cart = Accepted {
+            event_type: EventType::AddToCart,
+            ..at(0, "a", 70_000)
+        };
+        state.apply(vec![at(0, "a", 61_000), cart], &clocks, &mut keep);
+        let path = Path {
+            click: Some(0),
+            cart: Some(9_000),
+            purchase: None,
+        };
+        let window = clocks.sealing.window.window_of(61_000);
+        assert_eq!(paths(), [((window, path), 1)]);
+        // Final at the end of the window of 70 s + 2 min (240 s); sealed at the end of the
+        // window of 119.999 s + 10 min (720 s).
+        assert_eq!(clocks.sealing.sealed_at(61_000), 720_000);
+        settle(&mut state, 240_000, &clocks);
+        assert!(state.closing.is_empty());
+        assert_eq!(state.earliest_by_partition(), [(0, 61_000)]);
+        // Sealed at 720 s: an epoch that ends there may still change the window's rows,
+        // so the session leaves only once an epoch begins there.
+        state.close(720_000, &clocks, &mut keep);
+        state.forget(719_999, &clocks, &mut keep);
+        assert_eq!(paths().len(), 1);
+        state.forget(720_000, &clocks, &mut keep);
+        assert_eq!(paths(), [((window, path), 1), ((window, path), -1)]);
+        assert!(state.spans.is_empty() && state.earliest_by_partition().is_empty());
     }
 }

@@ -1,7 +1,6 @@
 //! Holding records in a differential collection until an event-time clock passes them.
 //!
-//! The differential stages of [`crate::recs`] and [`crate::conversion`] keep their input in
-//! arrangements, which hold whatever they were given until it is retracted. This operator
+//! The differential stages of [`crate::recs`] keep their input in arrangements, which hold whatever they were given until it is retracted. This operator
 //! is where their input comes from: it turns a stream of updates, each with the clock value
 //! from which it no longer matters (`until`), into a collection that holds every record
 //! while it matters and retracts it once the clock passes, so the arrangements downstream
@@ -16,7 +15,8 @@
 //! (a [`Retention`]), rounded down to the second: a restart replays each partition from
 //! there, so the held collection is rebuilt exactly. Counting origins per second rather than
 //! per millisecond keeps that count small enough to stay in cache: on 4 December 2026 the
-//! ordered funnel's holding (every event) and the recommender's took 1.31 s and 1.43 s of
+//! ordered funnel's holding (every event; the funnel no longer has one) and the
+//! recommender's took 1.31 s and 1.43 s of
 //! the workers' time on the side-by-side file with millisecond origins, 1.02–1.04 s and
 //! 0.97–1.01 s with whole seconds (`run --profile-operators`). A replay may start up to a
 //! second earlier than it must.

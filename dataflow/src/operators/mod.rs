@@ -12,9 +12,9 @@
 //! input record as a differential arrangement would; that is what lets a closed window or
 //! session leave the state without a retraction that the sink would see as a deletion.
 //!
-//! The differential stages (the recommender, the ordered funnel) keep their input in
-//! arrangements instead; [`hold_until`] feeds them and retracts what an event-time clock
-//! has passed, so those stay bounded too.
+//! The recommender keeps its input in differential arrangements instead; [`hold_until`]
+//! feeds them and retracts what an event-time clock has passed, so those stay bounded too.
+//! (The ordered funnel's paths come from the session stage, which retracts them itself.)
 
 mod by_epoch;
 mod holding;
