@@ -96,7 +96,10 @@ fn killing_and_restarting_a_run_changes_nothing_in_the_result() {
     assert!(kills >= 3, "the test must actually crash the pipeline");
 
     let (expected, actual) = (read_tables(&reference.url), read_tables(&crashed.url));
-    assert!(!actual.conversion.is_empty(), "sessions went through the funnel");
+    assert!(
+        !actual.conversion.is_empty(),
+        "sessions went through the funnel"
+    );
     assert_same_results(&actual, &expected);
     assert_eq!(actual.offsets, expected.offsets, "clickflow_offsets");
 }

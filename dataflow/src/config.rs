@@ -74,13 +74,17 @@ pub struct EpochConfig {
     /// full, or its source says it reads a backlog: a file, a Kafka partition far behind).
     /// Freshness means nothing there, and longer epochs do less work: each epoch is one
     /// timestamp, so a session, a funnel id or a recommender sample touched in it is
-    /// reduced once per epoch, and its row written once per epoch. 2 s by default: two
-    /// workers of this 2-core machine read about a million events in that time, as many
-    /// as [`EpochConfig::max_epoch_messages`] lets in. On 4 December 2026 (side-by-side file,
-    /// 2M events, 2 workers, a million events an epoch) 2 s took 5.6 s, 3 s 6.0 s, 5 s
-    /// 6.4 s, all one epoch. (Until that day every start also waited out one such epoch
-    /// before reading anything, which hid what longer epochs do.) Never shorter than
-    /// `epoch`.
+    /// reduced once per epoch, and its row written once per epoch. 3 s by default: long
+    /// enough for two workers of this 2-core machine to take in the million events
+    /// [`EpochConfig::max_epoch_messages`] lets in while the gate and the session stage work
+    /// on them as they arrive. Measured on 4 December 2026 (side-by-side file, 2M events, 2
+    /// workers, a million events an epoch, `versus_duckdb`): once those stages took epochs
+    /// batch by batch, reading a million events took more than 2 s and the file was cut
+    /// in two epochs: 6.2–7.2 s with 2 s epochs, 5.2–5.8 s with 3 s, 5.8 s with 4 s;
+    /// `clickflow bench` 21.7 s with 2 s, 16.4 s with 3 s. (Before that, when those stages
+    /// buffered whole epochs, 2 s took 5.6 s, 3 s 6.0 s, 5 s 6.4 s; and until that day
+    /// every start also waited out one such epoch before reading anything, which hid what
+    /// longer epochs do.) Never shorter than `epoch`.
     pub catch_up_epoch: Duration,
     /// A caught-up Kafka partition that receives nothing for this long stops holding back
     /// the pipeline's watermark (as Flink's idleness does).
@@ -92,8 +96,9 @@ pub struct EpochConfig {
     pub poll_batch: usize,
     /// An epoch also closes once a worker has read this many messages in it, so that a fast
     /// source (a file, a backlog) cannot put unbounded input into one epoch. A million by
-    /// default: the stages that work one epoch at a time buffer it, which measured cheaper
-    /// than doing their work more often. On 4 December 2026 (2 workers, 2 s backlog epochs,
+    /// default: the stages that work one whole epoch at a time buffer it (the gate and the
+    /// session stage take it batch by batch), which measured cheaper than doing their work
+    /// more often. On 4 December 2026 (2 workers, 2 s backlog epochs,
     /// one sitting): the 2M-event side-by-side file took 10.6–11.5 s (9–10 epochs, peak RSS
     /// 1.58–1.72 GB) with 100,000, 8.0 s with 400,000 (3 epochs, 5 s), 5.6–6.2 s with a
     /// million (1 epoch, 1.85–1.94 GB); `clickflow bench` 34.5 s (3.57M rows written, 3.2
@@ -105,7 +110,7 @@ impl Default for EpochConfig {
     fn default() -> Self {
         EpochConfig {
             epoch: Duration::from_millis(50),
-            catch_up_epoch: Duration::from_millis(2000),
+            catch_up_epoch: Duration::from_millis(3000),
             idle_timeout: Duration::from_secs(5),
             max_epochs_in_flight: 4,
             poll_batch: 4096,

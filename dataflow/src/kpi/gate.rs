@@ -18,13 +18,14 @@ use timely::dataflow::operators::core::OkErr;
 use timely::dataflow::StreamVec;
 
 use crate::input::{Accepted, InputEvent};
-use crate::operators::by_epoch;
+use crate::operators::by_epoch_streaming;
 use crate::runtime::watermark::{PartitionReport, ProgressSeed};
 use crate::window::WindowSize;
 use crate::Epoch;
 
 /// Splits `events` into those whose window is still open before their epoch and dead letters
-/// for the others.
+/// for the others, batch by batch as they arrive (the closing watermark is known once the
+/// epoch before is complete): the gate never holds an epoch of events.
 pub fn closed_window_gate<'scope>(
     events: StreamVec<'scope, Epoch, InputEvent>,
     reports: StreamVec<'scope, Epoch, PartitionReport>,
@@ -35,17 +36,17 @@ pub fn closed_window_gate<'scope>(
     StreamVec<'scope, Epoch, Accepted>,
     StreamVec<'scope, Epoch, DeadLetter>,
 ) {
-    let judged = by_epoch(
+    let judged = by_epoch_streaming(
         events,
         Pipeline,
         reports,
         seed,
         "Gate: closed windows",
-        move |_epoch, events, watermarks, out| {
-            let closed_before = watermarks.before.max(seed.committed_watermark);
+        move |_epoch, events, opening, out| {
+            let closed_before = opening.before.max(seed.committed_watermark);
             for input in events {
                 let end = window.window_of(input.event.ts).end;
-                if watermarks.replaying || end > closed_before {
+                if opening.replaying || end > closed_before {
                     out(Ok(Accepted::new(input.partition, input.event)));
                     continue;
                 }
@@ -69,6 +70,7 @@ pub fn closed_window_gate<'scope>(
                 )));
             }
         },
+        |_epoch, _watermarks, _out| {},
     );
     judged.ok_err(|result| result)
 }

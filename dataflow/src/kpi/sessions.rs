@@ -48,7 +48,9 @@
 //! changed, not their product sets, this stage ran at 463k and 1.01M events/s, the reduction
 //! at 434k and 759k, in an earlier sitting: slower than the reduction on one worker.)
 
+use std::cell::RefCell;
 use std::collections::BTreeSet;
+use std::rc::Rc;
 
 use clickflow_sources::{EventTime, EventType};
 use compact_str::CompactString;
@@ -63,7 +65,7 @@ use timely::dataflow::StreamVec;
 use crate::conversion::paths::{FunnelSteps, Path};
 use crate::conversion::Sealing;
 use crate::input::{product_hash, Accepted};
-use crate::operators::{by_epoch, RouteKey};
+use crate::operators::{by_epoch_streaming, RouteKey};
 use crate::rows::SessionRow;
 use crate::runtime::watermark::{PartitionReport, ProgressSeed};
 use crate::window::{Window, WindowSize};
@@ -318,23 +320,28 @@ impl<'scope> Sessions<'scope> for StreamVec<'scope, Epoch, Accepted> {
     ) -> SessionStreams<'scope> {
         const NAME: &str = "Sessions: per session";
         let worker = self.scope().index();
-        let mut state = SessionState::default();
+        let state = Rc::new(RefCell::new(SessionState::default()));
+        let absorbing = state.clone();
         let mut reported_since: Option<Vec<(u32, EventTime)>> = None;
         let pact = Exchange::new(|event: &Accepted| event.session_id.route());
-        let outputs = by_epoch(
+        let clocks = Clocks {
+            rule,
+            sealing,
+            committed: seed.committed_watermark,
+        };
+        let outputs = by_epoch_streaming(
             self,
             pact,
             reports,
             seed,
             NAME,
-            move |epoch, events, watermarks, out: &mut dyn FnMut(Output)| {
-                let clocks = Clocks {
-                    rule,
-                    sealing,
-                    committed: seed.committed_watermark,
-                };
+            move |_epoch, events, _opening, _out: &mut dyn FnMut(Output)| {
+                absorbing.borrow_mut().absorb(events, &clocks);
+            },
+            move |epoch, watermarks, out: &mut dyn FnMut(Output)| {
+                let mut state = state.borrow_mut();
                 let mut emit = |change: Change, diff: isize| out(Ok((change, epoch, diff)));
-                state.apply(events, &clocks, &mut emit);
+                state.emit_touched(&clocks, &mut emit);
                 state.close(watermarks.after, &clocks, &mut emit);
                 state.forget(watermarks.before, &clocks, &mut emit);
                 let since = state.earliest_by_partition();
@@ -367,6 +374,7 @@ impl<'scope> Sessions<'scope> for StreamVec<'scope, Epoch, Accepted> {
 /// When what the stage holds is final: the session rule, the funnel's sealing, and the
 /// watermark committed before a restart (what was final then was written then: a replay
 /// rebuilds it but never emits it again).
+#[derive(Clone, Copy)]
 struct Clocks {
     rule: SessionRule,
     sealing: Sealing,
@@ -391,6 +399,9 @@ impl Clocks {
 #[derive(Default)]
 struct SessionState {
     spans: HashMap<CompactString, Spans>,
+    /// The ids the open epoch touched so far, each with its sessions (facts and paths)
+    /// as they stood before the epoch.
+    touched: HashMap<CompactString, SmallVec<[(SpanFacts, (Window, Path)); 1]>>,
     /// `(final_at, session_id, session_start)` of every open session.
     closing: BTreeSet<(EventTime, CompactString, EventTime)>,
     /// `(sealed_at, session_id, session_start)` of every closed session.
@@ -401,34 +412,38 @@ struct SessionState {
 }
 
 impl SessionState {
-    /// Adds an epoch's events and emits the changes of the rows and paths they touched.
-    fn apply(
-        &mut self,
-        events: Vec<Accepted>,
-        clocks: &Clocks,
-        emit: &mut dyn FnMut(Change, isize),
-    ) {
-        type Before = SmallVec<[(SpanFacts, (Window, Path)); 1]>;
-        let mut before: HashMap<CompactString, Before> = HashMap::default();
+    /// Adds a batch of the open epoch's events, noting how each id they touch stood
+    /// before the epoch.
+    fn absorb(&mut self, events: Vec<Accepted>, clocks: &Clocks) {
         for event in events {
             let spans = self.spans.entry(event.session_id.clone()).or_default();
-            if !before.contains_key(&event.session_id) {
+            if !self.touched.contains_key(&event.session_id) {
                 let held = spans
                     .iter()
                     .map(|span| (span.facts.clone(), span.path(&clocks.sealing)))
                     .collect();
-                before.insert(event.session_id.clone(), held);
+                self.touched.insert(event.session_id.clone(), held);
             }
             absorb(spans, Span::of(event), &clocks.rule);
         }
-        for (id, old) in before {
+    }
+
+    /// Emits the changes of the rows and paths the epoch's events touched, once per epoch.
+    fn emit_touched(&mut self, clocks: &Clocks, emit: &mut dyn FnMut(Change, isize)) {
+        for (id, old) in std::mem::take(&mut self.touched) {
             let new = &self.spans[&id];
-            for (gone, _) in old.iter().filter(|(f, _)| !new.iter().any(|s| s.facts == *f)) {
+            for (gone, _) in old
+                .iter()
+                .filter(|(f, _)| !new.iter().any(|s| s.facts == *f))
+            {
                 if clocks.row_open(gone) {
                     emit(Change::Row(gone.row(&id, false)), -1);
                 }
             }
-            for came in new.iter().filter(|s| !old.iter().any(|(f, _)| *f == s.facts)) {
+            for came in new
+                .iter()
+                .filter(|s| !old.iter().any(|(f, _)| *f == s.facts))
+            {
                 if clocks.row_open(&came.facts) {
                     emit(Change::Row(came.row(&id, false)), 1);
                 }
@@ -531,12 +546,7 @@ impl SessionState {
     /// (`before`, or the committed watermark): its path is retracted there, where the
     /// funnel drops the changes of sealed windows. (Not at `after`: this epoch's events
     /// may still change the rows of windows it seals.)
-    fn forget(
-        &mut self,
-        before: EventTime,
-        clocks: &Clocks,
-        emit: &mut dyn FnMut(Change, isize),
-    ) {
+    fn forget(&mut self, before: EventTime, clocks: &Clocks, emit: &mut dyn FnMut(Change, isize)) {
         let sealed_before = before.max(clocks.committed);
         while let Some((sealed_at, _, _)) = self.leaving.first() {
             if *sealed_at > sealed_before {
@@ -572,7 +582,6 @@ impl SessionState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::cell::RefCell;
 
     fn event(ts: EventTime) -> Span {
         Span::of(Accepted {
@@ -700,6 +709,17 @@ mod tests {
         }
     }
 
+    /// One epoch's events, in one batch.
+    fn apply(
+        state: &mut SessionState,
+        events: Vec<Accepted>,
+        clocks: &Clocks,
+        emit: &mut dyn FnMut(Change, isize),
+    ) {
+        state.absorb(events, clocks);
+        state.emit_touched(clocks, emit);
+    }
+
     /// Closes and forgets what the watermark `at` makes final and sealed, as an epoch that
     /// began there would.
     fn settle(state: &mut SessionState, watermark: EventTime, clocks: &Clocks) {
@@ -716,13 +736,13 @@ mod tests {
         // "a" lives on partition 0 from 10 s; "b" on partition 1 from 100 s, and later gets
         // an event on partition 0 too; "c" on partition 2 from 400 s.
         let events = vec![at(0, "a", 10_000), at(1, "b", 100_000), at(0, "a", 200_000)];
-        state.apply(events, &clocks, &mut ignore);
+        apply(&mut state, events, &clocks, &mut ignore);
         assert_eq!(
             state.earliest_by_partition(),
             vec![(0, 10_000), (1, 100_000)]
         );
         let events = vec![at(0, "b", 130_000), at(2, "c", 400_000), at(1, "b", 90_000)];
-        state.apply(events, &clocks, &mut ignore);
+        apply(&mut state, events, &clocks, &mut ignore);
         assert_eq!(
             state.earliest_by_partition(),
             vec![(0, 10_000), (1, 90_000), (2, 400_000)]
@@ -759,7 +779,12 @@ mod tests {
             event_type: EventType::AddToCart,
             ..at(0, "a", 70_000)
         };
-        state.apply(vec![at(0, "a", 61_000), cart], &clocks, &mut keep);
+        apply(
+            &mut state,
+            vec![at(0, "a", 61_000), cart],
+            &clocks,
+            &mut keep,
+        );
         let path = Path {
             click: Some(0),
             cart: Some(9_000),

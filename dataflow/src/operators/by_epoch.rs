@@ -1,6 +1,10 @@
-//! Processing a stream one whole epoch at a time, in epoch order, knowing the watermark.
+//! Processing a stream epoch by epoch, in epoch order, knowing the watermark: batch by batch
+//! as an epoch's data arrives ([`by_epoch_streaming`]), or one whole epoch at a time
+//! ([`by_epoch`]).
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
+use std::rc::Rc;
 
 use timely::dataflow::channels::pact::{ParallelizationContract, Pipeline};
 use timely::dataflow::operators::generic::Operator;
@@ -10,6 +14,15 @@ use timely::ExchangeData;
 
 use crate::runtime::watermark::{PartitionReport, ProgressSeed, WatermarkTracker};
 use crate::Epoch;
+
+/// What is known when an epoch opens: everything before it is complete.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EpochOpening {
+    /// `W(epoch - 1)`: windows ending at or before it were closed before this epoch.
+    pub before: clickflow_sources::EventTime,
+    /// True while some partition still replays committed input (see [`crate::runtime::replay`]).
+    pub replaying: bool,
+}
 
 /// The pipeline watermark around one epoch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -24,10 +37,7 @@ pub struct EpochWatermarks {
 
 struct Pending<D> {
     capability: Capability<Epoch>,
-    /// The epoch's input as it arrived, batch by batch: gathered into one vector of
-    /// exactly its size when the epoch is complete, rather than grown by doubling as it
-    /// arrives (a backlog epoch brings a million records a worker, and each doubling copied
-    /// and faulted in everything before it).
+    /// The epoch's input as it arrived, batch by batch, until the epoch opens.
     batches: Vec<Vec<D>>,
     reports: Vec<PartitionReport>,
 }
@@ -46,18 +56,20 @@ impl<D> Pending<D> {
                 reports: Vec::new(),
             })
     }
+}
 
-    /// The epoch's input in one vector.
-    fn gathered(batches: Vec<Vec<D>>) -> Vec<D> {
-        if batches.len() == 1 {
-            return batches.into_iter().next().expect("one batch");
-        }
-        let mut data = Vec::with_capacity(batches.iter().map(Vec::len).sum());
-        for batch in batches {
-            data.extend(batch);
-        }
-        data
+/// Batches in one vector of exactly their size, rather than one grown by doubling as they
+/// arrive (a backlog epoch brings a million records a worker, and each doubling copied and
+/// faulted in everything before it).
+fn gathered<D>(batches: Vec<Vec<D>>) -> Vec<D> {
+    if batches.len() == 1 {
+        return batches.into_iter().next().expect("one batch");
     }
+    let mut data = Vec::with_capacity(batches.iter().map(Vec::len).sum());
+    for batch in batches {
+        data.extend(batch);
+    }
+    data
 }
 
 /// Calls `logic(epoch, data, watermarks, emit)` once per epoch, in epoch order, when both
@@ -66,6 +78,9 @@ impl<D> Pending<D> {
 /// bring no data. `emit` sends a record on at once, in output-sized batches: an epoch that
 /// changes a million rows (the end of a backfill closes every session) never sits in memory
 /// as one vector.
+///
+/// The epoch's data waits in memory until then: a stage that can take it batch by batch
+/// uses [`by_epoch_streaming`].
 pub fn by_epoch<'scope, D, O, P, L>(
     data: StreamVec<'scope, Epoch, D>,
     pact: P,
@@ -79,6 +94,48 @@ where
     O: ExchangeData + Clone,
     P: ParallelizationContract<Epoch, Vec<D>>,
     L: FnMut(Epoch, Vec<D>, EpochWatermarks, &mut dyn FnMut(O)) + 'static,
+{
+    let arrived: Rc<RefCell<Vec<Vec<D>>>> = Rc::default();
+    let kept = arrived.clone();
+    by_epoch_streaming(
+        data,
+        pact,
+        reports,
+        seed,
+        name,
+        move |_epoch, batch, _opening, _emit| kept.borrow_mut().push(batch),
+        move |epoch, watermarks, emit| {
+            let data = gathered(std::mem::take(&mut *arrived.borrow_mut()));
+            logic(epoch, data, watermarks, emit)
+        },
+    )
+}
+
+/// Calls `absorb(epoch, batch, opening, emit)` with each batch of `data` (distributed by
+/// `pact`) of the earliest epoch not yet complete, as soon as every earlier epoch is
+/// complete (so its `before` watermark is known), and `complete(epoch, watermarks, emit)`
+/// once that epoch's data and the broadcast `reports` are complete: in epoch order, and
+/// never a batch of a later epoch before an earlier one is complete. Data that arrives for
+/// a later epoch waits until its epoch opens. Every worker sees every epoch that has
+/// reports, so state can be evicted in epochs that bring no data.
+///
+/// A stage that can take an epoch batch by batch holds what it made of the batches instead
+/// of the epoch's records: a backlog epoch brings a million records a worker.
+pub fn by_epoch_streaming<'scope, D, O, P, A, C>(
+    data: StreamVec<'scope, Epoch, D>,
+    pact: P,
+    reports: StreamVec<'scope, Epoch, PartitionReport>,
+    seed: ProgressSeed,
+    name: &str,
+    mut absorb: A,
+    mut complete: C,
+) -> StreamVec<'scope, Epoch, O>
+where
+    D: ExchangeData + Clone,
+    O: ExchangeData + Clone,
+    P: ParallelizationContract<Epoch, Vec<D>>,
+    A: FnMut(Epoch, Vec<D>, EpochOpening, &mut dyn FnMut(O)) + 'static,
+    C: FnMut(Epoch, EpochWatermarks, &mut dyn FnMut(O)) + 'static,
 {
     data.binary_frontier(reports, pact, Pipeline, name, move |_capability, _info| {
         let mut pending: BTreeMap<Epoch, Pending<D>> = BTreeMap::new();
@@ -98,34 +155,45 @@ where
                     entry.reports.extend(batches.flat_map(|b| b.drain(..)));
                 }
             });
-            while let Some(entry) = pending.first_entry() {
+            while let Some(mut entry) = pending.first_entry() {
                 let epoch = *entry.key();
-                if data_frontier.frontier().less_equal(&epoch)
-                    || report_frontier.frontier().less_equal(&epoch)
-                {
+                let (data_at, reports_at) = (data_frontier.frontier(), report_frontier.frontier());
+                // Open: nothing earlier can still arrive (and every earlier epoch with
+                // data or reports is done, being earlier in `pending`).
+                if data_at.less_than(&epoch) || reports_at.less_than(&epoch) {
+                    break;
+                }
+                let opening = EpochOpening {
+                    before: tracker.current(),
+                    // An epoch is part of the replay unless the replay was over before it
+                    // began: its input then lies entirely below the committed offsets.
+                    replaying: !tracker.all_replayed(),
+                };
+                let batches = std::mem::take(&mut entry.get_mut().batches);
+                if !batches.is_empty() {
+                    let mut session = output.session(&entry.get().capability);
+                    for batch in batches {
+                        absorb(epoch, batch, opening, &mut |record| session.give(record));
+                    }
+                }
+                if data_at.less_equal(&epoch) || reports_at.less_equal(&epoch) {
                     break;
                 }
                 let Pending {
                     capability,
-                    batches,
                     reports,
+                    ..
                 } = entry.remove();
-                let data = Pending::<D>::gathered(batches);
-                let before = tracker.current();
-                // An epoch is part of the replay unless the replay was over before it began:
-                // its input then lies entirely below the committed offsets.
-                let replaying = !tracker.all_replayed();
                 for report in reports {
                     tracker.update(report);
                 }
-                let after = tracker.advance();
                 let watermarks = EpochWatermarks {
-                    before,
-                    after,
-                    replaying,
+                    before: opening.before,
+                    after: tracker.advance(),
+                    replaying: opening.replaying,
                 };
                 let mut session = output.session(&capability);
-                logic(epoch, data, watermarks, &mut |record| session.give(record));
+                complete(epoch, watermarks, &mut |record| session.give(record));
             }
         }
     })

@@ -9,7 +9,7 @@
 //! It emits presence, not multiplicity: a record enters the collection (`+1`) when its count
 //! turns positive and leaves it (`-1`) when its count returns to zero or its time is up. A
 //! record seen again later is held until the latest `until` it was given. Updates whose time
-//! is already up when they arrive are dropped.
+//! was up before their epoch began are dropped.
 //!
 //! Every epoch it also says, per partition, the earliest event time its records came from
 //! (a [`Retention`]), rounded down to the second: a restart replays each partition from
@@ -21,9 +21,11 @@
 //! 0.97–1.01 s with whole seconds (`run --profile-operators`). A replay may start up to a
 //! second earlier than it must.
 
+use std::cell::RefCell;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
 use std::hash::Hash;
+use std::rc::Rc;
 
 use clickflow_sources::EventTime;
 use differential_dataflow::{AsCollection, VecCollection};
@@ -35,7 +37,7 @@ use timely::dataflow::StreamVec;
 use timely::ExchangeData;
 
 use crate::kpi::sessions::Retention;
-use crate::operators::{by_epoch, EpochWatermarks};
+use crate::operators::{by_epoch_streaming, EpochWatermarks};
 use crate::runtime::watermark::{PartitionReport, ProgressSeed};
 use crate::Epoch;
 
@@ -181,6 +183,11 @@ fn forget(origins: &mut BTreeMap<(u32, EventTime), usize>, origin: (u32, EventTi
 /// Holds the records of `updates` (routed to workers by `route`) until `clock(watermarks)`
 /// passes their `until`, as a collection, and says per epoch how far back the held records
 /// reach into each partition (named `name`, from every worker that holds or held some).
+///
+/// Updates are applied batch by batch as their epoch's data arrives, not once the epoch is
+/// complete (a backlog epoch brings a million a worker): one whose time is up by the end of
+/// its epoch, but not before it, enters and leaves within the epoch, and the two changes
+/// cancel.
 pub fn hold_until<'scope, R>(
     updates: StreamVec<'scope, Epoch, Hold<R>>,
     reports: StreamVec<'scope, Epoch, PartitionReport>,
@@ -197,23 +204,39 @@ where
 {
     let worker = updates.scope().index();
     let stage = name.to_string();
-    let mut holding = Holding::new();
+    let holding = Rc::new(RefCell::new(Holding::new()));
+    let absorbing = holding.clone();
     let mut reported: Option<Vec<(u32, EventTime)>> = None;
-    let outputs = by_epoch(
+    let outputs = by_epoch_streaming(
         updates,
         Exchange::new(move |hold: &Hold<R>| route(&hold.record)),
         reports,
         seed,
         name,
-        move |epoch: Epoch, updates, watermarks, out| {
-            let now = clock(watermarks, &seed);
+        move |epoch: Epoch, updates: Vec<Hold<R>>, opening, out| {
+            // No clock of this epoch is earlier than the one it opened with.
+            let opened = clock(
+                EpochWatermarks {
+                    before: opening.before,
+                    after: opening.before,
+                    replaying: opening.replaying,
+                },
+                &seed,
+            );
+            let mut holding = absorbing.borrow_mut();
             let mut emit = |record: R, diff: isize| out(Ok((record, epoch, diff)));
             for hold in updates {
-                if hold.until > now {
+                if hold.until > opened {
                     holding.update(hold, &mut emit);
                 }
             }
-            holding.expire(now, &mut emit);
+        },
+        move |epoch: Epoch, watermarks, out| {
+            let mut holding = holding.borrow_mut();
+            let now = clock(watermarks, &seed);
+            holding.expire(now, &mut |record: R, diff: isize| {
+                out(Ok((record, epoch, diff)))
+            });
             let since = holding.since();
             if reported.as_ref() != Some(&since) {
                 out(Err(Retention {
