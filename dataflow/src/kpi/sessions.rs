@@ -393,15 +393,18 @@ impl Clocks {
     }
 }
 
+/// A session as it stood before an epoch: its facts and its funnel path.
+type StoodBefore = (SpanFacts, (Window, Path));
+
 /// One worker's sessions, with the indexes that find what closes, what leaves and what is
 /// oldest. A session is open until final, then closed until its funnel window is sealed
 /// (with the default gap and conversion window, at most an epoch longer), then forgotten.
 #[derive(Default)]
 struct SessionState {
     spans: HashMap<CompactString, Spans>,
-    /// The ids the open epoch touched so far, each with its sessions (facts and paths)
-    /// as they stood before the epoch.
-    touched: HashMap<CompactString, SmallVec<[(SpanFacts, (Window, Path)); 1]>>,
+    /// The ids the open epoch touched so far, each with its sessions as they stood before
+    /// the epoch.
+    touched: HashMap<CompactString, SmallVec<[StoodBefore; 1]>>,
     /// `(final_at, session_id, session_start)` of every open session.
     closing: BTreeSet<(EventTime, CompactString, EventTime)>,
     /// `(sealed_at, session_id, session_start)` of every closed session.
