@@ -74,17 +74,20 @@ pub struct EpochConfig {
     /// full, or its source says it reads a backlog: a file, a Kafka partition far behind).
     /// Freshness means nothing there, and longer epochs do less work: each epoch is one
     /// timestamp, so a session, a funnel id or a recommender sample touched in it is
-    /// reduced once per epoch, and its row written once per epoch. 3 s by default: long
-    /// enough for two workers of this 2-core machine to take in the million events
-    /// [`EpochConfig::max_epoch_messages`] lets in while the gate and the session stage work
-    /// on them as they arrive. Measured on 4 December 2026 (side-by-side file, 2M events, 2
-    /// workers, a million events an epoch, `versus_duckdb`): once those stages took epochs
-    /// batch by batch, reading a million events took more than 2 s and the file was cut
-    /// in two epochs: 6.2–7.2 s with 2 s epochs, 5.2–5.8 s with 3 s, 5.8 s with 4 s;
-    /// `clickflow bench` 21.7 s with 2 s, 16.4 s with 3 s. (Before that, when those stages
-    /// buffered whole epochs, 2 s took 5.6 s, 3 s 6.0 s, 5 s 6.4 s; and until that day
-    /// every start also waited out one such epoch before reading anything, which hid what
-    /// longer epochs do.) Never shorter than `epoch`.
+    /// reduced once per epoch, and its row written once per epoch. 6 s by default: long
+    /// enough that the million events [`EpochConfig::max_epoch_messages`] lets in, not the
+    /// clock, ends a backlog epoch on two workers of this 2-core machine while the gate, the
+    /// session stage and the recommender's holding work on them as they arrive (with
+    /// scoring, too). An epoch cut by the clock instead re-ranks and rewrites every open
+    /// session and score once more. Measured on 4 December 2026 (2 workers, a million events
+    /// an epoch, one sitting): the side-by-side file (`versus_duckdb`) took 6.2–7.2 s with
+    /// 2 s epochs (cut in two), 5.2–5.8 s with 3 s, 5.4–6.0 s with 6 s; `clickflow bench`
+    /// 21.7 s with 2 s, 16.4–32.8 s with 3 s (2 to 5 epochs: its scoring stage makes reading
+    /// slower), 15.4–17.2 s with 6 s (2 epochs every time), 15.4 s with 10 s. (Before those
+    /// stages took epochs batch by batch, reading was only buffering, and 2 s took 5.6 s on
+    /// the file, 3 s 6.0 s, 5 s 6.4 s; until that day every start also waited out one
+    /// such epoch before reading anything, which hid what longer epochs do.) Never shorter
+    /// than `epoch`.
     pub catch_up_epoch: Duration,
     /// A caught-up Kafka partition that receives nothing for this long stops holding back
     /// the pipeline's watermark (as Flink's idleness does).
@@ -110,7 +113,7 @@ impl Default for EpochConfig {
     fn default() -> Self {
         EpochConfig {
             epoch: Duration::from_millis(50),
-            catch_up_epoch: Duration::from_millis(3000),
+            catch_up_epoch: Duration::from_millis(6000),
             idle_timeout: Duration::from_secs(5),
             max_epochs_in_flight: 4,
             poll_batch: 4096,
