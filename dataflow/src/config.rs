@@ -99,10 +99,10 @@ pub struct EpochConfig {
     pub poll_batch: usize,
     /// An epoch also closes once a worker has read this many messages in it, so that a fast
     /// source (a file, a backlog) cannot put unbounded input into one epoch. A million by
-    /// default: the stages that work one whole epoch at a time buffer it (the gate and the
-    /// session stage take it batch by batch), which measured cheaper than doing their work
-    /// more often. On 4 December 2026 (2 workers, 2 s backlog epochs,
-    /// one sitting): the 2M-event side-by-side file took 10.6–11.5 s (9–10 epochs, peak RSS
+    /// default: the stages that work one whole epoch at a time buffer it (the gate, the
+    /// session stage and the recommender's holding take it batch by batch), which measured
+    /// cheaper than doing their work more often. Before those three took batches, on 4
+    /// December 2026 (2 workers, 2 s backlog epochs, one sitting): the 2M-event side-by-side file took 10.6–11.5 s (9–10 epochs, peak RSS
     /// 1.58–1.72 GB) with 100,000, 8.0 s with 400,000 (3 epochs, 5 s), 5.6–6.2 s with a
     /// million (1 epoch, 1.85–1.94 GB); `clickflow bench` 34.5 s (3.57M rows written, 3.2
     /// GB) against 11.8 s (632k rows, 2.4 GB).
