@@ -198,3 +198,84 @@ where
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::watermark::NO_WATERMARK;
+    use timely::dataflow::operators::vec::Input;
+    use timely::dataflow::operators::Probe;
+    use timely::dataflow::InputHandleVec;
+
+    /// What the stage saw, in order: `(epoch, Some(batch))` for a batch absorbed,
+    /// `(epoch, None)` for an epoch completed.
+    type Seen = Rc<RefCell<Vec<(Epoch, Option<Vec<u64>>)>>>;
+
+    #[test]
+    fn batches_of_the_open_epoch_are_taken_at_once_and_later_epochs_wait() {
+        timely::execute_directly(|worker| {
+            let seen: Seen = Rc::default();
+            let (absorbed, completed) = (seen.clone(), seen.clone());
+            let mut data = InputHandleVec::new();
+            let mut reports = InputHandleVec::new();
+            let probe = worker.dataflow::<Epoch, _, _>(|scope| {
+                let seed = ProgressSeed {
+                    partitions: 1,
+                    committed_watermark: NO_WATERMARK,
+                };
+                by_epoch_streaming(
+                    scope.input_from(&mut data),
+                    Pipeline,
+                    scope.input_from(&mut reports),
+                    seed,
+                    "test",
+                    move |epoch, batch: Vec<u64>, _, _: &mut dyn FnMut(u64)| {
+                        absorbed.borrow_mut().push((epoch, Some(batch)));
+                    },
+                    move |epoch, _, _| completed.borrow_mut().push((epoch, None)),
+                )
+                .probe()
+                .0
+            });
+            // Epoch 0 is open from the start: its batch is taken before it is complete.
+            data.send(1);
+            data.flush();
+            for _ in 0..10 {
+                worker.step();
+            }
+            assert_eq!(*seen.borrow(), [(0, Some(vec![1]))]);
+            // Epoch 1's data arrives while epoch 0's reports are still open: it waits.
+            data.advance_to(1);
+            data.send(2);
+            data.flush();
+            for _ in 0..10 {
+                worker.step();
+            }
+            assert_eq!(seen.borrow().len(), 1);
+            // Epoch 0 completes, then epoch 1 opens and completes, in that order.
+            data.advance_to(2);
+            reports.advance_to(2);
+            while probe.less_than(&2) {
+                worker.step();
+            }
+            assert_eq!(
+                *seen.borrow(),
+                [(0, Some(vec![1])), (0, None), (1, Some(vec![2])), (1, None)]
+            );
+            // Epoch 2 brings nothing, but until its reports are complete, epoch 3 is not open.
+            data.advance_to(3);
+            data.send(3);
+            data.flush();
+            for _ in 0..10 {
+                worker.step();
+            }
+            assert_eq!(seen.borrow().len(), 4);
+            data.advance_to(4);
+            reports.advance_to(4);
+            while probe.less_than(&4) {
+                worker.step();
+            }
+            assert_eq!(seen.borrow()[4..], [(3, Some(vec![3])), (3, None)]);
+        });
+    }
+}
