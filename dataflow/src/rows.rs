@@ -13,6 +13,7 @@ use clickflow_sources::{EventTime, EventType};
 use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 
+use crate::operators::RouteKey;
 use crate::window::Window;
 
 /// `event_trends`: events (and revenue) per window and event type.
@@ -321,10 +322,18 @@ impl RecommendationRow {
 /// PostgreSQL).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct SessionItem {
-    /// The session's id.
-    pub session_id: CompactString,
+    /// The session, by the hash of its id ([`SessionItem::key_of`]): the recommender does
+    /// not carry sessions' text.
+    pub session_key: u64,
     /// The product.
     pub product_id: CompactString,
+}
+
+impl SessionItem {
+    /// The key of the session `session_id` in [`SessionItem::session_key`].
+    pub fn key_of(session_id: &str) -> u64 {
+        CompactString::from(session_id).route()
+    }
 }
 
 /// One of the most popular products of the horizon (kept by the live views for sessions

@@ -39,8 +39,9 @@ pub struct RecsBoard {
     pub enabled: bool,
     /// Each product's neighbours by rank.
     neighbours: HashMap<CompactString, RankedNeighbours>,
-    /// Each open session's items, in the order they were first counted.
-    items: HashMap<CompactString, Vec<CompactString>>,
+    /// Each open session's items, in the order they were first counted, by the session's
+    /// key ([`SessionItem::key_of`]).
+    items: HashMap<u64, Vec<CompactString>>,
     /// The popular products by rank.
     popular: Vec<Option<CompactString>>,
 }
@@ -91,16 +92,16 @@ impl RecsBoard {
         }
         for (item, diff) in items {
             if *diff < 0 {
-                if let Some(held) = self.items.get_mut(&item.session_id) {
+                if let Some(held) = self.items.get_mut(&item.session_key) {
                     held.retain(|p| *p != item.product_id);
                     if held.is_empty() {
-                        self.items.remove(&item.session_id);
+                        self.items.remove(&item.session_key);
                     }
                 }
             }
         }
         for (item, _) in items.iter().filter(|(_, d)| *d > 0) {
-            let held = self.items.entry(item.session_id.clone()).or_default();
+            let held = self.items.entry(item.session_key).or_default();
             if !held.contains(&item.product_id) {
                 held.push(item.product_id.clone());
             }
@@ -115,7 +116,7 @@ impl RecsBoard {
 
     /// Forgets a session that has closed: it is no longer shown anything.
     pub fn forget_session(&mut self, session_id: &str) {
-        self.items.remove(session_id);
+        self.items.remove(&SessionItem::key_of(session_id));
     }
 
     /// Products whose neighbours are known.
@@ -239,7 +240,7 @@ fn for_session(context: &WebContext, session_id: &str, k: usize) -> SessionAnswe
     context.views.recs(|board| {
         let items: Vec<&str> = board
             .items
-            .get(session_id)
+            .get(&SessionItem::key_of(session_id))
             .map(|held| held.iter().map(CompactString::as_str).collect())
             .unwrap_or_default();
         let table: HashMap<&str, Vec<(CompactString, f64)>> = items

@@ -148,7 +148,7 @@ fn recommender(output: &mut EpochOutput) {
         output.recommendations.push((row, 1));
     }
     let item = SessionItem {
-        session_id: "s1".into(),
+        session_key: SessionItem::key_of("s1"),
         product_id: "p1".into(),
     };
     output.session_items.push((item, 1));

@@ -50,9 +50,10 @@ use timely::dataflow::operators::{Concat, Exchange};
 use timely::dataflow::StreamVec;
 
 use crate::kpi::history::History;
-use crate::kpi::sessions::{Retention, SessionRule};
+use crate::kpi::sessions::SessionRule;
 use crate::operators::{by_epoch, EpochWatermarks, RouteKey};
 use crate::rows::{FeatureValues, Probability, ScoreRow, SessionKey, SessionRow};
+use crate::runtime::replay::Retention;
 use crate::runtime::watermark::{PartitionReport, ProgressSeed};
 use crate::Epoch;
 

@@ -36,8 +36,8 @@ use timely::dataflow::operators::core::OkErr;
 use timely::dataflow::StreamVec;
 use timely::ExchangeData;
 
-use crate::kpi::sessions::Retention;
 use crate::operators::{by_epoch_streaming, EpochWatermarks};
+use crate::runtime::replay::Retention;
 use crate::runtime::watermark::{PartitionReport, ProgressSeed};
 use crate::Epoch;
 

@@ -7,7 +7,7 @@ use clickflow_sources::{Event, EventTime, EventType};
 use compact_str::CompactString;
 
 use crate::config::RecsConfig;
-use crate::operators::KeyedId;
+use crate::operators::{KeyedId, RouteKey};
 use crate::recs::items::sample_rank;
 use crate::recs::pairs::MIN_CO_SESSIONS;
 use crate::recs::similar::{affinity, similarity};
@@ -35,10 +35,10 @@ pub fn recount(
         let within = latest
             .into_iter()
             .filter(|&(_, ts)| ts.saturating_add(config.horizon_ms) > clock);
-        let session_key = KeyedId::new(session.clone());
+        let session_key = session.route();
         let mut items: Vec<(u64, &CompactString)> = within
             .map(|(product, _)| {
-                let rank = sample_rank(&session_key, &KeyedId::new(product.clone()));
+                let rank = sample_rank(session_key, &KeyedId::new(product.clone()));
                 (rank, product)
             })
             .collect();

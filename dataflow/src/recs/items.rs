@@ -6,18 +6,26 @@ use timely::dataflow::operators::vec::{Filter, Map};
 use timely::dataflow::StreamVec;
 
 use crate::input::Accepted;
-use crate::kpi::sessions::Retention;
 use crate::operators::{hold_until, EpochWatermarks, Hold, KeyedId, RouteKey};
+use crate::runtime::replay::Retention;
 use crate::runtime::watermark::{PartitionReport, ProgressSeed};
 use crate::Epoch;
 
-/// A session's id and a product it viewed or carted, each with its hash ([`KeyedId`]): the
-/// holding, the sample and the counts compare integers and carry the text to the rows.
+/// A session, by the 64-bit hash of its id ([`RouteKey::route`]), and a product it viewed or
+/// carted, hashed and with its text ([`KeyedId`]): the holding, the sample and the counts
+/// compare integers, and the product's text is carried to the rows that name it. The
+/// session's text is named by no row of the recommender (the live views find a session's
+/// items by the same hash), so it is not carried: every held item repeated it, and with it
+/// the holding's records were 64 bytes rather than 40.
+///
 /// Measured on 4 December 2026 (side-by-side file, 2 workers, `run --profile-operators`,
-/// workers' busy time): with the ids as text, the sample took 1.34 s and holding the items
-/// 1.31 s; keyed, the sample 0.83–1.10 s and the holding 1.57–1.70 s (its records are
-/// larger by the two hashes, and the ids are hashed as they enter): little in all.
-pub type Item = (KeyedId, KeyedId);
+/// workers' busy time): with both ids as text, the sample took 1.34 s and holding the items
+/// 1.31 s; with both keyed, the sample 0.83–1.10 s and the holding 1.57–1.70 s (its
+/// records were larger by the two hashes, and the ids are hashed as they enter).
+pub type Item = (SessionKey, KeyedId);
+
+/// A session id hashed to an integer inside the recommender ([`RouteKey::route`]).
+pub type SessionKey = u64;
 
 /// Every `(session, product)` viewed or carted within `horizon_ms` of the horizon clock
 /// (see [`crate::recs`]), and how far back they reach into each partition.
@@ -37,7 +45,7 @@ pub fn held_items<'scope>(
             until: event.ts.saturating_add(horizon_ms),
             diff: 1,
             record: (
-                KeyedId::new(event.session_id),
+                event.session_id.route(),
                 KeyedId::new(event.product_id.expect("filtered")),
             ),
         });
@@ -51,7 +59,7 @@ pub fn held_items<'scope>(
         unfinished,
         seed,
         "Recs: items of the horizon",
-        |(session, _)| session.route(),
+        |&(session, _)| session,
         horizon_clock,
     )
 }
@@ -63,9 +71,9 @@ fn horizon_clock(watermarks: EpochWatermarks, _: &ProgressSeed) -> EventTime {
 
 /// Where an item stands in its session's sample: XXH3-64 of the two ids' hashes
 /// (little-endian), so the sample is drawn without hashing text again.
-pub fn sample_rank(session: &KeyedId, product: &KeyedId) -> u64 {
+pub fn sample_rank(session: SessionKey, product: &KeyedId) -> u64 {
     let mut bytes = [0u8; 16];
-    bytes[..8].copy_from_slice(&session.key.to_le_bytes());
+    bytes[..8].copy_from_slice(&session.to_le_bytes());
     bytes[8..].copy_from_slice(&product.key.to_le_bytes());
     xxhash_rust::xxh3::xxh3_64(&bytes)
 }
@@ -81,7 +89,7 @@ pub fn sample_per_session<'scope>(
         let mut ranked: Vec<(u64, &KeyedId)> = products
             .iter()
             .filter(|(_, count)| *count > 0)
-            .map(|(product, _)| (sample_rank(session, product), *product))
+            .map(|(product, _)| (sample_rank(*session, product), *product))
             .collect();
         if ranked.len() > max {
             ranked.select_nth_unstable(max);

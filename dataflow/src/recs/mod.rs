@@ -42,9 +42,9 @@ use timely::dataflow::StreamVec;
 
 use crate::config::RecsConfig;
 use crate::input::Accepted;
-use crate::kpi::sessions::Retention;
 use crate::operators::at_own_epochs;
 use crate::rows::{PopularRow, RecommendationRow, SessionItem};
+use crate::runtime::replay::Retention;
 use crate::runtime::watermark::{PartitionReport, ProgressSeed};
 use crate::Epoch;
 
@@ -73,8 +73,8 @@ pub fn recommendations<'scope>(
     let popularity = pairs::popularity(sampled.clone());
     let neighbours = similar::nearest(pairs, popularity.clone(), config.neighbours);
     let popular = similar::most_popular(popularity, config.popular);
-    let items = sampled.map(|(session, product)| SessionItem {
-        session_id: session.id,
+    let items = sampled.map(|(session_key, product)| SessionItem {
+        session_key,
         product_id: product.id,
     });
     Recommendations {

@@ -39,7 +39,7 @@ pub fn co_occurrence<'scope>(
     items: VecCollection<'scope, Epoch, Item>,
 ) -> VecCollection<'scope, Epoch, ((ProductKey, ProductKey), isize)> {
     let by_session = items
-        .map(|(session, product)| (session.key, product.key))
+        .map(|(session, product)| (session, product.key))
         .arrange_by_key_named("Recs: items by session");
     by_session
         .clone()

@@ -31,12 +31,12 @@ use timely::dataflow::operators::Capability;
 use timely::dataflow::StreamVec;
 
 use crate::alerts::series::WindowPoint;
-use crate::kpi::sessions::Retention;
 use crate::rows::{
     AlertRow, ConversionRow, FunnelRow, PopularRow, RecommendationRow, ScoreRow, SessionItem,
     SessionRow, TrendRow,
 };
 use crate::runtime::handoff::Offering;
+use crate::runtime::replay::Retention;
 use crate::runtime::watermark::{
     PartitionReport, ProgressSeed, WatermarkTracker, END_OF_INPUT, NO_WATERMARK,
 };

@@ -7,17 +7,43 @@
 //! finished replaying, or new input would land in an epoch whose output is discarded. Each
 //! worker therefore watches the broadcast partition reports and raises a flag, read by its
 //! driver, once every partition has reported that it is done.
+//!
+//! How far back a restart replays each partition comes from the stages themselves: each
+//! stage that holds records across epochs reports its [`Retention`] after every epoch.
 
 use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
+use clickflow_sources::EventTime;
+use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::StreamVec;
 
 use crate::runtime::watermark::{PartitionReport, WatermarkTracker};
 use crate::Epoch;
+
+/// How far back what a worker holds reaches into each partition, after an epoch: a
+/// restart must replay each partition from before its own earliest event held.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Retention {
+    /// The stage (its operator name).
+    pub stage: String,
+    /// The worker.
+    pub worker: usize,
+    /// `(partition, earliest event time)` for every partition some held record (an open
+    /// session, say) came from, by partition; empty when the worker holds none.
+    pub since: Vec<(u32, EventTime)>,
+}
+
+impl Retention {
+    /// The earliest event time of anything the worker holds (of the session stage: the
+    /// earliest start of its open sessions and of its closed ones not yet forgotten).
+    pub fn earliest(&self) -> Option<EventTime> {
+        self.since.iter().map(|&(_, since)| since).min()
+    }
+}
 
 /// Returns a flag that turns true, on this worker, once every one of `partitions` partitions
 /// has reported that it is no longer replaying.

@@ -1,0 +1,265 @@
+//! A session as the stage keeps it: its facts, its products and its funnel steps, and the
+//! gap rule's merging of the sessions of one id.
+
+use clickflow_sources::{EventTime, EventType};
+use compact_str::CompactString;
+use smallvec::SmallVec;
+
+use crate::conversion::paths::{FunnelSteps, Path};
+use crate::conversion::Sealing;
+use crate::input::{product_hash, Accepted};
+use crate::kpi::sessions::SessionRule;
+use crate::rows::SessionRow;
+use crate::window::Window;
+
+/// What is known of one session of an id (or of some of its events: spans merge).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Span {
+    /// All but the product set: what the row and the indexes read.
+    pub(super) facts: SpanFacts,
+    /// The products viewed, as sorted distinct hashes: a session views a few dozen at most.
+    products: SmallVec<[u64; 4]>,
+    /// What its events tell of its path through the ordered funnel.
+    steps: FunnelSteps,
+}
+
+/// A span without its product set, only their number: what a session's row and the
+/// state's indexes are made of, and what an epoch keeps of the spans it changes (copying
+/// the product sets of every touched session, once per epoch, was a visible share of a
+/// profile).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct SpanFacts {
+    user_id: CompactString,
+    views: i64,
+    cart_adds: i64,
+    purchases: i64,
+    /// Its earliest event time: the session's start.
+    pub(super) first: EventTime,
+    /// Its latest event time.
+    pub(super) last: EventTime,
+    num_products: i64,
+    /// Summed prices of the cart adds.
+    cart_value_cents: i64,
+    /// `(partition, earliest event time)` of each partition the session has events from, by
+    /// partition: almost always one (a session's events share its Kafka key).
+    pub(super) partitions: SmallVec<[(u32, EventTime); 1]>,
+}
+
+impl SpanFacts {
+    /// The row of this span as the session `session_id`.
+    pub(super) fn row(&self, session_id: &CompactString, closed: bool) -> SessionRow {
+        SessionRow {
+            session_id: session_id.clone(),
+            user_id: self.user_id.clone(),
+            num_views: self.views,
+            num_cart_adds: self.cart_adds,
+            num_purchases: self.purchases,
+            session_start: self.first,
+            last_event: self.last,
+            num_products: self.num_products,
+            cart_value_cents: self.cart_value_cents,
+            closed,
+        }
+    }
+
+    /// Its entry in the closing index: `(final_at, session_start)`.
+    pub(super) fn closing(&self, rule: &SessionRule) -> (EventTime, EventTime) {
+        (rule.final_at(self.last), self.first)
+    }
+}
+
+impl Span {
+    /// The span of one event.
+    pub(crate) fn of(event: Accepted) -> Span {
+        let is = |t: EventType| i64::from(event.event_type == t);
+        let viewed = event
+            .product_id
+            .as_deref()
+            .filter(|_| event.event_type == EventType::Click)
+            .map(product_hash);
+        Span {
+            facts: SpanFacts {
+                views: is(EventType::Click),
+                cart_adds: is(EventType::AddToCart),
+                purchases: is(EventType::Purchase),
+                first: event.ts,
+                last: event.ts,
+                num_products: i64::from(viewed.is_some()),
+                partitions: [(event.partition, event.ts)].into_iter().collect(),
+                user_id: event.user_id,
+                cart_value_cents: match event.event_type {
+                    EventType::AddToCart => event.price_cents.unwrap_or(0),
+                    _ => 0,
+                },
+            },
+            products: viewed.into_iter().collect(),
+            steps: FunnelSteps::of(event.event_type, event.ts),
+        }
+    }
+
+    /// Folds the events of `other` into this span.
+    pub(crate) fn merge(&mut self, other: Span) {
+        let (facts, theirs) = (&mut self.facts, other.facts);
+        if theirs.user_id < facts.user_id {
+            facts.user_id = theirs.user_id;
+        }
+        facts.views += theirs.views;
+        facts.cart_adds += theirs.cart_adds;
+        facts.purchases += theirs.purchases;
+        facts.first = facts.first.min(theirs.first);
+        facts.last = facts.last.max(theirs.last);
+        facts.cart_value_cents += theirs.cart_value_cents;
+        for (partition, since) in theirs.partitions {
+            match facts
+                .partitions
+                .binary_search_by_key(&partition, |&(p, _)| p)
+            {
+                Ok(at) => facts.partitions[at].1 = facts.partitions[at].1.min(since),
+                Err(at) => facts.partitions.insert(at, (partition, since)),
+            }
+        }
+        for product in other.products {
+            if let Err(at) = self.products.binary_search(&product) {
+                self.products.insert(at, product);
+            }
+        }
+        facts.num_products = self.products.len() as i64;
+        self.steps.merge(&other.steps);
+    }
+
+    /// Its path through the ordered funnel, keyed by the window it started in.
+    pub(super) fn path(&self, sealing: &Sealing) -> (Window, Path) {
+        let start = self.facts.first;
+        (
+            sealing.window.window_of(start),
+            self.steps.path(start, sealing.funnel_window_ms),
+        )
+    }
+
+    /// The row of this span as the session `session_id`.
+    pub(crate) fn row(&self, session_id: &CompactString, closed: bool) -> SessionRow {
+        self.facts.row(session_id, closed)
+    }
+}
+
+/// The sessions of one id, sorted by start. Almost every id has one at a time, kept inline:
+/// a heap allocation per id was a tenth of the stage's memory in a backfill.
+pub(super) type Spans = SmallVec<[Span; 1]>;
+
+/// Adds `new` to the sessions of one id (sorted by start, each more than the gap from the
+/// next), merging every session it joins: those form one run of neighbours.
+pub(super) fn absorb(spans: &mut Spans, mut new: Span, rule: &SessionRule) {
+    let from =
+        spans.partition_point(|s| s.facts.last.saturating_add(rule.gap_ms) < new.facts.first);
+    let mut to = from;
+    while to < spans.len() && rule.joins(&spans[to], &new) {
+        to += 1;
+    }
+    for mut joined in spans.drain(from..to) {
+        // Merging is symmetric: fold the smaller span into the larger, so that an event
+        // joining a long session adds its product to the session's set rather than the
+        // session's whole set being inserted into the event's (the hottest spot of a profile
+        // of 40-event visits).
+        if joined.products.len() > new.products.len() {
+            std::mem::swap(&mut joined, &mut new);
+        }
+        new.merge(joined);
+    }
+    spans.insert(from, new);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::window::WindowSize;
+
+    fn event(ts: EventTime) -> Span {
+        Span::of(Accepted {
+            partition: 0,
+            user_id: "u".into(),
+            session_id: "s".into(),
+            event_type: EventType::Click,
+            ts,
+            price_cents: None,
+            product_id: Some(compact_str::format_compact!("p{}", ts % 3)),
+        })
+    }
+
+    fn sessions_of(times: &[EventTime], gap_ms: i64) -> Vec<(EventTime, EventTime, i64)> {
+        let rule = SessionRule {
+            gap_ms,
+            window: WindowSize::from_millis(60_000),
+        };
+        let mut spans = Spans::new();
+        for &ts in times {
+            absorb(&mut spans, event(ts), &rule);
+        }
+        spans
+            .iter()
+            .map(|s| (s.facts.first, s.facts.last, s.facts.views))
+            .collect()
+    }
+
+    #[test]
+    fn events_more_than_the_gap_apart_are_separate_sessions_in_any_order() {
+        let times = [0, 70_000, 71_000, 190_000];
+        let expected = vec![(0, 0, 1), (70_000, 71_000, 2), (190_000, 190_000, 1)];
+        assert_eq!(sessions_of(&times, 60_000), expected);
+        assert_eq!(sessions_of(&[190_000, 71_000, 0, 70_000], 60_000), expected);
+        // Exactly the gap apart is still one session.
+        assert_eq!(sessions_of(&[0, 60_000], 60_000), vec![(0, 60_000, 2)]);
+    }
+
+    #[test]
+    fn an_event_between_two_sessions_joins_them() {
+        assert_eq!(
+            sessions_of(&[0, 100_000, 50_000], 60_000),
+            vec![(0, 100_000, 3)]
+        );
+        assert_eq!(
+            sessions_of(
+                &[0, 100_000, 200_000, 300_000, 150_000, 250_000, 50_000],
+                60_000
+            ),
+            vec![(0, 300_000, 7)]
+        );
+    }
+
+    #[test]
+    fn products_are_counted_once_and_cart_value_summed() {
+        let click = |product| {
+            Span::of(Accepted {
+                partition: 0,
+                user_id: "u".into(),
+                session_id: "s".into(),
+                event_type: EventType::Click,
+                ts: 0,
+                price_cents: None,
+                product_id: Some(compact_str::format_compact!("p{product}")),
+            })
+        };
+        let mut span = click(7);
+        span.merge(click(3));
+        span.merge(click(7));
+        span.merge(Span::of(Accepted {
+            event_type: EventType::AddToCart,
+            price_cents: Some(1999),
+            product_id: Some("p9".into()),
+            ..Accepted::new(
+                0,
+                clickflow_sources::Event {
+                    event_id: clickflow_sources::EventId::Number(1),
+                    user_id: "u".into(),
+                    session_id: "s".into(),
+                    product_id: None,
+                    event_type: EventType::Click,
+                    ts: 5,
+                    price_cents: None,
+                },
+            )
+        }));
+        let row = span.row(&"s".into(), false);
+        assert_eq!((row.num_views, row.num_products), (3, 2));
+        assert_eq!((row.num_cart_adds, row.cart_value_cents), (1, 1999));
+    }
+}

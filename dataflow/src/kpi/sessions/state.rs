@@ -1,0 +1,366 @@
+//! One worker's sessions across epochs: what an epoch changed, what closes, what leaves.
+
+use std::collections::BTreeSet;
+
+use clickflow_sources::EventTime;
+use compact_str::CompactString;
+use foldhash::HashMap;
+use smallvec::SmallVec;
+
+use crate::conversion::paths::Path;
+use crate::conversion::Sealing;
+use crate::input::Accepted;
+use crate::kpi::sessions::span::{absorb, Span, SpanFacts, Spans};
+use crate::kpi::sessions::{Change, SessionRule};
+use crate::window::Window;
+
+/// When what the stage holds is final: the session rule, the funnel's sealing, and the
+/// watermark committed before a restart (what was final then was written then: a replay
+/// rebuilds it but never emits it again).
+#[derive(Clone, Copy)]
+pub(super) struct Clocks {
+    pub(super) rule: SessionRule,
+    pub(super) sealing: Sealing,
+    pub(super) committed: EventTime,
+}
+
+impl Clocks {
+    /// Whether `span`'s row changes are still to be written.
+    fn row_open(&self, span: &SpanFacts) -> bool {
+        self.rule.final_at(span.last) > self.committed
+    }
+
+    /// Whether the path of a session that starts at `start` is still to be counted.
+    fn path_open(&self, start: EventTime) -> bool {
+        self.sealing.sealed_at(start) > self.committed
+    }
+}
+
+/// A session as it stood before an epoch: its facts and its funnel path.
+type StoodBefore = (SpanFacts, (Window, Path));
+
+/// One worker's sessions, with the indexes that find what closes, what leaves and what is
+/// oldest. A session is open until final, then closed until its funnel window is sealed
+/// (with the default gap and conversion window, at most an epoch longer), then forgotten.
+#[derive(Default)]
+pub(super) struct SessionState {
+    spans: HashMap<CompactString, Spans>,
+    /// The ids the open epoch touched so far, each with its sessions as they stood before
+    /// the epoch.
+    touched: HashMap<CompactString, SmallVec<[StoodBefore; 1]>>,
+    /// `(final_at, session_id, session_start)` of every open session.
+    closing: BTreeSet<(EventTime, CompactString, EventTime)>,
+    /// `(sealed_at, session_id, session_start)` of every closed session.
+    leaving: BTreeSet<(EventTime, CompactString, EventTime)>,
+    /// `(partition, earliest event time, session_id)` of every partition of every held
+    /// session, open or closed (see [`Span::partitions`]).
+    depending: BTreeSet<(u32, EventTime, CompactString)>,
+}
+
+impl SessionState {
+    /// Adds a batch of the open epoch's events, noting how each id they touch stood
+    /// before the epoch.
+    pub(super) fn absorb(&mut self, events: Vec<Accepted>, clocks: &Clocks) {
+        for event in events {
+            let spans = self.spans.entry(event.session_id.clone()).or_default();
+            if !self.touched.contains_key(&event.session_id) {
+                let held = spans
+                    .iter()
+                    .map(|span| (span.facts.clone(), span.path(&clocks.sealing)))
+                    .collect();
+                self.touched.insert(event.session_id.clone(), held);
+            }
+            absorb(spans, Span::of(event), &clocks.rule);
+        }
+    }
+
+    /// Emits the changes of the rows and paths the epoch's events touched, once per epoch.
+    pub(super) fn emit_touched(&mut self, clocks: &Clocks, emit: &mut dyn FnMut(Change, isize)) {
+        for (id, old) in std::mem::take(&mut self.touched) {
+            let new = &self.spans[&id];
+            for (gone, _) in old
+                .iter()
+                .filter(|(f, _)| !new.iter().any(|s| s.facts == *f))
+            {
+                if clocks.row_open(gone) {
+                    emit(Change::Row(gone.row(&id, false)), -1);
+                }
+            }
+            for came in new
+                .iter()
+                .filter(|s| !old.iter().any(|(f, _)| *f == s.facts))
+            {
+                if clocks.row_open(&came.facts) {
+                    emit(Change::Row(came.row(&id, false)), 1);
+                }
+            }
+            // Most events leave their session's path as it was: only paths that changed
+            // reach the funnel.
+            let mut gone: SmallVec<[(Window, Path); 1]> = old
+                .iter()
+                .filter(|(facts, _)| clocks.path_open(facts.first))
+                .map(|(_, path)| *path)
+                .collect();
+            for span in new.iter().filter(|s| clocks.path_open(s.facts.first)) {
+                let path = span.path(&clocks.sealing);
+                match gone.iter().position(|was| *was == path) {
+                    Some(at) => {
+                        gone.swap_remove(at);
+                    }
+                    None => emit(Change::Path(path), 1),
+                }
+            }
+            for path in gone {
+                emit(Change::Path(path), -1);
+            }
+            let old: SmallVec<[SpanFacts; 1]> = old.into_iter().map(|(facts, _)| facts).collect();
+            self.reindex(&id, &old, &clocks.rule);
+        }
+    }
+
+    /// Moves `id`'s index entries from its spans `old` to its current ones. Most events
+    /// change a session's counts and last event but neither the window its end falls in nor
+    /// its partitions' earliest events: those touch neither index (string-keyed B-tree
+    /// updates dominated a profile when every change rewrote both).
+    fn reindex(&mut self, id: &CompactString, old: &[SpanFacts], rule: &SessionRule) {
+        let new = self.spans.get(id).map_or(&[][..], |spans| spans.as_slice());
+        let new_holds =
+            |entry: &(u32, EventTime)| new.iter().any(|s| s.facts.partitions.contains(entry));
+        let old_holds = |entry: &(u32, EventTime)| old.iter().any(|s| s.partitions.contains(entry));
+        for gone in old {
+            let closing = gone.closing(rule);
+            if !new.iter().any(|s| s.facts.closing(rule) == closing) {
+                self.closing.remove(&(closing.0, id.clone(), closing.1));
+            }
+            for &(partition, since) in gone.partitions.iter().filter(|e| !new_holds(e)) {
+                self.depending.remove(&(partition, since, id.clone()));
+            }
+        }
+        for came in new.iter().map(|s| &s.facts) {
+            let closing = came.closing(rule);
+            if !old.iter().any(|s| s.closing(rule) == closing) {
+                self.closing.insert((closing.0, id.clone(), closing.1));
+            }
+            for &(partition, since) in came.partitions.iter().filter(|e| !old_holds(e)) {
+                self.depending.insert((partition, since, id.clone()));
+            }
+        }
+    }
+
+    /// `(partition, earliest event time)` over the open sessions, for every partition one
+    /// of them holds an event of: one index lookup per partition.
+    pub(super) fn earliest_by_partition(&self) -> Vec<(u32, EventTime)> {
+        let mut earliest = Vec::new();
+        let mut from = (0, EventTime::MIN, CompactString::default());
+        while let Some((partition, since, _)) = self.depending.range(&from..).next() {
+            earliest.push((*partition, *since));
+            let Some(next) = partition.checked_add(1) else {
+                break;
+            };
+            from = (next, EventTime::MIN, CompactString::default());
+        }
+        earliest
+    }
+
+    /// Closes every open session final at `watermark`: its row turns `closed`, and it
+    /// waits for its funnel window to be sealed.
+    pub(super) fn close(
+        &mut self,
+        watermark: EventTime,
+        clocks: &Clocks,
+        emit: &mut dyn FnMut(Change, isize),
+    ) {
+        while let Some((final_at, _, _)) = self.closing.first() {
+            if *final_at > watermark {
+                break;
+            }
+            let (final_at, id, first) = self.closing.pop_first().expect("first exists");
+            let Some(span) = self.find(&id, first) else {
+                continue;
+            };
+            debug_assert_eq!(clocks.rule.final_at(span.facts.last), final_at);
+            if clocks.row_open(&span.facts) {
+                emit(Change::Row(span.row(&id, false)), -1);
+                emit(Change::Row(span.row(&id, true)), 1);
+            }
+            self.leaving
+                .insert((clocks.sealing.sealed_at(first), id, first));
+        }
+    }
+
+    /// Forgets every closed session whose funnel window was sealed before this epoch
+    /// (`before`, or the committed watermark): its path is retracted there, where the
+    /// funnel drops the changes of sealed windows. (Not at `after`: this epoch's events
+    /// may still change the rows of windows it seals.)
+    pub(super) fn forget(
+        &mut self,
+        before: EventTime,
+        clocks: &Clocks,
+        emit: &mut dyn FnMut(Change, isize),
+    ) {
+        let sealed_before = before.max(clocks.committed);
+        while let Some((sealed_at, _, _)) = self.leaving.first() {
+            if *sealed_at > sealed_before {
+                break;
+            }
+            let (_, id, first) = self.leaving.pop_first().expect("first exists");
+            let Some(spans) = self.spans.get_mut(&id) else {
+                continue;
+            };
+            let Some(at) = spans.iter().position(|s| s.facts.first == first) else {
+                continue;
+            };
+            let span = spans.remove(at);
+            if spans.is_empty() {
+                self.spans.remove(&id);
+            }
+            for &(partition, since) in &span.facts.partitions {
+                self.depending.remove(&(partition, since, id.clone()));
+            }
+            if clocks.path_open(first) {
+                emit(Change::Path(span.path(&clocks.sealing)), -1);
+            }
+        }
+    }
+
+    /// The session of `id` that starts at `first`.
+    fn find(&self, id: &CompactString, first: EventTime) -> Option<&Span> {
+        let spans = self.spans.get(id)?;
+        spans.iter().find(|s| s.facts.first == first)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+
+    use clickflow_sources::EventType;
+
+    use super::*;
+    use crate::window::WindowSize;
+
+    /// The clocks of a stage with `gap_ms` and a conversion window of `funnel_window_ms`,
+    /// one-minute windows, no restart.
+    fn clocks(gap_ms: i64, funnel_window_ms: i64) -> Clocks {
+        let window = WindowSize::from_millis(60_000);
+        Clocks {
+            rule: SessionRule { gap_ms, window },
+            sealing: Sealing {
+                window,
+                funnel_window_ms,
+            },
+            committed: EventTime::MIN,
+        }
+    }
+
+    fn at(partition: u32, session: &str, ts: EventTime) -> Accepted {
+        Accepted {
+            partition,
+            user_id: "u".into(),
+            session_id: session.into(),
+            event_type: EventType::Click,
+            ts,
+            price_cents: None,
+            product_id: None,
+        }
+    }
+
+    /// One epoch's events, in one batch.
+    fn apply(
+        state: &mut SessionState,
+        events: Vec<Accepted>,
+        clocks: &Clocks,
+        emit: &mut dyn FnMut(Change, isize),
+    ) {
+        state.absorb(events, clocks);
+        state.emit_touched(clocks, emit);
+    }
+
+    /// Closes and forgets what the watermark `at` makes final and sealed, as an epoch that
+    /// began there would.
+    fn settle(state: &mut SessionState, watermark: EventTime, clocks: &Clocks) {
+        let mut ignore = |_: Change, _: isize| {};
+        state.close(watermark, clocks, &mut ignore);
+        state.forget(watermark, clocks, &mut ignore);
+    }
+
+    #[test]
+    fn each_partition_is_told_its_own_earliest_event_in_held_sessions() {
+        let clocks = clocks(200_000, 100_000);
+        let mut state = SessionState::default();
+        let mut ignore = |_: Change, _: isize| {};
+        // "a" lives on partition 0 from 10 s; "b" on partition 1 from 100 s, and later gets
+        // an event on partition 0 too; "c" on partition 2 from 400 s.
+        let events = vec![at(0, "a", 10_000), at(1, "b", 100_000), at(0, "a", 200_000)];
+        apply(&mut state, events, &clocks, &mut ignore);
+        assert_eq!(
+            state.earliest_by_partition(),
+            vec![(0, 10_000), (1, 100_000)]
+        );
+        let events = vec![at(0, "b", 130_000), at(2, "c", 400_000), at(1, "b", 90_000)];
+        apply(&mut state, events, &clocks, &mut ignore);
+        assert_eq!(
+            state.earliest_by_partition(),
+            vec![(0, 10_000), (1, 90_000), (2, 400_000)]
+        );
+        // "b" (last event 130 s) is final at 360 s: partition 1 holds nothing open any more,
+        // partition 0 still holds "a" from 10 s.
+        settle(&mut state, 360_000, &clocks);
+        assert_eq!(
+            state.earliest_by_partition(),
+            vec![(0, 10_000), (2, 400_000)]
+        );
+        // "a" (last event 200 s) is final at 420 s, "c" at 660 s.
+        settle(&mut state, 420_000, &clocks);
+        assert_eq!(state.earliest_by_partition(), vec![(2, 400_000)]);
+        settle(&mut state, 660_000, &clocks);
+        assert!(state.earliest_by_partition().is_empty());
+        assert!(state.depending.is_empty() && state.closing.is_empty());
+        assert!(state.leaving.is_empty() && state.spans.is_empty());
+    }
+
+    #[test]
+    fn a_closed_session_is_held_until_its_funnel_window_is_sealed() {
+        // A 2-minute gap and a 10-minute conversion window: final before sealed.
+        let clocks = clocks(120_000, 600_000);
+        let mut state = SessionState::default();
+        let emitted: RefCell<Vec<((Window, Path), isize)>> = RefCell::default();
+        let mut keep = |change: Change, diff: isize| {
+            if let Change::Path(path) = change {
+                emitted.borrow_mut().push((path, diff));
+            }
+        };
+        let paths = || emitted.borrow().clone();
+        let cart = Accepted {
+            event_type: EventType::AddToCart,
+            ..at(0, "a", 70_000)
+        };
+        apply(
+            &mut state,
+            vec![at(0, "a", 61_000), cart],
+            &clocks,
+            &mut keep,
+        );
+        let path = Path {
+            click: Some(0),
+            cart: Some(9_000),
+            purchase: None,
+        };
+        let window = clocks.sealing.window.window_of(61_000);
+        assert_eq!(paths(), [((window, path), 1)]);
+        // Final at the end of the window of 70 s + 2 min (240 s); sealed at the end of the
+        // window of 119.999 s + 10 min (720 s).
+        assert_eq!(clocks.sealing.sealed_at(61_000), 720_000);
+        settle(&mut state, 240_000, &clocks);
+        assert!(state.closing.is_empty());
+        assert_eq!(state.earliest_by_partition(), [(0, 61_000)]);
+        // Sealed at 720 s: an epoch that ends there may still change the window's rows,
+        // so the session leaves only once an epoch begins there.
+        state.close(720_000, &clocks, &mut keep);
+        state.forget(719_999, &clocks, &mut keep);
+        assert_eq!(paths().len(), 1);
+        state.forget(720_000, &clocks, &mut keep);
+        assert_eq!(paths(), [((window, path), 1), ((window, path), -1)]);
+        assert!(state.spans.is_empty() && state.earliest_by_partition().is_empty());
+    }
+}
