@@ -59,7 +59,7 @@ impl KeyedStage for TrendStage {
         }
     }
 
-    fn closes_at(&self, (window, _): &Self::Key, _: &Tally) -> EventTime {
+    fn closes_at(&self, (window, _): &Self::Key) -> EventTime {
         window.end
     }
 }
