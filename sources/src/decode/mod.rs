@@ -4,6 +4,11 @@
 //! has no escapes, keeps `event_id`, `ts` and `price` as raw JSON so that a wrong value gets
 //! its own precise reason, and never panics on any input (a property test feeds it arbitrary
 //! bytes).
+//!
+//! serde_json stays: sonic-rs 0.5, decoding the same borrowing struct (its `LazyValue` for
+//! the raw fields), took 393–410 ns an event against serde_json's 315–340 ns on 500,000
+//! lines of the side-by-side file, with and without `-C target-cpu=native` (4 December
+//! 2026, this 2-core machine).
 
 use std::borrow::Cow;
 
