@@ -2,16 +2,17 @@
 //! oracle) on 1, 2 and 4 workers with shuffled arrival; the horizon slides (items leave),
 //! long sessions are sampled, a window's conversion rows are updated by sessions that
 //! convert after its first rows were written, and the stages' state empties once their
-//! windows are sealed.
+//! windows are sealed. The sessions' items carry the key the live views look a session up
+//! by, with products the session viewed or carted.
 
 mod common;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
 use clickflow_dataflow::config::RecsConfig;
-use clickflow_dataflow::rows::ConversionRow;
+use clickflow_dataflow::rows::{ConversionRow, SessionItem};
 use clickflow_dataflow::runtime::run::{run, taking, InputSpec, RunConfig};
 use clickflow_dataflow::window::{Window, WindowSize};
 use clickflow_dataflow::{DataflowConfig, EpochOutput, Tables};
@@ -19,6 +20,7 @@ use clickflow_sources::file::FileSplits;
 use clickflow_sources::shop::{Shop, ShopConfig, ShopRecord};
 use clickflow_sources::EventType;
 use common::*;
+use compact_str::CompactString;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -182,4 +184,40 @@ fn recommendations_can_be_switched_off() {
         && o.session_items.is_empty()
         && o.popular.is_empty()));
     assert!(outputs.iter().any(|o| !o.conversion.is_empty()));
+}
+
+#[test]
+fn session_items_carry_the_key_the_live_views_look_sessions_up_by() {
+    let dir = tempfile::tempdir().unwrap();
+    let records = shop_records(51, 4_000, 1);
+    let path = dir.path().join("items.jsonl");
+    write_lines(&path, &records);
+    let plan = FileSplits::plan(&path, 2).unwrap();
+    // What each session viewed or carted, under the key the live views compute from its id.
+    let mut products: HashMap<u64, HashSet<CompactString>> = HashMap::new();
+    for record in &records {
+        let ShopRecord::Event(event) = record else {
+            continue;
+        };
+        if let (Some(product), true) = (&event.product_id, event.event_type != EventType::Purchase)
+        {
+            let key = SessionItem::key_of(&event.session_id);
+            products.entry(key).or_default().insert(product.clone());
+        }
+    }
+    let mut held: BTreeMap<SessionItem, isize> = BTreeMap::new();
+    for output in outputs_of(&plan, 2, dataflow()) {
+        for (item, diff) in output.session_items {
+            *held.entry(item).or_default() += diff;
+        }
+    }
+    held.retain(|_, count| *count != 0);
+    assert!(held.len() > 100, "only {} items held", held.len());
+    for (item, count) in &held {
+        assert_eq!(*count, 1, "{item:?}");
+        let viewed = products
+            .get(&item.session_key)
+            .unwrap_or_else(|| panic!("no session id has the key of {item:?}"));
+        assert!(viewed.contains(&item.product_id), "{item:?}");
+    }
 }
