@@ -5,14 +5,18 @@
 //!
 //! **Against differential's own operators** (`cargo bench -p clickflow-benches --bench
 //! kpi_operators`: 500k events of the benchmark shop, epochs of 8,192, no watermark so
-//! neither side evicts; 2 December 2026, this 2-core machine):
+//! neither side evicts; 4 December 2026, fourth sitting, this 2-core machine):
 //!
 //! | build | 1 worker | 2 workers |
 //! |---|---|---|
-//! | this stage (`pre_aggregate` + `aggregate_by_key`) | 38.4M events/s | 50.8M events/s |
-//! | `explode` to a `(count, revenue)` diff + `count_total` | 17.0M events/s | 15.5M events/s |
+//! | this stage (`pre_aggregate` + `aggregate_by_key`) | 26.4M events/s | 39.7M events/s |
+//! | `explode` to a `(count, revenue)` diff + `count_total` | 15.0M events/s | 18.3M events/s |
 //!
-//! The keyed stage is 2.3-3.3x faster (it merges each epoch's events per key before the
+//! (On 2 December the same bench gave 38.4M and 50.8M against 17.0M and 15.5M; the build
+//! before the keyed stages took batches and kept a map per window gave 27.5M and 39.1M in
+//! the same sitting as the figures above, so the machine, not the change, moved.)
+//!
+//! The keyed stage is 1.8-2.2x faster (it merges each epoch's events per key before the
 //! exchange, and keeps one tally per key where an arrangement keeps batches to merge), and
 //! it drops a window once final, which an arrangement cannot do without retracting the
 //! window's input. It stays.
