@@ -190,7 +190,7 @@ pub fn build_graph(
             all_reports.clone(),
             seed,
             config.window,
-            resume_at(committed_watermark, config.window),
+            resume_at(committed_watermark, &alerts.history, config.window),
         );
         let alert_changes = alerting(
             points.clone(),

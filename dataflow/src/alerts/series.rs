@@ -297,10 +297,20 @@ pub fn window_series<'scope>(
     )
 }
 
-/// Where the series of a pipeline restarted at `committed_watermark` goes on: the first
-/// window that watermark had not closed.
-pub fn resume_at(committed_watermark: EventTime, size: WindowSize) -> Option<EventTime> {
-    (committed_watermark != NO_WATERMARK && committed_watermark != END_OF_INPUT)
+/// Where the series of a pipeline restarted at `committed_watermark`, with the points
+/// `committed` before it, goes on: the first window that watermark had not closed. A
+/// pipeline that committed no point yet had closed no window with data, and starts where a
+/// fresh one does, at its first window with data: resuming at the watermark's window would
+/// emit the empty windows between it and the data, which an uninterrupted run never has
+/// (a two-process run killed after its first commit showed one).
+pub fn resume_at(
+    committed_watermark: EventTime,
+    committed: &[WindowPoint],
+    size: WindowSize,
+) -> Option<EventTime> {
+    (!committed.is_empty()
+        && committed_watermark != NO_WATERMARK
+        && committed_watermark != END_OF_INPUT)
         .then(|| committed_watermark.div_euclid(size.millis()) * size.millis())
 }
 
@@ -355,10 +365,17 @@ mod tests {
     #[test]
     fn a_restart_goes_on_from_the_first_window_not_closed() {
         let size = WindowSize::from_millis(60_000);
-        assert_eq!(resume_at(NO_WATERMARK, size), None);
-        assert_eq!(resume_at(END_OF_INPUT, size), None);
+        let committed = [WindowPoint {
+            window: size.window_of(60_000),
+            counts: WindowCounts::default(),
+        }];
+        assert_eq!(resume_at(NO_WATERMARK, &committed, size), None);
+        assert_eq!(resume_at(END_OF_INPUT, &committed, size), None);
         // Watermark 150 s: [60, 120) is closed, [120, 180) is not.
-        assert_eq!(resume_at(150_000, size), Some(120_000));
-        assert_eq!(resume_at(120_000, size), Some(120_000));
+        assert_eq!(resume_at(150_000, &committed, size), Some(120_000));
+        assert_eq!(resume_at(120_000, &committed, size), Some(120_000));
+        // No point committed yet: no window with data had closed, so the series starts at
+        // its first window with data, as a fresh run's does.
+        assert_eq!(resume_at(150_000, &[], size), None);
     }
 }
