@@ -1,9 +1,12 @@
 //! How to reach PostgreSQL and how the sink writes.
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio_postgres::Client;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::Notify;
+use tokio_postgres::{AsyncMessage, Client, Connection};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::tls::{connector, split_tls_settings, SslMode, TlsSettings};
@@ -76,10 +79,26 @@ impl DatabaseUrl {
 
     /// Opens a connection (TLS as the settings say), driving it on the current tokio runtime.
     pub async fn connect(&self) -> Result<Client, SinkError> {
+        self.connect_driven(None).await
+    }
+
+    /// Opens a connection like [`DatabaseUrl::connect`] whose notifications on
+    /// [`WAKEUP_CHANNEL`] naming this URL's schema wake `woken` (the caller still has to
+    /// `LISTEN`): the parallel sink's writers and coordinator wait on each other this way
+    /// rather than by asking the server again and again.
+    pub(crate) async fn connect_listening(&self, woken: Arc<Notify>) -> Result<Client, SinkError> {
+        self.connect_driven(Some(woken)).await
+    }
+
+    async fn connect_driven(&self, woken: Option<Arc<Notify>>) -> Result<Client, SinkError> {
         let failed = |source| SinkError::Connect {
             url: self.to_string(),
             source,
         };
+        let wakeup = woken.map(|woken| Wakeup {
+            woken,
+            schema: self.schema.clone(),
+        });
         let client = match &self.connector {
             None => {
                 let (client, connection) = self
@@ -87,7 +106,7 @@ impl DatabaseUrl {
                     .connect(tokio_postgres::NoTls)
                     .await
                     .map_err(failed)?;
-                tokio::spawn(drive(connection));
+                tokio::spawn(drive(connection, wakeup));
                 client
             }
             Some(connector) => {
@@ -96,7 +115,7 @@ impl DatabaseUrl {
                     .connect(connector.clone())
                     .await
                     .map_err(failed)?;
-                tokio::spawn(drive(connection));
+                tokio::spawn(drive(connection, wakeup));
                 client
             }
         };
@@ -173,10 +192,48 @@ impl std::fmt::Display for DatabaseUrl {
     }
 }
 
-/// Drives a connection until it ends.
-async fn drive<F: std::future::Future<Output = Result<(), tokio_postgres::Error>>>(connection: F) {
-    if let Err(error) = connection.await {
-        tracing::debug!(%error, "PostgreSQL connection ended");
+/// The channel the parallel sink's parts announce progress on; the payload is the schema
+/// of the pipeline whose progress it is, so that pipelines sharing a database do not wake
+/// each other.
+pub(crate) const WAKEUP_CHANNEL: &str = "clickflow_sink";
+
+/// Whom a connection's notifications wake.
+struct Wakeup {
+    woken: Arc<Notify>,
+    schema: String,
+}
+
+/// Drives a connection until it ends, waking `wakeup`'s waiter on each of its notifications.
+async fn drive<S, T>(mut connection: Connection<S, T>, wakeup: Option<Wakeup>)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    T: AsyncRead + AsyncWrite + Unpin,
+{
+    loop {
+        match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+            Some(Ok(AsyncMessage::Notification(notification))) => {
+                let ours = notification.channel() == WAKEUP_CHANNEL;
+                if let Some(wakeup) = wakeup
+                    .as_ref()
+                    .filter(|w| ours && notification.payload() == w.schema)
+                {
+                    wakeup.woken.notify_one();
+                }
+            }
+            Some(Ok(AsyncMessage::Notice(notice))) => {
+                tracing::debug!(
+                    severity = notice.severity(),
+                    message = notice.message(),
+                    "PostgreSQL notice"
+                );
+            }
+            Some(Ok(_)) => {}
+            Some(Err(error)) => {
+                tracing::debug!(%error, "PostgreSQL connection ended");
+                return;
+            }
+            None => return,
+        }
     }
 }
 

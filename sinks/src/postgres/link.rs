@@ -4,8 +4,12 @@
 
 use std::ops::AsyncFnMut;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::Notify;
+
+use super::config::WAKEUP_CHANNEL;
 use super::schema::connect;
 use super::sink::SinkMetrics;
 use super::two_phase::PartNames;
@@ -26,6 +30,8 @@ pub(crate) struct Link<'a> {
     /// Large batches go through COPY above this many rows, into temporary tables, which a
     /// prepared transaction may not touch: writers pass `usize::MAX`.
     copy_threshold: usize,
+    /// Woken by the pipeline's notifications on [`WAKEUP_CHANNEL`], when the link listens.
+    woken: Option<Arc<Notify>>,
 }
 
 impl<'a> Link<'a> {
@@ -42,6 +48,18 @@ impl<'a> Link<'a> {
             connection: None,
             backend: None,
             copy_threshold,
+            woken: None,
+        }
+    }
+
+    /// The same link, listening: every connection it opens runs `LISTEN` on
+    /// [`WAKEUP_CHANNEL`] first, and this pipeline's notifications wake `woken`.
+    /// Notifications sent while no connection listens are lost, so a waiter also looks
+    /// again now and then.
+    pub(crate) fn listening(self, woken: Arc<Notify>) -> Link<'a> {
+        Link {
+            woken: Some(woken),
+            ..self
         }
     }
 
@@ -98,7 +116,17 @@ impl<'a> Link<'a> {
     /// is gone could miss a part about to appear, or wait forever on the row locks of a part
     /// this writer prepared without knowing it.
     async fn connect(&mut self) -> Result<&mut (Writer, PartNames), SinkError> {
-        let client = connect(&self.config.url).await?;
+        let client = match &self.woken {
+            None => connect(&self.config.url).await?,
+            Some(woken) => {
+                let client = self.config.url.connect_listening(woken.clone()).await?;
+                client
+                    .batch_execute(&format!("LISTEN {WAKEUP_CHANNEL}"))
+                    .await
+                    .map_err(SinkError::statement("listening for the sink's progress"))?;
+                client
+            }
+        };
         if let Some(previous) = &self.backend {
             previous.await_exit(&client, &self.role).await?;
         }
@@ -203,6 +231,54 @@ mod tests {
                 .get(0);
             assert_eq!(alive, 0);
             assert!(lost.simple_query("SELECT 1").await.is_err(), "it was ended");
+        });
+    }
+
+    /// A listening link is woken by its own pipeline's announcements, and neither by
+    /// another schema's pipeline nor by another channel.
+    #[test]
+    fn a_listening_link_wakes_on_its_own_pipelines_announcements_only() {
+        use futures_util::FutureExt;
+
+        let (_db, url) = scratch_database("link_listening");
+        let config = SinkConfig::new(url.with_schema("ours").unwrap());
+        let metrics = SinkMetrics::default();
+        block_on(async {
+            let woken = Arc::new(Notify::new());
+            let mut link = Link::new(&config, &metrics, "test".into(), 0).listening(woken.clone());
+            let mut round_trip = async || {
+                link.run("a round trip", no_setup, async |writer, _| {
+                    let select = writer.client().batch_execute("SELECT 1").await;
+                    select.map_err(SinkError::statement("a round trip"))
+                })
+                .await
+                .unwrap()
+            };
+            // Connects and listens.
+            round_trip().await;
+            let other = connect(&url).await.unwrap();
+            other
+                .batch_execute(&format!(
+                    "NOTIFY {WAKEUP_CHANNEL}, 'theirs'; NOTIFY elsewhere, 'ours'"
+                ))
+                .await
+                .unwrap();
+            // The server delivers notifications committed before a statement ahead of its
+            // result, and the connection's driver handles them in that order.
+            round_trip().await;
+            assert!(
+                woken.notified().now_or_never().is_none(),
+                "woken by another pipeline's notification"
+            );
+            other
+                .batch_execute(&format!("NOTIFY {WAKEUP_CHANNEL}, 'ours'"))
+                .await
+                .unwrap();
+            round_trip().await;
+            assert!(
+                woken.notified().now_or_never().is_some(),
+                "not woken by its own pipeline's announcement"
+            );
         });
     }
 }

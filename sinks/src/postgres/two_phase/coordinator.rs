@@ -4,20 +4,17 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use clickflow_dataflow::{Epoch, EpochOutput};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 
 use super::super::link::Link;
 use super::super::sink::{SinkHandle, SinkMetrics};
 use super::super::write::{Writer, Written};
 use super::super::{SinkConfig, SinkError};
 use super::writer::SharedObserver;
-use super::{PartNames, DONE};
-
-/// How long the coordinator waits before looking again whether the writers are through.
-const POLL: Duration = Duration::from_millis(2);
+use super::{PartNames, DONE, RECHECK};
 
 /// Starts the coordinator on its own thread. It receives worker 0's gathered part of each
 /// epoch (progress, dead letters) and the announcements of how far the epochs are closed;
@@ -75,12 +72,14 @@ impl Coordinator {
     async fn run(mut self, mut epochs: mpsc::Receiver<EpochOutput>) -> Result<(), SinkError> {
         let config = self.config.clone();
         let metrics = self.metrics.clone();
+        let woken = Arc::new(Notify::new());
         let mut link = Link::new(
             &config,
             &metrics,
             "coordinator".into(),
             config.copy_threshold,
-        );
+        )
+        .listening(woken.clone());
         let mut last_checkpoint: Option<Instant> = None;
         loop {
             loop {
@@ -100,7 +99,7 @@ impl Coordinator {
             // Every gathered part up to here has arrived (`Epoch::MAX` once all have).
             let Some(own_through) = self.own_through.map(|e| i64::try_from(e).unwrap_or(DONE))
             else {
-                self.wait(&mut epochs, None).await;
+                self.wait(&mut epochs, &woken).await;
                 continue;
             };
             let standing = link
@@ -119,11 +118,11 @@ impl Coordinator {
                     link.run(
                         "setting the first cut",
                         finish_decided,
-                        async |writer, _| set_cut(writer, own_through).await,
+                        async |writer, names| set_cut(writer, names, own_through).await,
                     )
                     .await?;
                 } else {
-                    self.wait(&mut epochs, Some(POLL)).await;
+                    self.wait(&mut epochs, &woken).await;
                 }
                 continue;
             };
@@ -139,13 +138,13 @@ impl Coordinator {
             if fold.is_none() && parts.is_empty() {
                 match next {
                     Some(next) => {
-                        link.run("setting the cut", finish_decided, async |writer, _| {
-                            set_cut(writer, next).await
+                        link.run("setting the cut", finish_decided, async |writer, names| {
+                            set_cut(writer, names, next).await
                         })
                         .await?
                     }
                     None if !self.open && cut == DONE => return Ok(()),
-                    None => self.wait(&mut epochs, Some(POLL)).await,
+                    None => self.wait(&mut epochs, &woken).await,
                 }
                 continue;
             }
@@ -200,22 +199,16 @@ impl Coordinator {
         }
     }
 
-    /// Waits for the next part, or `timeout`.
-    async fn wait(&mut self, epochs: &mut mpsc::Receiver<EpochOutput>, timeout: Option<Duration>) {
-        if !self.open {
-            tokio::time::sleep(timeout.unwrap_or(POLL)).await;
-            return;
-        }
-        let part = match timeout {
-            Some(timeout) => match tokio::time::timeout(timeout, epochs.recv()).await {
-                Ok(part) => part,
-                Err(_elapsed) => return,
+    /// Waits for the next part from the gathering worker, for the writers to announce
+    /// progress (`woken`), or [`RECHECK`].
+    async fn wait(&mut self, epochs: &mut mpsc::Receiver<EpochOutput>, woken: &Notify) {
+        tokio::select! {
+            part = epochs.recv(), if self.open => match part {
+                Some(part) => self.take(part),
+                None => self.closed(),
             },
-            None => epochs.recv().await,
-        };
-        match part {
-            Some(part) => self.take(part),
-            None => self.closed(),
+            () = woken.notified() => {}
+            () = tokio::time::sleep(RECHECK) => {}
         }
     }
 
@@ -245,8 +238,14 @@ async fn standing(writer: &mut Writer, names: &PartNames) -> Result<Standing, Si
     })
 }
 
-/// Sets the cut the writers fold their next parts up to.
-async fn set_cut(writer: &mut Writer, cut: i64) -> Result<(), SinkError> {
+/// Sets the cut the writers fold their next parts up to, and wakes them.
+async fn set_cut(writer: &mut Writer, names: &PartNames, cut: i64) -> Result<(), SinkError> {
+    store_cut(writer, cut).await?;
+    names.announce(writer.client()).await
+}
+
+/// Stores the cut (inside a round's transaction, or on its own).
+async fn store_cut(writer: &mut Writer, cut: i64) -> Result<(), SinkError> {
     writer
         .client()
         .execute(
@@ -293,10 +292,15 @@ impl Round<'_> {
             .await
             .map_err(SinkError::statement("recording the decision"))?;
         if let Some(next) = self.next_cut {
-            set_cut(writer, next).await?;
+            store_cut(writer, next).await?;
         }
         writer.finish("COMMIT").await?;
         names.finish_decided(writer.client()).await?;
+        // The writers wait for their parts to be committed and for a new cut: wake them
+        // once both are done (a notification sent with the commit would come too early).
+        if !self.parts.is_empty() || self.next_cut.is_some() {
+            names.announce(writer.client()).await?;
+        }
         Ok(written)
     }
 }

@@ -26,6 +26,14 @@
 //! transaction is invisible to a later transaction's `DELETE` (only a conflicting `INSERT`
 //! waits for it): a retraction written before that commit would miss its row.
 //!
+//! **Waiting.** Each side tells the other when it has moved, by a `NOTIFY` on
+//! `clickflow_sink` with the schema as payload: a writer once it is through a cut, the
+//! coordinator once it has set a cut and committed the round's parts. Both `LISTEN` and
+//! wake on their own pipeline's notifications (`Link::listening`), and look again on their
+//! own every `RECHECK` (200 ms). A notification is only a hint to look: what each side acts
+//! on is what it reads in the tables, so a lost or extra one changes nothing but when it
+//! looks.
+//!
 //! **Exactly once.** A writer's part is prepared (durable, invisible) before the writer says
 //! it is through the cut. The coordinator's transaction, which commits the offsets the round
 //! reached, also lists the parts it commits: that commit is the decision. After a crash
@@ -51,12 +59,14 @@ pub use coordinator::spawn_coordinator;
 pub use writer::{spawn_writer, SharedObserver, WriterHandle};
 
 use std::collections::{HashSet, VecDeque};
+use std::time::Duration;
 
 use clickflow_dataflow::EpochOutput;
 
 use tokio_postgres::error::SqlState;
 use tokio_postgres::Client;
 
+use super::config::WAKEUP_CHANNEL;
 use super::schema::connect;
 use super::{DatabaseUrl, SinkError};
 
@@ -66,6 +76,18 @@ pub const MAX_OUTSTANDING: i64 = 1;
 
 /// A writer's `prepared_through` once it has written everything (its input ended).
 const DONE: i64 = i64::MAX;
+
+/// How long a writer or the coordinator waits for the other side before looking again on
+/// its own. Each side announces its progress (`NOTIFY`, [`PartNames::announcement`]) and
+/// the other wakes at once; this only bounds the wait for a notification lost while a
+/// connection was replaced.
+///
+/// They used to look every 2 ms, each look a round trip to the server, from every writer
+/// and the coordinator, whether anything had changed or not. On the side-by-side file (2M
+/// events, 2 workers, 4 December 2026, fifth sitting, alternating runs) those looks and the
+/// server's answers took the CPU the workers needed: the run took 6.7–9.8 s with a writer
+/// per worker against 6.2 s with one writer; waking on notifications, 4.4–6.4 s.
+const RECHECK: Duration = Duration::from_millis(200);
 
 /// Takes the parts of `waiting` (in epoch order) up to epoch `cut` and folds them into one,
 /// consolidated (`None`: there are none); `taken` sees each part taken.
@@ -97,6 +119,8 @@ fn fold_through(
 #[derive(Clone, Debug)]
 pub(crate) struct PartNames {
     prefix: String,
+    /// The statement that wakes the pipeline's other writers and coordinator.
+    announcement: String,
 }
 
 impl PartNames {
@@ -111,7 +135,23 @@ impl PartNames {
         let oid: i64 = row.get(0);
         Ok(PartNames {
             prefix: format!("clickflow:{oid}:{schema}:"),
+            // The schema is a plain identifier (`DatabaseUrl::with_schema`): safe to quote.
+            announcement: format!("NOTIFY {WAKEUP_CHANNEL}, '{schema}'"),
         })
+    }
+
+    /// A statement that wakes the pipeline's writers and coordinator waiting for each
+    /// other (see [`RECHECK`]); inside a transaction it takes effect at its commit.
+    fn announcement(&self) -> &str {
+        &self.announcement
+    }
+
+    /// Wakes the pipeline's writers and coordinator now.
+    async fn announce(&self, client: &Client) -> Result<(), SinkError> {
+        client
+            .batch_execute(&self.announcement)
+            .await
+            .map_err(SinkError::statement("announcing the sink's progress"))
     }
 
     /// The name of writer `writer`'s part of `epoch`: plain digits and an identifier, safe to

@@ -5,7 +5,8 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+
+use tokio::sync::Notify;
 
 use clickflow_dataflow::runtime::output::Handoff;
 use clickflow_dataflow::runtime::run::EpochSink;
@@ -16,14 +17,11 @@ use super::super::link::{no_setup, Link};
 use super::super::sink::SinkMetrics;
 use super::super::write::Writer;
 use super::super::{Observer, SinkConfig, SinkError};
-use super::{PartNames, DONE};
+use super::{PartNames, DONE, RECHECK};
 
 /// An observer shared by the threads that see parts of the epochs (the writers of this
 /// process and the coordinator): each calls it with its own part.
 pub type SharedObserver = Arc<Mutex<Observer>>;
-
-/// How long a writer waits before looking again whether the coordinator has set a new cut.
-const POLL: Duration = Duration::from_millis(2);
 
 /// A running writer, to wait for.
 pub struct WriterHandle {
@@ -99,14 +97,16 @@ impl PartWriter<'_> {
         config: &SinkConfig,
         parts: mpsc::Receiver<EpochOutput>,
     ) -> Result<(), SinkError> {
+        let woken = Arc::new(Notify::new());
         let mut link = Link::new(
             config,
             self.metrics,
             format!("writer {}", self.writer),
             usize::MAX,
-        );
-        link.run("registering", no_setup, async |writer, _| {
-            self.register(writer).await
+        )
+        .listening(woken.clone());
+        link.run("registering", no_setup, async |writer, names| {
+            self.register(writer, names).await
         })
         .await?;
         let mut inbox = Inbox::new(parts, self.observe.clone());
@@ -115,7 +115,7 @@ impl PartWriter<'_> {
         let mut last_part: Option<String> = None;
         loop {
             let Some(cut) = self
-                .next_cut(&mut link, &mut inbox, through, last_part.as_deref())
+                .next_cut(&mut link, &woken, &mut inbox, through, last_part.as_deref())
                 .await?
             else {
                 // The pipeline failed and the coordinator gave up: leave what is prepared
@@ -142,10 +142,13 @@ impl PartWriter<'_> {
 
     /// Waits until the coordinator has committed this writer's last part and set a cut
     /// beyond `through`, taking in parts meanwhile (up to a bound: beyond it the worker's
-    /// queue fills and the pipeline waits). `None`: the pipeline failed.
+    /// queue fills and the pipeline waits). It looks when the coordinator announces
+    /// progress (`woken`), when a part arrives, and every [`RECHECK`]. `None`: the pipeline
+    /// failed.
     async fn next_cut(
         &self,
         link: &mut Link<'_>,
+        woken: &Notify,
         inbox: &mut Inbox,
         through: i64,
         last_part: Option<&str>,
@@ -168,12 +171,12 @@ impl PartWriter<'_> {
             match cut {
                 Some(cut) if cut > through && !pending => return Ok(Some(cut)),
                 _ if inbox.closed && self.abandon.load(Ordering::Relaxed) => return Ok(None),
-                _ => inbox.take_for(POLL).await,
+                _ => inbox.take_until(woken).await,
             }
         }
     }
 
-    async fn register(&self, writer: &mut Writer) -> Result<(), SinkError> {
+    async fn register(&self, writer: &mut Writer, names: &PartNames) -> Result<(), SinkError> {
         writer
             .client()
             .execute(
@@ -185,12 +188,12 @@ impl PartWriter<'_> {
             )
             .await
             .map_err(SinkError::statement("registering a writer"))?;
-        Ok(())
+        names.announce(writer.client()).await
     }
 
     /// Prepares `fold` (this writer's rows of the epochs up to `cut`) as its part of the
-    /// round and says it is through the cut, in one round trip after the rows; with nothing
-    /// to write, only says so. Returns the part's name. `retry`: an earlier attempt lost its
+    /// round and says it is through the cut (and announces it), in one round trip after the
+    /// rows; with nothing to write, only says so. Returns the part's name. `retry`: an earlier attempt lost its
     /// connection, perhaps after the part was prepared, so look first.
     async fn prepare(
         &self,
@@ -203,8 +206,9 @@ impl PartWriter<'_> {
         let through = format!(
             "UPDATE clickflow_writers SET prepared_through = greatest(prepared_through, {cut}),
                  updated_at = now()
-             WHERE writer = {}",
-            self.writer
+             WHERE writer = {}; {}",
+            self.writer,
+            names.announcement()
         );
         let Some(fold) = fold else {
             writer.finish(&through).await?;
@@ -278,14 +282,14 @@ impl Inbox {
         }
     }
 
-    /// Takes in what arrives within `timeout`, unless the bound is reached.
-    async fn take_for(&mut self, timeout: Duration) {
-        if self.closed || self.rows >= Self::MAX_ROWS {
-            tokio::time::sleep(timeout).await;
-            return;
-        }
-        if let Ok(part) = tokio::time::timeout(timeout, self.parts.recv()).await {
-            self.take(part);
+    /// Takes in the next part (unless the bound is reached), or returns when `woken` is
+    /// notified or [`RECHECK`] has passed.
+    async fn take_until(&mut self, woken: &Notify) {
+        let open = !self.closed && self.rows < Self::MAX_ROWS;
+        tokio::select! {
+            part = self.parts.recv(), if open => self.take(part),
+            () = woken.notified() => {}
+            () = tokio::time::sleep(RECHECK) => {}
         }
     }
 
