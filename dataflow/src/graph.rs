@@ -210,6 +210,9 @@ pub fn build_graph(
                 recs.items
                     .inner
                     .map(|(item, _, diff)| Change::SessionItem(item, diff)),
+                recs.names
+                    .inner
+                    .map(|(name, _, diff)| Change::ProductName(name, diff)),
                 recs.popular
                     .inner
                     .map(|(row, _, diff)| Change::Popular(row, diff)),

@@ -325,15 +325,27 @@ pub struct SessionItem {
     /// The session, by the hash of its id ([`SessionItem::key_of`]): the recommender does
     /// not carry sessions' text.
     pub session_key: u64,
-    /// The product.
-    pub product_id: CompactString,
+    /// The product, by the hash of its id ([`SessionItem::key_of`]); its text comes in a
+    /// [`ProductName`].
+    pub product_key: u64,
 }
 
 impl SessionItem {
-    /// The key of the session `session_id` in [`SessionItem::session_key`].
-    pub fn key_of(session_id: &str) -> u64 {
-        CompactString::from(session_id).route()
+    /// The key of the session or product `id` in [`SessionItem::session_key`] and
+    /// [`SessionItem::product_key`].
+    pub fn key_of(id: &str) -> u64 {
+        CompactString::from(id).route()
     }
+}
+
+/// The text of a product key, present while some session of the horizon holds the product
+/// (kept by the live views, which name a session's items with it).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ProductName {
+    /// The product, by the hash of its id ([`SessionItem::key_of`]).
+    pub product_key: u64,
+    /// Its id.
+    pub product_id: CompactString,
 }
 
 /// One of the most popular products of the horizon (kept by the live views for sessions

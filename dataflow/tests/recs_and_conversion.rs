@@ -12,7 +12,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
 use clickflow_dataflow::config::RecsConfig;
-use clickflow_dataflow::rows::{ConversionRow, SessionItem};
+use clickflow_dataflow::rows::{ConversionRow, ProductName, SessionItem};
 use clickflow_dataflow::runtime::run::{run, taking, InputSpec, RunConfig};
 use clickflow_dataflow::window::{Window, WindowSize};
 use clickflow_dataflow::{DataflowConfig, EpochOutput, Tables};
@@ -187,7 +187,7 @@ fn recommendations_can_be_switched_off() {
 }
 
 #[test]
-fn session_items_carry_the_key_the_live_views_look_sessions_up_by() {
+fn session_items_carry_the_keys_the_live_views_look_up_and_every_product_has_its_name() {
     let dir = tempfile::tempdir().unwrap();
     let records = shop_records(51, 4_000, 1);
     let path = dir.path().join("items.jsonl");
@@ -206,18 +206,37 @@ fn session_items_carry_the_key_the_live_views_look_sessions_up_by() {
         }
     }
     let mut held: BTreeMap<SessionItem, isize> = BTreeMap::new();
+    let mut names: BTreeMap<ProductName, isize> = BTreeMap::new();
     for output in outputs_of(&plan, 2, dataflow()) {
         for (item, diff) in output.session_items {
             *held.entry(item).or_default() += diff;
         }
+        for (name, diff) in output.product_names {
+            *names.entry(name).or_default() += diff;
+        }
     }
     held.retain(|_, count| *count != 0);
+    names.retain(|_, count| *count != 0);
     assert!(held.len() > 100, "only {} items held", held.len());
+    let name_of: HashMap<u64, &CompactString> = names
+        .iter()
+        .map(|(name, count)| {
+            assert_eq!(*count, 1, "{name:?} held by several workers");
+            assert_eq!(name.product_key, SessionItem::key_of(&name.product_id));
+            (name.product_key, &name.product_id)
+        })
+        .collect();
     for (item, count) in &held {
         assert_eq!(*count, 1, "{item:?}");
         let viewed = products
             .get(&item.session_key)
             .unwrap_or_else(|| panic!("no session id has the key of {item:?}"));
-        assert!(viewed.contains(&item.product_id), "{item:?}");
+        let name = name_of
+            .get(&item.product_key)
+            .unwrap_or_else(|| panic!("no name for {item:?}"));
+        assert!(viewed.contains(*name), "{item:?} {name}");
     }
+    // Names are of viewed or carted products only.
+    let sighted: HashSet<&CompactString> = products.values().flatten().collect();
+    assert!(name_of.values().all(|name| sighted.contains(name)));
 }

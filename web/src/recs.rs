@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 
 use clickflow_dataflow::recs::serve::{recommend, Suggestion};
-use clickflow_dataflow::rows::{PopularRow, RecommendationRow, SessionItem};
+use clickflow_dataflow::rows::{PopularRow, ProductName, RecommendationRow, SessionItem};
 use compact_str::CompactString;
 use serde::Serialize;
 use warp::http::StatusCode;
@@ -39,9 +39,14 @@ pub struct RecsBoard {
     pub enabled: bool,
     /// Each product's neighbours by rank.
     neighbours: HashMap<CompactString, RankedNeighbours>,
-    /// Each open session's items, in the order they were first counted, by the session's
-    /// key ([`SessionItem::key_of`]).
-    items: HashMap<u64, Vec<CompactString>>,
+    /// Each open session's items, by product key in the order they were first counted, by
+    /// the session's key ([`SessionItem::key_of`]).
+    items: HashMap<u64, Vec<u64>>,
+    /// The id of every product key the items hold. An item is shown by its id, so one whose
+    /// name has not arrived yet is left out until it does: with a sink that writes from
+    /// every worker, the views take each worker's part of an epoch as it is written, and a
+    /// product's name may come from another worker than the session's item.
+    names: HashMap<u64, CompactString>,
     /// The popular products by rank.
     popular: Vec<Option<CompactString>>,
 }
@@ -52,6 +57,7 @@ impl Default for RecsBoard {
             enabled: true,
             neighbours: HashMap::new(),
             items: HashMap::new(),
+            names: HashMap::new(),
             popular: Vec::new(),
         }
     }
@@ -75,6 +81,7 @@ impl RecsBoard {
         &mut self,
         neighbours: &[(RecommendationRow, isize)],
         items: &[(SessionItem, isize)],
+        names: &[(ProductName, isize)],
         popular: &[(PopularRow, isize)],
     ) {
         for (row, _) in neighbours.iter().filter(|(_, d)| *d < 0) {
@@ -93,7 +100,7 @@ impl RecsBoard {
         for (item, diff) in items {
             if *diff < 0 {
                 if let Some(held) = self.items.get_mut(&item.session_key) {
-                    held.retain(|p| *p != item.product_id);
+                    held.retain(|p| *p != item.product_key);
                     if held.is_empty() {
                         self.items.remove(&item.session_key);
                     }
@@ -102,9 +109,15 @@ impl RecsBoard {
         }
         for (item, _) in items.iter().filter(|(_, d)| *d > 0) {
             let held = self.items.entry(item.session_key).or_default();
-            if !held.contains(&item.product_id) {
-                held.push(item.product_id.clone());
+            if !held.contains(&item.product_key) {
+                held.push(item.product_key);
             }
+        }
+        for (name, _) in names.iter().filter(|(_, d)| *d < 0) {
+            self.names.remove(&name.product_key);
+        }
+        for (name, _) in names.iter().filter(|(_, d)| *d > 0) {
+            self.names.insert(name.product_key, name.product_id.clone());
         }
         for (row, _) in popular.iter().filter(|(_, d)| *d < 0) {
             set_rank(&mut self.popular, row.rank, None);
@@ -241,7 +254,12 @@ fn for_session(context: &WebContext, session_id: &str, k: usize) -> SessionAnswe
         let items: Vec<&str> = board
             .items
             .get(&SessionItem::key_of(session_id))
-            .map(|held| held.iter().map(CompactString::as_str).collect())
+            .map(|held| {
+                held.iter()
+                    .filter_map(|key| board.names.get(key))
+                    .map(CompactString::as_str)
+                    .collect()
+            })
             .unwrap_or_default();
         let table: HashMap<&str, Vec<(CompactString, f64)>> = items
             .iter()

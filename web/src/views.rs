@@ -235,6 +235,7 @@ impl LiveViews {
             recs.apply(
                 &output.recommendations,
                 &output.session_items,
+                &output.product_names,
                 &output.popular,
             );
             for (row, _) in output.sessions.iter().filter(|(r, d)| *d > 0 && r.closed) {

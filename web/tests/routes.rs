@@ -9,7 +9,7 @@ use clickflow_dataflow::kpi::sessions::SessionRule;
 use clickflow_dataflow::lifecycle::{ModelMonitor, MonitorLimits};
 use clickflow_dataflow::rows::{
     AlertKind, AlertRow, ConversionRow, FeatureValues, FunnelRow, Measure, PopularRow, Probability,
-    RecommendationRow, ScoreRow, SessionItem, SessionRow, Severity, TrendRow,
+    ProductName, RecommendationRow, ScoreRow, SessionItem, SessionRow, Severity, TrendRow,
 };
 use clickflow_dataflow::window::{Window, WindowSize};
 use clickflow_dataflow::{EpochOutput, LiveModel, PipelineMetrics};
@@ -149,9 +149,14 @@ fn recommender(output: &mut EpochOutput) {
     }
     let item = SessionItem {
         session_key: SessionItem::key_of("s1"),
-        product_id: "p1".into(),
+        product_key: SessionItem::key_of("p1"),
     };
     output.session_items.push((item, 1));
+    let name = ProductName {
+        product_key: SessionItem::key_of("p1"),
+        product_id: "p1".into(),
+    };
+    output.product_names.push((name, 1));
     for (rank, product, sessions) in [(1, "p2", 9), (2, "p5", 7), (3, "p1", 6)] {
         let row = PopularRow {
             rank,

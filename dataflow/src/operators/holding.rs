@@ -31,7 +31,7 @@ use clickflow_sources::EventTime;
 use differential_dataflow::{AsCollection, VecCollection};
 use foldhash::HashMap;
 use serde::{Deserialize, Serialize};
-use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::channels::pact::ParallelizationContract;
 use timely::dataflow::operators::core::OkErr;
 use timely::dataflow::StreamVec;
 use timely::ExchangeData;
@@ -180,20 +180,25 @@ fn forget(origins: &mut BTreeMap<(u32, EventTime), usize>, origin: (u32, EventTi
     }
 }
 
-/// Holds the records of `updates` (routed to workers by `route`) until `clock(watermarks)`
+/// Holds the records of `updates` (brought to workers by `pact`) until `clock(watermarks)`
 /// passes their `until`, as a collection, and says per epoch how far back the held records
 /// reach into each partition (named `name`, from every worker that holds or held some).
+///
+/// Each worker emits the presence of what it holds: with a `pact` that brings every update
+/// of a record to one worker (an exchange by the record's key) the collection holds each
+/// record once; with one that keeps updates where they are, a record is there once per
+/// worker that holds it, and the caller takes its `distinct`.
 ///
 /// Updates are applied batch by batch as their epoch's data arrives, not once the epoch is
 /// complete (a backlog epoch brings a million a worker): one whose time is up by the end of
 /// its epoch, but not before it, enters and leaves within the epoch, and the two changes
 /// cancel.
-pub fn hold_until<'scope, R>(
+pub fn hold_until<'scope, R, P>(
     updates: StreamVec<'scope, Epoch, Hold<R>>,
+    pact: P,
     reports: StreamVec<'scope, Epoch, PartitionReport>,
     seed: ProgressSeed,
     name: &str,
-    route: fn(&R) -> u64,
     clock: fn(EpochWatermarks, &ProgressSeed) -> EventTime,
 ) -> (
     VecCollection<'scope, Epoch, R>,
@@ -201,6 +206,7 @@ pub fn hold_until<'scope, R>(
 )
 where
     R: ExchangeData + Ord + Hash + Clone,
+    P: ParallelizationContract<Epoch, Vec<Hold<R>>>,
 {
     let worker = updates.scope().index();
     let stage = name.to_string();
@@ -209,7 +215,7 @@ where
     let mut reported: Option<Vec<(u32, EventTime)>> = None;
     let outputs = by_epoch_streaming(
         updates,
-        Exchange::new(move |hold: &Hold<R>| route(&hold.record)),
+        pact,
         reports,
         seed,
         name,

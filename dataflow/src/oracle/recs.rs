@@ -7,7 +7,7 @@ use clickflow_sources::{Event, EventTime, EventType};
 use compact_str::CompactString;
 
 use crate::config::RecsConfig;
-use crate::operators::{KeyedId, RouteKey};
+use crate::operators::RouteKey;
 use crate::recs::items::sample_rank;
 use crate::recs::pairs::MIN_CO_SESSIONS;
 use crate::recs::similar::{affinity, similarity};
@@ -38,7 +38,7 @@ pub fn recount(
         let session_key = session.route();
         let mut items: Vec<(u64, &CompactString)> = within
             .map(|(product, _)| {
-                let rank = sample_rank(session_key, &KeyedId::new(product.clone()));
+                let rank = sample_rank(session_key, product.route());
                 (rank, product)
             })
             .collect();

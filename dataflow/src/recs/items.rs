@@ -2,7 +2,8 @@
 
 use clickflow_sources::{EventTime, EventType};
 use differential_dataflow::VecCollection;
-use timely::dataflow::operators::vec::{Filter, Map};
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::vec::Map;
 use timely::dataflow::StreamVec;
 
 use crate::input::Accepted;
@@ -11,26 +12,64 @@ use crate::runtime::replay::Retention;
 use crate::runtime::watermark::{PartitionReport, ProgressSeed};
 use crate::Epoch;
 
-/// A session, by the 64-bit hash of its id ([`RouteKey::route`]), and a product it viewed or
-/// carted, hashed and with its text ([`KeyedId`]): the holding, the sample and the counts
-/// compare integers, and the product's text is carried to the rows that name it. The
-/// session's text is named by no row of the recommender (the live views find a session's
-/// items by the same hash), so it is not carried: every held item repeated it, and with it
-/// the holding's records were 64 bytes rather than 40.
+/// A session and a product it viewed or carted, both by the 64-bit hash of their ids
+/// ([`RouteKey::route`]): the holding, the sample and the counts compare integers, and no
+/// row of the recommender needs a session's text. A product's text is held apart, once per
+/// product ([`crate::recs::names`]), and joined back where a row names the product.
 ///
 /// Measured on 4 December 2026 (side-by-side file, 2 workers, `run --profile-operators`,
 /// workers' busy time): with both ids as text, the sample took 1.34 s and holding the items
 /// 1.31 s; with both keyed, the sample 0.83–1.10 s and the holding 1.57–1.70 s (its
-/// records were larger by the two hashes, and the ids are hashed as they enter).
-pub type Item = (SessionKey, KeyedId);
+/// records were larger by the two hashes, and the ids are hashed as they enter). Later
+/// the same day the product's text left the items as well: the holding's records went
+/// from 40 to 16 bytes and the sample's arranged values from 32 to 8, and on the same file
+/// the holding took 0.57 s against 0.95 s (the names' own holding 0.09 s), the run's peak
+/// RSS 311 MB against 364 MB, its wall time 3.82 s against 4.02–4.03 s (alternating runs).
+pub type Item = (SessionKey, ProductKey);
 
 /// A session id hashed to an integer inside the recommender ([`RouteKey::route`]).
 pub type SessionKey = u64;
 
+/// A product id hashed to an integer inside the recommender ([`RouteKey::route`]). Two ids
+/// with the same 64-bit hash (XXH3) would be counted as one; among a million ids the chance
+/// of any such pair is about 3 in 10^8.
+pub type ProductKey = u64;
+
+/// A product that an accepted event viewed or carted, as both of the recommender's
+/// holdings take it.
+#[derive(Clone, Debug)]
+pub struct Sighting {
+    /// The partition the event was read from.
+    pub partition: u32,
+    /// Its event time.
+    pub ts: EventTime,
+    /// Its session.
+    pub session: SessionKey,
+    /// The product, with its text.
+    pub product: KeyedId,
+}
+
+/// Every product viewed or carted in `accepted` (purchases name what was carted already).
+pub fn sightings<'scope>(
+    accepted: StreamVec<'scope, Epoch, Accepted>,
+) -> StreamVec<'scope, Epoch, Sighting> {
+    accepted.flat_map(|event| {
+        let product = event
+            .product_id
+            .filter(|_| event.event_type != EventType::Purchase)?;
+        Some(Sighting {
+            partition: event.partition,
+            ts: event.ts,
+            session: event.session_id.route(),
+            product: KeyedId::new(product),
+        })
+    })
+}
+
 /// Every `(session, product)` viewed or carted within `horizon_ms` of the horizon clock
 /// (see [`crate::recs`]), and how far back they reach into each partition.
 pub fn held_items<'scope>(
-    accepted: StreamVec<'scope, Epoch, Accepted>,
+    sightings: StreamVec<'scope, Epoch, Sighting>,
     reports: StreamVec<'scope, Epoch, PartitionReport>,
     seed: ProgressSeed,
     horizon_ms: i64,
@@ -38,43 +77,44 @@ pub fn held_items<'scope>(
     VecCollection<'scope, Epoch, Item>,
     StreamVec<'scope, Epoch, Retention>,
 ) {
-    let updates = accepted
-        .filter(|event| event.event_type != EventType::Purchase && event.product_id.is_some())
-        .map(move |event| Hold {
-            origin: Some((event.partition, event.ts)),
-            until: event.ts.saturating_add(horizon_ms),
-            diff: 1,
-            record: (
-                event.session_id.route(),
-                KeyedId::new(event.product_id.expect("filtered")),
-            ),
-        });
-    // A finished partition holds the horizon clock at its own last watermark.
-    let unfinished = reports.map(|report| PartitionReport {
-        finished: false,
-        ..report
+    let updates = sightings.map(move |seen| Hold {
+        origin: Some((seen.partition, seen.ts)),
+        until: seen.ts.saturating_add(horizon_ms),
+        diff: 1,
+        record: (seen.session, seen.product.key),
     });
     hold_until(
         updates,
-        unfinished,
+        Exchange::new(|hold: &Hold<Item>| hold.record.0),
+        horizon_reports(reports),
         seed,
         "Recs: items of the horizon",
-        |&(session, _)| session,
         horizon_clock,
     )
 }
 
+/// The partition reports the horizon clock is read from: a finished partition holds it at
+/// its own last watermark.
+pub(super) fn horizon_reports<'scope>(
+    reports: StreamVec<'scope, Epoch, PartitionReport>,
+) -> StreamVec<'scope, Epoch, PartitionReport> {
+    reports.map(|report| PartitionReport {
+        finished: false,
+        ..report
+    })
+}
+
 /// The horizon's clock: the watermark once the epoch's reports are in.
-fn horizon_clock(watermarks: EpochWatermarks, _: &ProgressSeed) -> EventTime {
+pub(super) fn horizon_clock(watermarks: EpochWatermarks, _: &ProgressSeed) -> EventTime {
     watermarks.after
 }
 
 /// Where an item stands in its session's sample: XXH3-64 of the two ids' hashes
 /// (little-endian), so the sample is drawn without hashing text again.
-pub fn sample_rank(session: SessionKey, product: &KeyedId) -> u64 {
+pub fn sample_rank(session: SessionKey, product: ProductKey) -> u64 {
     let mut bytes = [0u8; 16];
     bytes[..8].copy_from_slice(&session.to_le_bytes());
-    bytes[8..].copy_from_slice(&product.key.to_le_bytes());
+    bytes[8..].copy_from_slice(&product.to_le_bytes());
     xxhash_rust::xxh3::xxh3_64(&bytes)
 }
 
@@ -86,15 +126,15 @@ pub fn sample_per_session<'scope>(
     max: usize,
 ) -> VecCollection<'scope, Epoch, Item> {
     items.reduce_named("Recs: sample per session", move |session, products, out| {
-        let mut ranked: Vec<(u64, &KeyedId)> = products
+        let mut ranked: Vec<(u64, ProductKey)> = products
             .iter()
             .filter(|(_, count)| *count > 0)
-            .map(|(product, _)| (sample_rank(*session, product), *product))
+            .map(|(product, _)| (sample_rank(*session, **product), **product))
             .collect();
         if ranked.len() > max {
             ranked.select_nth_unstable(max);
             ranked.truncate(max);
         }
-        out.extend(ranked.into_iter().map(|(_, product)| (product.clone(), 1)));
+        out.extend(ranked.into_iter().map(|(_, product)| (product, 1)));
     })
 }

@@ -3,12 +3,13 @@
 //!
 //! ```text
 //!  accepted clicks and cart adds ─► hold (session, product) for the horizon ─┐ (items.rs)
+//!              └─────────────────► hold each product's id for the horizon    │ (names.rs)
 //!                                                                              ▼
 //!                              sample ≤ N products per session (reduce, by session)
 //!                                │                                    │
 //!               arranged by session ──join_core with itself──► pairs a < b ─► count_total
 //!                                │                                    │       (pairs.rs)
-//!               products ─► count_total: popularity ─arranged──┐     ▼ both ways
+//!       products ─► count_total ⋈ names: popularity ─arranged──┐     ▼ both ways
 //!                                │                             ├─► join_core: rank key
 //!                                │                             │     ▼
 //!                                │                             │   top K per product (reduce)
@@ -33,6 +34,7 @@
 //! day at the default) before it writes again. Set a shorter horizon where that is too long.
 
 pub mod items;
+pub mod names;
 pub mod pairs;
 pub mod serve;
 pub mod similar;
@@ -43,7 +45,7 @@ use timely::dataflow::StreamVec;
 use crate::config::RecsConfig;
 use crate::input::Accepted;
 use crate::operators::at_own_epochs;
-use crate::rows::{PopularRow, RecommendationRow, SessionItem};
+use crate::rows::{PopularRow, ProductName, RecommendationRow, SessionItem};
 use crate::runtime::replay::Retention;
 use crate::runtime::watermark::{PartitionReport, ProgressSeed};
 use crate::Epoch;
@@ -54,6 +56,8 @@ pub struct Recommendations<'scope> {
     pub neighbours: VecCollection<'scope, Epoch, RecommendationRow>,
     /// The counted items of every session of the horizon.
     pub items: VecCollection<'scope, Epoch, SessionItem>,
+    /// The ids of the products the items hold.
+    pub names: VecCollection<'scope, Epoch, ProductName>,
     /// The most popular products.
     pub popular: VecCollection<'scope, Epoch, PopularRow>,
     /// How far back the held items reach into each partition.
@@ -67,19 +71,27 @@ pub fn recommendations<'scope>(
     seed: ProgressSeed,
     config: RecsConfig,
 ) -> Recommendations<'scope> {
-    let (held, retention) = items::held_items(accepted, reports, seed, config.horizon_ms);
+    let sightings = items::sightings(accepted);
+    let (held, retention) =
+        items::held_items(sightings.clone(), reports.clone(), seed, config.horizon_ms);
+    let names = names::held_names(sightings, reports, seed, config.horizon_ms);
     let sampled = items::sample_per_session(held, config.max_items_per_session);
     let pairs = pairs::co_occurrence(sampled.clone());
-    let popularity = pairs::popularity(sampled.clone());
+    let popularity = names::named(pairs::popularity(sampled.clone()), names.clone());
     let neighbours = similar::nearest(pairs, popularity.clone(), config.neighbours);
     let popular = similar::most_popular(popularity, config.popular);
-    let items = sampled.map(|(session_key, product)| SessionItem {
+    let items = sampled.map(|(session_key, product_key)| SessionItem {
         session_key,
-        product_id: product.id,
+        product_key,
+    });
+    let names = names.map(|(product_key, product_id)| ProductName {
+        product_key,
+        product_id,
     });
     Recommendations {
         neighbours: at_own_epochs(neighbours, "Recs: neighbours at own epochs"),
         items: at_own_epochs(items, "Recs: items at own epochs"),
+        names: at_own_epochs(names, "Recs: names at own epochs"),
         popular: at_own_epochs(popular, "Recs: popular at own epochs"),
         retention,
     }

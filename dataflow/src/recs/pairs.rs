@@ -6,19 +6,13 @@
 //! file, 2 workers, with the retention fix of `operators::holding`): the
 //! recommender's share of the run fell from ~33 s (46.7 s with it, 13.7 s without) to ~25
 //! s (35.9 s against 10.7 s). Text comes back where a row is built, from the popularity
-//! collection, which carries each product's key beside its id. Two ids with the same
-//! 64-bit hash (XXH3) would be counted as one; among a million ids the chance of any such
-//! pair is about 3 in 10^8.
+//! named with each product's id ([`crate::recs::names`]).
 
 use differential_dataflow::operators::CountTotal;
 use differential_dataflow::VecCollection;
 
-use crate::operators::KeyedId;
-use crate::recs::items::Item;
+use crate::recs::items::{Item, ProductKey};
 use crate::Epoch;
-
-/// A product id hashed to an integer inside the recommender (see the module docs).
-pub type ProductKey = u64;
 
 /// Fewest sessions a pair must share to be ranked at all.
 ///
@@ -38,9 +32,7 @@ pub const MIN_CO_SESSIONS: isize = 2;
 pub fn co_occurrence<'scope>(
     items: VecCollection<'scope, Epoch, Item>,
 ) -> VecCollection<'scope, Epoch, ((ProductKey, ProductKey), isize)> {
-    let by_session = items
-        .map(|(session, product)| (session, product.key))
-        .arrange_by_key_named("Recs: items by session");
+    let by_session = items.arrange_by_key_named("Recs: items by session");
     by_session
         .clone()
         .join_core(by_session, |_session, a, b| (a < b).then_some((*a, *b)))
@@ -51,6 +43,6 @@ pub fn co_occurrence<'scope>(
 /// `(product, sessions holding it)`.
 pub fn popularity<'scope>(
     items: VecCollection<'scope, Epoch, Item>,
-) -> VecCollection<'scope, Epoch, (KeyedId, isize)> {
+) -> VecCollection<'scope, Epoch, (ProductKey, isize)> {
     items.map(|(_, product)| product).count_total()
 }

@@ -5,7 +5,7 @@ use std::cmp::Reverse;
 use differential_dataflow::VecCollection;
 
 use crate::operators::KeyedId;
-use crate::recs::pairs::ProductKey;
+use crate::recs::items::ProductKey;
 use crate::rows::{Measure, PopularRow, RecommendationRow};
 use crate::Epoch;
 

@@ -32,8 +32,8 @@ use timely::dataflow::StreamVec;
 
 use crate::alerts::series::WindowPoint;
 use crate::rows::{
-    AlertRow, ConversionRow, FunnelRow, PopularRow, RecommendationRow, ScoreRow, SessionItem,
-    SessionRow, TrendRow,
+    AlertRow, ConversionRow, FunnelRow, PopularRow, ProductName, RecommendationRow, ScoreRow,
+    SessionItem, SessionRow, TrendRow,
 };
 use crate::runtime::handoff::Offering;
 use crate::runtime::replay::Retention;
@@ -62,6 +62,8 @@ pub enum Change {
     Recommendation(RecommendationRow, isize),
     /// A change of the recommender's session items (live views only).
     SessionItem(SessionItem, isize),
+    /// A change of the ids of the products the session items hold (live views only).
+    ProductName(ProductName, isize),
     /// A change of the popular products (live views only).
     Popular(PopularRow, isize),
     /// A change of `funnel_conversion`.
@@ -124,6 +126,9 @@ pub struct EpochOutput {
     /// Consolidated changes of the recommender's session items: for the live views, not
     /// written to PostgreSQL.
     pub session_items: Vec<(SessionItem, isize)>,
+    /// Consolidated changes of the ids of the products the session items hold: for the
+    /// live views, not written.
+    pub product_names: Vec<(ProductName, isize)>,
     /// Consolidated changes of the popular products: for the live views, not written.
     pub popular: Vec<(PopularRow, isize)>,
     /// Consolidated changes of `funnel_conversion`.
@@ -156,6 +161,7 @@ impl Default for EpochOutput {
             alerts: Vec::new(),
             recommendations: Vec::new(),
             session_items: Vec::new(),
+            product_names: Vec::new(),
             popular: Vec::new(),
             conversion: Vec::new(),
             dead_letters: Vec::new(),
@@ -177,6 +183,7 @@ impl EpochOutput {
             && self.alerts.is_empty()
             && self.recommendations.is_empty()
             && self.session_items.is_empty()
+            && self.product_names.is_empty()
             && self.popular.is_empty()
             && self.conversion.is_empty()
             && self.dead_letters.is_empty()
@@ -203,6 +210,7 @@ impl EpochOutput {
         self.alerts.extend(later.alerts);
         self.recommendations.extend(later.recommendations);
         self.session_items.extend(later.session_items);
+        self.product_names.extend(later.product_names);
         self.popular.extend(later.popular);
         self.conversion.extend(later.conversion);
         self.dead_letters.extend(later.dead_letters);
@@ -233,6 +241,7 @@ impl EpochOutput {
         consolidate(&mut self.alerts);
         consolidate(&mut self.recommendations);
         consolidate(&mut self.session_items);
+        consolidate(&mut self.product_names);
         consolidate(&mut self.popular);
         consolidate(&mut self.conversion);
     }
@@ -410,6 +419,7 @@ struct ArrivingRows {
     alerts: Consolidating<AlertRow>,
     recommendations: Consolidating<RecommendationRow>,
     session_items: Consolidating<SessionItem>,
+    product_names: Consolidating<ProductName>,
     popular: Consolidating<PopularRow>,
     conversion: Consolidating<ConversionRow>,
 }
@@ -428,6 +438,7 @@ impl ArrivingRows {
             alerts: self.alerts.finish(),
             recommendations: self.recommendations.finish(),
             session_items: self.session_items.finish(),
+            product_names: self.product_names.finish(),
             popular: self.popular.finish(),
             conversion: self.conversion.finish(),
             ..EpochOutput::default()
@@ -480,6 +491,7 @@ impl Arriving {
             Change::Alert(row, diff) => self.rows.alerts.push(row, diff),
             Change::Recommendation(row, diff) => self.rows.recommendations.push(row, diff),
             Change::SessionItem(item, diff) => self.rows.session_items.push(item, diff),
+            Change::ProductName(name, diff) => self.rows.product_names.push(name, diff),
             Change::Popular(row, diff) => self.rows.popular.push(row, diff),
             Change::Conversion(row, diff) => self.rows.conversion.push(row, diff),
             Change::DeadLetter(letter) => self.dead_letters.push(letter),
