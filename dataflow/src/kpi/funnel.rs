@@ -4,7 +4,8 @@
 //! that triple, so no single worker holds a whole hot minute) and passes on only first
 //! sightings; the second sums those per `(window, type)`. Both evict a window once the
 //! pipeline watermark passes its end. Sightings are merged per key as their epoch's batches
-//! arrive; rows are emitted when the epoch is complete ([`aggregate_by_key`]).
+//! arrive; a first sighting passes on at once (its row never changes), the counts when the
+//! epoch is complete ([`aggregate_by_key`]).
 //!
 //! **Against differential's own operators** (`cargo bench -p clickflow-benches --bench
 //! kpi_operators`: 500k events of the benchmark shop, epochs of 8,192, no watermark so
@@ -53,6 +54,8 @@ impl KeyedStage for DistinctUsers {
     fn closes_at(&self, (window, _, _): &Self::Key) -> EventTime {
         window.end
     }
+
+    const ROW_FIXED_AT_INSERT: bool = true;
 }
 
 /// The number of distinct users per window and type.
