@@ -4,11 +4,13 @@
 
 mod common;
 
+use std::collections::BTreeSet;
+
 use clickflow_dataflow::oracle::recompute_file;
 use clickflow_dataflow::runtime::run::RunConfig;
 use clickflow_dataflow::DataflowConfig;
 use clickflow_sinks::postgres::two_phase::{recover, Recovered};
-use clickflow_sinks::postgres::{prepare, DatabaseUrl, SinkWriters};
+use clickflow_sinks::postgres::{prepare, DatabaseUrl, SinkWriters, WAKEUP_CHANNEL};
 use clickflow_sources::file::FileSplits;
 use clickflow_testkit::TestDatabase;
 use common::*;
@@ -62,6 +64,92 @@ fn four_writers_and_one_writer_commit_the_same_exact_tables() {
     }
     assert_eq!(results[0].trends, results[1].trends);
     assert_eq!(results[0].sessions, results[1].sessions);
+}
+
+/// The writers and the coordinator announce their progress on the sink's channel, each
+/// over its own connection: without the announcements the exactly-once protocol stays
+/// correct and only waits the fallback recheck each time, so the other tests would not see
+/// them go. A listener counts the backends that announced for the pipeline's schema: the
+/// coordinator and every writer.
+#[test]
+fn the_writers_and_the_coordinator_announce_their_progress() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.jsonl");
+    shop_file(&path, 29, 4_000);
+    let splits = FileSplits::plan(&path, 4).unwrap();
+    let db = TestDatabase::create("announce");
+    let url = DatabaseUrl::parse(&db.url).unwrap();
+    let listener = Listener::start(&db.url);
+    let config = RunConfig {
+        epochs: short_epochs(),
+        ..RunConfig::default()
+    };
+    let workers = 3;
+    run_file_with(&splits, workers, &url, config, SinkWriters::PerWorker).unwrap();
+    let heard = listener.stop();
+    let ours: Vec<&(i32, String)> = heard
+        .iter()
+        .filter(|(_, payload)| payload == url.schema())
+        .collect();
+    let backends: BTreeSet<i32> = ours.iter().map(|(pid, _)| *pid).collect();
+    assert!(
+        backends.len() > workers,
+        "{} announcements from {} backends: every writer's and the coordinator's expected",
+        ours.len(),
+        backends.len()
+    );
+}
+
+/// Listens on the sink's channel from a thread of its own, collecting `(backend pid,
+/// payload)` of each notification until stopped.
+struct Listener {
+    stop: tokio::sync::oneshot::Sender<()>,
+    thread: std::thread::JoinHandle<Vec<(i32, String)>>,
+}
+
+impl Listener {
+    fn start(url: &str) -> Listener {
+        let (stop, stopped) = tokio::sync::oneshot::channel();
+        let (ready, listening) = std::sync::mpsc::channel();
+        let url = url.to_string();
+        let thread = std::thread::spawn(move || {
+            block_on(async move {
+                let (client, mut connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                    .await
+                    .unwrap();
+                let (heard, mut hearing) = tokio::sync::mpsc::unbounded_channel();
+                tokio::spawn(async move {
+                    while let Some(message) =
+                        std::future::poll_fn(|cx| connection.poll_message(cx)).await
+                    {
+                        if let Ok(tokio_postgres::AsyncMessage::Notification(n)) = message {
+                            let _ = heard.send((n.process_id(), n.payload().to_string()));
+                        }
+                    }
+                });
+                client
+                    .batch_execute(&format!("LISTEN {WAKEUP_CHANNEL}"))
+                    .await
+                    .unwrap();
+                ready.send(()).unwrap();
+                let _ = stopped.await;
+                // A round trip: every notification sent before it has arrived.
+                client.batch_execute("SELECT 1").await.unwrap();
+                let mut all = Vec::new();
+                while let Ok(notification) = hearing.try_recv() {
+                    all.push(notification);
+                }
+                all
+            })
+        });
+        listening.recv().unwrap();
+        Listener { stop, thread }
+    }
+
+    fn stop(self) -> Vec<(i32, String)> {
+        self.stop.send(()).unwrap();
+        self.thread.join().unwrap()
+    }
 }
 
 /// What a crash leaves: a part the coordinator had decided to commit (listed in the log) is

@@ -194,8 +194,9 @@ impl std::fmt::Display for DatabaseUrl {
 
 /// The channel the parallel sink's parts announce progress on; the payload is the schema
 /// of the pipeline whose progress it is, so that pipelines sharing a database do not wake
-/// each other.
-pub(crate) const WAKEUP_CHANNEL: &str = "clickflow_sink";
+/// each other. Anyone may `LISTEN` to it: an announcement says that a writer registered or
+/// prepared a part, or that the coordinator stored a cut or finished a round.
+pub const WAKEUP_CHANNEL: &str = "clickflow_sink";
 
 /// Whom a connection's notifications wake.
 struct Wakeup {

@@ -76,7 +76,7 @@ mod webhook;
 mod write;
 
 pub use alert_rows::load_alerts;
-pub use config::{DatabaseUrl, SinkConfig, SinkWriters};
+pub use config::{DatabaseUrl, SinkConfig, SinkWriters, WAKEUP_CHANNEL};
 pub use error::SinkError;
 pub use freshness::Freshness;
 pub use input::claim_input;
