@@ -22,7 +22,7 @@ pub const POPULARITY_DAMPING: f64 = 0.1;
 /// Leading binary digits of a popularity that [`similarity`] keeps.
 const POPULARITY_DIGITS: u32 = 5;
 
-/// `sessions` with all but its [`POPULARITY_DIGITS`] leading binary digits cleared: within
+/// `sessions` with all but its 5 leading binary digits cleared: within
 /// 1/16 below the exact count, and constant while the count moves inside its step.
 ///
 /// Every change of a product's popularity would re-join all of its pairs and re-rank its
