@@ -20,9 +20,10 @@
 //! through the ordered funnel ([`crate::conversion::paths::FunnelSteps`]) and emits
 //! `(window of its start, path)` whenever that changes: [`crate::conversion`] counts them
 //! per window. A closed session stays in the state (and in the retention a restart replays
-//! from) until its funnel window is sealed, then leaves it, and its path is retracted where the funnel drops the changes
-//! of sealed windows. With the default gap and conversion window (both 30 min) a session's
-//! window is sealed by the time it is final, and it leaves an epoch after it closes.
+//! from) until its funnel window is sealed, then leaves it, and its path is retracted where
+//! the funnel drops the changes of sealed windows. With the default gap and conversion
+//! window (both 30 min) a session's window is sealed by the time it is final, and it leaves
+//! an epoch after it closes.
 //!
 //! ```text
 //!  accepted events ─exchange by session_id─► per id: spans sorted by start, > gap apart
