@@ -1,7 +1,7 @@
 //! Running a pipeline into PostgreSQL with its web server and progress log: what `run` and
 //! `demo` share.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
@@ -15,7 +15,7 @@ use clickflow_sinks::postgres::{
 };
 use clickflow_web::{DataflowState, LiveViews, PipelineStatus, WebConfig, WebContext, WebServer};
 
-use super::run::spawn_progress_log;
+use super::run::ProgressLog;
 use super::scoring::{ModelServices, Scoring};
 use super::web::{sink_probe, FeedSlot, SinkSlot, WebArgs};
 
@@ -115,8 +115,7 @@ pub(super) fn launch(
     }
     let start_model = scoring.map(|(s, source)| (s.live.current(), source));
 
-    let finished = Arc::new(AtomicBool::new(false));
-    let progress = spawn_progress_log(metrics.clone(), finished.clone());
+    let progress = ProgressLog::spawn(metrics.clone());
     let running = status.clone();
     let (database, writes) = (spec.sink.url.clone(), spec.writes);
     let seeded = views.clone();
@@ -163,8 +162,7 @@ pub(super) fn launch(
         Ok(_) => DataflowState::Stopped,
         Err(error) => DataflowState::Failed(error.to_string()),
     });
-    finished.store(true, Ordering::Relaxed);
-    let _ = progress.join();
+    progress.stop();
     if let Some(notifier) = notifier {
         notifier.stop();
     }
