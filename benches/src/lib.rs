@@ -163,7 +163,7 @@ pub fn run_in_memory(partitions: Arc<Vec<Vec<Event>>>, workers: usize) -> usize 
                 AlertSetup::default(),
                 Outputs {
                     gathered: deliver,
-                    own_rows: None,
+                    ..Outputs::default()
                 },
             );
             let mut source = MemorySource {
@@ -301,7 +301,7 @@ pub fn run_generated(
                 AlertSetup::default(),
                 Outputs {
                     gathered: deliver,
-                    own_rows: None,
+                    ..Outputs::default()
                 },
             );
             let shop = Shop::new(ShopConfig {

@@ -73,6 +73,10 @@ pub struct Outputs {
     /// here; the gathered epochs then carry only progress, retention and dead letters, and
     /// also announce how far the epochs are closed.
     pub own_rows: Option<Deliver>,
+    /// Whether the live views' feeds (the recommender's session items, product names and
+    /// popular products) are read: without a reader they are not built (see
+    /// [`crate::recs::recommendations`]).
+    pub live_views: bool,
 }
 
 /// What the alert stages need: the detectors' configuration, and the windows judged before
@@ -97,7 +101,8 @@ pub struct AlertSetup {
 ///                  │       │            │    on every worker; the rest ─► gather on worker 0)
 ///                  │       ├─► churn_scores (with a model) ◄─ models
 ///                  │       └─► funnel_conversion (the sessions' paths) ─┤
-///                  └─► product_recommendations, session items, popular ┘
+///                  └─► product_recommendations (+ session items, popular:   ┘
+///                                                  outputs.live_views only)
 ///  trends, funnel, rejections ─► window_series ─► alerts ┘
 ///  reports ─broadcast─► every stateful stage (watermark), replay monitor
 /// ```
@@ -158,9 +163,10 @@ pub fn build_graph(
             .clone()
             .session_features(rule, sealing, all_reports.clone(), seed);
         let conversion = ordered_funnel(paths, all_reports.clone(), seed, sealing);
+        let live_views = outputs.live_views;
         let recs = config
             .recommendations
-            .map(|recs| recommendations(accepted, all_reports.clone(), seed, recs));
+            .map(|recs| recommendations(accepted, all_reports.clone(), seed, recs, live_views));
 
         let scores = scoring.map(|setup| {
             sessions
@@ -203,20 +209,24 @@ pub fn build_graph(
         let mut recs_changes = Vec::new();
         if let Some(recs) = recs {
             retentions.push(recs.retention);
-            recs_changes = vec![
+            recs_changes.push(
                 recs.neighbours
                     .inner
                     .map(|(row, _, diff)| Change::Recommendation(row, diff)),
-                recs.items
-                    .inner
-                    .map(|(item, _, diff)| Change::SessionItem(item, diff)),
-                recs.names
-                    .inner
-                    .map(|(name, _, diff)| Change::ProductName(name, diff)),
-                recs.popular
-                    .inner
-                    .map(|(row, _, diff)| Change::Popular(row, diff)),
-            ];
+            );
+            if let Some(live) = recs.live {
+                recs_changes.extend([
+                    live.items
+                        .inner
+                        .map(|(item, _, diff)| Change::SessionItem(item, diff)),
+                    live.names
+                        .inner
+                        .map(|(name, _, diff)| Change::ProductName(name, diff)),
+                    live.popular
+                        .inner
+                        .map(|(row, _, diff)| Change::Popular(row, diff)),
+                ]);
+            }
         }
         let rows = scope.concatenate(
             scores.into_iter().chain(recs_changes).chain([
@@ -239,7 +249,9 @@ pub fn build_graph(
             local_reports.map(Change::Progress),
             scope.concatenate(retentions).map(Change::Retention),
         ]);
-        let Outputs { gathered, own_rows } = outputs;
+        let Outputs {
+            gathered, own_rows, ..
+        } = outputs;
         let (window, announce) = (config.window, own_rows.is_some());
         let gathered_changes = match own_rows {
             Some(own_rows) => {

@@ -118,8 +118,18 @@ fn oracle_without_horizon(
     oracle_for(plan, &wide)
 }
 
-/// Every output of a run, in epoch order.
+/// Every output of a run that feeds the live views, in epoch order.
 fn outputs_of(plan: &FileSplits, workers: usize, config: DataflowConfig) -> Vec<EpochOutput> {
+    outputs_with(plan, workers, config, true)
+}
+
+/// Every output of a run, in epoch order; with `live_views`, the live views' feeds too.
+fn outputs_with(
+    plan: &FileSplits,
+    workers: usize,
+    config: DataflowConfig,
+    live_views: bool,
+) -> Vec<EpochOutput> {
     let outputs = Arc::new(Mutex::new(Vec::new()));
     let kept = outputs.clone();
     run(
@@ -128,6 +138,7 @@ fn outputs_of(plan: &FileSplits, workers: usize, config: DataflowConfig) -> Vec<
         RunConfig {
             dataflow: config,
             epochs: stress_epochs(),
+            live_views,
             ..RunConfig::default()
         },
         Some(taking(move |output| kept.lock().unwrap().push(output))),
@@ -239,4 +250,31 @@ fn session_items_carry_the_keys_the_live_views_look_up_and_every_product_has_its
     // Names are of viewed or carted products only.
     let sighted: HashSet<&CompactString> = products.values().flatten().collect();
     assert!(name_of.values().all(|name| sighted.contains(name)));
+}
+
+#[test]
+fn without_live_views_the_epochs_carry_no_feeds_and_the_same_recommendations() {
+    let dir = tempfile::tempdir().unwrap();
+    let records = shop_records(61, 4_000, 1);
+    let path = dir.path().join("unread.jsonl");
+    write_lines(&path, &records);
+    let plan = FileSplits::plan(&path, 2).unwrap();
+    let tables_of = |outputs: &[EpochOutput]| {
+        let mut tables = Tables::default();
+        outputs.iter().for_each(|o| tables.apply(o).unwrap());
+        tables
+    };
+    let fed = outputs_with(&plan, 2, dataflow(), true);
+    let unfed = outputs_with(&plan, 2, dataflow(), false);
+    let fed_rows = |pick: fn(&EpochOutput) -> usize| fed.iter().map(pick).sum::<usize>();
+    assert!(fed_rows(|o| o.session_items.len()) > 100);
+    assert!(fed_rows(|o| o.product_names.len()) > 10);
+    assert!(fed_rows(|o| o.popular.len()) > 10);
+    assert!(unfed
+        .iter()
+        .all(|o| o.session_items.is_empty() && o.product_names.is_empty() && o.popular.is_empty()));
+    let (fed, unfed) = (tables_of(&fed), tables_of(&unfed));
+    assert!(fed.recommendations.len() > 100);
+    assert_eq!(fed.recommendations, unfed.recommendations);
+    assert_eq!(fed.sessions, unfed.sessions);
 }

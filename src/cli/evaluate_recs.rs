@@ -187,6 +187,8 @@ fn train(
         InputSpec::File(splits),
         RunConfig {
             dataflow: config,
+            // The popular products, the baseline, come from the live views' feed.
+            live_views: true,
             ..RunConfig::default()
         },
         Some(taking(move |output| {

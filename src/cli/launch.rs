@@ -100,8 +100,10 @@ pub(super) fn launch(
     } else {
         None
     };
-    // The live views only matter to a server that shows them.
+    // The live views only matter to a server that shows them; without one the dataflow
+    // does not build their feeds.
     let shown = server.as_ref().map(|_| views.clone());
+    spec.config.live_views = shown.is_some();
     let monitor = services.as_ref().map(|s| s.monitor.clone());
     if shown.is_some() || monitor.is_some() {
         spec.observe = Some(Box::new(move |output| {

@@ -9,8 +9,10 @@
 //! named with each product's id ([`crate::recs::names`]).
 
 use differential_dataflow::operators::CountTotal;
-use differential_dataflow::VecCollection;
+use differential_dataflow::{AsCollection, VecCollection};
+use timely::dataflow::operators::vec::Map;
 
+use crate::operators::pre_aggregate;
 use crate::recs::items::{Item, ProductKey};
 use crate::Epoch;
 
@@ -29,13 +31,29 @@ pub const MIN_CO_SESSIONS: isize = 2;
 /// count's sorting against counting both orders (each session's 20 sampled items make 190
 /// pairs, not 380). The sessions' arrangement is built once and read by both sides of the
 /// join.
+///
+/// The join's output is merged per pair on its own worker ([`pre_aggregate`]) before the
+/// count exchanges and sorts it: sessions repeat the same pairs of popular products, and
+/// the count's batcher held every one of them until its epoch completed. Measured on 4
+/// December 2026 (side-by-side file, 2 workers, `run --profile-operators`, heaptrack): the
+/// count's arranging went from 0.55 s to 0.19 s of busy time for 0.17 s of merging, and the
+/// pairs waiting in its batcher at the heap's peak from 52 MB to 3 MB, for a merge table
+/// of 17 MB that stays allocated between batches.
 pub fn co_occurrence<'scope>(
     items: VecCollection<'scope, Epoch, Item>,
 ) -> VecCollection<'scope, Epoch, ((ProductKey, ProductKey), isize)> {
     let by_session = items.arrange_by_key_named("Recs: items by session");
-    by_session
+    let pairs = by_session
         .clone()
-        .join_core(by_session, |_session, a, b| (a < b).then_some((*a, *b)))
+        .join_core(by_session, |_session, a, b| (a < b).then_some((*a, *b)));
+    let merged = pre_aggregate(
+        pairs.inner,
+        "Recs: pairs merged",
+        |(pair, time, diff), merge| merge((*pair, *time), *diff as i64),
+    );
+    merged
+        .flat_map(|((pair, time), diff)| (diff != 0).then_some((pair, time, diff as isize)))
+        .as_collection()
         .count_total()
         .filter(|(_, both)| *both >= MIN_CO_SESSIONS)
 }

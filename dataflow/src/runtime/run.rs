@@ -77,6 +77,10 @@ pub struct RunConfig {
     pub alerts: DetectorConfig,
     /// Where to sum each operator's busy time (`None`: timely's logging stays off).
     pub profile: Option<OperatorProfile>,
+    /// Whether something reads the live views' feeds from the epochs (the web server's
+    /// views): without it (the default) the epochs carry no session items, product names
+    /// or popular products, which nothing else reads.
+    pub live_views: bool,
 }
 
 /// Why a run failed.
@@ -229,6 +233,7 @@ pub fn run(
                     own_rows: writers
                         .as_ref()
                         .map(|make| Box::new(make(index, peers)) as Deliver),
+                    live_views: config.live_views,
                 },
             );
             // Worker 0 sends replacement models into the dataflow.
