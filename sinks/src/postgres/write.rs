@@ -6,10 +6,11 @@ use std::time::Duration;
 use clickflow_dataflow::EpochOutput;
 use futures_util::pin_mut;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::Client;
+use tokio_postgres::{Client, Row};
 
-use super::batch::{stage_epoch, Staged};
+use super::batch::{stage_epoch, Staged, Statement};
 use super::SinkError;
 
 /// A connection with what it has prepared.
@@ -90,34 +91,91 @@ impl Writer {
         let mut dead_letters = Vec::new();
         for batch in &staged {
             rows += batch.len();
-            // Statements answer rows only to say what they inserted (dead letters by kind).
-            let answered = if batch.len() > self.copy_threshold {
-                copy_and_apply(&self.client, batch, &mut self.staging_tables).await?
+            let source = if batch.len() > self.copy_threshold {
+                copy_in(&self.client, batch, &mut self.staging_tables).await?;
+                Source::Staging(batch.statement.staging)
             } else {
-                let statement = match self.statements.get(batch.statement.staging) {
-                    Some(statement) => statement.clone(),
-                    None => {
-                        let sql = batch.statement.sql.replace("{src}", &unnest_source(batch));
-                        let statement = self
-                            .client
-                            .prepare(&sql)
-                            .await
-                            .map_err(SinkError::statement("preparing an upsert"))?;
-                        self.statements
-                            .insert(batch.statement.staging, statement.clone());
-                        statement
-                    }
-                };
-                let params: Vec<&(dyn ToSql + Sync)> =
-                    batch.values.iter().map(|c| c.as_array()).collect();
-                self.client
-                    .query(&statement, &params)
+                Source::Parameters
+            };
+            // Statements answer rows only to say what they inserted (dead letters by kind).
+            let answered = match batch.statement.if_present {
+                None => self
+                    .run(batch, batch.statement, source)
                     .await
-                    .map_err(SinkError::statement("an upsert"))?
+                    .map_err(SinkError::statement("an upsert"))?,
+                Some(upsert) => self.insert_new(batch, upsert, source).await?,
             };
             dead_letters.extend(answered.iter().map(|row| (row.get(0), row.get(1))));
         }
         Ok(Written { rows, dead_letters })
+    }
+
+    /// Inserts the rows of `batch`, believed new, by its plain `INSERT`; should one of them
+    /// be there already, applies them by `upsert` instead (see
+    /// [`super::batch::fresh_and_updated`]).
+    async fn insert_new(
+        &mut self,
+        batch: &Staged<'_>,
+        upsert: &'static Statement,
+        source: Source,
+    ) -> Result<Vec<Row>, SinkError> {
+        self.savepoint("SAVEPOINT clickflow_new_rows").await?;
+        match self.run(batch, batch.statement, source).await {
+            Ok(answered) => {
+                self.savepoint("RELEASE SAVEPOINT clickflow_new_rows")
+                    .await?;
+                Ok(answered)
+            }
+            Err(error) if error.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+                tracing::warn!(
+                    rows = batch.len(),
+                    statement = upsert.staging,
+                    "rows inserted as new were there already: applying them as updates"
+                );
+                self.savepoint("ROLLBACK TO SAVEPOINT clickflow_new_rows")
+                    .await?;
+                self.run(batch, upsert, source)
+                    .await
+                    .map_err(SinkError::statement("an upsert"))
+            }
+            Err(error) => Err(SinkError::statement("inserting new rows")(error)),
+        }
+    }
+
+    async fn savepoint(&self, sql: &'static str) -> Result<(), SinkError> {
+        self.client
+            .batch_execute(sql)
+            .await
+            .map_err(SinkError::statement("a savepoint"))
+    }
+
+    /// Runs `statement` over the rows of `batch`, read from `source`.
+    async fn run(
+        &mut self,
+        batch: &Staged<'_>,
+        statement: &'static Statement,
+        source: Source,
+    ) -> Result<Vec<Row>, tokio_postgres::Error> {
+        match source {
+            Source::Staging(table) => {
+                let sql = statement.sql.replace("{src}", &format!("{table} AS s"));
+                self.client.query(sql.as_str(), &[]).await
+            }
+            Source::Parameters => {
+                let prepared = match self.statements.get(statement.staging) {
+                    Some(prepared) => prepared.clone(),
+                    None => {
+                        let sql = statement.sql.replace("{src}", &unnest_source(batch));
+                        let prepared = self.client.prepare(&sql).await?;
+                        self.statements.insert(statement.staging, prepared.clone());
+                        prepared
+                    }
+                };
+                let params: Vec<&(dyn ToSql + Sync)> =
+                    batch.values.iter().map(|c| c.as_array()).collect();
+                self.client.query(&prepared, &params).await
+            }
+        }
     }
 
     /// Records, in the open transaction, where the input stands after `output`: the
@@ -165,13 +223,21 @@ fn unnest_source(batch: &Staged<'_>) -> String {
     )
 }
 
-/// The large-batch path: binary COPY into a temporary staging table (emptied at commit),
-/// then the statement reads from it.
-async fn copy_and_apply(
+/// Where a batch's statements read its rows from.
+#[derive(Clone, Copy)]
+enum Source {
+    /// Array parameters, one per column, through `unnest`.
+    Parameters,
+    /// The large-batch path: a temporary staging table (emptied at commit) that COPY filled.
+    Staging(&'static str),
+}
+
+/// Fills the staging table of `batch` by binary COPY (creating it on first use).
+async fn copy_in(
     tx: &Client,
     batch: &Staged<'_>,
     created: &mut HashSet<&'static str>,
-) -> Result<Vec<tokio_postgres::Row>, SinkError> {
+) -> Result<(), SinkError> {
     let statement = batch.statement;
     if !created.contains(statement.staging) {
         let columns: Vec<String> = statement
@@ -216,12 +282,7 @@ async fn copy_and_apply(
         .finish()
         .await
         .map_err(SinkError::statement("finishing COPY"))?;
-    let sql = statement
-        .sql
-        .replace("{src}", &format!("{} AS s", statement.staging));
-    tx.query(sql.as_str(), &[])
-        .await
-        .map_err(SinkError::statement("applying a staged batch"))
+    Ok(())
 }
 
 /// Deletes logged predictions about event times more than `retention` behind `watermark`.
@@ -300,4 +361,86 @@ async fn record_checkpoint(tx: &Client, fallback: Option<i64>) -> Result<(), Sin
     .await
     .map_err(SinkError::statement("pruning checkpoints"))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clickflow_dataflow::rows::SessionRow;
+
+    use super::*;
+    use crate::postgres::batch::{fresh_and_updated, split};
+    use crate::postgres::schema::{connect, prepare};
+    use crate::postgres::testing::{block_on, scratch_database};
+
+    fn session(id: &str, views: i64) -> SessionRow {
+        SessionRow {
+            session_id: id.into(),
+            user_id: "u1".into(),
+            num_views: views,
+            num_cart_adds: 0,
+            num_purchases: 0,
+            session_start: 1_751_900_000_000,
+            last_event: 1_751_900_060_000,
+            num_products: 1,
+            cart_value_cents: 0,
+            closed: false,
+        }
+    }
+
+    fn epoch(epoch: u64, sessions: Vec<(SessionRow, isize)>) -> EpochOutput {
+        EpochOutput {
+            epoch,
+            sessions,
+            ..EpochOutput::default()
+        }
+    }
+
+    /// New rows go in by a plain INSERT, changed ones by an upsert; a row inserted as new
+    /// that is there already (which the stages never send) is applied as an update, in
+    /// the same transaction, through the array parameters and through COPY alike.
+    #[test]
+    fn rows_inserted_as_new_that_are_there_already_are_applied_as_updates() {
+        for (name, copy_threshold) in [("new_rows_unnest", usize::MAX), ("new_rows_copy", 0)] {
+            let (_db, url) = scratch_database(name);
+            block_on(async {
+                prepare(&url).await.unwrap();
+                let mut writer = Writer::new(connect(&url).await.unwrap(), copy_threshold, None);
+                let first = epoch(1, vec![(session("a", 1), 1), (session("b", 1), 1)]);
+                writer.write_epoch(&first, false).await.unwrap();
+                // "b" changes the way the stages send it; "a" comes again as if new.
+                let second = epoch(
+                    2,
+                    vec![
+                        (session("a", 5), 1),
+                        (session("b", 1), -1),
+                        (session("b", 7), 1),
+                        (session("c", 2), 1),
+                    ],
+                );
+                let (inserted, _) = split(&second.sessions, SessionRow::key);
+                let (new, changed) =
+                    fresh_and_updated(&inserted, &second.sessions, SessionRow::key);
+                let ids = |rows: Vec<&SessionRow>| -> Vec<String> {
+                    rows.iter().map(|r| r.session_id.to_string()).collect()
+                };
+                assert_eq!(ids(new), ["a", "c"]);
+                assert_eq!(ids(changed), ["b"]);
+                let written = writer.write_epoch(&second, false).await.unwrap();
+                assert_eq!(written.rows, 3, "{name}: b's retraction is its update");
+                let views: Vec<(String, i64)> = writer
+                    .client()
+                    .query(
+                        "SELECT session_id, num_views FROM session_features ORDER BY 1",
+                        &[],
+                    )
+                    .await
+                    .unwrap()
+                    .iter()
+                    .map(|row| (row.get(0), row.get(1)))
+                    .collect();
+                let expected = [("a", 5), ("b", 7), ("c", 2)].map(|(id, v)| (id.to_string(), v));
+                assert_eq!(views, expected, "{name}");
+            });
+        }
+    }
 }
