@@ -101,9 +101,10 @@ pub(super) fn launch(
         None
     };
     // The live views only matter to a server that shows them; without one the dataflow
-    // does not build their feeds.
+    // does not build their feeds. Every process of a cluster must build the same graph,
+    // and only process 0 runs the server: the flag, not this process's server, decides.
     let shown = server.as_ref().map(|_| views.clone());
-    spec.config.live_views = shown.is_some();
+    spec.config.live_views = !web.no_http;
     let monitor = services.as_ref().map(|s| s.monitor.clone());
     if shown.is_some() || monitor.is_some() {
         spec.observe = Some(Box::new(move |output| {

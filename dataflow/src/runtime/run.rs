@@ -79,7 +79,8 @@ pub struct RunConfig {
     pub profile: Option<OperatorProfile>,
     /// Whether something reads the live views' feeds from the epochs (the web server's
     /// views): without it (the default) the epochs carry no session items, product names
-    /// or popular products, which nothing else reads.
+    /// or popular products, which nothing else reads. It shapes the dataflow graph, so it
+    /// must be the same on every process of a cluster.
     pub live_views: bool,
 }
 

@@ -484,15 +484,17 @@ pub(super) fn split<'a, R, K: Hash + Eq>(
 /// `inserted` (from [`split`] of `changes`) parted into rows whose key `changes` does not
 /// retract, and the rest.
 ///
-/// A key the epoch inserts without retracting is one no committed epoch holds: the stages
-/// retract a row's committed value before they change it, a merged transaction only folds
-/// epochs not yet committed, and replayed epochs are never written. Such rows go in by a
-/// plain `INSERT`, which skips the check for a row already there that `ON CONFLICT` makes
-/// for every row: 775–810 ms against 1,080–1,141 ms for 136,000 session rows through
-/// `unnest` (PostgreSQL 15, this 2-core machine, 4 December 2026), the share a writer of a
-/// backfill epoch inserts. Should a row be there after all, the writer applies the batch
-/// as an upsert instead ([`Statement::if_present`]), so a wrong guess costs time, never
-/// correctness.
+/// A key the epoch inserts without retracting is, almost always, one no committed epoch
+/// holds: the stages retract a row's committed value before they change it, a merged
+/// transaction only folds epochs not yet committed, and replayed epochs are never written.
+/// The exception is the first epoch after a restart's replay, in which the churn stage
+/// inserts every open session's score anew (`clickflow_dataflow::kpi::churn`). Such rows
+/// go in by a plain `INSERT`, which skips the check for a row already there that `ON
+/// CONFLICT` makes for every row: 775–810 ms against 1,080–1,141 ms for 136,000 session
+/// rows through `unnest` (PostgreSQL 15, this 2-core machine, 4 December 2026), the share a
+/// writer of a backfill epoch inserts. Should a row be there after all, the writer applies
+/// the batch as an upsert instead ([`Statement::if_present`]), so a wrong guess costs time
+/// (the batch written twice), never correctness.
 pub(super) fn fresh_and_updated<'a, R, K: Hash + Eq>(
     inserted: &[&'a R],
     changes: &'a [(R, isize)],

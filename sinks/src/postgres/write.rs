@@ -127,7 +127,9 @@ impl Writer {
                 Ok(answered)
             }
             Err(error) if error.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
-                tracing::warn!(
+                // Expected once after a restart (the churn stage scores every open session
+                // anew), so not a warning.
+                tracing::debug!(
                     rows = batch.len(),
                     statement = upsert.staging,
                     "rows inserted as new were there already: applying them as updates"
