@@ -5,12 +5,20 @@
 mod common;
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 use clickflow_dataflow::oracle::recompute_file;
+use clickflow_dataflow::rows::SessionRow;
+use clickflow_dataflow::runtime::output::Handoff;
 use clickflow_dataflow::runtime::run::RunConfig;
-use clickflow_dataflow::DataflowConfig;
-use clickflow_sinks::postgres::two_phase::{recover, Recovered};
-use clickflow_sinks::postgres::{prepare, DatabaseUrl, SinkWriters, WAKEUP_CHANNEL};
+use clickflow_dataflow::runtime::watermark::END_OF_INPUT;
+use clickflow_dataflow::{DataflowConfig, EpochOutput};
+use clickflow_sinks::postgres::two_phase::{recover, spawn_coordinator, spawn_writer, Recovered};
+use clickflow_sinks::postgres::{
+    prepare, spawn_sink, DatabaseUrl, SinkConfig, SinkWriters, WAKEUP_CHANNEL,
+};
 use clickflow_sources::file::FileSplits;
 use clickflow_testkit::TestDatabase;
 use common::*;
@@ -64,6 +72,100 @@ fn four_writers_and_one_writer_commit_the_same_exact_tables() {
     }
     assert_eq!(results[0].trends, results[1].trends);
     assert_eq!(results[0].sessions, results[1].sessions);
+}
+
+/// The epochs after the end of a file only close what is open: a sink commits them with
+/// the epoch that read the end, so that each session is written once, closed (before, a
+/// backfill's last transaction wrote every open session, and the next wrote each again,
+/// closed). Both sinks get an epoch that ends the input with an open session, then, after
+/// a pause in which either would have committed it, the epoch that closes it; a trigger
+/// counts every update and delete of `session_features`.
+#[test]
+fn the_epochs_after_the_end_of_the_input_are_committed_with_it() {
+    let session = |closed: bool| SessionRow {
+        session_id: "s1".into(),
+        user_id: "u1".into(),
+        num_views: 3,
+        num_cart_adds: 1,
+        num_purchases: 0,
+        session_start: 1_751_900_000_000,
+        last_event: 1_751_900_060_000,
+        num_products: 2,
+        cart_value_cents: 1_250,
+        closed,
+    };
+    let part = |epoch: u64, sessions: Vec<(SessionRow, isize)>| EpochOutput {
+        epoch,
+        watermark: END_OF_INPUT,
+        input_ended: true,
+        sessions,
+        ..EpochOutput::default()
+    };
+    let read_the_end = || part(1, vec![(session(false), 1)]);
+    let closed_it = || part(2, vec![(session(false), -1), (session(true), 1)]);
+    let pause = || std::thread::sleep(Duration::from_millis(1_500));
+    for writers in [SinkWriters::PerWorker, SinkWriters::One] {
+        let db = TestDatabase::create("after_the_end");
+        let url = DatabaseUrl::parse(&db.url).unwrap();
+        block_on(prepare(&url)).unwrap();
+        db.query(
+            "CREATE TABLE test_rewrites (op text);
+             CREATE FUNCTION test_rewritten() RETURNS trigger LANGUAGE plpgsql AS $$
+                 BEGIN INSERT INTO test_rewrites VALUES (TG_OP); RETURN NULL; END $$;
+             CREATE TRIGGER test_sessions AFTER UPDATE OR DELETE ON session_features
+                 FOR EACH ROW EXECUTE FUNCTION test_rewritten();",
+        );
+        let config = SinkConfig::new(url.clone());
+        let metrics = match writers {
+            SinkWriters::PerWorker => {
+                let (stopped, abandon) = (Arc::default(), Arc::new(AtomicBool::new(false)));
+                let coordinator = spawn_coordinator(config.clone(), None, abandon.clone());
+                let metrics = coordinator.metrics.clone();
+                let (mut rows, writer) =
+                    spawn_writer(config, 0, 1, metrics.clone(), None, stopped, abandon);
+                // The writer gets the rows, the coordinator the gathered part (progress).
+                let gathered = |epoch: u64| EpochOutput {
+                    sessions: Vec::new(),
+                    ..part(epoch, Vec::new())
+                };
+                assert!(matches!(rows(read_the_end()), Handoff::Taken));
+                assert!(coordinator.send_blocking(gathered(1)));
+                pause();
+                assert!(matches!(rows(closed_it()), Handoff::Taken));
+                assert!(coordinator.send_blocking(gathered(2)));
+                // The coordinator first, as the pipeline does: past the end of the input
+                // it sets the writer's last cut only once its own input is closed.
+                drop(rows);
+                coordinator.finish().unwrap();
+                writer.finish().unwrap();
+                metrics
+            }
+            _ => {
+                let sink = spawn_sink(config, None);
+                let metrics = sink.metrics.clone();
+                assert!(sink.send_blocking(read_the_end()));
+                pause();
+                assert!(sink.send_blocking(closed_it()));
+                sink.finish().unwrap();
+                metrics
+            }
+        };
+        assert_eq!(
+            db.query("SELECT closed::text FROM session_features"),
+            "true",
+            "{writers:?}"
+        );
+        assert_eq!(
+            db.query("SELECT count(*) FROM test_rewrites"),
+            "0",
+            "{writers:?}: the session was written twice"
+        );
+        assert_eq!(
+            metrics.epochs.load(Ordering::Relaxed),
+            1,
+            "{writers:?}: one transaction"
+        );
+    }
 }
 
 /// The writers and the coordinator announce their progress on the sink's channel, each

@@ -142,6 +142,12 @@ pub struct EpochOutput {
     /// When the earliest worker opened the epoch (Unix ms): an upper bound on how long its
     /// events have waited is the commit time minus this.
     pub opened_at_ms: Option<i64>,
+    /// Every partition of the input has finished (the end of a file) by the end of this
+    /// epoch: the epochs that follow carry no new input, only what the stages close and
+    /// forget at the end, and a sink commits them together with this one: a backfill's
+    /// last transaction would otherwise write every session still open and then, in the
+    /// next, write each of them again, closed.
+    pub input_ended: bool,
 }
 
 impl Default for EpochOutput {
@@ -168,6 +174,7 @@ impl Default for EpochOutput {
             partitions: Vec::new(),
             arrived: 0,
             opened_at_ms: None,
+            input_ended: false,
         }
     }
 }
@@ -202,6 +209,7 @@ impl EpochOutput {
         self.retain_from = later.retain_from;
         self.partition_retain_from = later.partition_retain_from;
         self.replay |= later.replay;
+        self.input_ended |= later.input_ended;
         self.trends.extend(later.trends);
         self.funnel.extend(later.funnel);
         self.sessions.extend(later.sessions);
@@ -510,7 +518,7 @@ impl Arriving {
         for report in self.reports {
             tracker.update(report);
         }
-        tracker.advance();
+        output.input_ended = tracker.advance() == END_OF_INPUT;
         output
     }
 
@@ -549,6 +557,9 @@ impl Arriving {
         }
         progress.tracker.advance();
         output.watermark = progress.watermark();
+        // From the reports alone, as each worker's own rows decide it (`into_rows`): a
+        // restart after the end was committed replays, and replayed epochs are not written.
+        output.input_ended = progress.tracker.current() == END_OF_INPUT;
         output.retain_from = progress.retain_from();
         output.partition_retain_from = progress.partition_retain_from(partitions);
         output

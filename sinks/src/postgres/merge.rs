@@ -71,7 +71,11 @@ pub(super) async fn merge_waiting(
     let mut waiting: Option<Request> = None;
     let mut open = true;
     loop {
-        if fold.is_some() && waiting.is_some() {
+        // Past the end of the input the epochs to come only close what is open: they are
+        // all folded into the last transaction, whatever their size, rather than
+        // rewriting every open row once more (see `EpochOutput::input_ended`).
+        let ended = fold.as_ref().is_some_and(|f| f.output.input_ended);
+        if fold.is_some() && waiting.is_some() && !(ended && open) {
             let (fold, request) = (fold.take(), waiting.take());
             if let (Some(fold), Some(request)) = (fold, request) {
                 if request.send(fold.finish()).is_err() {
@@ -84,7 +88,7 @@ pub(super) async fn merge_waiting(
         }
         let full = fold
             .as_ref()
-            .is_some_and(|f| f.output.row_changes() >= MAX_MERGED_ROWS);
+            .is_some_and(|f| f.output.row_changes() >= MAX_MERGED_ROWS && !ended);
         tokio::select! {
             request = requests.recv(), if waiting.is_none() => match request {
                 Some(request) => waiting = Some(request),

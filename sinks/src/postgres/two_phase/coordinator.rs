@@ -36,6 +36,7 @@ pub fn spawn_coordinator(
                 observe,
                 own: VecDeque::new(),
                 own_through: None,
+                input_ended: false,
                 open: true,
                 abandon,
             };
@@ -52,6 +53,10 @@ struct Coordinator {
     own: VecDeque<EpochOutput>,
     /// Every gathered part up to this epoch has arrived.
     own_through: Option<Epoch>,
+    /// A gathered part has said the input is over ([`EpochOutput::input_ended`]): no cut is
+    /// set past the rounds under way until the pipeline has sent everything, so that the
+    /// last round holds every epoch from there to the end.
+    input_ended: bool,
     /// False once the pipeline has stopped sending.
     open: bool,
     /// Set when the pipeline failed: stop once closed, without waiting for the writers.
@@ -113,8 +118,10 @@ impl Coordinator {
                 (Some(cut), Some(through)) => through >= cut,
                 _ => false,
             };
+            // Past the end of the input, only the last round is still to come.
+            let hold = self.input_ended && self.open;
             let Some(cut) = standing.cut.filter(|_| round_done) else {
-                if standing.cut.is_none() {
+                if standing.cut.is_none() && !hold {
                     link.run(
                         "setting the first cut",
                         finish_decided,
@@ -134,7 +141,7 @@ impl Coordinator {
                 .map(|(gid, _)| gid.clone())
                 .collect();
             let fold = self.fold_through(cut);
-            let next = (own_through > cut).then_some(own_through);
+            let next = (own_through > cut && !hold).then_some(own_through);
             if fold.is_none() && parts.is_empty() {
                 match next {
                     Some(next) => {
@@ -175,6 +182,7 @@ impl Coordinator {
     /// only moves how far the parts have arrived.
     fn take(&mut self, part: EpochOutput) {
         self.own_through = self.own_through.max(Some(part.epoch));
+        self.input_ended |= part.input_ended && !part.replay;
         if part.is_empty() {
             return;
         }

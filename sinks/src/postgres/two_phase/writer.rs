@@ -247,6 +247,10 @@ struct Inbox {
     rows: usize,
     /// Every epoch up to this one has been received.
     received: Option<Epoch>,
+    /// A part has said the input is over: the parts still to come only close what is
+    /// open, and the coordinator sets no cut until they have all come, so they are taken
+    /// in whatever their size (bounding them would stop the pipeline short of its end).
+    input_ended: bool,
     closed: bool,
 }
 
@@ -261,6 +265,7 @@ impl Inbox {
             waiting: VecDeque::new(),
             rows: 0,
             received: None,
+            input_ended: false,
             closed: false,
         }
     }
@@ -271,6 +276,7 @@ impl Inbox {
             return;
         };
         self.received = self.received.max(Some(part.epoch));
+        self.input_ended |= part.input_ended && !part.replay;
         // A replayed epoch was committed before the restart; an empty one only says how far
         // the epochs are closed.
         if !part.replay && part.row_changes() > 0 {
@@ -285,7 +291,7 @@ impl Inbox {
     /// Takes in the next part (unless the bound is reached), or returns when `woken` is
     /// notified or [`RECHECK`] has passed.
     async fn take_until(&mut self, woken: &Notify) {
-        let open = !self.closed && self.rows < Self::MAX_ROWS;
+        let open = !self.closed && (self.rows < Self::MAX_ROWS || self.input_ended);
         tokio::select! {
             part = self.parts.recv(), if open => self.take(part),
             () = woken.notified() => {}
