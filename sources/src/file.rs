@@ -185,6 +185,10 @@ pub struct FileSource {
     limits: DecodeLimits,
     line: Vec<u8>,
     reported_finished: Vec<bool>,
+    /// Lines read so far, and their bytes: the average line length that
+    /// [`FileSource::remaining_lines`] estimates from.
+    lines_read: u64,
+    bytes_read: u64,
 }
 
 impl FileSource {
@@ -220,6 +224,8 @@ impl FileSource {
             splits,
             limits,
             line: Vec::with_capacity(1024),
+            lines_read: 0,
+            bytes_read: 0,
         })
     }
 
@@ -231,6 +237,20 @@ impl FileSource {
     /// True once every split has been read to its end and reported finished.
     pub fn is_finished(&self) -> bool {
         self.reported_finished.iter().all(|f| *f)
+    }
+
+    /// About how many lines are left to read in this source's splits: their unread bytes at
+    /// the average length of the lines read so far (`None` before the first line).
+    pub fn remaining_lines(&self) -> Option<usize> {
+        if self.lines_read == 0 {
+            return None;
+        }
+        let unread: u64 = self
+            .splits
+            .iter()
+            .map(|s| s.end.saturating_sub(s.offset))
+            .sum();
+        Some((unread as u128 * self.lines_read as u128 / self.bytes_read as u128) as usize)
     }
 
     /// Holds back lines of split `partition` at or after byte offset `limit`.
@@ -282,6 +302,8 @@ impl FileSource {
                     split.end = split.offset;
                     break;
                 }
+                self.lines_read += 1;
+                self.bytes_read += read as u64;
                 let payload = trim_line(&self.line);
                 if payload.iter().all(u8::is_ascii_whitespace) {
                     continue;

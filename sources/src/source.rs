@@ -42,6 +42,13 @@ pub trait Source {
     /// there, and every row changes fewer times.
     fn backlogged(&self) -> bool;
 
+    /// About how many messages are left before the source is finished, where it can tell (a
+    /// file: its unread bytes at the lines' average length so far); `None` where it cannot
+    /// (Kafka never finishes).
+    fn remaining_messages(&self) -> Option<usize> {
+        None
+    }
+
     /// Errors the source's client met and retries on its own (a broker unreachable), since
     /// the last call: for the retry counter of `/metrics`. None, for sources without a
     /// client of their own.
@@ -95,6 +102,10 @@ impl Source for FileSource {
 
     fn backlogged(&self) -> bool {
         !FileSource::is_finished(self)
+    }
+
+    fn remaining_messages(&self) -> Option<usize> {
+        FileSource::remaining_lines(self)
     }
 
     fn set_limit(&mut self, partition: usize, limit: Option<i64>) -> Result<(), SourceError> {
