@@ -99,9 +99,9 @@ pub struct EpochConfig {
     pub poll_batch: usize,
     /// An epoch also closes once a worker has read this many messages in it, so that a fast
     /// source (a file, a backlog) cannot put unbounded input into one epoch. (A file whose
-    /// rest is at most a quarter of this is read on to its end instead: a tail epoch of a
-    /// few lines would close every open session and have the sink write each one twice.) A million by
-    /// default: the stages that work one whole epoch at a time buffer it (the gate, the
+    /// rest is about a quarter of this or less is read on to its end instead: a tail epoch
+    /// of a few lines would close every open session and have the sink write each one
+    /// twice.) A million by default: the stages that work one whole epoch at a time buffer it (the gate, the
     /// session stage and the recommender's holding take it batch by batch), which measured
     /// cheaper than doing their work more often. Before those three took batches, on 4
     /// December 2026 (2 workers, 2 s backlog epochs, one sitting): the 2M-event side-by-side file took 10.6–11.5 s (9–10 epochs, peak RSS
