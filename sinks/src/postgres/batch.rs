@@ -3,6 +3,7 @@
 use std::borrow::Cow;
 use std::collections::HashSet;
 use std::hash::Hash;
+use std::ops::Range;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clickflow_dataflow::rows::{FunnelRow, ScoreRow, SessionRow, TrendRow};
@@ -51,16 +52,16 @@ impl Column<'_> {
         }
     }
 
-    /// The whole column, as an array parameter.
-    pub(super) fn as_array(&self) -> &(dyn ToSql + Sync) {
+    /// Rows `rows` of the column, as an array parameter.
+    pub(super) fn slice(&self, rows: Range<usize>) -> Box<dyn ToSql + Sync + '_> {
         match self {
-            Column::Int8(v) => v,
-            Column::Timestamp(v) => v,
-            Column::OptionalInt8(v) => v,
-            Column::Text(v) => v,
-            Column::Float8(v) => v,
-            Column::OptionalFloat8(v) => v,
-            Column::Bool(v) => v,
+            Column::Int8(v) => Box::new(&v[rows]),
+            Column::Timestamp(v) => Box::new(&v[rows]),
+            Column::OptionalInt8(v) => Box::new(&v[rows]),
+            Column::Text(v) => Box::new(&v[rows]),
+            Column::Float8(v) => Box::new(&v[rows]),
+            Column::OptionalFloat8(v) => Box::new(&v[rows]),
+            Column::Bool(v) => Box::new(&v[rows]),
         }
     }
 

@@ -13,6 +13,15 @@ use tokio_postgres::{Client, Row};
 use super::batch::{stage_epoch, Staged, Statement};
 use super::SinkError;
 
+/// The most rows one statement takes through `unnest`; a larger batch runs the statement
+/// once per slice of this many rows, in the same transaction. Array parameters are encoded
+/// whole into one message before it is sent, and the connection's write buffer holds a
+/// second copy of it: a parallel sink's writer (which cannot use COPY, whose temporary
+/// tables a prepared transaction refuses) sent a backfill epoch's sessions as one 61 MB
+/// message, held twice at the run's peak. Slices of 16,384 rows keep each message to a few
+/// MB; the statement is prepared once for all of them.
+const ROWS_PER_STATEMENT: usize = 16_384;
+
 /// A connection with what it has prepared.
 pub(super) struct Writer {
     client: Client,
@@ -21,6 +30,8 @@ pub(super) struct Writer {
     /// Staging tables created on this connection.
     staging_tables: HashSet<&'static str>,
     copy_threshold: usize,
+    /// The most rows one statement reads through `unnest` ([`ROWS_PER_STATEMENT`]).
+    rows_per_statement: usize,
     /// How long logged predictions are kept (`None`: none are logged).
     prediction_log: Option<Duration>,
 }
@@ -44,6 +55,7 @@ impl Writer {
             statements: HashMap::new(),
             staging_tables: HashSet::new(),
             copy_threshold,
+            rows_per_statement: ROWS_PER_STATEMENT,
             prediction_log,
         }
     }
@@ -173,9 +185,15 @@ impl Writer {
                         prepared
                     }
                 };
-                let params: Vec<&(dyn ToSql + Sync)> =
-                    batch.values.iter().map(|c| c.as_array()).collect();
-                self.client.query(&prepared, &params).await
+                let mut answered = Vec::new();
+                for start in (0..batch.len()).step_by(self.rows_per_statement) {
+                    let rows = start..batch.len().min(start + self.rows_per_statement);
+                    let arrays: Vec<_> =
+                        batch.values.iter().map(|c| c.slice(rows.clone())).collect();
+                    let params: Vec<&(dyn ToSql + Sync)> = arrays.iter().map(|a| &**a).collect();
+                    answered.extend(self.client.query(&prepared, &params).await?);
+                }
+                Ok(answered)
             }
         }
     }
@@ -399,14 +417,20 @@ mod tests {
 
     /// New rows go in by a plain INSERT, changed ones by an upsert; a row inserted as new
     /// that is there already (which the stages never send) is applied as an update, in
-    /// the same transaction, through the array parameters and through COPY alike.
+    /// the same transaction, through the array parameters (whole, and a row per statement)
+    /// and through COPY alike.
     #[test]
     fn rows_inserted_as_new_that_are_there_already_are_applied_as_updates() {
-        for (name, copy_threshold) in [("new_rows_unnest", usize::MAX), ("new_rows_copy", 0)] {
+        for (name, copy_threshold, rows_per_statement) in [
+            ("new_rows_unnest", usize::MAX, ROWS_PER_STATEMENT),
+            ("new_rows_sliced", usize::MAX, 1),
+            ("new_rows_copy", 0, ROWS_PER_STATEMENT),
+        ] {
             let (_db, url) = scratch_database(name);
             block_on(async {
                 prepare(&url).await.unwrap();
                 let mut writer = Writer::new(connect(&url).await.unwrap(), copy_threshold, None);
+                writer.rows_per_statement = rows_per_statement;
                 let first = epoch(1, vec![(session("a", 1), 1), (session("b", 1), 1)]);
                 writer.write_epoch(&first, false).await.unwrap();
                 // "b" changes the way the stages send it; "a" comes again as if new.
