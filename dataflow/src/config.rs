@@ -87,7 +87,9 @@ pub struct EpochConfig {
     /// stages took epochs batch by batch, reading was only buffering, and 2 s took 5.6 s on
     /// the file, 3 s 6.0 s, 5 s 6.4 s; until that day every start also waited out one
     /// such epoch before reading anything, which hid what longer epochs do.) Never shorter
-    /// than `epoch`.
+    /// than `epoch`. (A backlog within about a quarter of `max_epoch_messages` of its end
+    /// at that length is read on to its end, for at most twice the length, for the reason
+    /// given under `max_epoch_messages`.)
     pub catch_up_epoch: Duration,
     /// A caught-up Kafka partition that receives nothing for this long stops holding back
     /// the pipeline's watermark (as Flink's idleness does).
@@ -98,10 +100,11 @@ pub struct EpochConfig {
     /// Most messages a worker takes from its source between two looks at the clock.
     pub poll_batch: usize,
     /// An epoch also closes once a worker has read this many messages in it, so that a fast
-    /// source (a file, a backlog) cannot put unbounded input into one epoch. (A file whose
-    /// rest is about a quarter of this or less is read on to its end instead: a tail epoch
-    /// of a few lines would close every open session and have the sink write each one
-    /// twice.) A million by default: the stages that work one whole epoch at a time buffer it (the gate, the
+    /// source (a file, a backlog) cannot put unbounded input into one epoch. (A file or a
+    /// topic backlog whose rest is about a quarter of this or less is read on to its end
+    /// instead, up to twice this: a tail epoch of a few lines would close every open
+    /// session, or move the watermark past many, and have the sink write each one twice.)
+    /// A million by default: the stages that work one whole epoch at a time buffer it (the gate, the
     /// session stage and the recommender's holding take it batch by batch), which measured
     /// cheaper than doing their work more often. Before those three took batches, on 4
     /// December 2026 (2 workers, 2 s backlog epochs, one sitting): the 2M-event side-by-side file took 10.6–11.5 s (9–10 epochs, peak RSS

@@ -44,8 +44,9 @@ pub struct GraphInputs {
     pub models: InputHandleVec<Epoch, Arc<ChurnModel>>,
     /// Tells which epochs the output has completely delivered.
     pub probe: ProbeHandle<Epoch>,
-    /// Turns true once no partition replays committed input any more.
-    pub replayed: Rc<Cell<bool>>,
+    /// The epoch by whose end no partition replays committed input any more, once this
+    /// worker knows it (see [`crate::runtime::replay::replay_monitor`]).
+    pub replayed: Rc<Cell<Option<Epoch>>>,
 }
 
 impl GraphInputs {

@@ -42,9 +42,10 @@ pub trait Source {
     /// there, and every row changes fewer times.
     fn backlogged(&self) -> bool;
 
-    /// About how many messages are left before the source is finished, where it can tell (a
-    /// file: its unread bytes at the lines' average length so far); `None` where it cannot
-    /// (Kafka never finishes).
+    /// About how many messages are left before the source has read all it has, where it
+    /// can tell: a file's unread bytes at the lines' average length so far; the distance of
+    /// Kafka partitions from their last reported ends (more may arrive meanwhile). `None`
+    /// where it cannot.
     fn remaining_messages(&self) -> Option<usize> {
         None
     }
@@ -76,6 +77,10 @@ impl Source for KafkaSource {
 
     fn backlogged(&self) -> bool {
         KafkaSource::backlogged(self)
+    }
+
+    fn remaining_messages(&self) -> Option<usize> {
+        KafkaSource::remaining_messages(self)
     }
 
     fn take_retried_errors(&mut self) -> u64 {

@@ -186,3 +186,38 @@ fn a_partition_that_does_not_reach_its_end_is_a_backlog_until_it_does() {
     }
     assert!(!source.backlogged(), "a source at its end is no backlog");
 }
+
+/// A topic filled before the source starts: once librdkafka has reported the partitions'
+/// ends, the source knows exactly how many messages are left, down to none.
+#[test]
+fn a_source_counts_the_messages_left_before_the_end_of_its_partitions() {
+    let broker = EmbeddedBroker::start().unwrap();
+    broker.create_topic("user-events", 2).unwrap();
+    let records = shop_records(20_000);
+    produce(broker.bootstrap_servers(), "user-events", &records);
+    let mut source = source_from_start(broker.bootstrap_servers(), "user-events", 2);
+    let mut batch = SourceBatch::default();
+    let mut delivered = 0;
+    let mut poll = |source: &mut KafkaSource, max: usize| {
+        batch.clear();
+        source.poll(&mut batch, max).unwrap();
+        delivered += batch.events.len() + batch.dead_letters.len();
+        delivered
+    };
+    // Statistics come once a second: read a trickle until they have.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let left = loop {
+        assert!(Instant::now() < deadline, "the ends were never reported");
+        let delivered = poll(&mut source, 5);
+        if let Some(left) = source.remaining_messages() {
+            break left + delivered;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert_eq!(left, records.len(), "left + delivered is the topic");
+    while poll(&mut source, 10_000) < records.len() {
+        assert!(Instant::now() < deadline, "never read to the end");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(source.remaining_messages(), Some(0));
+}

@@ -38,6 +38,7 @@ use crate::metrics::PipelineMetrics;
 use crate::runtime::lateness::PartitionClock;
 use crate::runtime::resume::PartitionResume;
 use crate::runtime::watermark::PartitionReport;
+use crate::Epoch;
 
 /// What one worker did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -138,7 +139,7 @@ pub fn drive(
     let mut epoch_messages = 0;
     let mut epoch_opened_ms = unix_millis();
     loop {
-        if holding && inputs.replayed.get() {
+        if holding && lifts_hold(inputs.replayed.get(), inputs.epoch(), epochs) {
             holding = false;
             for i in 0..partitions.len() {
                 if let Err(error) = source.set_limit(i, None) {
@@ -202,14 +203,28 @@ pub fn drive(
         epoch_messages += batch_messages;
         let finished = source.is_finished() && !holding;
         let stopping = stop.load(Ordering::Relaxed);
-        let full = epoch_messages >= epochs.max_epoch_messages
-            && !ends_within_tail(source, epochs.max_epoch_messages);
         let due = if catching_up {
             epochs.catch_up_epoch.max(epochs.epoch)
         } else {
             epochs.epoch
         };
-        if epoch_started.elapsed() >= due || full || finished || stopping {
+        let open = OpenEpoch {
+            elapsed: epoch_started.elapsed(),
+            messages: epoch_messages,
+            catching_up,
+        };
+        let over = open.is_over(due, epochs.max_epoch_messages, || {
+            source.remaining_messages()
+        });
+        if over || finished || stopping {
+            tracing::debug!(
+                epoch = inputs.epoch(),
+                messages = epoch_messages,
+                elapsed_ms = open.elapsed.as_millis() as u64,
+                catching_up,
+                finished,
+                "closing an epoch"
+            );
             epoch_messages = 0;
             // A replaced model scores from this epoch on, on every worker.
             if let Some(live) = models {
@@ -252,21 +267,54 @@ pub fn drive(
     failure.map_or(Ok(stats), Err)
 }
 
+/// Whether the replay hold lifts in epoch `now`, the replay being over by the end of epoch
+/// `replayed` (once this worker knows it). Every worker lifts it in the same epoch, a few
+/// past `replayed`: a worker that lifted it as soon as it learned read its first backlog
+/// into the epoch it happened to be in, often one past another worker's, and two epochs
+/// of half the input each wrote every session twice, open and then closed (`bench
+/// --source kafka`: 904k rows in 2 transactions for 632k in one, in about half the runs).
+/// A worker learns of `replayed` at the latest when back-pressure lets it open an epoch
+/// [`EpochConfig::max_epochs_in_flight`] past it, so the epoch after that is one no worker
+/// has passed yet; should one have, it lifts the hold at once. A start waits that many
+/// more short epochs (`epoch`, 50 ms by default) before reading.
+fn lifts_hold(replayed: Option<Epoch>, now: Epoch, epochs: &EpochConfig) -> bool {
+    replayed.is_some_and(|over| now >= over + epochs.max_epochs_in_flight + 2)
+}
+
 /// How much of a full epoch's length the rest of a source may be and still be read into it
 /// (a quarter). An epoch cut by [`EpochConfig::max_epoch_messages`] a few lines before the
 /// end of a file left those lines for an epoch of their own, the one that reaches the end of
 /// the input and closes every open session: the sink then wrote each open session and its
 /// score twice, open and then closed (`clickflow bench`: 2M events, a million a worker and
 /// an epoch, a thousand lines left each; 1.1M rows written for 535k). Reading on to the end
-/// lets the epoch that holds the data reach the end too, and its rows are written once;
-/// an epoch grows by at most this fraction.
+/// lets the epoch that holds the data reach the end too, and its rows are written once. The
+/// same holds for a topic filled before the pipeline starts (`bench --source kafka`: one
+/// worker's partitions held 1,000,685 of its messages), and for a backlog epoch cut by its
+/// length ([`EpochConfig::catch_up_epoch`]) near the end (a slower machine's bench).
 const TAIL_OF_A_FULL_EPOCH: usize = 4;
 
-/// True when `source` will finish within a [`TAIL_OF_A_FULL_EPOCH`] of `max_messages`.
-fn ends_within_tail(source: &dyn Source, max_messages: usize) -> bool {
-    source
-        .remaining_messages()
-        .is_some_and(|left| left <= max_messages / TAIL_OF_A_FULL_EPOCH)
+/// What the open epoch has done so far.
+struct OpenEpoch {
+    elapsed: Duration,
+    messages: usize,
+    /// Whether the source is working through a backlog.
+    catching_up: bool,
+}
+
+impl OpenEpoch {
+    /// Whether the epoch is over, for a length of `due` and a limit of `max` messages, from
+    /// a source with about `remaining()` messages left: at either, unless the source is
+    /// within a [`TAIL_OF_A_FULL_EPOCH`] of `max` of its end (for the length: while it reads
+    /// a backlog, whose end then ends the epoch); at twice either in any case, since the
+    /// rest is an estimate (a file's later lines may be shorter, a topic grows while it is
+    /// read) and the two bound an epoch's memory and its wait.
+    fn is_over(&self, due: Duration, max: usize, remaining: impl Fn() -> Option<usize>) -> bool {
+        let near_end = || remaining().is_some_and(|left| left <= max / TAIL_OF_A_FULL_EPOCH);
+        let full = self.messages >= max.saturating_mul(2) || (self.messages >= max && !near_end());
+        let late = self.elapsed >= due.saturating_mul(2)
+            || (self.elapsed >= due && !(self.catching_up && near_end()));
+        full || late
+    }
 }
 
 /// Gives up on a worker's input after a fatal `error`: stops every worker (the shared stop
@@ -466,4 +514,67 @@ fn unix_millis() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::{lifts_hold, OpenEpoch};
+    use crate::config::EpochConfig;
+
+    const DUE: Duration = Duration::from_secs(6);
+    const MAX: usize = 1_000;
+
+    fn over(elapsed_s: u64, messages: usize, catching_up: bool, left: Option<usize>) -> bool {
+        let open = OpenEpoch {
+            elapsed: Duration::from_secs(elapsed_s),
+            messages,
+            catching_up,
+        };
+        open.is_over(DUE, MAX, || left)
+    }
+
+    /// An epoch is full at its limit unless about a quarter of it or less is left; never
+    /// past twice the limit, whatever the source estimates (a topic that keeps growing).
+    #[test]
+    fn an_epoch_reads_on_to_a_near_end_but_never_past_twice_its_limit() {
+        assert!(!over(0, 999, true, None));
+        assert!(over(0, 1_000, true, None), "no estimate: full at the limit");
+        assert!(over(0, 1_000, true, Some(251)), "more than a quarter left");
+        assert!(!over(0, 1_000, true, Some(250)), "a quarter left: read on");
+        assert!(!over(0, 1_999, true, Some(0)));
+        assert!(over(0, 2_000, true, Some(0)), "twice the limit: full");
+    }
+
+    /// A backlog epoch that has lasted its length reads on when its source is near its
+    /// end, for at most twice the length; one that is not catching up never does (a live
+    /// source is always near its end).
+    #[test]
+    fn a_backlog_epoch_waits_for_a_near_end_but_never_past_twice_its_length() {
+        assert!(!over(5, 10, true, None));
+        assert!(over(6, 10, true, None), "no estimate: over at its length");
+        assert!(over(6, 10, true, Some(251)), "more than a quarter left");
+        assert!(!over(6, 10, true, Some(250)), "a quarter left: read on");
+        assert!(!over(11, 10, true, Some(0)));
+        assert!(over(12, 10, true, Some(0)), "twice the length: over");
+        assert!(over(6, 10, false, Some(0)), "live: over at its length");
+    }
+
+    /// Every worker lifts the replay hold in the same epoch, past any a worker can have
+    /// opened before it learns the replay is over.
+    #[test]
+    fn the_replay_hold_lifts_in_one_epoch_past_what_back_pressure_allows() {
+        let epochs = EpochConfig {
+            max_epochs_in_flight: 4,
+            ..EpochConfig::default()
+        };
+        assert!(!lifts_hold(None, 100, &epochs), "not over yet");
+        assert!(!lifts_hold(Some(10), 15, &epochs));
+        assert!(lifts_hold(Some(10), 16, &epochs));
+        assert!(
+            lifts_hold(Some(10), 17, &epochs),
+            "a worker past it lifts at once"
+        );
+    }
 }

@@ -45,13 +45,15 @@ impl Retention {
     }
 }
 
-/// Returns a flag that turns true, on this worker, once every one of `partitions` partitions
-/// has reported that it is no longer replaying.
+/// Returns a cell that, on this worker, is set to the first epoch by whose end every one of
+/// `partitions` partitions has reported that it is no longer replaying, once that epoch is
+/// complete: the same epoch on every worker, from the same reports, though each learns it
+/// at its own moment.
 pub fn replay_monitor(
     reports: StreamVec<'_, Epoch, PartitionReport>,
     partitions: usize,
-) -> Rc<Cell<bool>> {
-    let done = Rc::new(Cell::new(false));
+) -> Rc<Cell<Option<Epoch>>> {
+    let done = Rc::new(Cell::new(None));
     let flag = done.clone();
     let mut pending: BTreeMap<Epoch, Vec<PartitionReport>> = BTreeMap::new();
     let mut tracker = WatermarkTracker::new(partitions);
@@ -68,11 +70,12 @@ pub fn replay_monitor(
             if frontier.frontier().less_equal(entry.key()) {
                 break;
             }
-            for report in entry.remove() {
+            let (epoch, reports) = entry.remove_entry();
+            for report in reports {
                 tracker.update(report);
             }
-            if tracker.all_replayed() {
-                flag.set(true);
+            if tracker.all_replayed() && flag.get().is_none() {
+                flag.set(Some(epoch));
             }
         }
     });

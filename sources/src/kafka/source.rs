@@ -19,6 +19,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use super::client::with_client_options;
@@ -47,13 +48,32 @@ pub struct KafkaSourceConfig {
 /// shows them. A fatal client error (librdkafka's fatal state, failed authentication) is
 /// kept for [`KafkaSource::poll`] to return: retrying would never end. Partition EOFs are
 /// progress information here (a partition is caught up), not errors.
+///
+/// It also keeps each partition's high watermark (the offset after its newest message) from
+/// librdkafka's statistics, for [`KafkaSource::remaining_messages`]: the cached figure
+/// costs no request to the broker, where asking for it would block the worker.
 #[derive(Default)]
 pub(super) struct SourceContext {
     retried: AtomicU64,
     fatal: Mutex<Option<KafkaError>>,
+    high_watermarks: Mutex<HashMap<i32, i64>>,
 }
 
 impl ClientContext for SourceContext {
+    fn stats(&self, statistics: Statistics) {
+        let Ok(mut high) = self.high_watermarks.lock() else {
+            return;
+        };
+        let partitions = statistics
+            .topics
+            .values()
+            .flat_map(|t| t.partitions.values());
+        // Partition -1 is librdkafka's own placeholder; -1 offsets are not known yet.
+        for partition in partitions.filter(|p| p.partition >= 0 && p.hi_offset >= 0) {
+            high.insert(partition.partition, partition.hi_offset);
+        }
+    }
+
     fn error(&self, error: KafkaError, reason: &str) {
         match error {
             KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF) => {
@@ -81,6 +101,9 @@ impl ConsumerContext for SourceContext {}
 
 /// How long a partition must deliver without reaching its end to count as a backlog.
 pub const BACKLOG_AFTER: Duration = Duration::from_secs(1);
+
+/// How often librdkafka reports its statistics (the partitions' high watermarks), in ms.
+const STATISTICS_INTERVAL_MS: &str = "1000";
 
 /// A decoded message: an event or a dead letter.
 type Decoded = Result<SourcedEvent, DeadLetter>;
@@ -168,7 +191,9 @@ impl KafkaSource {
             // this on every fetch.
             .set("fetch.wait.max.ms", "10")
             // Prefetch generously so `poll` finds messages waiting.
-            .set("queued.min.messages", "200000");
+            .set("queued.min.messages", "200000")
+            // The partitions' high watermarks, for `remaining_messages`.
+            .set("statistics.interval.ms", STATISTICS_INTERVAL_MS);
         let consumer: BaseConsumer<SourceContext> = with_client_options(client)
             .create_with_context(SourceContext::default())
             .map_err(KafkaSourceError::Client)?;
@@ -236,6 +261,20 @@ impl KafkaSource {
             partition
                 .behind_since
                 .is_some_and(|since| since.elapsed() >= BACKLOG_AFTER)
+        })
+    }
+
+    /// About how many messages are left before every assigned partition is read to its
+    /// end, from the high watermarks librdkafka last reported (once a second, so a topic
+    /// still being written to has more by now). `None` until each partition has delivered a
+    /// message and been reported.
+    pub fn remaining_messages(&self) -> Option<usize> {
+        let consumer = self.consumer.as_ref()?;
+        let high = consumer.context().high_watermarks.lock().ok()?;
+        self.assigned.iter().try_fold(0, |left, partition| {
+            let end = *high.get(&partition.id.partition)?;
+            let next = partition.next_offset?;
+            Some(left + usize::try_from(end - next).unwrap_or(0))
         })
     }
 
