@@ -156,13 +156,20 @@ fn tansu_returns_what_was_produced() {
     assert_round_trip(&records, &read);
 }
 
-#[test]
-fn a_partition_that_does_not_reach_its_end_is_a_backlog_until_it_does() {
+/// An embedded broker with a 2-partition topic of `count` shop records, and a source
+/// reading it from the start (keep the broker while the source reads).
+fn filled_topic(count: usize) -> (EmbeddedBroker, Vec<ShopRecord>, KafkaSource) {
     let broker = EmbeddedBroker::start().unwrap();
     broker.create_topic("user-events", 2).unwrap();
-    let records = shop_records(20_000);
+    let records = shop_records(count);
     produce(broker.bootstrap_servers(), "user-events", &records);
-    let mut source = source_from_start(broker.bootstrap_servers(), "user-events", 2);
+    let source = source_from_start(broker.bootstrap_servers(), "user-events", 2);
+    (broker, records, source)
+}
+
+#[test]
+fn a_partition_that_does_not_reach_its_end_is_a_backlog_until_it_does() {
+    let (_broker, _records, mut source) = filled_topic(20_000);
     let mut batch = SourceBatch::default();
     // A trickle of reads for longer than BACKLOG_AFTER never gets near the end.
     let trickle = Instant::now();
@@ -191,11 +198,7 @@ fn a_partition_that_does_not_reach_its_end_is_a_backlog_until_it_does() {
 /// ends, the source knows exactly how many messages are left, down to none.
 #[test]
 fn a_source_counts_the_messages_left_before_the_end_of_its_partitions() {
-    let broker = EmbeddedBroker::start().unwrap();
-    broker.create_topic("user-events", 2).unwrap();
-    let records = shop_records(20_000);
-    produce(broker.bootstrap_servers(), "user-events", &records);
-    let mut source = source_from_start(broker.bootstrap_servers(), "user-events", 2);
+    let (_broker, records, mut source) = filled_topic(20_000);
     let mut batch = SourceBatch::default();
     let mut delivered = 0;
     let mut poll = |source: &mut KafkaSource, max: usize| {
