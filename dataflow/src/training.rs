@@ -192,7 +192,7 @@ fn sessions_of(mut events: Vec<Read>, rule: &SessionRule) -> Vec<Session> {
 fn close(events: Vec<Accepted>, rule: &SessionRule) -> Session {
     let mut span = Span::of(events[0].clone());
     for event in &events[1..] {
-        span.merge(Span::of(event.clone()));
+        span.add(event.clone());
     }
     let row = span.row(&events[0].session_id, true);
     Session {
@@ -283,7 +283,7 @@ fn prefix_examples(
     let mut span: Option<Span> = None;
     for (k, event) in events[..known].iter().enumerate().map(|(i, e)| (i + 1, e)) {
         match span.as_mut() {
-            Some(span) => span.merge(Span::of(event.clone())),
+            Some(span) => span.add(event.clone()),
             None => span = Some(Span::of(event.clone())),
         }
         if !(is_checkpoint(k) || k == known) {

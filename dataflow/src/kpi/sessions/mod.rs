@@ -75,6 +75,7 @@ use crate::window::{Window, WindowSize};
 use crate::Epoch;
 
 pub(crate) use span::Span;
+use span::SpanFacts;
 use state::{Clocks, SessionState};
 
 /// The gap rule: how far apart two events of one id may be and still share a session, and
@@ -88,12 +89,10 @@ pub struct SessionRule {
 }
 
 impl SessionRule {
-    /// Whether `a` and `b` (each one session) are within the gap of each other, and so one
-    /// session.
-    fn joins(&self, a: &Span, b: &Span) -> bool {
-        let (a, b) = (&a.facts, &b.facts);
-        a.first.saturating_sub(self.gap_ms) <= b.last
-            && b.first <= a.last.saturating_add(self.gap_ms)
+    /// Whether the session `a` and events from `first` to `last` are within the gap of each
+    /// other, and so one session.
+    fn joins(&self, a: &SpanFacts, first: EventTime, last: EventTime) -> bool {
+        a.first.saturating_sub(self.gap_ms) <= last && first <= a.last.saturating_add(self.gap_ms)
     }
 
     /// The watermark from which `span` is final: the end of the window holding its last

@@ -83,7 +83,7 @@ impl SessionState {
                     .collect();
                 self.touched.push((event.session_id.clone(), before));
             }
-            absorb(&mut held.spans, Span::of(event), &clocks.rule);
+            absorb(&mut held.spans, event, &clocks.rule);
         }
     }
 
