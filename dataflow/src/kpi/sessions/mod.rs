@@ -89,10 +89,9 @@ pub struct SessionRule {
 }
 
 impl SessionRule {
-    /// Whether the session `a` and events from `first` to `last` are within the gap of each
-    /// other, and so one session.
-    fn joins(&self, a: &SpanFacts, first: EventTime, last: EventTime) -> bool {
-        a.first.saturating_sub(self.gap_ms) <= last && first <= a.last.saturating_add(self.gap_ms)
+    /// Whether an event at `ts` is within the gap of the session `a`, and so belongs to it.
+    fn joins(&self, a: &SpanFacts, ts: EventTime) -> bool {
+        a.first.saturating_sub(self.gap_ms) <= ts && ts <= a.last.saturating_add(self.gap_ms)
     }
 
     /// The watermark from which `span` is final: the end of the window holding its last

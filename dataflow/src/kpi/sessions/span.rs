@@ -196,7 +196,7 @@ fn note_product(products: &mut SmallVec<[u64; 4]>, product: u64) {
 pub(super) fn absorb(spans: &mut Spans, event: Accepted, rule: &SessionRule) {
     let from = spans.partition_point(|s| s.facts.last.saturating_add(rule.gap_ms) < event.ts);
     let mut to = from;
-    while to < spans.len() && rule.joins(&spans[to].facts, event.ts, event.ts) {
+    while to < spans.len() && rule.joins(&spans[to].facts, event.ts) {
         to += 1;
     }
     if to == from + 1 {
