@@ -76,3 +76,65 @@ fn a_full_epoch_reads_on_to_the_end_when_little_is_left() {
         "a first epoch of 6,000 lines, then the rest: {cut:?}"
     );
 }
+
+/// A topic filled before the pipeline starts is read in one epoch on every worker, however
+/// short the epochs: the consumers' first fetches after the replay hold come a few dozen
+/// messages at a time, and an epoch judged by them alone (1 ms here, 50 ms by default)
+/// closed with part of the backlog and left the rest to the next, so every session was
+/// written twice, open and then closed.
+#[test]
+fn a_topic_filled_before_the_start_is_read_in_one_epoch() {
+    const EVENTS: usize = 40_000;
+    let cluster = rdkafka::mocking::MockCluster::new(1).unwrap();
+    cluster.create_topic("user-events", 4, 1).unwrap();
+    let mut producer =
+        clickflow_sources::kafka::EventProducer::new(&cluster.bootstrap_servers(), "user-events")
+            .unwrap();
+    let mut payload = Vec::new();
+    for record in Shop::new(ShopConfig::default()).take_records(EVENTS) {
+        payload.clear();
+        record.write_payload(&mut payload);
+        producer.send(record.key().as_bytes(), &payload).unwrap();
+    }
+    let flushed = producer.flush(Duration::from_secs(30)).unwrap();
+    assert_eq!(flushed.delivered as usize, EVENTS);
+
+    let arrivals = Arc::new(Mutex::new(Vec::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let (seen, stopper) = (arrivals.clone(), stop.clone());
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    run(
+        timely::Config::process(2),
+        InputSpec::Kafka {
+            brokers: cluster.bootstrap_servers(),
+            topic: "user-events".into(),
+            partitions: 4,
+        },
+        RunConfig {
+            epochs: EpochConfig {
+                epoch: Duration::from_millis(1),
+                ..EpochConfig::default()
+            },
+            ..RunConfig::default()
+        },
+        Some(taking(move |output| {
+            let mut seen = seen.lock().unwrap();
+            if output.arrived > 0 {
+                seen.push(output.arrived);
+            }
+            let read: u64 = seen.iter().sum();
+            if read as usize >= EVENTS || std::time::Instant::now() > deadline {
+                stopper.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+        })),
+        stop,
+        Default::default(),
+    )
+    .unwrap();
+    let arrivals = arrivals.lock().unwrap().clone();
+    assert_eq!(
+        arrivals,
+        vec![EVENTS as u64],
+        "every event arrived in one epoch: {arrivals:?}"
+    );
+}

@@ -10,12 +10,13 @@ mod common;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use clickflow_dataflow::config::RecsConfig;
 use clickflow_dataflow::rows::{ConversionRow, ProductName, SessionItem};
 use clickflow_dataflow::runtime::run::{run, taking, InputSpec, RunConfig};
 use clickflow_dataflow::window::{Window, WindowSize};
-use clickflow_dataflow::{DataflowConfig, EpochOutput, Tables};
+use clickflow_dataflow::{DataflowConfig, EpochConfig, EpochOutput, Tables};
 use clickflow_sources::file::FileSplits;
 use clickflow_sources::shop::{Shop, ShopConfig, ShopRecord};
 use clickflow_sources::EventType;
@@ -120,7 +121,7 @@ fn oracle_without_horizon(
 
 /// Every output of a run that feeds the live views, in epoch order.
 fn outputs_of(plan: &FileSplits, workers: usize, config: DataflowConfig) -> Vec<EpochOutput> {
-    outputs_with(plan, workers, config, true)
+    outputs_with(plan, workers, config, stress_epochs(), true)
 }
 
 /// Every output of a run, in epoch order; with `live_views`, the live views' feeds too.
@@ -128,6 +129,7 @@ fn outputs_with(
     plan: &FileSplits,
     workers: usize,
     config: DataflowConfig,
+    epochs: EpochConfig,
     live_views: bool,
 ) -> Vec<EpochOutput> {
     let outputs = Arc::new(Mutex::new(Vec::new()));
@@ -137,7 +139,7 @@ fn outputs_with(
         InputSpec::File(plan.clone()),
         RunConfig {
             dataflow: config,
-            epochs: stress_epochs(),
+            epochs,
             live_views,
             ..RunConfig::default()
         },
@@ -158,7 +160,17 @@ fn late_conversions_update_their_window_and_sealed_windows_stay_final() {
     let path = dir.path().join("late.jsonl");
     write_lines(&path, &records);
     let plan = FileSplits::plan(&path, 2).unwrap();
-    let outputs = outputs_of(&plan, 2, config);
+    // Epochs of 50 lines a worker, never cut by time: how many windows see a late
+    // conversion is then the same on every run (1 ms epochs read more lines each on a
+    // quiet machine than on a busy one, and a run saw as few as 5).
+    let epochs = EpochConfig {
+        epoch: Duration::from_secs(600),
+        catch_up_epoch: Duration::from_secs(600),
+        max_epoch_messages: 50,
+        poll_batch: 7,
+        ..EpochConfig::default()
+    };
+    let outputs = outputs_with(&plan, 2, config, epochs, true);
     // A window's purchase row that first said fewer sessions than it finally says: a
     // session bought after its window's first row was written.
     let mut first: BTreeMap<Window, i64> = BTreeMap::new();
@@ -264,8 +276,8 @@ fn without_live_views_the_epochs_carry_no_feeds_and_the_same_recommendations() {
         outputs.iter().for_each(|o| tables.apply(o).unwrap());
         tables
     };
-    let fed = outputs_with(&plan, 2, dataflow(), true);
-    let unfed = outputs_with(&plan, 2, dataflow(), false);
+    let fed = outputs_with(&plan, 2, dataflow(), stress_epochs(), true);
+    let unfed = outputs_with(&plan, 2, dataflow(), stress_epochs(), false);
     let fed_rows = |pick: fn(&EpochOutput) -> usize| fed.iter().map(pick).sum::<usize>();
     assert!(fed_rows(|o| o.session_items.len()) > 100);
     assert!(fed_rows(|o| o.product_names.len()) > 10);

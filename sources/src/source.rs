@@ -37,8 +37,8 @@ pub trait Source {
     fn is_finished(&self) -> bool;
 
     /// True while the source reads a backlog rather than what just arrived: a file until its
-    /// end; a Kafka partition that has not reached its end for a while (see
-    /// [`KafkaSource::backlogged`]). Workers then cut longer epochs: freshness means nothing
+    /// end; a Kafka partition that has yet to read what it held when the source started, or
+    /// has not reached its end for a while (see [`KafkaSource::backlogged`]). Workers then cut longer epochs: freshness means nothing
     /// there, and every row changes fewer times.
     fn backlogged(&self) -> bool;
 

@@ -167,19 +167,9 @@ fn filled_topic(count: usize) -> (EmbeddedBroker, Vec<ShopRecord>, KafkaSource) 
     (broker, records, source)
 }
 
-#[test]
-fn a_partition_that_does_not_reach_its_end_is_a_backlog_until_it_does() {
-    let (_broker, _records, mut source) = filled_topic(20_000);
+/// Polls `source` until both of its partitions have reported reaching their end.
+fn read_to_the_end(source: &mut KafkaSource) {
     let mut batch = SourceBatch::default();
-    // A trickle of reads for longer than BACKLOG_AFTER never gets near the end.
-    let trickle = Instant::now();
-    while trickle.elapsed() < BACKLOG_AFTER + Duration::from_millis(200) {
-        batch.clear();
-        source.poll(&mut batch, 5).unwrap();
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    assert!(source.backlogged(), "20k waiting messages are a backlog");
-    // Reading everything reaches the end of both partitions: caught up.
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut caught_up = [false, false];
     while caught_up != [true, true] {
@@ -191,36 +181,54 @@ fn a_partition_that_does_not_reach_its_end_is_a_backlog_until_it_does() {
         }
         std::thread::sleep(Duration::from_millis(5));
     }
+}
+
+/// A source that kept up and then falls behind: a partition that delivers for longer than
+/// `BACKLOG_AFTER` without reaching its end is a backlog until it does.
+#[test]
+fn a_partition_that_does_not_reach_its_end_is_a_backlog_until_it_does() {
+    let (broker, _records, mut source) = filled_topic(0);
+    read_to_the_end(&mut source);
+    assert!(!source.backlogged(), "an empty topic read to its end");
+    produce(
+        broker.bootstrap_servers(),
+        "user-events",
+        &shop_records(20_000),
+    );
+    let mut batch = SourceBatch::default();
+    // A trickle of reads for longer than BACKLOG_AFTER never gets near the end.
+    let trickle = Instant::now();
+    while trickle.elapsed() < BACKLOG_AFTER + Duration::from_millis(200) {
+        batch.clear();
+        source.poll(&mut batch, 5).unwrap();
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(source.backlogged(), "20k waiting messages are a backlog");
+    read_to_the_end(&mut source);
     assert!(!source.backlogged(), "a source at its end is no backlog");
 }
 
-/// A topic filled before the source starts: once librdkafka has reported the partitions'
-/// ends, the source knows exactly how many messages are left, down to none.
+/// A topic filled before the source starts: the source knows from the start, before any
+/// fetch has come back, that it reads a backlog and how many messages are left, down to
+/// none.
 #[test]
-fn a_source_counts_the_messages_left_before_the_end_of_its_partitions() {
+fn a_topic_filled_before_the_start_is_a_counted_backlog_from_the_first_poll() {
     let (_broker, records, mut source) = filled_topic(20_000);
+    assert!(source.backlogged(), "nothing read yet of 20k messages");
+    assert_eq!(source.remaining_messages(), Some(records.len()));
     let mut batch = SourceBatch::default();
     let mut delivered = 0;
-    let mut poll = |source: &mut KafkaSource, max: usize| {
-        batch.clear();
-        source.poll(&mut batch, max).unwrap();
-        delivered += batch.events.len() + batch.dead_letters.len();
-        delivered
-    };
-    // Statistics come once a second: read a trickle until they have.
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let left = loop {
-        assert!(Instant::now() < deadline, "the ends were never reported");
-        let delivered = poll(&mut source, 5);
-        if let Some(left) = source.remaining_messages() {
-            break left + delivered;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    assert_eq!(left, records.len(), "left + delivered is the topic");
-    while poll(&mut source, 10_000) < records.len() {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while delivered < records.len() {
         assert!(Instant::now() < deadline, "never read to the end");
-        std::thread::sleep(Duration::from_millis(5));
+        assert!(source.backlogged(), "{delivered} of {} read", records.len());
+        batch.clear();
+        source.poll(&mut batch, 1_000).unwrap();
+        delivered += batch.events.len() + batch.dead_letters.len();
+        assert_eq!(source.remaining_messages(), Some(records.len() - delivered));
+        std::thread::sleep(Duration::from_millis(1));
     }
-    assert_eq!(source.remaining_messages(), Some(0));
+    assert_eq!(delivered, records.len());
+    read_to_the_end(&mut source);
+    assert!(!source.backlogged(), "everything held at the start is read");
 }

@@ -203,7 +203,9 @@ pub fn drive(
         epoch_messages += batch_messages;
         let finished = source.is_finished() && !holding;
         let stopping = stop.load(Ordering::Relaxed);
-        let due = if catching_up {
+        let due = if waiting_for_replay {
+            HELD_EPOCH.min(epochs.epoch)
+        } else if catching_up {
             epochs.catch_up_epoch.max(epochs.epoch)
         } else {
             epochs.epoch
@@ -276,10 +278,23 @@ pub fn drive(
 /// A worker learns of `replayed` at the latest when back-pressure lets it open an epoch
 /// [`EpochConfig::max_epochs_in_flight`] past it, so the epoch after that is one no worker
 /// has passed yet; should one have, it lifts the hold at once. A start waits that many
-/// more short epochs (`epoch`, 50 ms by default) before reading.
+/// more epochs before reading, each [`HELD_EPOCH`] long.
 fn lifts_hold(replayed: Option<Epoch>, now: Epoch, epochs: &EpochConfig) -> bool {
     replayed.is_some_and(|over| now >= over + epochs.max_epochs_in_flight + 2)
 }
+
+/// The length of an epoch that has read nothing while the replay hold is on (1 ms, or
+/// `epoch` when that is shorter). Such an epoch carries only the partition reports that end
+/// the hold and the epochs [`lifts_hold`] waits out, so its length is pure delay: at 50 ms
+/// every start (a fresh one included, with nothing to replay) waited 0.3 s before reading
+/// its first event (six epochs), a twelfth of the side-by-side run. An epoch that reads
+/// something (a replay) keeps the usual length, and back-pressure still bounds how far
+/// ahead of the slowest worker the empty ones run. A short hold is safe for a topic filled
+/// before the start only because the source counts what it held at the start as a backlog
+/// ([`Source::backlogged`]): the hold then lifts before the consumers' first fetches have
+/// come, and an epoch judged by those alone was cut after 50 ms with a few dozen messages,
+/// leaving the backlog to two epochs (every session and score written twice).
+const HELD_EPOCH: Duration = Duration::from_millis(1);
 
 /// How much of a full epoch's length the rest of a source may be and still be read into it
 /// (a quarter). An epoch cut by [`EpochConfig::max_epoch_messages`] a few lines before the

@@ -105,6 +105,9 @@ pub const BACKLOG_AFTER: Duration = Duration::from_secs(1);
 /// How often librdkafka reports its statistics (the partitions' high watermarks), in ms.
 const STATISTICS_INTERVAL_MS: &str = "1000";
 
+/// How long the source waits at the start for a partition's offset range.
+const OFFSET_RANGE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// A decoded message: an event or a dead letter.
 type Decoded = Result<SourcedEvent, DeadLetter>;
 
@@ -116,11 +119,27 @@ struct Assigned {
     /// Since when the partition has been delivering without reaching its end (`None`: it is
     /// at its end). Unknown at the start, so it starts behind.
     behind_since: Option<Instant>,
+    /// The partition's end (high watermark) when the source started, if the broker said.
+    start_end: Option<i64>,
+    /// Whether the partition has yet to read up to `start_end`: what was waiting before the
+    /// pipeline started is a backlog from the first poll on, however slowly the first
+    /// fetches come (a consumer starting, or resuming after the replay hold, can hand over
+    /// a few dozen messages in its first 50 ms, and an epoch judged on them alone took a
+    /// backlog for live traffic and cut it in two).
+    reading_backlog: bool,
     /// Messages at or after this offset are held back.
     hold: Option<i64>,
     /// Messages received at or past the hold, in order.
     held: VecDeque<(i64, Decoded)>,
     paused: bool,
+}
+
+impl Assigned {
+    /// Moves past the message at `offset`, just delivered.
+    fn delivered(&mut self, offset: i64) {
+        self.next_offset = Some(offset + 1);
+        self.reading_backlog &= self.start_end.is_some_and(|end| offset + 1 < end);
+    }
 }
 
 /// One worker's Kafka consumer.
@@ -134,28 +153,45 @@ pub struct KafkaSource {
 }
 
 impl KafkaSource {
-    /// Connects and assigns the configured partitions. A source with no partitions is valid
-    /// (a worker that owns none) and never produces anything.
+    /// Connects, assigns the configured partitions and asks the broker where each ends (one
+    /// request a partition, before the first poll; see [`Assigned::backlog_end`]). A
+    /// source with no partitions is valid (a worker that owns none) and never produces
+    /// anything.
     pub fn new(config: KafkaSourceConfig) -> Result<KafkaSource, KafkaSourceError> {
         let topic: std::sync::Arc<str> = config.topic.as_str().into();
-        let assigned: Vec<Assigned> = config
-            .partitions
-            .iter()
-            .map(|&(p, start)| Assigned {
-                id: PartitionId::new(topic.clone(), p),
-                next_offset: start,
-                caught_up: false,
-                behind_since: Some(Instant::now()),
-                hold: None,
-                held: VecDeque::new(),
-                paused: false,
-            })
-            .collect();
         let consumer = if config.partitions.is_empty() {
             None
         } else {
             Some(Self::connect(&config)?)
         };
+        let assigned: Vec<Assigned> = config
+            .partitions
+            .iter()
+            .map(|&(p, start)| {
+                let range = consumer
+                    .as_ref()
+                    .and_then(|consumer| offset_range(consumer, &config.topic, p));
+                // A start below the oldest offset kept reads from the oldest.
+                let next_offset = match (start, range) {
+                    (Some(start), Some((low, _))) => Some(start.max(low)),
+                    (None, Some((low, _))) => Some(low),
+                    (start, None) => start,
+                };
+                Assigned {
+                    id: PartitionId::new(topic.clone(), p),
+                    next_offset,
+                    caught_up: false,
+                    behind_since: Some(Instant::now()),
+                    start_end: range.map(|(_, high)| high),
+                    reading_backlog: range
+                        .zip(next_offset)
+                        .is_some_and(|((_, high), next)| next < high),
+                    hold: None,
+                    held: VecDeque::new(),
+                    paused: false,
+                }
+            })
+            .collect();
         Ok(KafkaSource {
             consumer,
             partitions: assigned.iter().map(|a| a.id.clone()).collect(),
@@ -252,27 +288,30 @@ impl KafkaSource {
         }
     }
 
-    /// True when some partition has been delivering for [`BACKLOG_AFTER`] without reaching its
-    /// end: it is working through a backlog (a restart, a consumer that fell behind, a topic
-    /// filled before the pipeline started). A partition that keeps up reaches its end after
-    /// every fetch, many times a second.
+    /// True when some partition is working through a backlog: it has not yet read up to
+    /// where it ended when the source started (a restart, a topic filled before the pipeline
+    /// started), or it has been delivering for [`BACKLOG_AFTER`] without reaching its end (a
+    /// consumer that fell behind). A partition that keeps up reaches its end after every
+    /// fetch, many times a second.
     pub fn backlogged(&self) -> bool {
         self.assigned.iter().any(|partition| {
-            partition
-                .behind_since
-                .is_some_and(|since| since.elapsed() >= BACKLOG_AFTER)
+            partition.reading_backlog
+                || partition
+                    .behind_since
+                    .is_some_and(|since| since.elapsed() >= BACKLOG_AFTER)
         })
     }
 
     /// About how many messages are left before every assigned partition is read to its
     /// end, from the high watermarks librdkafka last reported (once a second, so a topic
-    /// still being written to has more by now). `None` until each partition has delivered a
-    /// message and been reported.
+    /// still being written to has more by now), or before its first report from the ends
+    /// the broker gave at the start. `None` where neither is known.
     pub fn remaining_messages(&self) -> Option<usize> {
         let consumer = self.consumer.as_ref()?;
         let high = consumer.context().high_watermarks.lock().ok()?;
         self.assigned.iter().try_fold(0, |left, partition| {
-            let end = *high.get(&partition.id.partition)?;
+            let reported = high.get(&partition.id.partition).copied();
+            let end = reported.max(partition.start_end)?;
             let next = partition.next_offset?;
             Some(left + usize::try_from(end - next).unwrap_or(0))
         })
@@ -307,6 +346,7 @@ impl KafkaSource {
                             moved[i] |= !self.assigned[i].caught_up;
                             self.assigned[i].caught_up = true;
                             self.assigned[i].behind_since = None;
+                            self.assigned[i].reading_backlog = false;
                         }
                         continue;
                     }
@@ -335,7 +375,7 @@ impl KafkaSource {
                 }
                 budget -= 1;
                 deliver(batch, decoded);
-                partition.next_offset = Some(offset + 1);
+                partition.delivered(offset);
                 partition.caught_up = false;
                 partition.behind_since.get_or_insert_with(Instant::now);
                 moved[i] = true;
@@ -374,7 +414,7 @@ impl KafkaSource {
                 }
                 let (offset, decoded) = partition.held.pop_front().expect("front exists");
                 deliver(batch, decoded);
-                partition.next_offset = Some(offset + 1);
+                partition.delivered(offset);
                 moved[i] = true;
                 *budget -= 1;
             }
@@ -392,6 +432,21 @@ impl KafkaSource {
         }
         Ok(())
     }
+}
+
+/// The (low, high) watermarks of `partition`, or `None` (logged) if the broker did not say
+/// within 10 s: the source then learns of a backlog from how it reads, as it always could.
+fn offset_range(
+    consumer: &BaseConsumer<SourceContext>,
+    topic: &str,
+    partition: i32,
+) -> Option<(i64, i64)> {
+    consumer
+        .fetch_watermarks(topic, partition, OFFSET_RANGE_TIMEOUT)
+        .inspect_err(|error| {
+            tracing::warn!(%error, topic, partition, "cannot learn where the partition ends")
+        })
+        .ok()
 }
 
 fn deliver(batch: &mut SourceBatch, decoded: Decoded) {
