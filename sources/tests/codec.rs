@@ -278,3 +278,33 @@ fn dead_letters_become_text_postgresql_accepts() {
     );
     assert_eq!(storable_text("plain"), "plain");
 }
+
+/// The parser keeps its buffers between payloads (one per thread): a field named twice, a
+/// value after the object, or a rejected payload leaves nothing behind for the next one.
+#[test]
+fn each_payload_is_judged_alone() {
+    let good = br#"{"event_id":7,"user_id":"u","session_id":"s","event_type":"purchase","ts":"2025-07-08T00:00:00.5Z","price":12.345,"product_id":null,"extra":{"nested":[1,2]}}"#;
+    let twice = r#"{"event_id":"e","user_id":"u","user_id":"v","session_id":"s","event_type":"click","ts":1751952912345}"#;
+    let trailing = r#"{"event_id":"e","user_id":"u","session_id":"s","event_type":"click","ts":1751952912345} 42"#;
+    for _ in 0..3 {
+        let event = decode(good, None, &LIMITS).unwrap();
+        assert_eq!(event.event_id, EventId::Number(7));
+        assert_eq!(event.ts, 1_751_932_800_500);
+        assert_eq!(event.price_cents, Some(1235));
+        assert_eq!(event.product_id, None, "null is as good as absent");
+        let rejection = decode(twice.as_bytes(), None, &LIMITS).unwrap_err();
+        assert_eq!(rejection.reason(), "bad_field: duplicate field `user_id`");
+        assert_eq!(kind_of(trailing), RejectKind::NotJson);
+        assert_eq!(
+            kind_of(r#"{"event_id":123456789012345678901234567890,"user_id":"u"}"#),
+            RejectKind::NotJson,
+            "an integer beyond 64 bits"
+        );
+        assert_eq!(
+            kind_of(
+                r#"{"event_id":true,"user_id":"u","session_id":"s","event_type":"click","ts":1}"#
+            ),
+            RejectKind::BadField
+        );
+    }
+}
