@@ -154,7 +154,7 @@ pub struct KafkaSource {
 
 impl KafkaSource {
     /// Connects, assigns the configured partitions and asks the broker where each ends (one
-    /// request a partition, before the first poll; see [`Assigned::backlog_end`]). A
+    /// request a partition, before the first poll; see [`KafkaSource::backlogged`]). A
     /// source with no partitions is valid (a worker that owns none) and never produces
     /// anything.
     pub fn new(config: KafkaSourceConfig) -> Result<KafkaSource, KafkaSourceError> {
