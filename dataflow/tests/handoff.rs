@@ -6,10 +6,11 @@ mod common;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use clickflow_dataflow::runtime::output::Handoff;
 use clickflow_dataflow::runtime::run::{run, Delivery, InputSpec, RunConfig};
-use clickflow_dataflow::{DataflowConfig, Tables};
+use clickflow_dataflow::{DataflowConfig, EpochConfig, Tables};
 use clickflow_sources::file::FileSplits;
 use clickflow_sources::shop::{Shop, ShopConfig};
 use common::*;
@@ -57,7 +58,16 @@ fn refused_epochs_are_offered_again_in_order_and_none_is_lost() {
         InputSpec::File(splits.clone()),
         RunConfig {
             dataflow: DataflowConfig::default(),
-            epochs: stress_epochs(),
+            // Epochs of 200 lines a worker, never cut by time: a hundred of them on every
+            // run. Epochs of 1 ms read more lines each on a fast machine, and a run once saw
+            // too few epochs to be refused more than ten times.
+            epochs: EpochConfig {
+                epoch: Duration::from_secs(600),
+                catch_up_epoch: Duration::from_secs(600),
+                max_epoch_messages: 200,
+                poll_batch: 7,
+                ..EpochConfig::default()
+            },
             ..RunConfig::default()
         },
         Delivery::Gathered(deliver),
