@@ -17,9 +17,9 @@ use std::sync::Arc;
 use clickflow_benches::partitioned_events;
 use clickflow_dataflow::conversion::Sealing;
 use clickflow_dataflow::input::{product_hash, Accepted};
-use clickflow_dataflow::kpi::funnel::Funnel;
+use clickflow_dataflow::kpi::funnel::{user_sighting, Funnel};
 use clickflow_dataflow::kpi::sessions::{SessionRule, Sessions};
-use clickflow_dataflow::kpi::trends::EventTrends;
+use clickflow_dataflow::kpi::trends::{tally, EventTrends};
 use clickflow_dataflow::runtime::watermark::{PartitionReport, ProgressSeed, NO_WATERMARK};
 use clickflow_dataflow::window::{Window, WindowSize};
 use clickflow_dataflow::Epoch;
@@ -29,7 +29,7 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use differential_dataflow::input::Input as _;
 use differential_dataflow::operators::{CountTotal, ThresholdTotal};
 use differential_dataflow::VecCollection;
-use timely::dataflow::operators::vec::{Broadcast, Input as _};
+use timely::dataflow::operators::vec::{Broadcast, Input as _, Map};
 use timely::dataflow::operators::Probe;
 use timely::dataflow::{InputHandleVec, ProbeHandle};
 
@@ -104,13 +104,15 @@ fn run(epochs: Arc<Vec<Vec<Accepted>>>, workers: usize, stage: Stage, build: Bui
                 Build::Keyed => match stage {
                     Stage::Trends => {
                         accepted
-                            .event_trends(window(), reports, seed)
+                            .map(|event| tally(window(), &event))
+                            .event_trends(reports, seed)
                             .inner
                             .probe_with(&probe);
                     }
                     Stage::Funnel => {
                         accepted
-                            .funnel(window(), reports, seed)
+                            .map(|event| user_sighting(window(), &event))
+                            .funnel(reports, seed)
                             .inner
                             .probe_with(&probe);
                     }

@@ -21,6 +21,7 @@ use crate::kpi::churn::{ChurnScores, ScoringSetup};
 use crate::kpi::funnel::Funnel;
 use crate::kpi::gate::closed_window_gate;
 use crate::kpi::sessions::{SessionRule, SessionStreams, Sessions};
+use crate::kpi::split::{split_by_stage, StageInputs};
 use crate::kpi::trends::EventTrends;
 use crate::recs::recommendations;
 use crate::runtime::output::{gather, Change, Deliver};
@@ -96,14 +97,14 @@ pub struct AlertSetup {
 /// `alerts` sets up the detectors; `outputs` receive the closed epochs.
 ///
 /// ```text
-///  events ─► gate ─┬─► event_trends ────┐
-///                  ├─► funnel_summary ──┼─► gather (worker 0) ─► outputs.gathered
-///                  ├─► session_features ┤   (or, with own_rows: rows ─► worker rows ─► outputs.own_rows
-///                  │       │            │    on every worker; the rest ─► gather on worker 0)
-///                  │       ├─► churn_scores (with a model) ◄─ models
-///                  │       └─► funnel_conversion (the sessions' paths) ─┤
-///                  └─► product_recommendations (+ session items, popular:   ┘
-///                                                  outputs.live_views only)
+///  events ─► gate ─► split ─┬─► event_trends ────┐
+///                           ├─► funnel_summary ──┼─► gather (worker 0) ─► outputs.gathered
+///                           ├─► session_features ┤   (or, with own_rows: rows ─► worker rows ─► outputs.own_rows
+///                           │       │            │    on every worker; the rest ─► gather on worker 0)
+///                           │       ├─► churn_scores (with a model) ◄─ models
+///                           │       └─► funnel_conversion (the sessions' paths) ─┤
+///                           └─► product_recommendations (+ session items, popular:   ┘
+///                                                           outputs.live_views only)
 ///  trends, funnel, rejections ─► window_series ─► alerts ┘
 ///  reports ─broadcast─► every stateful stage (watermark), replay monitor
 /// ```
@@ -142,12 +143,14 @@ pub fn build_graph(
             seed,
             config.window,
         );
-        let trends = accepted
-            .clone()
-            .event_trends(config.window, all_reports.clone(), seed);
-        let funnel = accepted
-            .clone()
-            .funnel(config.window, all_reports.clone(), seed);
+        let StageInputs {
+            tallies,
+            user_sightings,
+            product_sightings,
+            events: accepted,
+        } = split_by_stage(accepted, config.window, config.recommendations.is_some());
+        let trends = tallies.event_trends(all_reports.clone(), seed);
+        let funnel = user_sightings.funnel(all_reports.clone(), seed);
         let rule = SessionRule {
             gap_ms: config.session_gap_ms,
             window: config.window,
@@ -160,14 +163,15 @@ pub fn build_graph(
             rows: sessions,
             paths,
             retention,
-        } = accepted
-            .clone()
-            .session_features(rule, sealing, all_reports.clone(), seed);
+        } = accepted.session_features(rule, sealing, all_reports.clone(), seed);
         let conversion = ordered_funnel(paths, all_reports.clone(), seed, sealing);
         let live_views = outputs.live_views;
         let recs = config
             .recommendations
-            .map(|recs| recommendations(accepted, all_reports.clone(), seed, recs, live_views));
+            .zip(product_sightings)
+            .map(|(recs, sightings)| {
+                recommendations(sightings, all_reports.clone(), seed, recs, live_views)
+            });
 
         let scores = scoring.map(|setup| {
             sessions

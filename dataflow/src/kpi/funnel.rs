@@ -29,7 +29,6 @@
 use clickflow_sources::{EventTime, EventType};
 use compact_str::CompactString;
 use differential_dataflow::VecCollection;
-use timely::dataflow::operators::vec::Map;
 use timely::dataflow::StreamVec;
 
 use crate::input::Accepted;
@@ -39,16 +38,18 @@ use crate::runtime::watermark::{PartitionReport, ProgressSeed};
 use crate::window::{Window, WindowSize};
 use crate::Epoch;
 
-/// First sightings of a user in a window, per event type.
+/// First sightings of a user in a window, per event type. The row of a sighting is its
+/// window and type alone: what follows counts them, and leaving the user out saves copying
+/// its id into each first sighting (half of all events on the side-by-side file).
 struct DistinctUsers;
 
 impl KeyedStage for DistinctUsers {
     type Key = (Window, EventType, CompactString);
     type Value = ();
-    type Row = (Window, EventType, CompactString);
+    type Row = (Window, EventType);
 
-    fn row(key: &Self::Key, _: &()) -> Self::Key {
-        key.clone()
+    fn row(&(window, event_type, _): &Self::Key, _: &()) -> Self::Row {
+        (window, event_type)
     }
 
     fn closes_at(&self, (window, _, _): &Self::Key) -> EventTime {
@@ -79,49 +80,52 @@ impl KeyedStage for UserCounts {
     }
 }
 
-/// Computes `funnel_summary` from accepted events.
+/// What `funnel_summary` reads of one event: its user, under its window and type.
+pub type UserSighting = ((Window, EventType, CompactString), ());
+
+/// The sighting of an accepted event's user in its window and type.
+pub fn user_sighting(window: WindowSize, event: &Accepted) -> UserSighting {
+    let key = (
+        window.window_of(event.ts),
+        event.event_type,
+        event.user_id.clone(),
+    );
+    (key, ())
+}
+
+/// Computes `funnel_summary` from the events' user sightings ([`user_sighting`]).
 pub trait Funnel<'scope> {
     /// Distinct users per `(window, event_type)`, as row changes per epoch.
     fn funnel(
         self,
-        window: WindowSize,
         reports: StreamVec<'scope, Epoch, PartitionReport>,
         seed: ProgressSeed,
     ) -> VecCollection<'scope, Epoch, FunnelRow>;
 }
 
-impl<'scope> Funnel<'scope> for StreamVec<'scope, Epoch, Accepted> {
+impl<'scope> Funnel<'scope> for StreamVec<'scope, Epoch, UserSighting> {
     fn funnel(
         self,
-        window: WindowSize,
         reports: StreamVec<'scope, Epoch, PartitionReport>,
         seed: ProgressSeed,
     ) -> VecCollection<'scope, Epoch, FunnelRow> {
         // Sightings cross the exchange as they are: a batch rarely holds one user twice in a
         // window and type, and merging them first (`pre_aggregate`) cost 0.35–0.48 s of the
         // workers' busy time on the side-by-side file and saved the distinct-user stage
-        // nothing measurable (4 December 2026, `run --profile-operators`). Mapping moves
-        // the user id instead of cloning it.
-        let sightings = self.map(move |event: Accepted| {
-            let key = (window.window_of(event.ts), event.event_type, event.user_id);
-            (key, ())
-        });
+        // nothing measurable (4 December 2026, `run --profile-operators`).
         let first_sightings = aggregate_by_key(
             DistinctUsers,
-            sightings,
+            self,
             reports.clone(),
             seed,
             "Funnel: distinct users",
         );
         // A first sighting is only ever inserted (+1), never retracted: count the insertions.
-        let new_users = first_sightings
-            .inner
-            .map(|((window, event_type, _user), _epoch, diff)| ((window, event_type), diff as i64));
         let new_users = pre_aggregate(
-            new_users,
+            first_sightings.inner,
             "Funnel: pre-aggregate counts",
-            |update: &((Window, EventType), i64), emit| {
-                emit(update.0, update.1);
+            |&(key, _epoch, diff): &((Window, EventType), Epoch, isize), emit| {
+                emit(key, diff as i64);
             },
         );
         aggregate_by_key(

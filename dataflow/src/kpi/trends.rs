@@ -68,37 +68,42 @@ impl KeyedStage for TrendStage {
     }
 }
 
-/// Computes `event_trends` from accepted events.
+/// What `event_trends` reads of one event: its key and tally.
+pub type TrendUpdate = ((Window, EventType), Tally);
+
+/// The tally of one accepted event under its window and type.
+pub fn tally(window: WindowSize, event: &Accepted) -> TrendUpdate {
+    let revenue_cents = match event.event_type {
+        EventType::Purchase => event.price_cents.unwrap_or(0),
+        _ => 0,
+    };
+    let tally = Tally {
+        count: 1,
+        revenue_cents,
+    };
+    ((window.window_of(event.ts), event.event_type), tally)
+}
+
+/// Computes `event_trends` from the events' tallies ([`tally`]).
 pub trait EventTrends<'scope> {
     /// Events and revenue per `(window, event_type)`, as row changes per epoch.
     fn event_trends(
         self,
-        window: WindowSize,
         reports: StreamVec<'scope, Epoch, PartitionReport>,
         seed: ProgressSeed,
     ) -> VecCollection<'scope, Epoch, TrendRow>;
 }
 
-impl<'scope> EventTrends<'scope> for StreamVec<'scope, Epoch, Accepted> {
+impl<'scope> EventTrends<'scope> for StreamVec<'scope, Epoch, TrendUpdate> {
     fn event_trends(
         self,
-        window: WindowSize,
         reports: StreamVec<'scope, Epoch, PartitionReport>,
         seed: ProgressSeed,
     ) -> VecCollection<'scope, Epoch, TrendRow> {
         let tallies = pre_aggregate(
             self,
             "Trends: pre-aggregate",
-            move |event: &Accepted, emit| {
-                let tally = Tally {
-                    count: 1,
-                    revenue_cents: match event.event_type {
-                        EventType::Purchase => event.price_cents.unwrap_or(0),
-                        _ => 0,
-                    },
-                };
-                emit((window.window_of(event.ts), event.event_type), tally);
-            },
+            |&(key, tally): &TrendUpdate, emit| emit(key, tally),
         );
         aggregate_by_key(
             TrendStage,

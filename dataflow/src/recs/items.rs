@@ -49,20 +49,18 @@ pub struct Sighting {
     pub product: KeyedId,
 }
 
-/// Every product viewed or carted in `accepted` (purchases name what was carted already).
-pub fn sightings<'scope>(
-    accepted: StreamVec<'scope, Epoch, Accepted>,
-) -> StreamVec<'scope, Epoch, Sighting> {
-    accepted.flat_map(|event| {
-        let product = event
-            .product_id
-            .filter(|_| event.event_type != EventType::Purchase)?;
-        Some(Sighting {
-            partition: event.partition,
-            ts: event.ts,
-            session: event.session_id.route(),
-            product: KeyedId::new(product),
-        })
+/// The product an accepted event viewed or carted, if any (purchases name what was carted
+/// already).
+pub fn product_sighting(event: &Accepted) -> Option<Sighting> {
+    let product = event
+        .product_id
+        .as_ref()
+        .filter(|_| event.event_type != EventType::Purchase)?;
+    Some(Sighting {
+        partition: event.partition,
+        ts: event.ts,
+        session: event.session_id.route(),
+        product: KeyedId::new(product.clone()),
     })
 }
 

@@ -43,7 +43,6 @@ use differential_dataflow::VecCollection;
 use timely::dataflow::StreamVec;
 
 use crate::config::RecsConfig;
-use crate::input::Accepted;
 use crate::operators::at_own_epochs;
 use crate::rows::{PopularRow, ProductName, RecommendationRow, SessionItem};
 use crate::runtime::replay::Retention;
@@ -70,21 +69,21 @@ pub struct LiveFeeds<'scope> {
     pub popular: VecCollection<'scope, Epoch, PopularRow>,
 }
 
-/// Builds the recommender over `accepted` events; with `live_views`, also the feeds of the
-/// live views ([`LiveFeeds`]).
+/// Builds the recommender over the products accepted events viewed or carted
+/// ([`items::product_sighting`]); with `live_views`, also the feeds of the live views
+/// ([`LiveFeeds`]).
 ///
 /// Without a reader for them (`run --no-http`, `bench`) the feeds are not built: every held
 /// item would otherwise be carried to the writers only to be dropped there, and the top
 /// products ranked for no one. On the side-by-side file (2 workers, 4 December 2026) that
 /// was 741,560 item changes per run, gathered, consolidated and handed over each epoch.
 pub fn recommendations<'scope>(
-    accepted: StreamVec<'scope, Epoch, Accepted>,
+    sightings: StreamVec<'scope, Epoch, items::Sighting>,
     reports: StreamVec<'scope, Epoch, PartitionReport>,
     seed: ProgressSeed,
     config: RecsConfig,
     live_views: bool,
 ) -> Recommendations<'scope> {
-    let sightings = items::sightings(accepted);
     let (held, retention) =
         items::held_items(sightings.clone(), reports.clone(), seed, config.horizon_ms);
     let names = names::held_names(sightings, reports, seed, config.horizon_ms);
