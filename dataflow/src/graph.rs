@@ -136,7 +136,7 @@ pub fn build_graph(
         let all_reports = local_reports.clone().broadcast();
         let replayed = replay_monitor(all_reports.clone(), seed.partitions);
 
-        let (accepted, gate_dead_letters) = closed_window_gate(
+        let judged = closed_window_gate(
             event_stream,
             all_reports.clone(),
             partitions.clone(),
@@ -144,11 +144,12 @@ pub fn build_graph(
             config.window,
         );
         let StageInputs {
+            dead_letters: gate_dead_letters,
             tallies,
             user_sightings,
             product_sightings,
             events: accepted,
-        } = split_by_stage(accepted, config.window, config.recommendations.is_some());
+        } = split_by_stage(judged, config.window, config.recommendations.is_some());
         let trends = tallies.event_trends(all_reports.clone(), seed);
         let funnel = user_sightings.funnel(all_reports.clone(), seed);
         let rule = SessionRule {

@@ -14,7 +14,6 @@ use std::sync::Arc;
 use clickflow_sources::encode::encode;
 use clickflow_sources::{DeadLetter, PartitionId, RejectKind, Rejection};
 use timely::dataflow::channels::pact::Pipeline;
-use timely::dataflow::operators::core::OkErr;
 use timely::dataflow::StreamVec;
 
 use crate::input::{Accepted, InputEvent};
@@ -23,20 +22,21 @@ use crate::runtime::watermark::{PartitionReport, ProgressSeed};
 use crate::window::WindowSize;
 use crate::Epoch;
 
-/// Splits `events` into those whose window is still open before their epoch and dead letters
-/// for the others, batch by batch as they arrive (the closing watermark is known once the
-/// epoch before is complete): the gate never holds an epoch of events.
+/// An event the gate judged: accepted, or a dead letter.
+pub type Judged = Result<Accepted, DeadLetter>;
+
+/// Judges `events`: accepted if their window is still open before their epoch, a dead
+/// letter otherwise, batch by batch as they arrive (the closing watermark is known once the
+/// epoch before is complete): the gate never holds an epoch of events. The split
+/// ([`crate::kpi::split`]) parts the two, in the same pass that gives each stage its input.
 pub fn closed_window_gate<'scope>(
     events: StreamVec<'scope, Epoch, InputEvent>,
     reports: StreamVec<'scope, Epoch, PartitionReport>,
     partitions: Arc<[PartitionId]>,
     seed: ProgressSeed,
     window: WindowSize,
-) -> (
-    StreamVec<'scope, Epoch, Accepted>,
-    StreamVec<'scope, Epoch, DeadLetter>,
-) {
-    let judged = by_epoch_streaming(
+) -> StreamVec<'scope, Epoch, Judged> {
+    by_epoch_streaming(
         events,
         Pipeline,
         reports,
@@ -71,6 +71,5 @@ pub fn closed_window_gate<'scope>(
             }
         },
         |_epoch, _watermarks, _out| {},
-    );
-    judged.ok_err(|result| result)
+    )
 }

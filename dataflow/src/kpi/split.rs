@@ -1,10 +1,12 @@
-//! The split: each accepted event turned, in one pass, into what each stage reads of it.
+//! The split: each event the gate judged turned, in one pass, into a dead letter or what each
+//! stage reads of it.
 //!
 //! ```text
-//!                ┌─► tallies         ((window, type), count and revenue)  ─► trends
-//!  accepted ─────┼─► user sightings  ((window, type, user))               ─► funnel
-//!  events        ├─► product views   (session and product, keyed)         ─► recommender
-//!                └─► the event itself (moved, not copied)                  ─► sessions
+//!              ┌─► dead letters     (rejected by the gate)               ─► dead_letters
+//!  judged ─────┼─► tallies          ((window, type), count and revenue)  ─► trends
+//!  events      ├─► user sightings   ((window, type, user))               ─► funnel
+//!              ├─► product views    (session and product, keyed)         ─► recommender
+//!              └─► the event itself (moved, not copied)                   ─► sessions
 //! ```
 //!
 //! The stages used to read the gate's stream of whole events each: timely copies a stream's
@@ -13,24 +15,29 @@
 //! side-by-side file (5 December 2026, 2 workers, `run --profile-operators`, three runs of
 //! each build, alternating): the gate's split into accepted events and dead letters
 //! (`OkErr`), the maps (`FlatMap`) and the trends' pre-aggregation took 0.67–0.68 s of the
-//! workers' busy time, against 0.51 s for this split and what remains of the others; busy
+//! workers' busy time, against 0.51 s for this split and what remained of the others; busy
 //! time in all went from 3.33–3.61 s to 3.20–3.23 s, the run's wall time from 2.48–2.62 s
-//! to 2.40–2.44 s.
+//! to 2.40–2.44 s. The gate's `OkErr` (0.07 s then) later moved into this split as well.
 
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::StreamVec;
 
+use clickflow_sources::DeadLetter;
+
 use crate::input::Accepted;
 use crate::kpi::funnel::{user_sighting, UserSighting};
+use crate::kpi::gate::Judged;
 use crate::kpi::trends::{tally, TrendUpdate};
 use crate::recs::items::{product_sighting, Sighting};
 use crate::window::WindowSize;
 use crate::Epoch;
 
-/// Each stage's input, split from the accepted events.
+/// Each stage's input, split from the judged events.
 pub struct StageInputs<'scope> {
+    /// The events the gate rejected.
+    pub dead_letters: StreamVec<'scope, Epoch, DeadLetter>,
     /// One tally per event, for `event_trends`.
     pub tallies: StreamVec<'scope, Epoch, TrendUpdate>,
     /// One sighting of its user per event, for `funnel_summary`.
@@ -41,35 +48,46 @@ pub struct StageInputs<'scope> {
     pub events: StreamVec<'scope, Epoch, Accepted>,
 }
 
-/// Splits `accepted` into the inputs of the stages, in one pass over each batch; the
-/// recommender's input is made only when `recommend` is set.
+/// Splits `judged` into dead letters and the inputs of the stages, in one pass over each
+/// batch; the recommender's input is made only when `recommend` is set.
 pub fn split_by_stage<'scope>(
-    accepted: StreamVec<'scope, Epoch, Accepted>,
+    judged: StreamVec<'scope, Epoch, Judged>,
     window: WindowSize,
     recommend: bool,
 ) -> StageInputs<'scope> {
-    let mut builder = OperatorBuilder::new("Split: per stage".to_owned(), accepted.scope());
-    let mut input = builder.new_input(accepted, Pipeline);
+    let mut builder = OperatorBuilder::new("Split: per stage".to_owned(), judged.scope());
+    let mut input = builder.new_input(judged, Pipeline);
+    let (dead_out, dead_letters) = builder.new_output();
     let (tallies_out, tallies) = builder.new_output();
     let (users_out, user_sightings) = builder.new_output();
     let (products_out, product_sightings) = builder.new_output();
     let (events_out, events) = builder.new_output();
+    let mut dead_out = OutputBuilder::from(dead_out);
     let mut tallies_out = OutputBuilder::from(tallies_out);
     let mut users_out = OutputBuilder::from(users_out);
     let mut products_out = OutputBuilder::from(products_out);
     let mut events_out = OutputBuilder::from(events_out);
     builder.build(move |_capabilities| {
         move |_frontiers| {
+            let mut dead_out = dead_out.activate();
             let mut tallies_out = tallies_out.activate();
             let mut users_out = users_out.activate();
             let mut products_out = products_out.activate();
             let mut events_out = events_out.activate();
             input.for_each_stamp(|stamp, batches| {
+                let mut dead = dead_out.session(&stamp);
                 let mut tallies = tallies_out.session(&stamp);
                 let mut users = users_out.session(&stamp);
                 let mut products = products_out.session(&stamp);
                 let mut events = events_out.session(&stamp);
-                for event in batches.flat_map(|batch| batch.drain(..)) {
+                for judged in batches.flat_map(|batch| batch.drain(..)) {
+                    let event = match judged {
+                        Ok(event) => event,
+                        Err(dead_letter) => {
+                            dead.give(dead_letter);
+                            continue;
+                        }
+                    };
                     tallies.give(tally(window, &event));
                     users.give(user_sighting(window, &event));
                     if recommend {
@@ -83,6 +101,7 @@ pub fn split_by_stage<'scope>(
         }
     });
     StageInputs {
+        dead_letters,
         tallies,
         user_sightings,
         product_sightings: recommend.then_some(product_sightings),
