@@ -18,7 +18,7 @@ use clickflow_benches::partitioned_events;
 use clickflow_dataflow::conversion::Sealing;
 use clickflow_dataflow::input::{product_hash, Accepted};
 use clickflow_dataflow::kpi::funnel::{user_sighting, Funnel};
-use clickflow_dataflow::kpi::sessions::{SessionRule, Sessions};
+use clickflow_dataflow::kpi::sessions::{BySession, SessionRule, Sessions};
 use clickflow_dataflow::kpi::trends::{tally, EventTrends};
 use clickflow_dataflow::runtime::watermark::{PartitionReport, ProgressSeed, NO_WATERMARK};
 use clickflow_dataflow::window::{Window, WindowSize};
@@ -117,7 +117,7 @@ fn run(epochs: Arc<Vec<Vec<Accepted>>>, workers: usize, stage: Stage, build: Bui
                             .probe_with(&probe);
                     }
                     Stage::Sessions => {
-                        accepted
+                        BySession::route(accepted)
                             .session_features(rule(), sealing(), reports, seed)
                             .rows
                             .inner

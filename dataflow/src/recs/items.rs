@@ -2,7 +2,7 @@
 
 use clickflow_sources::{EventTime, EventType};
 use differential_dataflow::VecCollection;
-use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::vec::Map;
 use timely::dataflow::StreamVec;
 
@@ -65,7 +65,9 @@ pub fn product_sighting(event: &Accepted) -> Option<Sighting> {
 }
 
 /// Every `(session, product)` viewed or carted within `horizon_ms` of the horizon clock
-/// (see [`crate::recs`]), and how far back they reach into each partition.
+/// (see [`crate::recs`]), and how far back they reach into each partition. `sightings`
+/// must arrive on the worker that owns their session, as the split sends them
+/// ([`crate::kpi::split`]): each item is held where it arrives.
 pub fn held_items<'scope>(
     sightings: StreamVec<'scope, Epoch, Sighting>,
     reports: StreamVec<'scope, Epoch, PartitionReport>,
@@ -83,7 +85,7 @@ pub fn held_items<'scope>(
     });
     hold_until(
         updates,
-        Exchange::new(|hold: &Hold<Item>| hold.record.0),
+        Pipeline,
         horizon_reports(reports),
         seed,
         "Recs: items of the horizon",

@@ -70,7 +70,8 @@ pub struct LiveFeeds<'scope> {
 }
 
 /// Builds the recommender over the products accepted events viewed or carted
-/// ([`items::product_sighting`]); with `live_views`, also the feeds of the live views
+/// ([`items::product_sighting`]), each on the worker that owns its session, as the split
+/// sends them ([`crate::kpi::split`]); with `live_views`, also the feeds of the live views
 /// ([`LiveFeeds`]).
 ///
 /// Without a reader for them (`run --no-http`, `bench`) the feeds are not built: every held

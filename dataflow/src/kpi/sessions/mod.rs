@@ -26,7 +26,7 @@
 //! an epoch after it closes.
 //!
 //! ```text
-//!  accepted events ─exchange by session_id─► per id: spans sorted by start, > gap apart
+//!  accepted events (on their session's worker) ─► per id: spans sorted by start, > gap apart
 //!                                                   │ per epoch: changed spans → (row, ±1),
 //!                                                   │   changed paths → ((window, path), ±1)
 //!  partition reports ─broadcast─► watermark ────────┘ final spans → closed row;
@@ -60,7 +60,8 @@ use std::rc::Rc;
 use clickflow_sources::EventTime;
 use differential_dataflow::{AsCollection, VecCollection};
 use serde::{Deserialize, Serialize};
-use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::core::Exchange;
 use timely::dataflow::operators::core::OkErr;
 use timely::dataflow::StreamVec;
 
@@ -115,6 +116,23 @@ pub struct SessionStreams<'scope> {
     pub retention: StreamVec<'scope, Epoch, Retention>,
 }
 
+/// Accepted events, each on the worker that owns its session ([`RouteKey::route`] of its
+/// id): what the session stage keeps its state by.
+pub struct BySession<'scope>(StreamVec<'scope, Epoch, Accepted>);
+
+impl<'scope> BySession<'scope> {
+    /// Sends each event of `events` to the worker that owns its session.
+    pub fn route(events: StreamVec<'scope, Epoch, Accepted>) -> BySession<'scope> {
+        BySession(events.exchange(|event: &Accepted| event.session_id.route()))
+    }
+
+    /// `events` as they are: the caller sent each to the worker that owns its session (the
+    /// split does, [`crate::kpi::split`]).
+    pub(crate) fn routed(events: StreamVec<'scope, Epoch, Accepted>) -> BySession<'scope> {
+        BySession(events)
+    }
+}
+
 /// Computes `session_features` from accepted events.
 pub trait Sessions<'scope> {
     /// One row per session under `rule`, as row changes per epoch; a final session's row
@@ -139,7 +157,7 @@ enum Change {
 
 type Output = Result<(Change, Epoch, isize), Retention>;
 
-impl<'scope> Sessions<'scope> for StreamVec<'scope, Epoch, Accepted> {
+impl<'scope> Sessions<'scope> for BySession<'scope> {
     fn session_features(
         self,
         rule: SessionRule,
@@ -148,19 +166,19 @@ impl<'scope> Sessions<'scope> for StreamVec<'scope, Epoch, Accepted> {
         seed: ProgressSeed,
     ) -> SessionStreams<'scope> {
         const NAME: &str = "Sessions: per session";
-        let worker = self.scope().index();
+        let BySession(events) = self;
+        let worker = events.scope().index();
         let state = Rc::new(RefCell::new(SessionState::default()));
         let absorbing = state.clone();
         let mut reported_since: Option<Vec<(u32, EventTime)>> = None;
-        let pact = Exchange::new(|event: &Accepted| event.session_id.route());
         let clocks = Clocks {
             rule,
             sealing,
             committed: seed.committed_watermark,
         };
         let outputs = by_epoch_streaming(
-            self,
-            pact,
+            events,
+            Pipeline,
             reports,
             seed,
             NAME,
