@@ -34,11 +34,11 @@ use timely::dataflow::StreamVec;
 
 use clickflow_sources::DeadLetter;
 
+use crate::input::Accepted;
 use crate::kpi::funnel::{user_sighting, UserSighting};
 use crate::kpi::gate::Judged;
-use crate::kpi::sessions::BySession;
 use crate::kpi::trends::{tally, TrendUpdate};
-use crate::operators::RouteKey;
+use crate::operators::{BySession, RouteKey};
 use crate::recs::items::{product_sighting, Sighting};
 use crate::window::WindowSize;
 use crate::Epoch;
@@ -62,11 +62,11 @@ pub struct StageInputs<'scope> {
     pub tallies: StreamVec<'scope, Epoch, TrendUpdate>,
     /// One sighting of its user per event, for `funnel_summary`.
     pub user_sightings: StreamVec<'scope, Epoch, UserSighting>,
-    /// The products viewed or carted, for the recommender (`None` without it), each on the
-    /// worker that owns its session: the recommender holds them there without an exchange.
-    pub product_sightings: Option<StreamVec<'scope, Epoch, Sighting>>,
+    /// The products viewed or carted, for the recommender (`None` without it): the
+    /// recommender holds them on their session's worker without an exchange.
+    pub product_sightings: Option<BySession<'scope, Sighting>>,
     /// The events themselves, for `session_features`.
-    pub events: BySession<'scope>,
+    pub events: BySession<'scope, Accepted>,
 }
 
 /// Splits `judged` into dead letters and the inputs of the stages, in one pass over each
@@ -125,7 +125,7 @@ pub fn split_by_stage<'scope>(
         dead_letters,
         tallies,
         user_sightings,
-        product_sightings: recommend.then_some(product_sightings),
+        product_sightings: recommend.then(|| BySession::routed(product_sightings)),
         events: BySession::routed(events),
     }
 }

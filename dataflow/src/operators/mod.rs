@@ -28,4 +28,4 @@ pub use holding::{hold_until, Hold};
 pub use keyed::{aggregate_by_key, KeyedStage, Merge};
 pub use pre_aggregate::pre_aggregate;
 pub use restamp::at_own_epochs;
-pub use route::{KeyedId, RouteKey};
+pub use route::{BySession, KeyedId, RouteKey};

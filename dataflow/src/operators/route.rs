@@ -16,7 +16,12 @@ use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::Xxh3Default;
 
+use timely::dataflow::operators::core::Exchange;
+use timely::dataflow::StreamVec;
+
+use crate::input::Accepted;
 use crate::window::Window;
+use crate::Epoch;
 
 /// A key that can be routed to a worker.
 pub trait RouteKey {
@@ -103,6 +108,38 @@ impl RouteKey for KeyedId {
 
     fn route(&self) -> u64 {
         self.key
+    }
+}
+
+/// A stream whose records are each on the worker that owns their session ([`RouteKey::route`]
+/// of the session id): what the stages that keep their state by session (the session stage,
+/// the recommender's holding of items) read without an exchange of their own. Only
+/// [`BySession::route`] and the split ([`crate::kpi::split`]), which exchanges its input
+/// by session, make one.
+pub struct BySession<'scope, D>(StreamVec<'scope, Epoch, D>);
+
+impl<D: Clone + 'static> Clone for BySession<'_, D> {
+    fn clone(&self) -> Self {
+        BySession(self.0.clone())
+    }
+}
+
+impl<'scope> BySession<'scope, Accepted> {
+    /// Sends each event of `events` to the worker that owns its session.
+    pub fn route(events: StreamVec<'scope, Epoch, Accepted>) -> Self {
+        BySession(events.exchange(|event: &Accepted| event.session_id.route()))
+    }
+}
+
+impl<'scope, D> BySession<'scope, D> {
+    /// `records` as they are: the caller made each on the worker that owns its session.
+    pub(crate) fn routed(records: StreamVec<'scope, Epoch, D>) -> Self {
+        BySession(records)
+    }
+
+    /// The records, on their sessions' workers.
+    pub(crate) fn into_stream(self) -> StreamVec<'scope, Epoch, D> {
+        self.0
     }
 }
 

@@ -7,7 +7,7 @@ use timely::dataflow::operators::vec::Map;
 use timely::dataflow::StreamVec;
 
 use crate::input::Accepted;
-use crate::operators::{hold_until, EpochWatermarks, Hold, KeyedId, RouteKey};
+use crate::operators::{hold_until, BySession, EpochWatermarks, Hold, KeyedId, RouteKey};
 use crate::runtime::replay::Retention;
 use crate::runtime::watermark::{PartitionReport, ProgressSeed};
 use crate::Epoch;
@@ -65,11 +65,10 @@ pub fn product_sighting(event: &Accepted) -> Option<Sighting> {
 }
 
 /// Every `(session, product)` viewed or carted within `horizon_ms` of the horizon clock
-/// (see [`crate::recs`]), and how far back they reach into each partition. `sightings`
-/// must arrive on the worker that owns their session, as the split sends them
-/// ([`crate::kpi::split`]): each item is held where it arrives.
+/// (see [`crate::recs`]), and how far back they reach into each partition. Each item is
+/// held on the worker that owns its session, where its sightings are.
 pub fn held_items<'scope>(
-    sightings: StreamVec<'scope, Epoch, Sighting>,
+    sightings: BySession<'scope, Sighting>,
     reports: StreamVec<'scope, Epoch, PartitionReport>,
     seed: ProgressSeed,
     horizon_ms: i64,
@@ -77,7 +76,7 @@ pub fn held_items<'scope>(
     VecCollection<'scope, Epoch, Item>,
     StreamVec<'scope, Epoch, Retention>,
 ) {
-    let updates = sightings.map(move |seen| Hold {
+    let updates = sightings.into_stream().map(move |seen| Hold {
         origin: Some((seen.partition, seen.ts)),
         until: seen.ts.saturating_add(horizon_ms),
         diff: 1,

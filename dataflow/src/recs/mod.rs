@@ -43,7 +43,7 @@ use differential_dataflow::VecCollection;
 use timely::dataflow::StreamVec;
 
 use crate::config::RecsConfig;
-use crate::operators::at_own_epochs;
+use crate::operators::{at_own_epochs, BySession};
 use crate::rows::{PopularRow, ProductName, RecommendationRow, SessionItem};
 use crate::runtime::replay::Retention;
 use crate::runtime::watermark::{PartitionReport, ProgressSeed};
@@ -70,16 +70,15 @@ pub struct LiveFeeds<'scope> {
 }
 
 /// Builds the recommender over the products accepted events viewed or carted
-/// ([`items::product_sighting`]), each on the worker that owns its session, as the split
-/// sends them ([`crate::kpi::split`]); with `live_views`, also the feeds of the live views
-/// ([`LiveFeeds`]).
+/// ([`items::product_sighting`]), each on the worker that owns its session; with
+/// `live_views`, also the feeds of the live views ([`LiveFeeds`]).
 ///
 /// Without a reader for them (`run --no-http`, `bench`) the feeds are not built: every held
 /// item would otherwise be carried to the writers only to be dropped there, and the top
 /// products ranked for no one. On the side-by-side file (2 workers, 4 December 2026) that
 /// was 741,560 item changes per run, gathered, consolidated and handed over each epoch.
 pub fn recommendations<'scope>(
-    sightings: StreamVec<'scope, Epoch, items::Sighting>,
+    sightings: BySession<'scope, items::Sighting>,
     reports: StreamVec<'scope, Epoch, PartitionReport>,
     seed: ProgressSeed,
     config: RecsConfig,
@@ -87,7 +86,7 @@ pub fn recommendations<'scope>(
 ) -> Recommendations<'scope> {
     let (held, retention) =
         items::held_items(sightings.clone(), reports.clone(), seed, config.horizon_ms);
-    let names = names::held_names(sightings, reports, seed, config.horizon_ms);
+    let names = names::held_names(sightings.into_stream(), reports, seed, config.horizon_ms);
     let sampled = items::sample_per_session(held, config.max_items_per_session);
     let pairs = pairs::co_occurrence(sampled.clone());
     let popularity = names::named(pairs::popularity(sampled.clone()), names.clone());

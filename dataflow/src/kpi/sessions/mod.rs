@@ -61,14 +61,13 @@ use clickflow_sources::EventTime;
 use differential_dataflow::{AsCollection, VecCollection};
 use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::Pipeline;
-use timely::dataflow::operators::core::Exchange;
 use timely::dataflow::operators::core::OkErr;
 use timely::dataflow::StreamVec;
 
 use crate::conversion::paths::Path;
 use crate::conversion::Sealing;
 use crate::input::Accepted;
-use crate::operators::{by_epoch_streaming, RouteKey};
+use crate::operators::{by_epoch_streaming, BySession};
 use crate::rows::SessionRow;
 use crate::runtime::replay::Retention;
 use crate::runtime::watermark::{PartitionReport, ProgressSeed};
@@ -116,23 +115,6 @@ pub struct SessionStreams<'scope> {
     pub retention: StreamVec<'scope, Epoch, Retention>,
 }
 
-/// Accepted events, each on the worker that owns its session ([`RouteKey::route`] of its
-/// id): what the session stage keeps its state by.
-pub struct BySession<'scope>(StreamVec<'scope, Epoch, Accepted>);
-
-impl<'scope> BySession<'scope> {
-    /// Sends each event of `events` to the worker that owns its session.
-    pub fn route(events: StreamVec<'scope, Epoch, Accepted>) -> BySession<'scope> {
-        BySession(events.exchange(|event: &Accepted| event.session_id.route()))
-    }
-
-    /// `events` as they are: the caller sent each to the worker that owns its session (the
-    /// split does, [`crate::kpi::split`]).
-    pub(crate) fn routed(events: StreamVec<'scope, Epoch, Accepted>) -> BySession<'scope> {
-        BySession(events)
-    }
-}
-
 /// Computes `session_features` from accepted events.
 pub trait Sessions<'scope> {
     /// One row per session under `rule`, as row changes per epoch; a final session's row
@@ -157,7 +139,7 @@ enum Change {
 
 type Output = Result<(Change, Epoch, isize), Retention>;
 
-impl<'scope> Sessions<'scope> for BySession<'scope> {
+impl<'scope> Sessions<'scope> for BySession<'scope, Accepted> {
     fn session_features(
         self,
         rule: SessionRule,
@@ -166,7 +148,7 @@ impl<'scope> Sessions<'scope> for BySession<'scope> {
         seed: ProgressSeed,
     ) -> SessionStreams<'scope> {
         const NAME: &str = "Sessions: per session";
-        let BySession(events) = self;
+        let events = self.into_stream();
         let worker = events.scope().index();
         let state = Rc::new(RefCell::new(SessionState::default()));
         let absorbing = state.clone();
