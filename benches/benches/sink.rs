@@ -72,7 +72,9 @@ fn sink(c: &mut Criterion) {
                     let mut total = Duration::ZERO;
                     for _ in 0..iterations {
                         db.query("TRUNCATE session_features, churn_scores, clickflow_offsets");
-                        runtime.block_on(recover(&url)).unwrap();
+                        runtime
+                            .block_on(async { recover(&url.connect().await?, url.schema()).await })
+                            .unwrap();
                         let config = SinkConfig::new(url.clone());
                         let stopped = Arc::new(AtomicBool::new(false));
                         let coordinator = spawn_coordinator(config.clone(), None, stopped.clone());

@@ -165,7 +165,9 @@ fn prepare_blocking(url: &str) -> Result<(), SinkError> {
         .enable_all()
         .build()
         .unwrap();
-    runtime.block_on(prepare(&DatabaseUrl::parse(url).unwrap()))
+    runtime
+        .block_on(prepare(&DatabaseUrl::parse(url).unwrap()))
+        .map(drop)
 }
 
 #[test]
@@ -276,7 +278,9 @@ fn each_partition_restarts_from_before_its_own_oldest_needed_event() {
         .build()
         .unwrap();
     let plan = runtime
-        .block_on(load_resume_plan(&url, &[p0.clone(), p1.clone()]))
+        .block_on(async {
+            load_resume_plan(&url.connect().await?, &[p0.clone(), p1.clone()]).await
+        })
         .unwrap();
     let start = |p: &PartitionId| {
         let resume = plan.partitions[p];
@@ -301,7 +305,9 @@ fn each_partition_restarts_from_before_its_own_oldest_needed_event() {
     // (the earliest of all) applies, as before.
     db.query("UPDATE clickflow_offsets SET retain_from = NULL");
     let plan = runtime
-        .block_on(load_resume_plan(&url, &[p0.clone(), p1.clone()]))
+        .block_on(async {
+            load_resume_plan(&url.connect().await?, &[p0.clone(), p1.clone()]).await
+        })
         .unwrap();
     assert_eq!(
         plan.partitions[&p1].start, None,

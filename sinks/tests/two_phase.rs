@@ -287,7 +287,7 @@ fn a_start_commits_the_decided_parts_and_rolls_back_the_others() {
         other.query("SELECT oid FROM pg_database WHERE datname = current_database()")
     ));
 
-    let recovered = block_on(recover(&url)).unwrap();
+    let recovered = block_on(async { recover(&url.connect().await?, url.schema()).await }).unwrap();
     assert_eq!(
         recovered,
         Recovered {
@@ -374,7 +374,7 @@ fn a_fatal_source_error_stops_the_writers_and_the_coordinator_with_that_error() 
         error.to_lowercase().contains("authoriz"),
         "the error names the cause: {error}"
     );
-    block_on(recover(&url)).unwrap();
+    block_on(async { recover(&url.connect().await?, url.schema()).await }).unwrap();
     assert_eq!(
         db.query("SELECT count(*) FROM pg_prepared_xacts WHERE database = current_database()"),
         "0"

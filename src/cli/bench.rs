@@ -233,7 +233,9 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
             // A topic never ends: only sessions final at the committed watermark are closed
             // (and open ones are scored as known at it).
             let watermark = runtime
-                .block_on(load_resume_plan(&url, &prepared.input.partitions()))?
+                .block_on(async {
+                    load_resume_plan(&url.connect().await?, &prepared.input.partitions()).await
+                })?
                 .committed_watermark;
             let mut oracle = recompute(&events, &dataflow);
             let rule = SessionRule {

@@ -8,16 +8,21 @@
 //! a file by its path and [`FileIdentity`]. A file that only grew is the same input (its
 //! splits keep their recorded bounds); an edited one, or another split count, is not.
 
-use super::schema::connect;
-use super::{DatabaseUrl, SinkError};
+use tokio_postgres::Client;
+
+use super::SinkError;
 use clickflow_dataflow::runtime::run::InputSpec;
 use clickflow_sources::file::{FileIdentity, FileSplits};
 
 /// Records the input of a fresh schema, or checks it against the recorded one. Returns the
 /// input to run: for a file that grew since it was recorded, its plan with the recorded
-/// split bounds.
-pub async fn claim_input(url: &DatabaseUrl, input: InputSpec) -> Result<InputSpec, SinkError> {
-    let client = connect(url).await?;
+/// split bounds. `client` is connected to the pipeline's database; `schema` names it in
+/// errors.
+pub async fn claim_input(
+    client: &Client,
+    schema: &str,
+    input: InputSpec,
+) -> Result<InputSpec, SinkError> {
     let (name, identity) = describe(&input);
     let recorded = client
         .query_opt(
@@ -40,7 +45,7 @@ pub async fn claim_input(url: &DatabaseUrl, input: InputSpec) -> Result<InputSpe
     let (recorded_name, fingerprint): (String, Option<String>) = (recorded.get(0), recorded.get(1));
     if recorded_name != name {
         return Err(SinkError::ForeignInput {
-            schema: url.schema().to_string(),
+            schema: schema.to_string(),
             recorded: recorded_name,
             given: name,
         });
@@ -49,7 +54,7 @@ pub async fn claim_input(url: &DatabaseUrl, input: InputSpec) -> Result<InputSpe
         return Ok(input);
     };
     let changed = |source| SinkError::ChangedFile {
-        schema: url.schema().to_string(),
+        schema: schema.to_string(),
         source,
     };
     let recorded: FileIdentity =

@@ -10,14 +10,15 @@ use clickflow_dataflow::runtime::run::{
 };
 use clickflow_dataflow::{EpochOutput, PipelineMetrics};
 use timely::CommunicationConfig;
+use tokio_postgres::Client;
 
 use clickflow_dataflow::kpi::sessions::SessionRule;
 use clickflow_dataflow::runtime::watermark::NO_WATERMARK;
 
 use super::two_phase::{self, spawn_coordinator, spawn_writer, WriterHandle};
 use super::{
-    claim_input, load_resume_plan, load_user_history, prepare, spawn_sink, DatabaseUrl, SinkConfig,
-    SinkError, SinkHandle, SinkWriters,
+    claim_input, load_resume_plan, load_user_history, prepare, spawn_sink, SinkConfig, SinkError,
+    SinkHandle, SinkWriters,
 };
 use crate::changes::capture_changes;
 
@@ -83,21 +84,22 @@ pub fn run_into_postgres(
         let (url, input, choice) = (&sink.url, input.clone(), sink.writers);
         let capture = sink.capture.clone();
         async move {
-            prepare(url).await?;
+            // One connection for every query of the start.
+            let mut client = prepare(url).await?;
             if writes {
                 // After the recovery: a part a crashed run left prepared holds its tables.
-                two_phase::recover(url).await?;
-                capture_changes(&mut url.connect().await?, &capture).await?;
+                two_phase::recover(&client, url.schema()).await?;
+                capture_changes(&mut client, &capture).await?;
             } else {
-                two_phase::await_recovery(url).await?;
+                two_phase::await_recovery(&client).await?;
             }
-            let per_worker = writers_per_worker(url, choice, workers).await?;
-            let input = claim_input(url, input).await?;
-            let mut plan = load_resume_plan(url, &input.partitions()).await?;
+            let per_worker = writers_per_worker(&client, choice, workers).await?;
+            let input = claim_input(&client, url.schema(), input).await?;
+            let mut plan = load_resume_plan(&client, &input.partitions()).await?;
             if scoring && plan.committed_watermark != NO_WATERMARK {
                 plan.reopen_after_end(rule.window);
                 let folds_before = plan.history_folds_before(rule.window);
-                plan.history = Arc::new(load_user_history(url, rule, folds_before).await?);
+                plan.history = Arc::new(load_user_history(&client, rule, folds_before).await?);
             }
             Ok((input, plan, per_worker))
         }
@@ -208,14 +210,14 @@ fn workers_of(config: &timely::Config) -> usize {
 /// Whether every worker writes its own rows: as asked, or (`auto`) when the server allows
 /// the prepared transactions it takes. Every process decides the same from the same server.
 async fn writers_per_worker(
-    url: &DatabaseUrl,
+    client: &Client,
     choice: SinkWriters,
     workers: usize,
 ) -> Result<bool, SinkError> {
     if choice == SinkWriters::One {
         return Ok(false);
     }
-    let allowed = two_phase::prepared_transactions_allowed(url).await?;
+    let allowed = two_phase::prepared_transactions_allowed(client).await?;
     let per_worker = choose_writers(choice, allowed, workers)?;
     if per_worker {
         tracing::info!(
@@ -361,7 +363,8 @@ mod tests {
         assert_eq!(started.unwrap(), 21, "twenty cuts, then a start");
 
         // Nothing listens on port 1.
-        let silent = DatabaseUrl::parse("postgres://clickflow@127.0.0.1:1/shop").unwrap();
+        let silent =
+            crate::postgres::DatabaseUrl::parse("postgres://clickflow@127.0.0.1:1/shop").unwrap();
         let mut attempts = 0;
         let refused = block_on(retrying_at_start(&policy, || {
             attempts += 1;

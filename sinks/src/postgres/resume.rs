@@ -12,18 +12,18 @@ use clickflow_sources::{EventTime, PartitionId};
 use compact_str::CompactString;
 
 use super::alert_rows::read_window_series;
-use super::schema::connect;
-use super::{DatabaseUrl, SinkError};
+use tokio_postgres::Client;
+
+use super::SinkError;
 
 /// The resume plan for `partitions` from what the sink committed: each partition restarts
 /// from its newest checkpoint whose clock is before its own `retain_from` (the pipeline's
 /// where a database from before migration 6 recorded none; its committed offset when
 /// nothing open depends on its past), and replays up to its committed offset.
 pub async fn load_resume_plan(
-    url: &DatabaseUrl,
+    client: &Client,
     partitions: &[PartitionId],
 ) -> Result<ResumePlan, SinkError> {
-    let client = connect(url).await?;
     let pipeline = client
         .query_opt(
             "SELECT watermark, retain_from FROM clickflow_pipeline WHERE id = 1",
@@ -41,7 +41,7 @@ pub async fn load_resume_plan(
         committed_watermark,
         retain_from: pipeline_retain_from,
         history: Default::default(),
-        window_history: read_window_series(&client).await?.into(),
+        window_history: read_window_series(client).await?.into(),
     };
     for partition in partitions {
         let topic = partition.topic.to_string();
@@ -103,11 +103,10 @@ pub async fn load_resume_plan(
 /// totals, later ones listed with their final time. A session's final time is computed as
 /// the dataflow does: the end of the window holding `last_event + gap`.
 pub async fn load_user_history(
-    url: &DatabaseUrl,
+    client: &Client,
     rule: SessionRule,
     fold_before: EventTime,
 ) -> Result<HistorySeed, SinkError> {
-    let client = connect(url).await?;
     let rows = client
         .query(
             "WITH closed AS (

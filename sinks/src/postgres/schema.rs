@@ -1,6 +1,8 @@
 //! Versioned, idempotent schema migrations, and the checks that make a bad database a clear
 //! error at start rather than a crash later.
 
+use std::collections::HashMap;
+
 use tokio_postgres::Client;
 
 use super::{DatabaseUrl, SinkError};
@@ -566,7 +568,10 @@ pub(super) async fn connect(url: &DatabaseUrl) -> Result<Client, SinkError> {
 
 /// Connects, applies pending migrations and checks that every table has the expected columns
 /// and that this user may write them. Run once at start: every problem here is fatal.
-pub async fn prepare(url: &DatabaseUrl) -> Result<(), SinkError> {
+///
+/// Returns the connection, for the rest of the start's queries: opening one costs 4–6 ms
+/// with TLS on this machine, and the start used to open five more one after another.
+pub async fn prepare(url: &DatabaseUrl) -> Result<Client, SinkError> {
     let mut client = connect(url).await?;
     let exists = client
         .query_opt(
@@ -585,7 +590,8 @@ pub async fn prepare(url: &DatabaseUrl) -> Result<(), SinkError> {
     }
     migrate(&mut client).await?;
     check_columns(&client).await?;
-    check_privileges(&client).await
+    check_privileges(&client).await?;
+    Ok(client)
 }
 
 async fn migrate(client: &mut Client) -> Result<(), SinkError> {
@@ -657,22 +663,33 @@ async fn apply_migrations(
     Ok(())
 }
 
+/// The names of the tables the pipeline reads and writes.
+fn expected_tables() -> Vec<&'static str> {
+    EXPECTED_COLUMNS.iter().map(|(table, _)| *table).collect()
+}
+
+/// Checks every expected column in one query: one round trip per table cost 12 ms of each
+/// start (measured with the server's statement log, 6 December 2026).
 async fn check_columns(client: &Client) -> Result<(), SinkError> {
+    let rows = client
+        .query(
+            "SELECT table_name::text, column_name::text, data_type::text
+             FROM information_schema.columns
+             WHERE table_schema = current_schema() AND table_name = ANY($1)",
+            &[&expected_tables()],
+        )
+        .await
+        .map_err(SinkError::statement("reading the schema"))?;
+    let found: HashMap<(String, String), String> = rows
+        .iter()
+        .map(|r| ((r.get(0), r.get(1)), r.get(2)))
+        .collect();
     let mut problems = Vec::new();
     for (table, columns) in EXPECTED_COLUMNS {
-        let rows = client
-            .query(
-                "SELECT column_name::text, data_type::text FROM information_schema.columns
-                 WHERE table_schema = current_schema() AND table_name = $1",
-                &[table],
-            )
-            .await
-            .map_err(SinkError::statement("reading the schema"))?;
-        let found: Vec<(String, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
         for (column, data_type) in *columns {
-            match found.iter().find(|(name, _)| name == column) {
+            match found.get(&(table.to_string(), column.to_string())) {
                 None => problems.push(format!("{table}.{column} is missing")),
-                Some((_, actual)) if actual != data_type => problems.push(format!(
+                Some(actual) if actual != data_type => problems.push(format!(
                     "{table}.{column} is {actual}, expected {data_type}"
                 )),
                 Some(_) => {}
@@ -686,22 +703,22 @@ async fn check_columns(client: &Client) -> Result<(), SinkError> {
     }
 }
 
+/// Checks every privilege the pipeline needs on every table in one query (four round trips
+/// per table cost 37 ms of each start, measured as above).
 async fn check_privileges(client: &Client) -> Result<(), SinkError> {
-    let mut missing = Vec::new();
-    for (table, _) in EXPECTED_COLUMNS {
-        for privilege in ["SELECT", "INSERT", "UPDATE", "DELETE"] {
-            let row = client
-                .query_one(
-                    "SELECT has_table_privilege(current_user, $1, $2)",
-                    &[table, &privilege],
-                )
-                .await
-                .map_err(SinkError::statement("checking privileges"))?;
-            if !row.get::<_, bool>(0) {
-                missing.push(format!("{privilege} on {table}"));
-            }
-        }
-    }
+    let rows = client
+        .query(
+            "SELECT privilege || ' on ' || table_name
+             FROM unnest($1::text[]) WITH ORDINALITY AS t(table_name, t_order)
+             CROSS JOIN unnest(ARRAY['SELECT', 'INSERT', 'UPDATE', 'DELETE'])
+                  WITH ORDINALITY AS p(privilege, p_order)
+             WHERE NOT has_table_privilege(current_user, table_name, privilege)
+             ORDER BY t_order, p_order",
+            &[&expected_tables()],
+        )
+        .await
+        .map_err(SinkError::statement("checking privileges"))?;
+    let missing: Vec<String> = rows.iter().map(|row| row.get(0)).collect();
     if missing.is_empty() {
         Ok(())
     } else {

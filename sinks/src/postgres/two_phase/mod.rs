@@ -253,13 +253,13 @@ pub struct Recovered {
 /// coordinator had decided to commit, rolls back every other, and forgets its writers. Run
 /// at start by the process that coordinates, before any writer of the new run exists (the
 /// other processes cannot write before the cluster has formed, which needs this one).
-pub async fn recover(url: &DatabaseUrl) -> Result<Recovered, SinkError> {
-    let client = connect(url).await?;
-    let names = PartNames::load(&client, url.schema()).await?;
-    let committed = names.finish_decided(&client).await?;
+/// `client` is connected to the pipeline's database with `schema` on its search path.
+pub async fn recover(client: &Client, schema: &str) -> Result<Recovered, SinkError> {
+    let names = PartNames::load(client, schema).await?;
+    let committed = names.finish_decided(client).await?;
     let mut rolled_back = 0;
-    for (gid, _) in names.prepared(&client).await? {
-        if finish_part(&client, "ROLLBACK PREPARED", &gid).await? {
+    for (gid, _) in names.prepared(client).await? {
+        if finish_part(client, "ROLLBACK PREPARED", &gid).await? {
             rolled_back += 1;
         }
     }
@@ -286,8 +286,7 @@ pub async fn recover(url: &DatabaseUrl) -> Result<Recovered, SinkError> {
 /// Waits until the coordinating process has settled what a previous run left decided
 /// ([`recover`]): a process that does not coordinate reads the tables at start (users'
 /// histories) and must see every committed epoch whole.
-pub async fn await_recovery(url: &DatabaseUrl) -> Result<(), SinkError> {
-    let client = connect(url).await?;
+pub async fn await_recovery(client: &Client) -> Result<(), SinkError> {
     let mut told = false;
     loop {
         let row = client
@@ -327,8 +326,7 @@ pub async fn discard_prepared(url: &DatabaseUrl) -> Result<usize, SinkError> {
 }
 
 /// How many prepared transactions the server allows (`max_prepared_transactions`).
-pub async fn prepared_transactions_allowed(url: &DatabaseUrl) -> Result<i64, SinkError> {
-    let client = connect(url).await?;
+pub async fn prepared_transactions_allowed(client: &Client) -> Result<i64, SinkError> {
     let row = client
         .query_one(
             "SELECT setting::bigint FROM pg_settings WHERE name = 'max_prepared_transactions'",
