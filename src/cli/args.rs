@@ -44,7 +44,7 @@ pub struct DataflowArgs {
     recs_horizon: Duration,
     /// Most products one session contributes to the co-occurrence counts (a longer
     /// session contributes a fixed sample of them).
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = clickflow_dataflow::config::RecsConfig::default().max_items_per_session)]
     recs_items_per_session: usize,
     /// Do not run the recommender (`product_recommendations` stays empty and the
     /// recommendation routes answer 503).

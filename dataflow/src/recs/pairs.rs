@@ -28,8 +28,8 @@ pub const MIN_CO_SESSIONS: isize = 2;
 /// `((a, b), sessions holding both)` for every pair of different products that at least
 /// [`MIN_CO_SESSIONS`] sessions hold, each pair once, with `a < b` (by key): the ranking
 /// turns it both ways. Counting each pair once halves the self-join's output and the
-/// count's sorting against counting both orders (each session's 20 sampled items make 190
-/// pairs, not 380). The sessions' arrangement is built once and read by both sides of the
+/// count's sorting against counting both orders (each session's 15 sampled items make 105
+/// pairs, not 210). The sessions' arrangement is built once and read by both sides of the
 /// join.
 ///
 /// The join's output is merged per pair on its own worker ([`pre_aggregate`]) before the
