@@ -1,10 +1,12 @@
 //! The `clickflow` command: parses flags and wires the crates together.
 
 mod cli;
+mod memory;
 
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    memory::return_large_blocks();
     let args = match cli::config::parse(std::env::args_os().collect()) {
         Ok(layered) => layered.cli,
         Err(error) => {
