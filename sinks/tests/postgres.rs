@@ -185,10 +185,18 @@ fn migrations_are_idempotent_and_a_mismatched_schema_is_refused_at_start() {
         "0"
     );
     db.query("ALTER TABLE event_trends ALTER COLUMN count TYPE integer");
+    db.query("ALTER TABLE funnel_summary DROP COLUMN unique_users");
     let error = prepare_blocking(&db.url).unwrap_err();
     assert!(matches!(error, SinkError::SchemaMismatch(_)), "{error}");
+    // Every problem of every table is named, from the one query over all of them.
     assert!(
         error.to_string().contains("event_trends.count is integer"),
+        "{error}"
+    );
+    assert!(
+        error
+            .to_string()
+            .contains("funnel_summary.unique_users is missing"),
         "{error}"
     );
     assert!(!error.is_retriable());
