@@ -177,7 +177,7 @@ fn migrations_are_idempotent_and_a_mismatched_schema_is_refused_at_start() {
     prepare_blocking(&db.url).unwrap();
     assert_eq!(
         db.query("SELECT string_agg(version::text, ',' ORDER BY version) FROM clickflow_schema_migrations"),
-        "1,2,3,4,5,6,7,8,9,10",
+        "1,2,3,4,5,6,7,8,9,10,11",
         "each migration once"
     );
     assert_eq!(

@@ -370,6 +370,18 @@ CREATE TABLE IF NOT EXISTS funnel_conversion (
 );
 "#,
     ),
+    (
+        11,
+        "the prediction log keyed by the time a prediction describes, then its hash",
+        r#"
+-- A key led by a hash put every logged prediction on a random page of its index; led by
+-- as_of, new predictions go near the index's end, and the one index also serves the pruning
+-- by age and the backtest's order (as_of, prediction_key).
+ALTER TABLE churn_predictions DROP CONSTRAINT churn_predictions_pkey;
+ALTER TABLE churn_predictions ADD PRIMARY KEY (as_of, prediction_key);
+DROP INDEX churn_predictions_as_of;
+"#,
+    ),
 ];
 
 /// The columns the sink writes, per table, with their types: checked at start.
@@ -730,6 +742,42 @@ async fn check_privileges(client: &Client) -> Result<(), SinkError> {
 mod tests {
     use super::*;
     use crate::postgres::testing::{block_on, scratch_database};
+
+    /// Migration 11 re-keys the prediction log by `(as_of, prediction_key)`: what was
+    /// logged stays, and the index on `as_of` alone goes, the key serving in its place.
+    #[test]
+    fn the_prediction_log_keeps_its_rows_under_its_new_key() {
+        let (db, url) = scratch_database("migration11");
+        block_on(async {
+            let mut client = connect(&url).await.unwrap();
+            apply_migrations(&mut client, &MIGRATIONS[..10])
+                .await
+                .unwrap();
+        });
+        db.query(
+            "INSERT INTO churn_predictions VALUES
+                 (7, 's1', '2025-07-08 05:00:00+00', 'u1', '2025-07-08 05:10:00+00',
+                  '{1,0,0,0,0,0,0,0}', 0.25, 'v1', now()),
+                 (-3, 's2', '2025-07-08 06:00:00+00', 'u2', '2025-07-08 06:01:00+00',
+                  '{2,0,0,0,0,0,0,0}', 0.5, 'v1', now())",
+        );
+        block_on(prepare(&url)).unwrap();
+        assert_eq!(
+            db.query(
+                "SELECT string_agg(indexdef, '; ' ORDER BY indexname) FROM pg_indexes
+                 WHERE tablename = 'churn_predictions'"
+            ),
+            "CREATE UNIQUE INDEX churn_predictions_pkey ON public.churn_predictions \
+             USING btree (as_of, prediction_key)"
+        );
+        assert_eq!(
+            db.query(
+                "SELECT string_agg(session_id || ' ' || prediction_key, ',' ORDER BY as_of)
+                 FROM churn_predictions"
+            ),
+            "s1 7,s2 -3"
+        );
+    }
 
     /// Migration 3 re-keys sessions by `(session_id, session_start)`: rows written under the
     /// old key keep their values, and scores move to the key of the session they score.

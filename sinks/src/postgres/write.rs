@@ -385,7 +385,7 @@ async fn record_checkpoint(tx: &Client, fallback: Option<i64>) -> Result<(), Sin
 
 #[cfg(test)]
 mod tests {
-    use clickflow_dataflow::rows::SessionRow;
+    use clickflow_dataflow::rows::{FeatureValues, Probability, ScoreRow, SessionRow};
 
     use super::*;
     use crate::postgres::batch::{fresh_and_updated, split};
@@ -404,6 +404,18 @@ mod tests {
             num_products: 1,
             cart_value_cents: 0,
             closed: false,
+        }
+    }
+
+    fn score(id: &str, views: f64) -> ScoreRow {
+        ScoreRow {
+            session_id: id.into(),
+            session_start: 1_751_900_000_000,
+            user_id: "u1".into(),
+            churn_probability: Probability(0.25),
+            model_version: "v1".into(),
+            features: FeatureValues([views, 0.0, 0.0, 60.0, 1.0, 0.0, 0.0, 0.0]),
+            as_of: 1_751_900_060_000,
         }
     }
 
@@ -466,6 +478,56 @@ mod tests {
                     .collect();
                 let expected = [("a", 5), ("b", 7), ("c", 2)].map(|(id, v)| (id.to_string(), v));
                 assert_eq!(views, expected, "{name}");
+            });
+        }
+    }
+
+    /// The prediction log takes every score by a plain `INSERT`; a transaction that gives a
+    /// logged prediction again (as the first after a restart's replay does) logs it once
+    /// and the rest of its predictions still, through the array parameters and COPY alike.
+    #[test]
+    fn a_prediction_given_again_is_logged_once() {
+        for (name, copy_threshold) in [("log_unnest", usize::MAX), ("log_copy", 0)] {
+            let (_db, url) = scratch_database(name);
+            block_on(async {
+                prepare(&url).await.unwrap();
+                let retention = Some(Duration::from_secs(7 * 24 * 3600));
+                let mut writer =
+                    Writer::new(connect(&url).await.unwrap(), copy_threshold, retention);
+                let first = EpochOutput {
+                    epoch: 1,
+                    scores: vec![(score("a", 1.0), 1)],
+                    ..EpochOutput::default()
+                };
+                writer.write_epoch(&first, false).await.unwrap();
+                // A restart: "a" is scored anew on the same features, "b" for the first time.
+                let second = EpochOutput {
+                    epoch: 2,
+                    scores: vec![(score("a", 1.0), 1), (score("b", 2.0), 1)],
+                    ..EpochOutput::default()
+                };
+                writer.write_epoch(&second, false).await.unwrap();
+                // "a" moves on: a new prediction about the same session.
+                let third = EpochOutput {
+                    epoch: 3,
+                    scores: vec![(score("a", 1.0), -1), (score("a", 3.0), 1)],
+                    ..EpochOutput::default()
+                };
+                writer.write_epoch(&third, false).await.unwrap();
+                let logged: Vec<(String, f64)> = writer
+                    .client()
+                    .query(
+                        "SELECT session_id, features[1] FROM churn_predictions ORDER BY 1, 2",
+                        &[],
+                    )
+                    .await
+                    .unwrap()
+                    .iter()
+                    .map(|row| (row.get(0), row.get(1)))
+                    .collect();
+                let expected =
+                    [("a", 1.0), ("a", 3.0), ("b", 2.0)].map(|(id, v)| (id.to_string(), v));
+                assert_eq!(logged, expected, "{name}");
             });
         }
     }
