@@ -419,6 +419,15 @@ mod tests {
         }
     }
 
+    /// The `(text, value)` pairs of the rows `sql` answers.
+    async fn pairs<T>(writer: &Writer, sql: &str) -> Vec<(String, T)>
+    where
+        T: for<'a> tokio_postgres::types::FromSql<'a>,
+    {
+        let rows = writer.client().query(sql, &[]).await.unwrap();
+        rows.iter().map(|row| (row.get(0), row.get(1))).collect()
+    }
+
     fn epoch(epoch: u64, sessions: Vec<(SessionRow, isize)>) -> EpochOutput {
         EpochOutput {
             epoch,
@@ -465,17 +474,11 @@ mod tests {
                 assert_eq!(ids(changed), ["b"]);
                 let written = writer.write_epoch(&second, false).await.unwrap();
                 assert_eq!(written.rows, 3, "{name}: b's retraction is its update");
-                let views: Vec<(String, i64)> = writer
-                    .client()
-                    .query(
-                        "SELECT session_id, num_views FROM session_features ORDER BY 1",
-                        &[],
-                    )
-                    .await
-                    .unwrap()
-                    .iter()
-                    .map(|row| (row.get(0), row.get(1)))
-                    .collect();
+                let views: Vec<(String, i64)> = pairs(
+                    &writer,
+                    "SELECT session_id, num_views FROM session_features ORDER BY 1",
+                )
+                .await;
                 let expected = [("a", 5), ("b", 7), ("c", 2)].map(|(id, v)| (id.to_string(), v));
                 assert_eq!(views, expected, "{name}");
             });
@@ -514,17 +517,11 @@ mod tests {
                     ..EpochOutput::default()
                 };
                 writer.write_epoch(&third, false).await.unwrap();
-                let logged: Vec<(String, f64)> = writer
-                    .client()
-                    .query(
-                        "SELECT session_id, features[1] FROM churn_predictions ORDER BY 1, 2",
-                        &[],
-                    )
-                    .await
-                    .unwrap()
-                    .iter()
-                    .map(|row| (row.get(0), row.get(1)))
-                    .collect();
+                let logged: Vec<(String, f64)> = pairs(
+                    &writer,
+                    "SELECT session_id, features[1] FROM churn_predictions ORDER BY 1, 2",
+                )
+                .await;
                 let expected =
                     [("a", 1.0), ("a", 3.0), ("b", 2.0)].map(|(id, v)| (id.to_string(), v));
                 assert_eq!(logged, expected, "{name}");
