@@ -127,7 +127,7 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
     let producer = {
         let (brokers, stop) = (brokers.clone(), stop.clone());
         std::thread::spawn(move || -> anyhow::Result<(u64, Duration)> {
-            let mut producer = EventProducer::new(&brokers, TOPIC)?;
+            let mut producer = EventProducer::live_into_embedded(&brokers, TOPIC)?;
             let started = Instant::now();
             let mut payload = Vec::with_capacity(256);
             let mut sent = 0u64;
