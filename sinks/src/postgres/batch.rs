@@ -306,8 +306,9 @@ const PREDICTIONS_IF_ABSENT: Statement = Statement {
 /// The log takes a row for every score, so wherever predictions are logged it is the sink's
 /// largest statement: in a `demo --rate 100000` (6 December 2026, two runs) it took
 /// 16.4–17.3 s of the server's 54.8–55.7 s of statements, more than `churn_scores`
-/// (12.7–13.6 s) or `session_features` (11.7–12.9 s). Two things made a row dear, measured on PostgreSQL 15 on this 2-core machine
-/// (200,000 predictions of one minute of event time into a log of 2.2 million, twice each):
+/// (12.7–13.6 s) or `session_features` (11.7–12.9 s). Two things made a row dear, measured
+/// on PostgreSQL 15 on this 2-core machine (200,000 predictions of one minute of event time
+/// into a log of 2.2 million, twice each):
 /// - the key: led by the hash, every row went to a random page of its index, besides the
 ///   index on `as_of`: 1.72–1.96 s. Keyed `(as_of, prediction_key)` (schema version 11),
 ///   new rows go near the end of the one index: 0.83–0.93 s. Without any index the same
