@@ -200,12 +200,16 @@ pub fn produce(args: ProduceArgs) -> anyhow::Result<()> {
     let shop = Shop::new(args.shop()?);
     let stop = stop_flag()?;
     let mut embedded = None;
-    // Unpaced (`--rate 0`) is a bulk load: batches may wait longer to fill.
-    let producer = |brokers: &str| {
-        if args.rate > 0.0 {
-            EventProducer::new(brokers, &args.topic)
-        } else {
+    // Unpaced (`--rate 0`) is a bulk load: batches may wait longer to fill. Paced traffic
+    // into the embedded broker fills batches longer than into a real one, as the demo does
+    // (see `EventProducer::live_into_embedded`).
+    let producer = |brokers: &str, embedded: bool| {
+        if args.rate <= 0.0 {
             EventProducer::bulk(brokers, &args.topic)
+        } else if embedded {
+            EventProducer::live_into_embedded(brokers, &args.topic)
+        } else {
+            EventProducer::new(brokers, &args.topic)
         }
     };
     let mut destination = match (&args.output, &args.brokers) {
@@ -217,7 +221,7 @@ pub fn produce(args: ProduceArgs) -> anyhow::Result<()> {
                 .with_context(|| format!("cannot create {}", path.display()))?;
             Destination::Lines(Box::new(std::io::BufWriter::with_capacity(1 << 20, file)))
         }
-        (None, Some(brokers)) => Destination::Kafka(producer(brokers)?),
+        (None, Some(brokers)) => Destination::Kafka(producer(brokers, false)?),
         (None, None) => {
             let broker = EmbeddedBroker::start()?;
             broker.create_topic(&args.topic, args.partitions)?;
@@ -225,7 +229,7 @@ pub fn produce(args: ProduceArgs) -> anyhow::Result<()> {
                 brokers = broker.bootstrap_servers(),
                 "no --brokers: producing into an embedded broker that stops with this command"
             );
-            let kafka = producer(broker.bootstrap_servers())?;
+            let kafka = producer(broker.bootstrap_servers(), true)?;
             embedded = Some(broker);
             Destination::Kafka(kafka)
         }
