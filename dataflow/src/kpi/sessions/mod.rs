@@ -170,7 +170,7 @@ impl<'scope> Sessions<'scope> for BySession<'scope, Accepted> {
             move |epoch, watermarks, out: &mut dyn FnMut(Output)| {
                 let mut state = state.borrow_mut();
                 let mut emit = |change: Change, diff: isize| out(Ok((change, epoch, diff)));
-                state.emit_touched(&clocks, &mut emit);
+                state.emit_touched(&clocks, watermarks.after, &mut emit);
                 state.close(watermarks.after, &clocks, &mut emit);
                 state.forget(watermarks.before, &clocks, &mut emit);
                 let since = state.earliest_by_partition();

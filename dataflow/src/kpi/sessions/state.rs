@@ -88,7 +88,18 @@ impl SessionState {
     }
 
     /// Emits the changes of the rows and paths the epoch's events touched, once per epoch.
-    pub(super) fn emit_touched(&mut self, clocks: &Clocks, emit: &mut dyn FnMut(Change, isize)) {
+    /// A session the epoch changed that is final at `after` (the watermark the epoch closes
+    /// with) gets its closed row at once, not an open row that [`SessionState::close`] would
+    /// retract in the same epoch: at the end of a file every session is touched and closes
+    /// in its one epoch, and each used to leave three row changes (open, retracted, closed)
+    /// that every reader of the rows carried (the churn stage held them all until the epoch
+    /// was complete) for one.
+    pub(super) fn emit_touched(
+        &mut self,
+        clocks: &Clocks,
+        after: EventTime,
+        emit: &mut dyn FnMut(Change, isize),
+    ) {
         for (id, old) in std::mem::take(&mut self.touched) {
             let held = self.spans.get_mut(&id).expect("a touched id is held");
             held.touched = false;
@@ -106,7 +117,8 @@ impl SessionState {
                 .filter(|s| !old.iter().any(|(f, _)| *f == s.facts))
             {
                 if clocks.row_open(&came.facts) {
-                    emit(Change::Row(came.row(&id, false)), 1);
+                    let closed = clocks.rule.final_at(came.facts.last) <= after;
+                    emit(Change::Row(came.row(&id, closed)), 1);
                 }
             }
             // Most events leave their session's path as it was: only paths that changed
@@ -129,25 +141,39 @@ impl SessionState {
                 emit(Change::Path(path), -1);
             }
             let old: SmallVec<[SpanFacts; 1]> = old.into_iter().map(|(facts, _)| facts).collect();
-            self.reindex(&id, &old, &clocks.rule);
+            self.reindex(&id, &old, clocks, after);
         }
     }
 
-    /// Moves `id`'s index entries from its spans `old` to its current ones. Most events
-    /// change a session's counts and last event but neither the window its end falls in nor
-    /// its partitions' earliest events: those touch neither index (string-keyed B-tree
-    /// updates dominated a profile when every change rewrote both).
-    fn reindex(&mut self, id: &CompactString, old: &[SpanFacts], rule: &SessionRule) {
+    /// Moves `id`'s index entries from its spans `old` to its current ones; a span the
+    /// epoch changed that is final at `after` goes straight to the leaving index, its
+    /// closed row given ([`SessionState::emit_touched`]). Most events change a session's
+    /// counts and last event but neither the window its end falls in nor its partitions'
+    /// earliest events: those touch neither index (string-keyed B-tree updates dominated a
+    /// profile when every change rewrote both).
+    fn reindex(
+        &mut self,
+        id: &CompactString,
+        old: &[SpanFacts],
+        clocks: &Clocks,
+        after: EventTime,
+    ) {
+        let rule = &clocks.rule;
         let new = self
             .spans
             .get(id)
             .map_or(&[][..], |held| held.spans.as_slice());
+        let closed_now =
+            |span: &SpanFacts| rule.final_at(span.last) <= after && !old.iter().any(|o| o == span);
         let new_holds =
             |entry: &(u32, EventTime)| new.iter().any(|s| s.facts.partitions.contains(entry));
         let old_holds = |entry: &(u32, EventTime)| old.iter().any(|s| s.partitions.contains(entry));
         for gone in old {
             let closing = gone.closing(rule);
-            if !new.iter().any(|s| s.facts.closing(rule) == closing) {
+            if !new
+                .iter()
+                .any(|s| s.facts.closing(rule) == closing && !closed_now(&s.facts))
+            {
                 self.closing.remove(&(closing.0, id.clone(), closing.1));
             }
             for &(partition, since) in gone.partitions.iter().filter(|e| !new_holds(e)) {
@@ -156,7 +182,10 @@ impl SessionState {
         }
         for came in new.iter().map(|s| &s.facts) {
             let closing = came.closing(rule);
-            if !old.iter().any(|s| s.closing(rule) == closing) {
+            if closed_now(came) {
+                let leaving = (clocks.sealing.sealed_at(came.first), id.clone(), came.first);
+                self.leaving.insert(leaving);
+            } else if !old.iter().any(|s| s.closing(rule) == closing) {
                 self.closing.insert((closing.0, id.clone(), closing.1));
             }
             for &(partition, since) in came.partitions.iter().filter(|e| !old_holds(e)) {
@@ -291,7 +320,7 @@ mod tests {
         emit: &mut dyn FnMut(Change, isize),
     ) {
         state.absorb(events, clocks);
-        state.emit_touched(clocks, emit);
+        state.emit_touched(clocks, EventTime::MIN, emit);
     }
 
     /// Closes and forgets what the watermark `at` makes final and sealed, as an epoch that
@@ -335,6 +364,60 @@ mod tests {
         assert!(state.earliest_by_partition().is_empty());
         assert!(state.depending.is_empty() && state.closing.is_empty());
         assert!(state.leaving.is_empty() && state.spans.is_empty());
+    }
+
+    /// The row changes an epoch emits, as `(session, closed, diff)`.
+    fn row_changes(
+        state: &mut SessionState,
+        events: Vec<Accepted>,
+        after: EventTime,
+        clocks: &Clocks,
+    ) -> Vec<(String, bool, isize)> {
+        let mut rows = Vec::new();
+        let mut keep = |change: Change, diff: isize| {
+            if let Change::Row(row) = change {
+                rows.push((row.session_id.to_string(), row.closed, diff));
+            }
+        };
+        state.absorb(events, clocks);
+        state.emit_touched(clocks, after, &mut keep);
+        state.close(after, clocks, &mut keep);
+        rows.sort();
+        rows
+    }
+
+    #[test]
+    fn a_session_changed_and_final_in_one_epoch_emits_only_its_closed_row() {
+        let clocks = clocks(60_000, 60_000);
+        let mut state = SessionState::default();
+        // "a" opens in the first epoch, which ends before anything is final.
+        let rows = row_changes(&mut state, vec![at(0, "a", 0)], 0, &clocks);
+        assert_eq!(rows, [("a".into(), false, 1)]);
+        // The second epoch changes "a" and opens "b", and its watermark makes both final
+        // (each at the end of the window of its last event plus the gap, 180 s): "a", open
+        // since an earlier epoch, is retracted and closed; "b" is only closed.
+        let events = vec![at(0, "a", 10_000), at(1, "b", 20_000)];
+        let rows = row_changes(&mut state, events, 180_000, &clocks);
+        assert_eq!(
+            rows,
+            [
+                ("a".into(), false, -1),
+                ("a".into(), true, 1),
+                ("b".into(), true, 1)
+            ]
+        );
+        // Both wait to leave, and nothing waits to close.
+        assert!(state.closing.is_empty());
+        assert_eq!(state.leaving.len(), 2);
+        // They leave once an epoch begins after their funnel windows are sealed, with no
+        // row change (a closed row is final).
+        let mut rows = 0;
+        state.forget(180_000, &clocks, &mut |change, _| {
+            rows += usize::from(matches!(change, Change::Row(_)));
+        });
+        assert_eq!(rows, 0);
+        assert!(state.leaving.is_empty() && state.spans.is_empty());
+        assert!(state.earliest_by_partition().is_empty());
     }
 
     #[test]
