@@ -32,11 +32,10 @@ use differential_dataflow::{AsCollection, VecCollection};
 use foldhash::HashMap;
 use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::ParallelizationContract;
-use timely::dataflow::operators::core::OkErr;
 use timely::dataflow::StreamVec;
 use timely::ExchangeData;
 
-use crate::operators::{by_epoch_streaming, EpochWatermarks};
+use crate::operators::{by_epoch_streaming_with_side, EpochWatermarks};
 use crate::runtime::replay::Retention;
 use crate::runtime::watermark::{PartitionReport, ProgressSeed};
 use crate::Epoch;
@@ -213,7 +212,7 @@ where
     let holding = Rc::new(RefCell::new(Holding::new()));
     let absorbing = holding.clone();
     let mut reported: Option<Vec<(u32, EventTime)>> = None;
-    let outputs = by_epoch_streaming(
+    let (changes, retention) = by_epoch_streaming_with_side(
         updates,
         pact,
         reports,
@@ -230,31 +229,30 @@ where
                 &seed,
             );
             let mut holding = absorbing.borrow_mut();
-            let mut emit = |record: R, diff: isize| out(Ok((record, epoch, diff)));
+            let mut emit = |record: R, diff: isize| out((record, epoch, diff));
             for hold in updates {
                 if hold.until > opened {
                     holding.update(hold, &mut emit);
                 }
             }
         },
-        move |epoch: Epoch, watermarks, out| {
+        move |epoch: Epoch, watermarks, out, report| {
             let mut holding = holding.borrow_mut();
             let now = clock(watermarks, &seed);
             holding.expire(now, &mut |record: R, diff: isize| {
-                out(Ok((record, epoch, diff)))
+                out((record, epoch, diff))
             });
             let since = holding.since();
             if reported.as_ref() != Some(&since) {
-                out(Err(Retention {
+                report(Retention {
                     stage: stage.clone(),
                     worker,
                     since: since.clone(),
-                }));
+                });
                 reported = Some(since);
             }
         },
     );
-    let (changes, retention) = outputs.ok_err(|output| output);
     (changes.as_collection(), retention)
 }
 

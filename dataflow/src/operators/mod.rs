@@ -23,7 +23,9 @@ mod pre_aggregate;
 mod restamp;
 mod route;
 
-pub use by_epoch::{by_epoch, by_epoch_streaming, EpochOpening, EpochWatermarks};
+pub use by_epoch::{
+    by_epoch, by_epoch_streaming, by_epoch_streaming_with_side, EpochOpening, EpochWatermarks,
+};
 pub use holding::{hold_until, Hold};
 pub use keyed::{aggregate_by_key, KeyedStage, Merge};
 pub use pre_aggregate::pre_aggregate;

@@ -59,7 +59,6 @@ use std::rc::Rc;
 
 use clickflow_sources::EventTime;
 use differential_dataflow::{AsCollection, VecCollection};
-use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::core::OkErr;
 use timely::dataflow::StreamVec;
@@ -67,7 +66,7 @@ use timely::dataflow::StreamVec;
 use crate::conversion::paths::Path;
 use crate::conversion::Sealing;
 use crate::input::Accepted;
-use crate::operators::{by_epoch_streaming, BySession};
+use crate::operators::{by_epoch_streaming_with_side, BySession};
 use crate::rows::SessionRow;
 use crate::runtime::replay::Retention;
 use crate::runtime::watermark::{PartitionReport, ProgressSeed};
@@ -131,13 +130,13 @@ pub trait Sessions<'scope> {
 }
 
 /// A change the stage emits.
-#[derive(Clone, Debug, Serialize, Deserialize)]
 enum Change {
     Row(SessionRow),
     Path((Window, Path)),
 }
 
-type Output = Result<(Change, Epoch, isize), Retention>;
+/// What the stage emits beside its rows: path changes, and now and then its retention.
+type Side = Result<((Window, Path), Epoch, isize), Retention>;
 
 impl<'scope> Sessions<'scope> for BySession<'scope, Accepted> {
     fn session_features(
@@ -158,18 +157,21 @@ impl<'scope> Sessions<'scope> for BySession<'scope, Accepted> {
             sealing,
             committed: seed.committed_watermark,
         };
-        let outputs = by_epoch_streaming(
+        let (rows, side) = by_epoch_streaming_with_side(
             events,
             Pipeline,
             reports,
             seed,
             NAME,
-            move |_epoch, events, _opening, _out: &mut dyn FnMut(Output)| {
+            move |_epoch, events, _opening, _rows: &mut dyn FnMut((SessionRow, Epoch, isize))| {
                 absorbing.borrow_mut().absorb(events, &clocks);
             },
-            move |epoch, watermarks, out: &mut dyn FnMut(Output)| {
+            move |epoch, watermarks, rows, side: &mut dyn FnMut(Side)| {
                 let mut state = state.borrow_mut();
-                let mut emit = |change: Change, diff: isize| out(Ok((change, epoch, diff)));
+                let mut emit = |change: Change, diff: isize| match change {
+                    Change::Row(row) => rows((row, epoch, diff)),
+                    Change::Path(path) => side(Ok((path, epoch, diff))),
+                };
                 state.emit_touched(&clocks, watermarks.after, &mut emit);
                 state.close(watermarks.after, &clocks, &mut emit);
                 state.forget(watermarks.before, &clocks, &mut emit);
@@ -177,7 +179,7 @@ impl<'scope> Sessions<'scope> for BySession<'scope, Accepted> {
                 if reported_since.as_ref() != Some(&since)
                     && !(since.is_empty() && reported_since.is_none())
                 {
-                    out(Err(Retention {
+                    side(Err(Retention {
                         stage: NAME.to_string(),
                         worker,
                         since: since.clone(),
@@ -186,12 +188,7 @@ impl<'scope> Sessions<'scope> for BySession<'scope, Accepted> {
                 }
             },
         );
-        let (changes, retention): (StreamVec<_, (Change, Epoch, isize)>, _) =
-            outputs.ok_err(|output| output);
-        let (rows, paths) = changes.ok_err(|(change, epoch, diff)| match change {
-            Change::Row(row) => Ok((row, epoch, diff)),
-            Change::Path(path) => Err((path, epoch, diff)),
-        });
+        let (paths, retention) = side.ok_err(|side| side);
         SessionStreams {
             rows: rows.as_collection(),
             paths: paths.as_collection(),
