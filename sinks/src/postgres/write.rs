@@ -123,8 +123,9 @@ impl Writer {
     }
 
     /// Inserts the rows of `batch`, believed new, by its plain `INSERT`; should one of them
-    /// be there already, applies them by `upsert` instead (see
-    /// [`super::batch::fresh_and_updated`]).
+    /// be there already, applies them by `upsert` instead: an update of the rows there (the
+    /// session and score tables) or an insert that skips them (the prediction log); see
+    /// [`super::batch::fresh_and_updated`].
     async fn insert_new(
         &mut self,
         batch: &Staged<'_>,
@@ -144,13 +145,13 @@ impl Writer {
                 tracing::debug!(
                     rows = batch.len(),
                     statement = upsert.staging,
-                    "rows inserted as new were there already: applying them as updates"
+                    "rows inserted as new were there already: applying them by the statement for rows present"
                 );
                 self.savepoint("ROLLBACK TO SAVEPOINT clickflow_new_rows")
                     .await?;
                 self.run(batch, upsert, source)
                     .await
-                    .map_err(SinkError::statement("an upsert"))
+                    .map_err(SinkError::statement("applying rows already present"))
             }
             Err(error) => Err(SinkError::statement("inserting new rows")(error)),
         }
