@@ -60,7 +60,7 @@ struct Pending<D> {
 }
 
 impl<D> Pending<D> {
-    /// The pending epoch of `capability`, held with it from its first record on.
+    /// The pending epoch of `capabilities`, held with them from its first record on.
     fn of(
         pending: &mut BTreeMap<Epoch, Pending<D>>,
         capabilities: Capabilities,
@@ -346,6 +346,56 @@ mod tests {
                 worker.step();
             }
             assert_eq!(seen.borrow()[4..], [(3, Some(vec![3])), (3, None)]);
+        });
+    }
+
+    /// Records and side records each reach their own output, at the epoch that made them:
+    /// absorbed batches and completions on the first, what `complete` reports on the second.
+    #[test]
+    fn records_and_side_records_reach_their_own_outputs_at_their_epoch() {
+        timely::execute_directly(|worker| {
+            use timely::dataflow::operators::capture::{Capture, Extract};
+            let mut data = InputHandleVec::new();
+            let mut reports = InputHandleVec::new();
+            let (records, side) = worker.dataflow::<Epoch, _, _>(|scope| {
+                let seed = ProgressSeed {
+                    partitions: 1,
+                    committed_watermark: NO_WATERMARK,
+                };
+                let (records, side) = by_epoch_streaming_with_side(
+                    scope.input_from(&mut data),
+                    Pipeline,
+                    scope.input_from(&mut reports),
+                    seed,
+                    "test",
+                    |_, batch: Vec<u64>, _, emit: &mut dyn FnMut(u64)| {
+                        batch.into_iter().for_each(|n| emit(n * 10));
+                    },
+                    |epoch, _, emit, report: &mut dyn FnMut(String)| {
+                        emit(1000 + epoch);
+                        report(format!("epoch {epoch} complete"));
+                    },
+                );
+                (records.capture(), side.capture())
+            });
+            data.send(1);
+            data.send(2);
+            data.advance_to(1);
+            data.send(3);
+            drop(data);
+            drop(reports);
+            while worker.step() {}
+            assert_eq!(
+                records.extract(),
+                [(0, vec![10, 20, 1000]), (1, vec![30, 1001])]
+            );
+            assert_eq!(
+                side.extract(),
+                [
+                    (0, vec!["epoch 0 complete".to_string()]),
+                    (1, vec!["epoch 1 complete".to_string()])
+                ]
+            );
         });
     }
 }
