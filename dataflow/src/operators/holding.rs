@@ -1,29 +1,24 @@
 //! Holding records in a differential collection until an event-time clock passes them.
 //!
-//! The differential stages of [`crate::recs`] keep their input in arrangements, which hold whatever they were given until it is retracted. This operator
-//! is where their input comes from: it turns a stream of updates, each with the clock value
-//! from which it no longer matters (`until`), into a collection that holds every record
-//! while it matters and retracts it once the clock passes, so the arrangements downstream
-//! stay bounded on an endless stream.
+//! The differential stages of [`crate::recs`] keep their input in arrangements, which hold
+//! whatever they were given until it is retracted. This operator is where their input comes
+//! from: it turns a stream of updates, each with the event time it came from, into a
+//! collection that holds every record until the clock reaches its latest event time plus a
+//! lifetime, and then retracts it, so the arrangements downstream stay bounded on an endless
+//! stream.
 //!
 //! It emits presence, not multiplicity: a record enters the collection (`+1`) when its count
 //! turns positive and leaves it (`-1`) when its count returns to zero or its time is up. A
-//! record seen again later is held until the latest `until` it was given. Updates whose time
+//! record seen again later is held for a lifetime past its latest event. Updates whose time
 //! was up before their epoch began are dropped.
 //!
-//! Every epoch it also says, per partition, the earliest event time its records came from
-//! (a [`Retention`]), rounded down to the second: a restart replays each partition from
-//! there, so the held collection is rebuilt exactly. Counting origins per second rather than
-//! per millisecond keeps that count small enough to stay in cache: on 4 December 2026 the
-//! ordered funnel's holding (every event; the funnel no longer has one) and the
-//! recommender's took 1.31 s and 1.43 s of
-//! the workers' time on the side-by-side file with millisecond origins, 1.02–1.04 s and
-//! 0.97–1.01 s with whole seconds (`run --profile-operators`). A replay may start up to a
-//! second earlier than it must.
+//! Every epoch it can also say, per partition, the earliest event time its records came
+//! from (a [`Retention`], counted by [`Origins`]): a restart replays each partition from
+//! there, so the held collection is rebuilt exactly.
 
 use std::cell::RefCell;
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::BinaryHeap;
 use std::hash::Hash;
 use std::rc::Rc;
 
@@ -37,12 +32,9 @@ use timely::dataflow::StreamVec;
 use timely::ExchangeData;
 
 use crate::operators::{by_epoch_streaming_with_side, EpochWatermarks};
-use crate::runtime::replay::Retention;
+use crate::runtime::replay::{Origins, Retention};
 use crate::runtime::watermark::{PartitionReport, ProgressSeed};
 use crate::Epoch;
-
-/// The precision of the retention reported: origins are counted per second.
-const ORIGIN_GRAIN_MS: EventTime = 1_000;
 
 /// One update of a held record.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,46 +43,88 @@ pub struct Hold<R> {
     pub record: R,
     /// `+1` for each event that brings it, `±1` for a record that is itself a change.
     pub diff: isize,
-    /// The clock value from which the record no longer matters.
-    pub until: EventTime,
-    /// The event it came from, `(partition, event time)`, when it came from one: the
-    /// retention reported per partition.
-    pub origin: Option<(u32, EventTime)>,
+    /// The event time of the event it came from: the record matters until the holding's
+    /// lifetime has passed since the latest one ([`Keeping::lifetime_ms`]).
+    pub ts: EventTime,
+    /// The partition that event was read from: the retention reported per partition.
+    pub partition: u32,
 }
 
-/// What the operator knows of one held record.
+/// How long a holding keeps its records, by which clock, and whether a restart replays them.
+#[derive(Clone, Copy)]
+pub struct Keeping {
+    /// A record leaves once the clock reaches its latest event time plus this.
+    pub lifetime_ms: EventTime,
+    /// The clock, read from an epoch's watermarks once its reports are in.
+    pub clock: fn(EpochWatermarks, &ProgressSeed) -> EventTime,
+    /// Whether the holding reports how far back its records reach into each partition (a
+    /// restart replays from there). One that another holding's replay rebuilds need not
+    /// count its origins at all.
+    pub reports_retention: bool,
+}
+
+/// What the operator knows of one held record: 16 bytes.
 struct Held {
-    count: isize,
-    until: EventTime,
-    origin: Option<(u32, EventTime)>,
+    /// The latest event time the record came from: it leaves at this plus the lifetime.
+    latest: EventTime,
+    /// The partition of the first event with that time.
+    partition: u32,
+    /// Its updates summed: always positive (a record whose sum is not is no longer held).
+    count: i32,
+}
+
+impl Held {
+    /// `(partition, latest event time)`: where a replay must start to rebuild it.
+    fn origin(&self) -> (u32, EventTime) {
+        (self.partition, self.latest)
+    }
 }
 
 /// Every record held on one worker, with what leaves when.
 struct Holding<R> {
+    keeping: Keeping,
     /// Every held record. An index map, not a hash map, for the reason given at the session
     /// stage's (`SessionState::spans`): a hash map's doubling holds the old and the new
-    /// table at once, and the recommender's items are the largest map of a run (about 800k
+    /// table at once, and the recommender's items are the largest map of a run (about 500k
     /// a worker on `clickflow bench`'s file). It costs this stage 0.10 s more busy time on
     /// the side-by-side file (0.47–0.48 s before; 6 December 2026).
+    ///
+    /// A record's time is its latest event's and its lifetime the holding's, so an entry is
+    /// 16 bytes beside its key; it used to keep the time it leaves and the event it came
+    /// from apart (32 bytes). `run --input` on `clickflow bench`'s file: peak RSS 419–420 MB
+    /// against 442 MB, this stage's busy time unchanged (0.96 s against 0.98–0.99 s);
+    /// `clickflow bench`: 512 MB against 534–535 MB (6 December 2026).
+    ///
+    /// Holding the records by group instead (the recommender's items by session, one entry
+    /// per session with its products in it) took 20 MB less again (399–402 MB) but made
+    /// this stage 0.2–0.45 s slower (1.17–1.35 s): a new record is appended to the map's
+    /// entries, beside the last one written, where a new member of a group is written into
+    /// its group's entry wherever that lies, and most records are new.
     held: IndexMap<R, Held, RandomState>,
-    /// `(until, record)` for every record, with the `until` it had when it entered: an
+    /// `(until, record)` for every record, with the time it would leave at when it entered: an
     /// entry that comes up for a record held longer since is pushed again with its
-    /// current `until`, one that comes up for a record that left is dropped. One entry per
+    /// current time, one that comes up for a record that left is dropped. One entry per
     /// entry of `held`, not one per update: the recommender's items are seen again and
     /// again, and an entry per sighting made this heap the largest allocation of a run
     /// (151 MB of 889 MB of heap on the side-by-side file, 4 December 2026, heaptrack).
     leaving: BinaryHeap<Reverse<(EventTime, R)>>,
-    /// How many held records came from each `(partition, event time)`.
-    origins: BTreeMap<(u32, EventTime), usize>,
+    /// How many held records came from each partition and second, when counted.
+    origins: Origins,
 }
 
 impl<R: Ord + Hash + Clone> Holding<R> {
-    fn new() -> Holding<R> {
+    fn new(keeping: Keeping) -> Holding<R> {
         Holding {
+            keeping,
             held: IndexMap::default(),
             leaving: BinaryHeap::new(),
-            origins: BTreeMap::new(),
+            origins: Origins::default(),
         }
+    }
+
+    /// When a record held since `latest` leaves.
+    fn until(&self, latest: EventTime) -> EventTime {
+        latest.saturating_add(self.keeping.lifetime_ms)
     }
 
     /// Applies one update; calls `out` with the record's presence change, if any.
@@ -98,34 +132,43 @@ impl<R: Ord + Hash + Clone> Holding<R> {
         let Hold {
             record,
             diff,
-            until,
-            origin,
+            ts,
+            partition,
         } = hold;
-        let origin = origin
-            .map(|(partition, ts)| (partition, ts.saturating_sub(ts.rem_euclid(ORIGIN_GRAIN_MS))));
-        let entry = self.held.entry(record.clone()).or_insert(Held {
-            count: 0,
-            until,
-            origin: None,
-        });
-        let was_present = entry.count > 0;
-        entry.count += diff;
-        entry.until = entry.until.max(until);
-        if entry.count > 0 && !was_present {
-            self.leaving.push(Reverse((entry.until, record.clone())));
-        }
-        if origin.is_some_and(|(_, ts)| entry.origin.is_none_or(|(_, held)| ts > held)) {
-            if let Some(old) = entry.origin.replace(origin.expect("checked")) {
-                forget(&mut self.origins, old);
+        let counted = self.keeping.reports_retention;
+        let until = self.until(ts);
+        match self.held.get_mut(&record) {
+            Some(held) => {
+                if ts > held.latest {
+                    let before = held.origin();
+                    held.latest = ts;
+                    held.partition = partition;
+                    if counted {
+                        self.origins.moved(before, held.origin());
+                    }
+                }
+                let count = held.count as isize + diff;
+                if count > 0 {
+                    held.count = i32::try_from(count).unwrap_or(i32::MAX);
+                } else {
+                    self.remove(&record);
+                    out(record, -1);
+                }
             }
-            *self.origins.entry(origin.expect("checked")).or_default() += 1;
-        }
-        let present = entry.count > 0;
-        if !present {
-            self.remove(&record);
-        }
-        if present != was_present {
-            out(record, if present { 1 } else { -1 });
+            None if diff > 0 => {
+                let held = Held {
+                    latest: ts,
+                    partition,
+                    count: i32::try_from(diff).unwrap_or(i32::MAX),
+                };
+                if counted {
+                    self.origins.add(partition, ts);
+                }
+                self.held.insert(record.clone(), held);
+                self.leaving.push(Reverse((until, record.clone())));
+                out(record, 1);
+            }
+            None => {}
         }
     }
 
@@ -136,9 +179,9 @@ impl<R: Ord + Hash + Clone> Holding<R> {
                 break;
             }
             let Reverse((_, record)) = self.leaving.pop().expect("peeked");
-            match self.held.get(&record) {
-                Some(held) if held.until > clock => {
-                    self.leaving.push(Reverse((held.until, record)));
+            match self.held.get(&record).map(|held| self.until(held.latest)) {
+                Some(until) if until > clock => {
+                    self.leaving.push(Reverse((until, record)));
                 }
                 Some(_) => {
                     self.remove(&record);
@@ -150,44 +193,23 @@ impl<R: Ord + Hash + Clone> Holding<R> {
     }
 
     fn remove(&mut self, record: &R) {
-        if let Some(Held {
-            origin: Some(origin),
-            ..
-        }) = self.held.swap_remove(record)
-        {
-            forget(&mut self.origins, origin);
+        if let Some(held) = self.held.swap_remove(record) {
+            if self.keeping.reports_retention {
+                self.origins.remove(held.partition, held.latest);
+            }
         }
     }
 
-    /// `(partition, earliest event time)` over the held records, by partition: one seek
-    /// per partition, not a walk over every origin (a day's horizon holds millions, and
-    /// the walk ran every epoch: 2.2% of a profile of `clickflow run`).
+    /// `(partition, earliest second)` over the held records, by partition.
     fn since(&self) -> Vec<(u32, EventTime)> {
-        let mut since: Vec<(u32, EventTime)> = Vec::new();
-        let mut next = self.origins.keys().next().copied();
-        while let Some((partition, ts)) = next {
-            since.push((partition, ts));
-            next = partition.checked_add(1).and_then(|following| {
-                let rest = (following, EventTime::MIN)..;
-                self.origins.range(rest).next().map(|(key, _)| *key)
-            });
-        }
-        since
+        self.origins.since()
     }
 }
 
-fn forget(origins: &mut BTreeMap<(u32, EventTime), usize>, origin: (u32, EventTime)) {
-    if let Some(count) = origins.get_mut(&origin) {
-        *count -= 1;
-        if *count == 0 {
-            origins.remove(&origin);
-        }
-    }
-}
-
-/// Holds the records of `updates` (brought to workers by `pact`) until `clock(watermarks)`
-/// passes their `until`, as a collection, and says per epoch how far back the held records
-/// reach into each partition (named `name`, from every worker that holds or held some).
+/// Holds the records of `updates` (brought to workers by `pact`) until the clock passes
+/// their latest event time plus the lifetime (`keeping`), as a collection,
+/// and, if `keeping` says so, reports per epoch how far back the held records reach into
+/// each partition (named `name`, from every worker that holds or held some).
 ///
 /// Each worker emits the presence of what it holds: with a `pact` that brings every update
 /// of a record to one worker (an exchange by the record's key) the collection holds each
@@ -204,7 +226,7 @@ pub fn hold_until<'scope, R, P>(
     reports: StreamVec<'scope, Epoch, PartitionReport>,
     seed: ProgressSeed,
     name: &str,
-    clock: fn(EpochWatermarks, &ProgressSeed) -> EventTime,
+    keeping: Keeping,
 ) -> (
     VecCollection<'scope, Epoch, R>,
     StreamVec<'scope, Epoch, Retention>,
@@ -215,9 +237,10 @@ where
 {
     let worker = updates.scope().index();
     let stage = name.to_string();
-    let holding = Rc::new(RefCell::new(Holding::new()));
+    let holding = Rc::new(RefCell::new(Holding::new(keeping)));
     let absorbing = holding.clone();
     let mut reported: Option<Vec<(u32, EventTime)>> = None;
+    let clock = keeping.clock;
     let (changes, retention) = by_epoch_streaming_with_side(
         updates,
         pact,
@@ -237,7 +260,7 @@ where
             let mut holding = absorbing.borrow_mut();
             let mut emit = |record: R, diff: isize| out((record, epoch, diff));
             for hold in updates {
-                if hold.until > opened {
+                if hold.ts.saturating_add(keeping.lifetime_ms) > opened {
                     holding.update(hold, &mut emit);
                 }
             }
@@ -248,6 +271,9 @@ where
             holding.expire(now, &mut |record: R, diff: isize| {
                 out((record, epoch, diff))
             });
+            if !keeping.reports_retention {
+                return;
+            }
             let since = holding.since();
             if reported.as_ref() != Some(&since) {
                 report(Retention {
@@ -264,27 +290,38 @@ where
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+
     use super::*;
 
-    fn hold(
-        record: &'static str,
-        diff: isize,
-        until: EventTime,
-        ts: EventTime,
-    ) -> Hold<&'static str> {
+    type Record = (&'static str, &'static str);
+
+    const LIFETIME: EventTime = 1_000;
+
+    fn keeping() -> Keeping {
+        Keeping {
+            lifetime_ms: LIFETIME,
+            clock: |watermarks, _| watermarks.after,
+            reports_retention: true,
+        }
+    }
+
+    fn hold(record: Record, diff: isize, ts: EventTime) -> Hold<Record> {
         Hold {
             record,
             diff,
-            until,
-            origin: Some((0, ts)),
+            ts,
+            partition: 0,
         }
     }
 
     fn changes(
-        holding: &mut Holding<&'static str>,
-        updates: Vec<Hold<&'static str>>,
+        holding: &mut Holding<Record>,
+        updates: Vec<Hold<Record>>,
         clock: EventTime,
-    ) -> Vec<(&'static str, isize)> {
+    ) -> Vec<(Record, isize)> {
         let mut out = Vec::new();
         for update in updates {
             holding.update(update, &mut |r, d| out.push((r, d)));
@@ -294,70 +331,197 @@ mod tests {
     }
 
     #[test]
-    fn a_record_is_held_until_its_latest_time_and_reported_from_its_latest_event() {
-        let mut holding = Holding::new();
-        assert_eq!(
-            changes(&mut holding, vec![hold("a", 1, 100, 10_000)], 0),
-            [("a", 1)]
-        );
+    fn a_record_is_held_for_its_lifetime_past_its_latest_event_and_reported_from_it() {
+        let mut holding = Holding::new(keeping());
+        let a = ("s", "a");
+        assert_eq!(changes(&mut holding, vec![hold(a, 1, 10_000)], 0), [(a, 1)]);
         // Seen again: no new insertion, held longer, retained from the later event.
-        assert_eq!(
-            changes(&mut holding, vec![hold("a", 1, 200, 20_500)], 150),
-            []
-        );
+        assert_eq!(changes(&mut holding, vec![hold(a, 1, 20_500)], 11_000), []);
         // Retention is counted in whole seconds, rounded down.
         assert_eq!(holding.since(), [(0, 20_000)]);
-        assert_eq!(changes(&mut holding, vec![], 200), [("a", -1)]);
+        assert_eq!(changes(&mut holding, vec![], 21_499), []);
+        assert_eq!(changes(&mut holding, vec![], 21_500), [(a, -1)]);
         assert!(holding.since().is_empty() && holding.held.is_empty());
     }
 
     #[test]
     fn a_retracted_record_leaves_at_once_and_counts_add_up() {
-        let mut holding = Holding::new();
-        let updates = vec![
-            hold("a", 1, 100, 1_001),
-            hold("a", 1, 100, 1_001),
-            hold("a", -1, 100, 1_001),
-        ];
-        assert_eq!(changes(&mut holding, updates, 0), [("a", 1)]);
+        let mut holding = Holding::new(keeping());
+        let a = ("s", "a");
+        let updates = vec![hold(a, 1, 1_001), hold(a, 1, 1_001), hold(a, -1, 1_001)];
+        assert_eq!(changes(&mut holding, updates, 0), [(a, 1)]);
         assert_eq!(
-            changes(&mut holding, vec![hold("a", -1, 100, 1_001)], 0),
-            [("a", -1)]
+            changes(&mut holding, vec![hold(a, -1, 1_001)], 0),
+            [(a, -1)]
         );
+        // A retraction of what is not held leaves nothing behind.
+        assert_eq!(changes(&mut holding, vec![hold(a, -1, 1_001)], 0), []);
+        assert!(holding.held.is_empty() && holding.since().is_empty());
         // Back again after leaving: held anew.
-        assert_eq!(
-            changes(&mut holding, vec![hold("a", 1, 100, 1_001)], 0),
-            [("a", 1)]
-        );
+        assert_eq!(changes(&mut holding, vec![hold(a, 1, 1_001)], 0), [(a, 1)]);
         assert_eq!(holding.since(), [(0, 1_000)]);
     }
 
     #[test]
+    fn records_leave_each_at_its_own_time_whatever_order_they_came_in() {
+        let mut holding = Holding::new(keeping());
+        let (a, b, c) = (("s", "a"), ("s", "b"), ("s", "c"));
+        let updates = vec![hold(a, 1, 1_000), hold(b, 1, 3_000), hold(c, 1, 2_000)];
+        assert_eq!(changes(&mut holding, updates, 0).len(), 3);
+        assert_eq!(changes(&mut holding, vec![], 2_000), [(a, -1)]);
+        assert_eq!(changes(&mut holding, vec![], 3_000), [(c, -1)]);
+        // A record that comes later with an earlier time leaves first.
+        let d = ("s", "d");
+        assert_eq!(
+            changes(&mut holding, vec![hold(d, 1, 2_500)], 3_000),
+            [(d, 1)]
+        );
+        assert_eq!(changes(&mut holding, vec![], 3_500), [(d, -1)]);
+        assert_eq!(changes(&mut holding, vec![], 3_999), []);
+        assert_eq!(changes(&mut holding, vec![], 4_000), [(b, -1)]);
+        assert!(holding.held.is_empty() && holding.since().is_empty());
+    }
+
+    #[test]
     fn retention_is_the_earliest_held_event_of_each_partition() {
-        let mut holding = Holding::new();
+        let mut holding = Holding::new(keeping());
         let from = |partition: u32, record, ts| Hold {
-            origin: Some((partition, ts)),
-            ..hold(record, 1, 1_000, ts)
+            partition,
+            ..hold(record, 1, ts)
         };
         let updates = vec![
-            from(3, "a", 40_999),
-            from(0, "b", 7_000),
-            from(3, "c", 30_400),
-            from(u32::MAX, "d", 5_123),
-            from(0, "e", 9_000),
+            from(3, ("g", "a"), 40_999),
+            from(0, ("g", "b"), 7_000),
+            from(3, ("h", "c"), 30_400),
+            from(u32::MAX, ("h", "d"), 5_123),
+            from(0, ("i", "e"), 9_000),
         ];
         changes(&mut holding, updates, 0);
         assert_eq!(
             holding.since(),
             [(0, 7_000), (3, 30_000), (u32::MAX, 5_000)]
         );
-        changes(&mut holding, vec![hold("c", -1, 1_000, 30_400)], 0);
+        changes(&mut holding, vec![hold(("h", "c"), -1, 30_400)], 0);
         assert_eq!(
             holding.since(),
             [(0, 7_000), (3, 40_000), (u32::MAX, 5_000)]
         );
         // The earliest representable time rounds without overflowing.
-        changes(&mut holding, vec![from(1, "f", EventTime::MIN)], 0);
+        let earliest = vec![from(1, ("j", "f"), EventTime::MIN)];
+        changes(&mut holding, earliest, EventTime::MIN);
         assert_eq!(holding.since()[1], (1, EventTime::MIN));
+    }
+
+    #[test]
+    fn a_holding_without_retention_counts_no_origins() {
+        let mut holding = Holding::new(Keeping {
+            reports_retention: false,
+            ..keeping()
+        });
+        let a = ("s", "a");
+        assert_eq!(changes(&mut holding, vec![hold(a, 1, 5_000)], 0), [(a, 1)]);
+        assert!(holding.since().is_empty() && holding.origins.is_empty());
+        assert_eq!(changes(&mut holding, vec![], 6_000), [(a, -1)]);
+    }
+
+    /// What a record's presence should be, kept the plain way: each record's count and
+    /// latest event, checked one by one.
+    #[derive(Default)]
+    struct Plain {
+        held: BTreeMap<(u8, u8), (isize, EventTime, u32)>,
+    }
+
+    impl Plain {
+        fn update(
+            &mut self,
+            record: (u8, u8),
+            diff: isize,
+            ts: EventTime,
+            partition: u32,
+        ) -> isize {
+            let (count, latest, from) = self
+                .held
+                .get(&record)
+                .copied()
+                .unwrap_or((0, ts, partition));
+            let (latest, from) = if ts > latest {
+                (ts, partition)
+            } else {
+                (latest, from)
+            };
+            let now = count + diff;
+            if now > 0 {
+                self.held.insert(record, (now, latest, from));
+            } else {
+                self.held.remove(&record);
+            }
+            ((now > 0) as isize) - ((count > 0) as isize)
+        }
+
+        fn expire(&mut self, clock: EventTime) -> Vec<((u8, u8), isize)> {
+            let gone: Vec<(u8, u8)> = self
+                .held
+                .iter()
+                .filter(|(_, (_, latest, _))| latest + LIFETIME <= clock)
+                .map(|(record, _)| *record)
+                .collect();
+            gone.into_iter()
+                .map(|record| {
+                    self.held.remove(&record);
+                    (record, -1)
+                })
+                .collect()
+        }
+
+        fn since(&self) -> Vec<(u32, EventTime)> {
+            let mut since = BTreeMap::new();
+            for (_, latest, partition) in self.held.values() {
+                let second = latest - latest.rem_euclid(1_000);
+                let earliest = since.entry(*partition).or_insert(second);
+                *earliest = second.min(*earliest);
+            }
+            since.into_iter().collect()
+        }
+    }
+
+    proptest! {
+        /// Any sequence of updates (out of order, repeated, retracted) and expiries leaves
+        /// the same changes, the same held records and the same retention as the plain
+        /// per-record model.
+        #[test]
+        fn grouped_holding_agrees_with_the_plain_model(
+            steps in prop::collection::vec(
+                (prop::collection::vec((0u8..4, 0u8..5, prop::bool::weighted(0.85), 0i64..6_000, 0u32..3), 0..12), 0i64..1_500),
+                1..25,
+            )
+        ) {
+            let mut holding: Holding<(u8, u8)> = Holding::new(keeping());
+            let mut plain = Plain::default();
+            let mut clock = 0;
+            for (updates, advance) in steps {
+                let mut got = Vec::new();
+                let mut want = Vec::new();
+                for (group, member, add, ts, partition) in updates {
+                    let ts = clock + ts;
+                    let diff = if add { 1 } else { -1 };
+                    holding.update(
+                        Hold { record: (group, member), diff, ts, partition },
+                        &mut |record, diff| got.push((record, diff)),
+                    );
+                    let change = plain.update((group, member), diff, ts, partition);
+                    if change != 0 {
+                        want.push(((group, member), change));
+                    }
+                }
+                clock += advance;
+                holding.expire(clock, &mut |record, diff| got.push((record, diff)));
+                want.extend(plain.expire(clock));
+                got.sort();
+                want.sort();
+                prop_assert_eq!(got, want);
+                prop_assert_eq!(holding.since(), plain.since());
+                prop_assert_eq!(holding.held.len(), plain.held.len());
+            }
+        }
     }
 }

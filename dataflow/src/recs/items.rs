@@ -7,7 +7,7 @@ use timely::dataflow::operators::vec::Map;
 use timely::dataflow::StreamVec;
 
 use crate::input::Accepted;
-use crate::operators::{hold_until, BySession, EpochWatermarks, Hold, KeyedId, RouteKey};
+use crate::operators::{hold_until, BySession, EpochWatermarks, Hold, Keeping, KeyedId, RouteKey};
 use crate::runtime::replay::Retention;
 use crate::runtime::watermark::{PartitionReport, ProgressSeed};
 use crate::Epoch;
@@ -76,11 +76,11 @@ pub fn held_items<'scope>(
     VecCollection<'scope, Epoch, Item>,
     StreamVec<'scope, Epoch, Retention>,
 ) {
-    let updates = sightings.into_stream().map(move |seen| Hold {
-        origin: Some((seen.partition, seen.ts)),
-        until: seen.ts.saturating_add(horizon_ms),
-        diff: 1,
+    let updates = sightings.into_stream().map(|seen| Hold {
         record: (seen.session, seen.product.key),
+        diff: 1,
+        ts: seen.ts,
+        partition: seen.partition,
     });
     hold_until(
         updates,
@@ -88,7 +88,11 @@ pub fn held_items<'scope>(
         horizon_reports(reports),
         seed,
         "Recs: items of the horizon",
-        horizon_clock,
+        Keeping {
+            lifetime_ms: horizon_ms,
+            clock: horizon_clock,
+            reports_retention: true,
+        },
     )
 }
 

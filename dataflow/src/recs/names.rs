@@ -19,7 +19,7 @@ use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::vec::Map;
 use timely::dataflow::StreamVec;
 
-use crate::operators::{hold_until, Hold, KeyedId};
+use crate::operators::{hold_until, Hold, Keeping, KeyedId};
 use crate::recs::items::{horizon_clock, horizon_reports, ProductKey, Sighting};
 use crate::runtime::watermark::{PartitionReport, ProgressSeed};
 use crate::Epoch;
@@ -31,11 +31,11 @@ pub fn held_names<'scope>(
     seed: ProgressSeed,
     horizon_ms: i64,
 ) -> VecCollection<'scope, Epoch, (ProductKey, CompactString)> {
-    let updates = sightings.map(move |seen| Hold {
-        origin: None,
-        until: seen.ts.saturating_add(horizon_ms),
-        diff: 1,
+    let updates = sightings.map(|seen| Hold {
         record: (seen.product.key, seen.product.id),
+        diff: 1,
+        ts: seen.ts,
+        partition: seen.partition,
     });
     let (per_worker, _no_retention) = hold_until(
         updates,
@@ -43,7 +43,11 @@ pub fn held_names<'scope>(
         horizon_reports(reports),
         seed,
         "Recs: product names",
-        horizon_clock,
+        Keeping {
+            lifetime_ms: horizon_ms,
+            clock: horizon_clock,
+            reports_retention: false,
+        },
     );
     per_worker.distinct()
 }
