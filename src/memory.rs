@@ -17,7 +17,7 @@
 
 /// Fixes glibc's mmap threshold at 1 MiB, unless `MALLOC_MMAP_THRESHOLD_` says otherwise.
 /// Call it first thing, before any thread starts.
-#[allow(unsafe_code)] // The workspace's one exception: glibc has no safe interface for this.
+#[allow(unsafe_code)] // The workspace's exception (with the next one): glibc has no safe API.
 pub fn return_large_blocks() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     if std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_none() {
@@ -26,5 +26,18 @@ pub fn return_large_blocks() {
         unsafe {
             libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
         }
+    }
+}
+
+/// Hands the pages of every freed block back to the system (glibc's `malloc_trim`). Freed
+/// memory otherwise stays in the process, in the arena of the thread that freed it, where
+/// only that thread's later allocations reuse it.
+#[allow(unsafe_code)] // The same exception as above.
+pub fn release_freed() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: `malloc_trim` only returns free pages to the system; it is safe to call at
+    // any time from any thread.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }

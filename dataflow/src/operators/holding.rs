@@ -137,6 +137,9 @@ impl<R: Ord + Hash + Clone> Holding<R> {
         } = hold;
         let counted = self.keeping.reports_retention;
         let until = self.until(ts);
+        // A lookup, then an insert for a new record: the entry API, one probe, measured
+        // slower (0.91–0.92 s of this stage's busy time on the side-by-side file against
+        // 0.85 s, 6 December 2026).
         match self.held.get_mut(&record) {
             Some(held) => {
                 if ts > held.latest {
