@@ -1,6 +1,6 @@
 //! One worker's sessions across epochs: what an epoch changed, what closes, what leaves.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use clickflow_sources::EventTime;
 use compact_str::CompactString;
@@ -77,8 +77,12 @@ pub(super) struct SessionState {
     opened: Vec<CompactString>,
     /// `(final_at, session_id, session_start)` of every open session.
     closing: BTreeSet<(EventTime, CompactString, EventTime)>,
-    /// `(sealed_at, session_id, session_start)` of every closed session.
-    leaving: BTreeSet<(EventTime, CompactString, EventTime)>,
+    /// `(session_id, session_start)` of every closed session, by the time its funnel window
+    /// is sealed (the end of a window: a few distinct times). Only ever added to and taken
+    /// whole, so a vector per time rather than a B-tree set ordered by the id's text: at the
+    /// end of a backlog every session closes in the one epoch. `clickflow bench` (6 December
+    /// 2026): peak RSS 413–418 MB against 419–421 MB; no change in speed measured.
+    leaving: BTreeMap<EventTime, Vec<(CompactString, EventTime)>>,
     /// How many held sessions, open or closed, have their earliest event of a partition in
     /// each partition and second (see [`Span::partitions`]). Counted, not indexed by session:
     /// an index of `(partition, earliest event time, session id)` took a string-keyed entry
@@ -208,8 +212,9 @@ impl SessionState {
         for came in new.iter().map(|s| &s.facts) {
             let closing = came.closing(rule);
             if closed_now(came) {
-                let leaving = (clocks.sealing.sealed_at(came.first), id.clone(), came.first);
-                self.leaving.insert(leaving);
+                let sealed_at = clocks.sealing.sealed_at(came.first);
+                let leaving = self.leaving.entry(sealed_at).or_default();
+                leaving.push((id.clone(), came.first));
             } else if !old.iter().any(|s| s.closing(rule) == closing) {
                 self.closing.insert((closing.0, id.clone(), closing.1));
             }
@@ -246,8 +251,8 @@ impl SessionState {
                 emit(Change::Row(span.row(&id, false)), -1);
                 emit(Change::Row(span.row(&id, true)), 1);
             }
-            self.leaving
-                .insert((clocks.sealing.sealed_at(first), id, first));
+            let leaving = self.leaving.entry(clocks.sealing.sealed_at(first));
+            leaving.or_default().push((id, first));
         }
     }
 
@@ -262,26 +267,27 @@ impl SessionState {
         emit: &mut dyn FnMut(Change, isize),
     ) {
         let sealed_before = before.max(clocks.committed);
-        while let Some((sealed_at, _, _)) = self.leaving.first() {
-            if *sealed_at > sealed_before {
+        while let Some(entry) = self.leaving.first_entry() {
+            if *entry.key() > sealed_before {
                 break;
             }
-            let (_, id, first) = self.leaving.pop_first().expect("first exists");
-            let Some(IdSessions { spans, .. }) = self.spans.get_mut(&id) else {
-                continue;
-            };
-            let Some(at) = spans.iter().position(|s| s.facts.first == first) else {
-                continue;
-            };
-            let span = spans.remove(at);
-            if spans.is_empty() {
-                self.spans.swap_remove(&id);
-            }
-            for &(partition, since) in &span.facts.partitions {
-                self.depending.remove(partition, since);
-            }
-            if clocks.path_open(first) {
-                emit(Change::Path(span.path(&clocks.sealing)), -1);
+            for (id, first) in entry.remove() {
+                let Some(IdSessions { spans, .. }) = self.spans.get_mut(&id) else {
+                    continue;
+                };
+                let Some(at) = spans.iter().position(|s| s.facts.first == first) else {
+                    continue;
+                };
+                let span = spans.remove(at);
+                if spans.is_empty() {
+                    self.spans.swap_remove(&id);
+                }
+                for &(partition, since) in &span.facts.partitions {
+                    self.depending.remove(partition, since);
+                }
+                if clocks.path_open(first) {
+                    emit(Change::Path(span.path(&clocks.sealing)), -1);
+                }
             }
         }
     }
@@ -424,7 +430,7 @@ mod tests {
         );
         // Both wait to leave, and nothing waits to close.
         assert!(state.closing.is_empty());
-        assert_eq!(state.leaving.len(), 2);
+        assert_eq!(state.leaving.values().map(Vec::len).sum::<usize>(), 2);
         // They leave once an epoch begins after their funnel windows are sealed, with no
         // row change (a closed row is final).
         let mut rows = 0;
