@@ -241,17 +241,17 @@ impl EpochOutput {
 
     /// Cancels the row changes that undo each other and puts them in order.
     pub fn consolidate(&mut self) {
-        consolidate(&mut self.trends);
-        consolidate(&mut self.funnel);
-        consolidate(&mut self.sessions);
-        consolidate(&mut self.scores);
+        consolidate_in_place(&mut self.trends);
+        consolidate_in_place(&mut self.funnel);
+        consolidate_in_place(&mut self.sessions);
+        consolidate_in_place(&mut self.scores);
         self.series.sort_by_key(|p| p.window);
-        consolidate(&mut self.alerts);
-        consolidate(&mut self.recommendations);
-        consolidate(&mut self.session_items);
-        consolidate(&mut self.product_names);
-        consolidate(&mut self.popular);
-        consolidate(&mut self.conversion);
+        consolidate_in_place(&mut self.alerts);
+        consolidate_in_place(&mut self.recommendations);
+        consolidate_in_place(&mut self.session_items);
+        consolidate_in_place(&mut self.product_names);
+        consolidate_in_place(&mut self.popular);
+        consolidate_in_place(&mut self.conversion);
     }
 
     /// How many rows the epoch inserts or retracts, over all tables.
@@ -454,6 +454,17 @@ impl ArrivingRows {
     }
 }
 
+/// Cancels the changes of `changes` that undo each other and sorts the rest, like
+/// differential's `consolidate`, which it calls after sorting in place: `consolidate` sorts
+/// stably, with a scratch buffer half the vector's size that an already sorted vector leaves
+/// untouched, so it never becomes resident. `clickflow bench` (6 December 2026; the session
+/// rows and scores of its one epoch need 16 and 21 MB of scratch): peak RSS 403–404 MB
+/// against 414–416 MB, no slower.
+pub fn consolidate_in_place<R: Ord>(changes: &mut Vec<(R, isize)>) {
+    changes.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    consolidate(changes);
+}
+
 /// Row changes that consolidate themselves as they grow.
 struct Consolidating<R> {
     changes: Vec<(R, isize)>,
@@ -477,14 +488,18 @@ impl<R: Ord> Consolidating<R> {
     fn push(&mut self, row: R, diff: isize) {
         self.changes.push((row, diff));
         if self.changes.len() >= (2 * self.settled).max(Self::MIN_GROWTH) {
-            consolidate(&mut self.changes);
+            self.consolidate();
             self.settled = self.changes.len();
         }
     }
 
     fn finish(mut self) -> Vec<(R, isize)> {
-        consolidate(&mut self.changes);
+        self.consolidate();
         self.changes
+    }
+
+    fn consolidate(&mut self) {
+        consolidate_in_place(&mut self.changes);
     }
 }
 

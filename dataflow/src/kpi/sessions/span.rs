@@ -30,14 +30,16 @@ pub(crate) struct Span {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) struct SpanFacts {
     user_id: CompactString,
-    views: i64,
-    cart_adds: i64,
-    purchases: i64,
+    /// The counts are 32-bit (and saturate) where the row's are 64-bit: 16 bytes less for
+    /// each session held, and a session of four billion events is not one.
+    views: u32,
+    cart_adds: u32,
+    purchases: u32,
     /// Its earliest event time: the session's start.
     pub(super) first: EventTime,
     /// Its latest event time.
     pub(super) last: EventTime,
-    num_products: i64,
+    num_products: u32,
     /// Summed prices of the cart adds.
     cart_value_cents: i64,
     /// `(partition, earliest event time)` of each partition the session has events from, by
@@ -51,12 +53,12 @@ impl SpanFacts {
         SessionRow {
             session_id: session_id.clone(),
             user_id: self.user_id.clone(),
-            num_views: self.views,
-            num_cart_adds: self.cart_adds,
-            num_purchases: self.purchases,
+            num_views: self.views.into(),
+            num_cart_adds: self.cart_adds.into(),
+            num_purchases: self.purchases.into(),
             session_start: self.first,
             last_event: self.last,
-            num_products: self.num_products,
+            num_products: self.num_products.into(),
             cart_value_cents: self.cart_value_cents,
             closed,
         }
@@ -106,12 +108,12 @@ impl Span {
     fn count(&mut self, event: Accepted) -> CompactString {
         let facts = &mut self.facts;
         match event.event_type {
-            EventType::Click => facts.views += 1,
+            EventType::Click => facts.views = facts.views.saturating_add(1),
             EventType::AddToCart => {
-                facts.cart_adds += 1;
+                facts.cart_adds = facts.cart_adds.saturating_add(1);
                 facts.cart_value_cents += event.price_cents.unwrap_or(0);
             }
-            EventType::Purchase => facts.purchases += 1,
+            EventType::Purchase => facts.purchases = facts.purchases.saturating_add(1),
         }
         facts.first = facts.first.min(event.ts);
         facts.last = facts.last.max(event.ts);
@@ -123,7 +125,7 @@ impl Span {
         {
             note_product(&mut self.products, product_hash(product));
         }
-        facts.num_products = self.products.len() as i64;
+        facts.num_products = u32::try_from(self.products.len()).unwrap_or(u32::MAX);
         self.steps
             .merge(&FunnelSteps::of(event.event_type, event.ts));
         event.user_id
@@ -135,9 +137,9 @@ impl Span {
         if theirs.user_id < facts.user_id {
             facts.user_id = theirs.user_id;
         }
-        facts.views += theirs.views;
-        facts.cart_adds += theirs.cart_adds;
-        facts.purchases += theirs.purchases;
+        facts.views = facts.views.saturating_add(theirs.views);
+        facts.cart_adds = facts.cart_adds.saturating_add(theirs.cart_adds);
+        facts.purchases = facts.purchases.saturating_add(theirs.purchases);
         facts.first = facts.first.min(theirs.first);
         facts.last = facts.last.max(theirs.last);
         facts.cart_value_cents += theirs.cart_value_cents;
@@ -147,7 +149,7 @@ impl Span {
         for product in other.products {
             note_product(&mut self.products, product);
         }
-        facts.num_products = self.products.len() as i64;
+        facts.num_products = u32::try_from(self.products.len()).unwrap_or(u32::MAX);
         self.steps.merge(&other.steps);
     }
 
@@ -244,7 +246,7 @@ mod tests {
         }
         spans
             .iter()
-            .map(|s| (s.facts.first, s.facts.last, s.facts.views))
+            .map(|s| (s.facts.first, s.facts.last, i64::from(s.facts.views)))
             .collect()
     }
 
