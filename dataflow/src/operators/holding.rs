@@ -492,7 +492,7 @@ mod tests {
         /// the same changes, the same held records and the same retention as the plain
         /// per-record model.
         #[test]
-        fn grouped_holding_agrees_with_the_plain_model(
+        fn the_holding_agrees_with_the_plain_model(
             steps in prop::collection::vec(
                 (prop::collection::vec((0u8..4, 0u8..5, prop::bool::weighted(0.85), 0i64..6_000, 0u32..3), 0..12), 0i64..1_500),
                 1..25,
@@ -504,16 +504,16 @@ mod tests {
             for (updates, advance) in steps {
                 let mut got = Vec::new();
                 let mut want = Vec::new();
-                for (group, member, add, ts, partition) in updates {
+                for (session, product, add, ts, partition) in updates {
                     let ts = clock + ts;
                     let diff = if add { 1 } else { -1 };
                     holding.update(
-                        Hold { record: (group, member), diff, ts, partition },
+                        Hold { record: (session, product), diff, ts, partition },
                         &mut |record, diff| got.push((record, diff)),
                     );
-                    let change = plain.update((group, member), diff, ts, partition);
+                    let change = plain.update((session, product), diff, ts, partition);
                     if change != 0 {
-                        want.push(((group, member), change));
+                        want.push(((session, product), change));
                     }
                 }
                 clock += advance;
