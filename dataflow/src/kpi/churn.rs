@@ -39,7 +39,6 @@ use std::sync::Arc;
 use clickflow_model::{recency_checkpoints, ChurnModel, Features};
 use clickflow_sources::EventTime;
 use compact_str::CompactString;
-use differential_dataflow::consolidation::consolidate;
 use differential_dataflow::{AsCollection, VecCollection};
 use foldhash::HashMap;
 use serde::{Deserialize, Serialize};
@@ -53,6 +52,7 @@ use crate::kpi::history::History;
 use crate::kpi::sessions::SessionRule;
 use crate::operators::{by_epoch, EpochWatermarks, RouteKey};
 use crate::rows::{FeatureValues, Probability, ScoreRow, SessionKey, SessionRow};
+use crate::runtime::output::consolidate_in_place;
 use crate::runtime::replay::Retention;
 use crate::runtime::watermark::{PartitionReport, ProgressSeed};
 use crate::Epoch;
@@ -224,7 +224,7 @@ impl ScoringState {
                 }
             }
         }
-        consolidate(&mut changes);
+        consolidate_in_place(&mut changes);
 
         // Sessions that leave the open set, with the score they had.
         let mut leaving: HashMap<SessionKey, (CompactString, Scored)> = HashMap::default();
