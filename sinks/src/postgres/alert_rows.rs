@@ -93,18 +93,13 @@ const ALERTS_DELETE: Statement = Statement {
 pub(super) fn stage_alerts(output: &EpochOutput) -> [Staged<'_>; 3] {
     let (upserts, deletes) = split(&output.alerts, |r| r.alert_id.clone());
     [
-        Staged {
-            statement: &ALERTS_DELETE,
-            values: vec![text(&deletes, |r| &r.alert_id)],
-        },
-        Staged {
-            statement: &ALERTS_UPSERT,
-            values: alert_columns(&upserts),
-        },
-        Staged {
-            statement: &SERIES_UPSERT,
-            values: series_columns(&output.series),
-        },
+        Staged::new(&ALERTS_DELETE, deletes, |rows| {
+            vec![text(rows, |r| &r.alert_id)]
+        }),
+        Staged::new(&ALERTS_UPSERT, upserts, alert_columns),
+        Staged::new(&SERIES_UPSERT, output.series.iter().collect(), |rows| {
+            series_columns(rows)
+        }),
     ]
 }
 
@@ -123,8 +118,8 @@ fn alert_columns<'a>(rows: &[&'a AlertRow]) -> Vec<Column<'a>> {
     ]
 }
 
-fn series_columns(points: &[WindowPoint]) -> Vec<Column<'static>> {
-    let int = |f: fn(&WindowPoint) -> i64| Column::Int8(points.iter().map(f).collect());
+fn series_columns(points: &[&WindowPoint]) -> Vec<Column<'static>> {
+    let int = |f: fn(&WindowPoint) -> i64| Column::Int8(points.iter().map(|p| f(p)).collect());
     vec![
         Column::Timestamp(points.iter().map(|p| instant(p.window.start)).collect()),
         Column::Timestamp(points.iter().map(|p| instant(p.window.end)).collect()),

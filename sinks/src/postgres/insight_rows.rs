@@ -77,46 +77,41 @@ pub(super) fn stage_insights(output: &EpochOutput) -> [Staged<'_>; 4] {
     let (recs, recs_gone) = split(&output.recommendations, RecommendationRow::key);
     let (steps, steps_gone) = split(&output.conversion, |r| (r.window, r.step));
     [
-        Staged {
-            statement: &RECOMMENDATIONS_DELETE,
-            values: vec![
-                text(&recs_gone, |r| &r.product_id),
-                Column::Int8(recs_gone.iter().map(|r| r.rank).collect()),
-            ],
-        },
-        Staged {
-            statement: &CONVERSION_DELETE,
-            values: vec![
-                Column::Timestamp(steps_gone.iter().map(|r| instant(r.window.start)).collect()),
-                text(&steps_gone, |r| r.step.as_str()),
-            ],
-        },
-        Staged {
-            statement: &RECOMMENDATIONS_UPSERT,
-            values: vec![
-                text(&recs, |r| &r.product_id),
-                Column::Int8(recs.iter().map(|r| r.rank).collect()),
-                text(&recs, |r| &r.recommended_id),
-                Column::Float8(recs.iter().map(|r| r.score.0).collect()),
-                Column::Int8(recs.iter().map(|r| r.co_sessions).collect()),
-            ],
-        },
-        Staged {
-            statement: &CONVERSION_UPSERT,
-            values: vec![
-                Column::Timestamp(steps.iter().map(|r| instant(r.window.start)).collect()),
-                Column::Timestamp(steps.iter().map(|r| instant(r.window.end)).collect()),
-                text(&steps, |r| r.step.as_str()),
-                Column::Int8(steps.iter().map(|r| r.sessions).collect()),
+        Staged::new(&RECOMMENDATIONS_DELETE, recs_gone, |rows| {
+            vec![
+                text(rows, |r| &r.product_id),
+                Column::Int8(rows.iter().map(|r| r.rank).collect()),
+            ]
+        }),
+        Staged::new(&CONVERSION_DELETE, steps_gone, |rows| {
+            vec![
+                Column::Timestamp(rows.iter().map(|r| instant(r.window.start)).collect()),
+                text(rows, |r| r.step.as_str()),
+            ]
+        }),
+        Staged::new(&RECOMMENDATIONS_UPSERT, recs, |rows| {
+            vec![
+                text(rows, |r| &r.product_id),
+                Column::Int8(rows.iter().map(|r| r.rank).collect()),
+                text(rows, |r| &r.recommended_id),
+                Column::Float8(rows.iter().map(|r| r.score.0).collect()),
+                Column::Int8(rows.iter().map(|r| r.co_sessions).collect()),
+            ]
+        }),
+        Staged::new(&CONVERSION_UPSERT, steps, |rows| {
+            vec![
+                Column::Timestamp(rows.iter().map(|r| instant(r.window.start)).collect()),
+                Column::Timestamp(rows.iter().map(|r| instant(r.window.end)).collect()),
+                text(rows, |r| r.step.as_str()),
+                Column::Int8(rows.iter().map(|r| r.sessions).collect()),
                 Column::OptionalFloat8(
-                    steps
-                        .iter()
+                    rows.iter()
                         .map(|r| r.conversion_from_previous.map(|c| c.0))
                         .collect(),
                 ),
-                Column::OptionalInt8(steps.iter().map(|r| r.median_ms_from_previous).collect()),
-            ],
-        },
+                Column::OptionalInt8(rows.iter().map(|r| r.median_ms_from_previous).collect()),
+            ]
+        }),
     ]
 }
 

@@ -1,6 +1,7 @@
 //! Writing one epoch as one transaction.
 
 use std::collections::{HashMap, HashSet};
+use std::ops::Range;
 use std::time::Duration;
 
 use clickflow_dataflow::EpochOutput;
@@ -19,7 +20,8 @@ use super::SinkError;
 /// second copy of it: a parallel sink's writer (which cannot use COPY, whose temporary
 /// tables a prepared transaction refuses) sent a backfill epoch's sessions as one 61 MB
 /// message, held twice at the run's peak. Slices of 16,384 rows keep each message to a few
-/// MB; the statement is prepared once for all of them.
+/// MB; the statement is prepared once for all of them. A slice's columns are made as it is
+/// sent ([`Staged::columns`]), for COPY too.
 const ROWS_PER_STATEMENT: usize = 16_384;
 
 /// A connection with what it has prepared.
@@ -30,7 +32,8 @@ pub(super) struct Writer {
     /// Staging tables created on this connection.
     staging_tables: HashSet<&'static str>,
     copy_threshold: usize,
-    /// The most rows one statement reads through `unnest` ([`ROWS_PER_STATEMENT`]).
+    /// The most rows one statement reads through `unnest` ([`ROWS_PER_STATEMENT`]), and
+    /// the most whose columns are made at once ([`Staged::columns`]).
     rows_per_statement: usize,
     /// How long logged predictions are kept (`None`: none are logged).
     prediction_log: Option<Duration>,
@@ -104,7 +107,13 @@ impl Writer {
         for batch in &staged {
             rows += batch.len();
             let source = if batch.len() > self.copy_threshold {
-                copy_in(&self.client, batch, &mut self.staging_tables).await?;
+                copy_in(
+                    &self.client,
+                    batch,
+                    &mut self.staging_tables,
+                    self.rows_per_statement,
+                )
+                .await?;
                 Source::Staging(batch.statement.staging)
             } else {
                 Source::Parameters
@@ -187,10 +196,9 @@ impl Writer {
                     }
                 };
                 let mut answered = Vec::new();
-                for start in (0..batch.len()).step_by(self.rows_per_statement) {
-                    let rows = start..batch.len().min(start + self.rows_per_statement);
-                    let arrays: Vec<_> =
-                        batch.values.iter().map(|c| c.slice(rows.clone())).collect();
+                for rows in slices(batch.len(), self.rows_per_statement) {
+                    let columns = batch.columns(rows.clone());
+                    let arrays: Vec<_> = columns.iter().map(|c| c.slice(0..rows.len())).collect();
                     let params: Vec<&(dyn ToSql + Sync)> = arrays.iter().map(|a| &**a).collect();
                     answered.extend(self.client.query(&prepared, &params).await?);
                 }
@@ -232,16 +240,23 @@ impl Writer {
 /// `unnest($1::type[], ...) AS s(columns)`.
 fn unnest_source(batch: &Staged<'_>) -> String {
     let arrays: Vec<String> = batch
-        .values
+        .sql_types()
         .iter()
         .enumerate()
-        .map(|(i, column)| format!("${}::{}[]", i + 1, column.sql_type()))
+        .map(|(i, sql_type)| format!("${}::{sql_type}[]", i + 1))
         .collect();
     format!(
         "unnest({}) AS s({})",
         arrays.join(", "),
         batch.statement.columns.join(", ")
     )
+}
+
+/// `0..len` in consecutive slices of at most `size` rows.
+fn slices(len: usize, size: usize) -> impl Iterator<Item = Range<usize>> {
+    (0..len)
+        .step_by(size)
+        .map(move |start| start..len.min(start + size))
 }
 
 /// Where a batch's statements read its rows from.
@@ -253,19 +268,21 @@ enum Source {
     Staging(&'static str),
 }
 
-/// Fills the staging table of `batch` by binary COPY (creating it on first use).
+/// Fills the staging table of `batch` by binary COPY (creating it on first use), making
+/// the columns of `slice` rows at a time.
 async fn copy_in(
     tx: &Client,
     batch: &Staged<'_>,
     created: &mut HashSet<&'static str>,
+    slice: usize,
 ) -> Result<(), SinkError> {
     let statement = batch.statement;
     if !created.contains(statement.staging) {
         let columns: Vec<String> = statement
             .columns
             .iter()
-            .zip(&batch.values)
-            .map(|(name, c)| format!("{name} {}", c.sql_type()))
+            .zip(batch.sql_types())
+            .map(|(name, sql_type)| format!("{name} {sql_type}"))
             .collect();
         let sql = format!(
             "CREATE TEMP TABLE IF NOT EXISTS {} ({}) ON COMMIT DELETE ROWS",
@@ -286,18 +303,19 @@ async fn copy_in(
         .copy_in(&copy)
         .await
         .map_err(SinkError::statement("starting COPY"))?;
-    let types: Vec<_> = batch.values.iter().map(|c| c.pg_type()).collect();
+    let types: Vec<_> = batch.columns(0..0).iter().map(|c| c.pg_type()).collect();
     let writer = BinaryCopyInWriter::new(sink, &types);
     pin_mut!(writer);
-    let mut row: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(batch.values.len());
-    for i in 0..batch.len() {
-        row.clear();
-        row.extend(batch.values.iter().map(|c| c.value(i)));
-        writer
-            .as_mut()
-            .write(&row)
-            .await
-            .map_err(SinkError::statement("COPY"))?;
+    for rows in slices(batch.len(), slice) {
+        let columns = batch.columns(rows.clone());
+        for i in 0..rows.len() {
+            let row: Vec<&(dyn ToSql + Sync)> = columns.iter().map(|c| c.value(i)).collect();
+            writer
+                .as_mut()
+                .write(&row)
+                .await
+                .map_err(SinkError::statement("COPY"))?;
+        }
     }
     writer
         .finish()
@@ -439,14 +457,15 @@ mod tests {
 
     /// New rows go in by a plain INSERT, changed ones by an upsert; a row inserted as new
     /// that is there already (which the stages never send) is applied as an update, in
-    /// the same transaction, through the array parameters (whole, and a row per statement)
-    /// and through COPY alike.
+    /// the same transaction, through the array parameters and through COPY alike (whole, and
+    /// a row at a time).
     #[test]
     fn rows_inserted_as_new_that_are_there_already_are_applied_as_updates() {
         for (name, copy_threshold, rows_per_statement) in [
             ("new_rows_unnest", usize::MAX, ROWS_PER_STATEMENT),
             ("new_rows_sliced", usize::MAX, 1),
             ("new_rows_copy", 0, ROWS_PER_STATEMENT),
+            ("new_rows_copy_sliced", 0, 1),
         ] {
             let (_db, url) = scratch_database(name);
             block_on(async {
