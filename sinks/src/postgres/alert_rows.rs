@@ -44,7 +44,7 @@ const SERIES_UPSERT: Statement = Statement {
               purchase_users = EXCLUDED.purchase_users, revenue = EXCLUDED.revenue,
               malformed = EXCLUDED.malformed, late = EXCLUDED.late,
               batch_time = EXCLUDED.batch_time",
-    if_present: None,
+    fresh: None,
 };
 
 const ALERTS_UPSERT: Statement = Statement {
@@ -79,14 +79,14 @@ const ALERTS_UPSERT: Statement = Statement {
               resolved_at = CASE WHEN EXCLUDED.resolved_window IS NULL THEN NULL
                                  ELSE coalesce(alerts.resolved_at, EXCLUDED.resolved_at) END,
               batch_time = EXCLUDED.batch_time",
-    if_present: None,
+    fresh: None,
 };
 
 const ALERTS_DELETE: Statement = Statement {
     staging: "clickflow_stage_alerts_gone",
     columns: &["alert_id"],
     sql: "DELETE FROM alerts t USING {src} WHERE t.alert_id = s.alert_id",
-    if_present: None,
+    fresh: None,
 };
 
 /// The epoch's `alerts` changes (deletes first) and `window_series` rows.

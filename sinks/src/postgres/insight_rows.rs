@@ -30,7 +30,7 @@ const RECOMMENDATIONS_UPSERT: Statement = Statement {
           ON CONFLICT (product_id, rank) DO UPDATE SET
               recommended_id = EXCLUDED.recommended_id, score = EXCLUDED.score,
               co_sessions = EXCLUDED.co_sessions, batch_time = EXCLUDED.batch_time",
-    if_present: None,
+    fresh: None,
 };
 
 const RECOMMENDATIONS_DELETE: Statement = Statement {
@@ -38,7 +38,7 @@ const RECOMMENDATIONS_DELETE: Statement = Statement {
     columns: &["product_id", "rank"],
     sql: "DELETE FROM product_recommendations t USING {src}
           WHERE t.product_id = s.product_id AND t.rank = s.rank::integer",
-    if_present: None,
+    fresh: None,
 };
 
 const CONVERSION_UPSERT: Statement = Statement {
@@ -61,7 +61,7 @@ const CONVERSION_UPSERT: Statement = Statement {
               conversion_from_previous = EXCLUDED.conversion_from_previous,
               median_time_from_previous_s = EXCLUDED.median_time_from_previous_s,
               batch_time = EXCLUDED.batch_time",
-    if_present: None,
+    fresh: None,
 };
 
 const CONVERSION_DELETE: Statement = Statement {
@@ -69,7 +69,7 @@ const CONVERSION_DELETE: Statement = Statement {
     columns: &["window_start", "step"],
     sql: "DELETE FROM funnel_conversion t USING {src}
           WHERE t.window_start = s.window_start AND t.step = s.step",
-    if_present: None,
+    fresh: None,
 };
 
 /// The epoch's `product_recommendations` and `funnel_conversion` changes, deletes first.

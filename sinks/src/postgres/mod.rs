@@ -55,6 +55,7 @@
 mod alert_rows;
 mod batch;
 mod config;
+mod copy_values;
 mod error;
 mod freshness;
 mod input;

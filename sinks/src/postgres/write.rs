@@ -2,7 +2,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::ops::Range;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use clickflow_dataflow::EpochOutput;
 use futures_util::pin_mut;
@@ -11,14 +11,14 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Row};
 
-use super::batch::{stage_epoch, Staged, Statement};
+use super::batch::{stage_epoch, Fresh, Staged, Statement};
 use super::SinkError;
 
 /// The most rows one statement takes through `unnest`; a larger batch runs the statement
 /// once per slice of this many rows, in the same transaction. Array parameters are encoded
 /// whole into one message before it is sent, and the connection's write buffer holds a
-/// second copy of it: a parallel sink's writer (which cannot use COPY, whose temporary
-/// tables a prepared transaction refuses) sent a backfill epoch's sessions as one 61 MB
+/// second copy of it: a parallel sink's writer (which cannot COPY into temporary staging
+/// tables, which a prepared transaction refuses) sent a backfill epoch's sessions as one 61 MB
 /// message, held twice at the run's peak. Slices of 16,384 rows keep each message to a few
 /// MB; the statement is prepared once for all of them. A slice's columns are made as it is
 /// sent ([`Staged::columns`]), for COPY too.
@@ -104,62 +104,96 @@ impl Writer {
         let staged = stage_epoch(output, self.prediction_log.is_some());
         let mut rows = 0;
         let mut dead_letters = Vec::new();
+        let mut now = None;
         for batch in &staged {
             rows += batch.len();
-            let source = if batch.len() > self.copy_threshold {
-                copy_in(
-                    &self.client,
-                    batch,
-                    &mut self.staging_tables,
-                    self.rows_per_statement,
-                )
-                .await?;
-                Source::Staging(batch.statement.staging)
-            } else {
-                Source::Parameters
-            };
-            // Statements answer rows only to say what they inserted (dead letters by kind).
-            let answered = match batch.statement.if_present {
-                None => self
-                    .run(batch, batch.statement, source)
-                    .await
-                    .map_err(SinkError::statement("an upsert"))?,
-                Some(upsert) => self.insert_new(batch, upsert, source).await?,
-            };
-            dead_letters.extend(answered.iter().map(|row| (row.get(0), row.get(1))));
+            match batch.statement.fresh {
+                None => {
+                    let source = self.source(batch).await?;
+                    // Statements answer rows only to say what they inserted (dead letters
+                    // by kind).
+                    let answered = self
+                        .run(batch, batch.statement, source)
+                        .await
+                        .map_err(SinkError::statement("an upsert"))?;
+                    dead_letters.extend(answered.iter().map(|row| (row.get(0), row.get(1))));
+                }
+                Some(fresh) => {
+                    let now = match now {
+                        Some(now) => now,
+                        None => *now.insert(self.transaction_time().await?),
+                    };
+                    self.insert_new(batch, fresh, now).await?;
+                }
+            }
         }
         Ok(Written { rows, dead_letters })
     }
 
-    /// Inserts the rows of `batch`, believed new, by its plain `INSERT`; should one of them
-    /// be there already, applies them by `upsert` instead: an update of the rows there (the
-    /// session and score tables) or an insert that skips them (the prediction log); see
+    /// Where `batch`'s statement reads its rows from: a large batch is copied into its
+    /// staging table first (where the connection may have one), a small one is sent as
+    /// array parameters.
+    async fn source(&mut self, batch: &Staged<'_>) -> Result<Source, SinkError> {
+        if batch.len() <= self.copy_threshold {
+            return Ok(Source::Parameters);
+        }
+        copy_in(
+            &self.client,
+            batch,
+            &mut self.staging_tables,
+            self.rows_per_statement,
+        )
+        .await?;
+        Ok(Source::Staging(batch.statement.staging))
+    }
+
+    /// The open transaction's `now()`: the time its rows were written, as the statements
+    /// that run in it say it.
+    async fn transaction_time(&self) -> Result<SystemTime, SinkError> {
+        self.client
+            .query_one("SELECT now()", &[])
+            .await
+            .map(|row| row.get(0))
+            .map_err(SinkError::statement("reading the transaction's time"))
+    }
+
+    /// Copies the rows of `batch`, believed new, into their table (`now` is the
+    /// transaction's time); should one of them be there already, applies them by
+    /// `fresh.if_present` instead: an update of the rows there (the session and score
+    /// tables) or an insert that skips them (the prediction log); see
     /// [`super::batch::fresh_and_updated`].
     async fn insert_new(
         &mut self,
         batch: &Staged<'_>,
-        upsert: &'static Statement,
-        source: Source,
-    ) -> Result<Vec<Row>, SinkError> {
+        fresh: &'static Fresh,
+        now: SystemTime,
+    ) -> Result<(), SinkError> {
         self.savepoint("SAVEPOINT clickflow_new_rows").await?;
-        match self.run(batch, batch.statement, source).await {
-            Ok(answered) => {
-                self.savepoint("RELEASE SAVEPOINT clickflow_new_rows")
-                    .await?;
-                Ok(answered)
-            }
+        let table = Some((fresh, now));
+        let copied = copy_rows(
+            &self.client,
+            batch.statement.sql,
+            batch,
+            self.rows_per_statement,
+            table,
+        )
+        .await;
+        match copied {
+            Ok(()) => self.savepoint("RELEASE SAVEPOINT clickflow_new_rows").await,
             Err(error) if error.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
                 // Expected once after a restart (the churn stage scores every open session
                 // anew), so not a warning.
                 tracing::debug!(
                     rows = batch.len(),
-                    statement = upsert.staging,
+                    statement = fresh.if_present.staging,
                     "rows inserted as new were there already: applying them by the statement for rows present"
                 );
                 self.savepoint("ROLLBACK TO SAVEPOINT clickflow_new_rows")
                     .await?;
-                self.run(batch, upsert, source)
+                let source = self.source(batch).await?;
+                self.run(batch, fresh.if_present, source)
                     .await
+                    .map(drop)
                     .map_err(SinkError::statement("applying rows already present"))
             }
             Err(error) => Err(SinkError::statement("inserting new rows")(error)),
@@ -299,28 +333,40 @@ async fn copy_in(
         statement.staging,
         statement.columns.join(", ")
     );
-    let sink = tx
-        .copy_in(&copy)
+    copy_rows(tx, &copy, batch, slice, None)
         .await
-        .map_err(SinkError::statement("starting COPY"))?;
-    let types: Vec<_> = batch.columns(0..0).iter().map(|c| c.pg_type()).collect();
+        .map_err(SinkError::statement("COPY into a staging table"))
+}
+
+/// Sends the rows of `batch` by `copy` (a `COPY ... FROM STDIN BINARY`), making their
+/// columns `slice` rows at a time: as staged, or with `table`, as that statement's table
+/// takes them at the transaction's time.
+async fn copy_rows(
+    tx: &Client,
+    copy: &str,
+    batch: &Staged<'_>,
+    slice: usize,
+    table: Option<(&Fresh, SystemTime)>,
+) -> Result<(), tokio_postgres::Error> {
+    let columns_of = |rows: Range<usize>| {
+        let columns = batch.columns(rows);
+        match table {
+            Some((fresh, now)) => (fresh.table_columns)(columns, now),
+            None => columns,
+        }
+    };
+    let types: Vec<_> = columns_of(0..0).iter().map(|c| c.pg_type()).collect();
+    let sink = tx.copy_in(copy).await?;
     let writer = BinaryCopyInWriter::new(sink, &types);
     pin_mut!(writer);
     for rows in slices(batch.len(), slice) {
-        let columns = batch.columns(rows.clone());
+        let columns = columns_of(rows.clone());
         for i in 0..rows.len() {
             let row: Vec<&(dyn ToSql + Sync)> = columns.iter().map(|c| c.value(i)).collect();
-            writer
-                .as_mut()
-                .write(&row)
-                .await
-                .map_err(SinkError::statement("COPY"))?;
+            writer.as_mut().write(&row).await?;
         }
     }
-    writer
-        .finish()
-        .await
-        .map_err(SinkError::statement("finishing COPY"))?;
+    writer.finish().await?;
     Ok(())
 }
 
