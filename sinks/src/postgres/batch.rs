@@ -10,7 +10,7 @@ use clickflow_dataflow::rows::{FunnelRow, ScoreRow, SessionRow, TrendRow};
 use clickflow_dataflow::EpochOutput;
 use clickflow_model::FEATURE_COUNT;
 use clickflow_sources::dead_letter::storable_text;
-use clickflow_sources::EventTime;
+use clickflow_sources::{EventTime, PartitionId};
 use tokio_postgres::types::{ToSql, Type};
 
 use super::alert_rows::stage_alerts;
@@ -496,13 +496,10 @@ pub(super) fn stage_epoch(output: &EpochOutput, log_predictions: bool) -> Vec<St
             &DEAD_LETTERS,
             output.dead_letters.iter().collect(),
             |rows| {
+                let [topic, partition] = partition_columns(rows, |d| &d.partition);
                 vec![
-                    text(rows, |d| &*d.partition.topic),
-                    Column::Int8(
-                        rows.iter()
-                            .map(|d| i64::from(d.partition.partition))
-                            .collect(),
-                    ),
+                    topic,
+                    partition,
                     Column::Int8(rows.iter().map(|d| d.offset).collect()),
                     Column::Text(
                         rows.iter()
@@ -514,19 +511,31 @@ pub(super) fn stage_epoch(output: &EpochOutput, log_predictions: bool) -> Vec<St
             },
         ),
         Staged::new(&OFFSETS, output.partitions.iter().collect(), |rows| {
+            let [topic, partition] = partition_columns(rows, |p| &p.partition);
             vec![
-                text(rows, |p| &*p.partition.topic),
-                Column::Int8(
-                    rows.iter()
-                        .map(|p| i64::from(p.partition.partition))
-                        .collect(),
-                ),
+                topic,
+                partition,
                 Column::Int8(rows.iter().map(|p| p.next_offset).collect()),
                 Column::OptionalInt8(rows.iter().map(|p| p.highest).collect()),
             ]
         }),
     ]);
     staged.into_iter().filter(|s| s.len() > 0).collect()
+}
+
+/// The topic and partition number of the partition each row names.
+fn partition_columns<'a, R>(
+    rows: &[&'a R],
+    partition: impl Fn(&'a R) -> &'a PartitionId,
+) -> [Column<'a>; 2] {
+    [
+        text(rows, |r| &partition(r).topic),
+        Column::Int8(
+            rows.iter()
+                .map(|r| i64::from(partition(r).partition))
+                .collect(),
+        ),
+    ]
 }
 
 /// Rows inserted (the new value of their key) and rows only retracted (their key is gone).
