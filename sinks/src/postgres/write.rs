@@ -361,8 +361,11 @@ async fn copy_rows(
     pin_mut!(writer);
     for rows in slices(batch.len(), slice) {
         let columns = columns_of(rows.clone());
+        // One buffer for the slice's rows, not an allocation per row.
+        let mut row: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(columns.len());
         for i in 0..rows.len() {
-            let row: Vec<&(dyn ToSql + Sync)> = columns.iter().map(|c| c.value(i)).collect();
+            row.clear();
+            row.extend(columns.iter().map(|c| c.value(i)));
             writer.as_mut().write(&row).await?;
         }
     }
