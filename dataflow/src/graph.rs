@@ -243,9 +243,6 @@ pub fn build_graph(
                 alert_changes.map(|(row, _, diff)| Change::Alert(row, diff)),
                 trends.inner.map(|(row, _, diff)| Change::Trend(row, diff)),
                 funnel.inner.map(|(row, _, diff)| Change::Funnel(row, diff)),
-                sessions
-                    .inner
-                    .map(|(row, _, diff)| Change::Session(row, diff)),
             ]),
         );
         let control = scope.concatenate([
@@ -261,10 +258,16 @@ pub fn build_graph(
         let (window, announce) = (config.window, own_rows.is_some());
         let gathered_changes = match own_rows {
             Some(own_rows) => {
-                worker_rows(rows, all_reports, seed, own_rows).probe_with(&probe);
+                worker_rows(rows, sessions.inner, all_reports, seed, own_rows).probe_with(&probe);
                 control
             }
-            None => rows.concat(control),
+            None => rows
+                .concat(
+                    sessions
+                        .inner
+                        .map(|(row, _, diff)| Change::Session(row, diff)),
+                )
+                .concat(control),
         };
         gather(
             gathered_changes,

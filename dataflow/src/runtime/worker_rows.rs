@@ -1,8 +1,9 @@
 //! Each worker's own table changes, for a sink that writes from every worker.
 //!
 //! ```text
-//!  trends/funnel/sessions/scores (this worker's keys) ─┐
-//!  partition reports (broadcast) ──────────────────────┴─► Output: worker rows ─► deliver
+//!  trends/funnel/scores/... (this worker's keys) ─┐
+//!  sessions (this worker's keys) ─────────────────┤
+//!  partition reports (broadcast) ─────────────────┴─► Output: worker rows ─► deliver
 //! ```
 //!
 //! A stage emits every change of a key (the retraction of its old row and the insertion of
@@ -12,74 +13,88 @@
 //! exactly as the gathering worker marks the epoch (from the same reports), and the writer
 //! hears how far the epochs are closed even where this worker changed nothing.
 
-use timely::container::CapacityContainerBuilder;
+use std::collections::BTreeMap;
+
 use timely::dataflow::channels::pact::Pipeline;
-use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::StreamVec;
 use timely::progress::Antichain;
 
-use std::collections::BTreeMap;
-
+use crate::rows::SessionRow;
 use crate::runtime::handoff::Offering;
 use crate::runtime::output::{arriving_at, Arriving, Change, Deliver};
 use crate::runtime::watermark::{PartitionReport, ProgressSeed, WatermarkTracker};
 use crate::Epoch;
 
 /// Offers `deliver` this worker's row changes of every closed epoch (and announcements of
-/// the closed epochs), from `rows` (the KPI stages' changes, as made) and `reports` (every
-/// partition's reports, broadcast).
+/// the closed epochs), from `rows` (the KPI stages' changes, as made), `sessions` (the
+/// session stage's row changes) and `reports` (every partition's reports, broadcast).
+///
+/// Session rows come as the stage emits them rather than wrapped in a [`Change`]: an
+/// epoch that closes every session (the end of a backlog) has all of them in flight at
+/// once, and a `Change` is 168 bytes where a session row's update is 128. `clickflow
+/// bench` (6 December 2026, nineteenth sitting; heaptrack): the wrapped rows were 46 MB
+/// of the run's peak heap.
 pub fn worker_rows<'scope>(
     rows: StreamVec<'scope, Epoch, Change>,
+    sessions: StreamVec<'scope, Epoch, (SessionRow, Epoch, isize)>,
     reports: StreamVec<'scope, Epoch, PartitionReport>,
     seed: ProgressSeed,
     deliver: Deliver,
 ) -> StreamVec<'scope, Epoch, ()> {
     let scope = rows.scope();
-    rows.binary_frontier::<_, CapacityContainerBuilder<Vec<()>>, _, _, _, _>(
-        reports,
-        Pipeline,
-        Pipeline,
-        "Output: worker rows",
-        move |_cap, info| {
-            let activator = scope.activator_for(info.address);
-            let mut offering = Offering::new(deliver, activator, true);
-            let mut pending: BTreeMap<Epoch, (Capability<Epoch>, Arriving)> = BTreeMap::new();
-            let mut tracker = WatermarkTracker::new(seed.partitions);
-            move |(rows, rows_frontier), (reports, reports_frontier), output| {
-                rows.for_each_stamp(|stamp, batches| {
-                    if let Some(capability) = stamp.retain_least(output.output_index()) {
-                        let arriving = arriving_at(&mut pending, capability);
-                        batches
-                            .flat_map(|b| b.drain(..))
-                            .for_each(|c| arriving.add(c));
-                    }
-                });
-                reports.for_each_stamp(|stamp, batches| {
-                    if let Some(capability) = stamp.retain_least(output.output_index()) {
-                        let arriving = arriving_at(&mut pending, capability);
-                        let reports = batches.flat_map(|b| b.drain(..));
-                        reports.for_each(|r| arriving.add(Change::Progress(r)));
-                    }
-                });
-                let mut frontier = Antichain::new();
-                for epoch in rows_frontier
-                    .frontier()
-                    .iter()
-                    .chain(reports_frontier.frontier().iter())
-                {
+    let mut builder = OperatorBuilder::new("Output: worker rows".to_owned(), scope);
+    let activator = scope.activator_for(builder.operator_info().address);
+    let mut rows_input = builder.new_input(rows, Pipeline);
+    let mut sessions_input = builder.new_input(sessions, Pipeline);
+    let mut reports_input = builder.new_input(reports, Pipeline);
+    // Nothing is sent on the output: it carries the capabilities the probe watches.
+    let (_nothing_sent, announced) = builder.new_output::<Vec<()>>();
+    builder.build(move |_initial_capabilities| {
+        let mut offering = Offering::new(deliver, activator, true);
+        let mut pending: BTreeMap<Epoch, (Capability<Epoch>, Arriving)> = BTreeMap::new();
+        let mut tracker = WatermarkTracker::new(seed.partitions);
+        move |frontiers| {
+            rows_input.for_each_stamp(|stamp, batches| {
+                if let Some(capability) = stamp.retain_least(0) {
+                    let arriving = arriving_at(&mut pending, capability);
+                    batches
+                        .flat_map(|b| b.drain(..))
+                        .for_each(|c| arriving.add(c));
+                }
+            });
+            sessions_input.for_each_stamp(|stamp, batches| {
+                if let Some(capability) = stamp.retain_least(0) {
+                    let arriving = arriving_at(&mut pending, capability);
+                    batches
+                        .flat_map(|b| b.drain(..))
+                        .for_each(|(row, _, diff)| arriving.add(Change::Session(row, diff)));
+                }
+            });
+            reports_input.for_each_stamp(|stamp, batches| {
+                if let Some(capability) = stamp.retain_least(0) {
+                    let arriving = arriving_at(&mut pending, capability);
+                    let reports = batches.flat_map(|b| b.drain(..));
+                    reports.for_each(|r| arriving.add(Change::Progress(r)));
+                }
+            });
+            let mut frontier = Antichain::new();
+            for input in frontiers {
+                for epoch in input.frontier().iter() {
                     frontier.insert(*epoch);
                 }
-                while let Some(entry) = pending.first_entry() {
-                    if frontier.less_equal(entry.key()) {
-                        break;
-                    }
-                    let (epoch, (capability, arriving)) = entry.remove_entry();
-                    offering.push(capability, arriving.into_rows(epoch, &mut tracker));
-                }
-                offering.announce_closed_before(frontier.borrow());
-                offering.offer();
             }
-        },
-    )
+            while let Some(entry) = pending.first_entry() {
+                if frontier.less_equal(entry.key()) {
+                    break;
+                }
+                let (epoch, (capability, arriving)) = entry.remove_entry();
+                offering.push(capability, arriving.into_rows(epoch, &mut tracker));
+            }
+            offering.announce_closed_before(frontier.borrow());
+            offering.offer();
+        }
+    });
+    announced
 }
