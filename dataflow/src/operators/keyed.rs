@@ -13,7 +13,7 @@ use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::StreamVec;
 use timely::ExchangeData;
 
-use super::{by_epoch_streaming, RouteKey};
+use super::{by_epoch_streaming, probe_ahead, RouteKey};
 use crate::runtime::watermark::{PartitionReport, ProgressSeed};
 use crate::Epoch;
 
@@ -104,39 +104,70 @@ impl<S: KeyedStage> KeyedState<S> {
         committed: EventTime,
         out: &mut dyn FnMut(S::Row, isize),
     ) {
-        for (key, value) in updates {
-            let closes_at = self.stage.closes_at(&key);
-            let keys = self.by_close.entry(closes_at).or_default();
-            match keys.entry(key) {
-                Entry::Occupied(mut entry) if S::ROW_FIXED_AT_INSERT => {
-                    entry.get_mut().value.merge(value);
+        if !S::ROW_FIXED_AT_INSERT {
+            // Pre-aggregated counts into a few small maps: they stay in cache.
+            for (key, value) in updates {
+                self.absorb_one(key, value, false, committed, out);
+            }
+            return;
+        }
+        probe_ahead(
+            self,
+            updates,
+            |state, (key, _)| {
+                let keys = state.by_close.get(&state.stage.closes_at(key));
+                keys.is_some_and(|keys| keys.contains_key(key))
+            },
+            |state, (key, value), held| state.absorb_one(key, value, held, committed, out),
+        );
+    }
+
+    /// Merges one update; `held`: its key was there when its chunk was probed (nothing
+    /// leaves while updates are absorbed, so it still is).
+    fn absorb_one(
+        &mut self,
+        key: S::Key,
+        value: S::Value,
+        held: bool,
+        committed: EventTime,
+        out: &mut dyn FnMut(S::Row, isize),
+    ) {
+        let closes_at = self.stage.closes_at(&key);
+        let keys = self.by_close.entry(closes_at).or_default();
+        if held && S::ROW_FIXED_AT_INSERT {
+            let slot = keys.get_mut(&key).expect("a probed key stays held");
+            slot.value.merge(value);
+            return;
+        }
+        match keys.entry(key) {
+            Entry::Occupied(mut entry) if S::ROW_FIXED_AT_INSERT => {
+                entry.get_mut().value.merge(value);
+            }
+            Entry::Vacant(entry) if S::ROW_FIXED_AT_INSERT => {
+                if closes_at > committed {
+                    out(S::row(entry.key(), &value), 1);
                 }
-                Entry::Vacant(entry) if S::ROW_FIXED_AT_INSERT => {
-                    if closes_at > committed {
-                        out(S::row(entry.key(), &value), 1);
-                    }
-                    entry.insert(Slot {
-                        value,
-                        changed: false,
-                    });
+                entry.insert(Slot {
+                    value,
+                    changed: false,
+                });
+            }
+            Entry::Occupied(mut entry) => {
+                if !entry.get().changed {
+                    let before = S::row(entry.key(), &entry.get().value);
+                    self.changed
+                        .push((closes_at, entry.key().clone(), Some(before)));
                 }
-                Entry::Occupied(mut entry) => {
-                    if !entry.get().changed {
-                        let before = S::row(entry.key(), &entry.get().value);
-                        self.changed
-                            .push((closes_at, entry.key().clone(), Some(before)));
-                    }
-                    let slot = entry.get_mut();
-                    slot.changed = true;
-                    slot.value.merge(value);
-                }
-                Entry::Vacant(entry) => {
-                    self.changed.push((closes_at, entry.key().clone(), None));
-                    entry.insert(Slot {
-                        value,
-                        changed: true,
-                    });
-                }
+                let slot = entry.get_mut();
+                slot.changed = true;
+                slot.value.merge(value);
+            }
+            Entry::Vacant(entry) => {
+                self.changed.push((closes_at, entry.key().clone(), None));
+                entry.insert(Slot {
+                    value,
+                    changed: true,
+                });
             }
         }
     }

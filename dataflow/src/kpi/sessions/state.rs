@@ -13,6 +13,7 @@ use crate::conversion::Sealing;
 use crate::input::Accepted;
 use crate::kpi::sessions::span::{absorb, Span, SpanFacts, Spans};
 use crate::kpi::sessions::{Change, SessionRule};
+use crate::operators::probe_ahead;
 use crate::runtime::replay::Origins;
 use crate::window::Window;
 
@@ -94,23 +95,40 @@ impl SessionState {
     /// Adds a batch of the open epoch's events, noting how each id they touch stood
     /// before the epoch.
     pub(super) fn absorb(&mut self, events: Vec<Accepted>, clocks: &Clocks) {
-        for event in events {
-            let held = self.spans.entry(event.session_id.clone()).or_default();
-            if !held.touched {
-                held.touched = true;
-                if held.spans.is_empty() {
-                    self.opened.push(event.session_id.clone());
-                } else {
-                    let before = held
-                        .spans
-                        .iter()
-                        .map(|span| (span.facts.clone(), span.path(&clocks.sealing)))
-                        .collect();
-                    self.touched.push((event.session_id.clone(), before));
-                }
+        probe_ahead(
+            self,
+            events,
+            |state, event| state.spans.get_index_of(&event.session_id),
+            |state, event, at| state.absorb_one(event, at, clocks),
+        );
+    }
+
+    /// Adds one event, whose id was held at `at` when its chunk was probed (`None`: it was
+    /// not, though an earlier event of the chunk may have added it since). Nothing removes
+    /// an id while events are absorbed, so an index found then still holds that id.
+    fn absorb_one(&mut self, event: Accepted, at: Option<usize>, clocks: &Clocks) {
+        let held = match at {
+            Some(at) => {
+                let (id, held) = self.spans.get_index_mut(at).expect("probed ids stay held");
+                debug_assert_eq!(*id, event.session_id);
+                held
             }
-            absorb(&mut held.spans, event, &clocks.rule);
+            None => self.spans.entry(event.session_id.clone()).or_default(),
+        };
+        if !held.touched {
+            held.touched = true;
+            if held.spans.is_empty() {
+                self.opened.push(event.session_id.clone());
+            } else {
+                let before = held
+                    .spans
+                    .iter()
+                    .map(|span| (span.facts.clone(), span.path(&clocks.sealing)))
+                    .collect();
+                self.touched.push((event.session_id.clone(), before));
+            }
         }
+        absorb(&mut held.spans, event, &clocks.rule);
     }
 
     /// Emits the changes of the rows and paths the epoch's events touched, once per epoch.
