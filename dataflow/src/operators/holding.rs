@@ -138,11 +138,12 @@ impl<R: Ord + Hash + Clone> Holding<R> {
         } = hold;
         let counted = self.keeping.reports_retention;
         let until = self.until(ts);
-        // A lookup, then an insert for a new record: the entry API, one probe, measured
-        // slower (0.91–0.92 s of this stage's busy time on the side-by-side file against
-        // 0.85 s, 6 December 2026).
-        // An earlier update of the chunk may have removed an entry (moving the last one
-        // into its place) or added this record since it was probed.
+        // The probed index is used only if it still holds this record: an earlier update
+        // of the chunk may have removed an entry (moving the last one into its place) or
+        // added this record since. Otherwise a lookup (in cache after the probe), then an
+        // insert for a new record: the entry API, one probe, measured slower (0.91–0.92 s
+        // of this stage's busy time on the side-by-side file against 0.85 s, 6 December
+        // 2026, before the probing ahead).
         let at = at
             .filter(|&at| self.held.get_index(at).is_some_and(|(r, _)| *r == record))
             .or_else(|| self.held.get_index_of(&record));

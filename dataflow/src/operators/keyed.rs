@@ -134,6 +134,8 @@ impl<S: KeyedStage> KeyedState<S> {
     ) {
         let closes_at = self.stage.closes_at(&key);
         let keys = self.by_close.entry(closes_at).or_default();
+        // The probe's answer picks the lookup: a key held then is only merged into. (A
+        // probe whose answer went unused would be a pure lookup the compiler may drop.)
         if held && S::ROW_FIXED_AT_INSERT {
             let slot = keys.get_mut(&key).expect("a probed key stays held");
             slot.value.merge(value);
