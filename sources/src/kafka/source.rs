@@ -153,10 +153,16 @@ pub struct KafkaSource {
 }
 
 impl KafkaSource {
-    /// Connects, assigns the configured partitions and asks the broker where each ends (one
-    /// request a partition, before the first poll; see [`KafkaSource::backlogged`]). A
-    /// source with no partitions is valid (a worker that owns none) and never produces
-    /// anything.
+    /// Connects, asks the broker where each configured partition begins and ends (one
+    /// request a partition, before the first poll; see [`KafkaSource::backlogged`]), and
+    /// assigns the partitions from the offsets that follows. A source with no partitions is
+    /// valid (a worker that owns none) and never produces anything.
+    ///
+    /// A partition is assigned at an explicit offset wherever the broker said where it
+    /// begins: one assigned at a logical offset (`Offset::Beginning`) before the client
+    /// knows the partition's leader waits half a second before it asks for it (a fixed
+    /// backoff in librdkafka's `rd_kafka_toppar_offset_request`), and a run through the
+    /// embedded broker started reading 0.49 s after its first poll (6 December 2026).
     pub fn new(config: KafkaSourceConfig) -> Result<KafkaSource, KafkaSourceError> {
         let topic: std::sync::Arc<str> = config.topic.as_str().into();
         let consumer = if config.partitions.is_empty() {
@@ -192,6 +198,21 @@ impl KafkaSource {
                 }
             })
             .collect();
+        if let Some(consumer) = &consumer {
+            let mut assignment = TopicPartitionList::new();
+            for partition in &assigned {
+                let offset = partition
+                    .next_offset
+                    .map(Offset::Offset)
+                    .unwrap_or(Offset::Beginning);
+                assignment
+                    .add_partition_offset(&config.topic, partition.id.partition, offset)
+                    .map_err(KafkaSourceError::Assign)?;
+            }
+            consumer
+                .assign(&assignment)
+                .map_err(KafkaSourceError::Assign)?;
+        }
         Ok(KafkaSource {
             consumer,
             partitions: assigned.iter().map(|a| a.id.clone()).collect(),
@@ -228,22 +249,19 @@ impl KafkaSource {
             .set("fetch.wait.max.ms", "10")
             // Prefetch generously so `poll` finds messages waiting.
             .set("queued.min.messages", "200000")
+            // Once the prefetched messages reach `queued.max.messages.kbytes` (64 MiB, about
+            // 440,000 shop events), a partition's next fetch waits this long; librdkafka's
+            // default is a second, in which a backlog's readers emptied the queue and sat
+            // idle. `clickflow bench --source kafka` (6 December 2026, 2 workers, 16
+            // partitions): idle gaps of about half a second, over and over, in a thread
+            // trace; 238–255k events/s with the default, 315–329k with 10, 50 or 100 ms (two
+            // runs each). A queue below its thresholds (live traffic) is fetched as before.
+            .set("fetch.queue.backoff.ms", "100")
             // The partitions' high watermarks, for `remaining_messages`.
             .set("statistics.interval.ms", STATISTICS_INTERVAL_MS);
-        let consumer: BaseConsumer<SourceContext> = with_client_options(client)
+        with_client_options(client)
             .create_with_context(SourceContext::default())
-            .map_err(KafkaSourceError::Client)?;
-        let mut assignment = TopicPartitionList::new();
-        for (partition, start) in &config.partitions {
-            let offset = start.map(Offset::Offset).unwrap_or(Offset::Beginning);
-            assignment
-                .add_partition_offset(&config.topic, *partition, offset)
-                .map_err(KafkaSourceError::Assign)?;
-        }
-        consumer
-            .assign(&assignment)
-            .map_err(KafkaSourceError::Assign)?;
-        Ok(consumer)
+            .map_err(KafkaSourceError::Client)
     }
 
     /// The partitions this source reads, in the order `SourcedEvent::partition` indexes.
