@@ -3,9 +3,9 @@
 //! A file is cut into a fixed number of splits, byte ranges that start at line starts. Splits
 //! play the part of Kafka partitions: each is read in order by one worker, its progress is
 //! the byte offset of the next line, and a split that reaches its end is finished. A worker
-//! reads its splits in turns of [`STINT_LINES`] lines each. The number
-//! of splits does not depend on the number of workers, so the same file yields the same
-//! per-split order, and so the same results, on any number of workers.
+//! reads its splits in turns of [`STINT_LINES`] lines each. The number of splits does not
+//! depend on the number of workers, so the same file yields the same per-split order, and
+//! so the same results, on any number of workers.
 //!
 //! A plan carries the file's [`FileIdentity`]; the sink records it, and a restart resumes
 //! only the same file (or a grown copy of it: see [`FileSplits::resume`]) cut the same way.
@@ -172,12 +172,13 @@ fn next_line_start(file: &mut File, offset: u64, len: u64) -> io::Result<u64> {
 /// Reading them a few hundred lines each in turn (as this source did until 6 December
 /// 2026) kept the open sessions of every split's stretch in use at once, more than a
 /// core's cache holds, and the session stage's updates missed it. A stint of 64Ki lines
-/// (about 9 MB of a 145-byte-line file) keeps one stretch per reading worker in use. Measured on the
-/// side-by-side file (2M events, 16 splits, 2 workers; alternating runs, 6 December
-/// 2026): `--no-recommendations` 1.52–1.56 s with 512-line turns, 1.49 s with 4,096,
-/// 1.33 s with 16,384, 1.27–1.32 s with 65,536, 1.21–1.24 s with 262,144 (a whole split
-/// of that file); every table 2.44–2.47 s against 2.15–2.16 s with 65,536 and 2.15–2.17 s
-/// with 131,072; `clickflow bench` 419–423k events/s against 442–446k.
+/// (about 9 MB of a 145-byte-line file) keeps one stretch per reading worker in use.
+///
+/// Measured on the side-by-side file (2M events, 16 splits, 2 workers; alternating runs,
+/// 6 December 2026): `--no-recommendations` 1.52–1.56 s with 512-line turns, 1.49 s with
+/// 4,096, 1.33 s with 16,384, 1.27–1.32 s with 65,536, 1.21–1.24 s with 262,144 (a whole
+/// split of that file); every table 2.44–2.47 s against 2.15–2.16 s with 65,536 and
+/// 2.15–2.17 s with 131,072; `clickflow bench` 419–423k events/s against 442–446k.
 ///
 /// Longer stints cost memory on a long backfill: the pipeline's watermark is the least of
 /// the splits' clocks, so a split that waits for its turn holds it back by up to one
