@@ -34,7 +34,7 @@ pub const MIN_CO_SESSIONS: isize = 2;
 /// Both sides of the join read the sample's own output arrangement ([`SampledItems`]),
 /// which the reduction that draws the sample builds anyway. The sample used to be arranged
 /// by session a second time for the join: on the side-by-side file (2 workers, `run
-/// --profile-operators`, 3 alternating pairs, 7 December 2026) that arrangement took
+/// --profile-operators`, 3 alternating pairs, 6 December 2026) that arrangement took
 /// 0.06–0.07 s of the workers' busy time, and the join took 0.41–0.50 s against
 /// 0.39–0.46 s without it; wall times were within the machine's spread (3.02–3.52 s
 /// against 3.01–3.23 s).
