@@ -1,8 +1,6 @@
 //! The items of each session of the horizon, and the bounded sample of them that is counted.
 
 use clickflow_sources::{EventTime, EventType};
-use differential_dataflow::operators::arrange::{Arranged, TraceAgent};
-use differential_dataflow::trace::implementations::{ValBuilder, ValSpine};
 use differential_dataflow::VecCollection;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::vec::Map;
@@ -123,35 +121,23 @@ pub fn sample_rank(session: SessionKey, product: ProductKey) -> u64 {
     xxhash_rust::xxh3::xxh3_64(&bytes)
 }
 
-/// The sampled items, arranged by session: the sample's own output arrangement, which the
-/// pairs' self-join reads directly ([`crate::recs::pairs::co_occurrence`]).
-pub type SampledItems<'scope> =
-    Arranged<'scope, TraceAgent<ValSpine<SessionKey, ProductKey, Epoch, isize>>>;
-
 /// At most `max` products per session: those with the smallest [`sample_rank`], a sample
 /// that is uniform, the same on every worker and every run, and stable as items come and
 /// go (an item's membership depends only on the items beside it).
-///
-/// The sample is returned as the arrangement the reduction builds of its output, so the
-/// pairs' self-join reads it without arranging it again (measured at
-/// [`crate::recs::pairs::co_occurrence`]).
 pub fn sample_per_session<'scope>(
     items: VecCollection<'scope, Epoch, Item>,
     max: usize,
-) -> SampledItems<'scope> {
-    items.reduce_abelian::<_, ValBuilder<_, _, _, _>, ValSpine<_, _, _, _>>(
-        "Recs: sample per session",
-        move |session, products, out| {
-            let mut ranked: Vec<(u64, ProductKey)> = products
-                .iter()
-                .filter(|(_, count)| *count > 0)
-                .map(|(product, _)| (sample_rank(*session, **product), **product))
-                .collect();
-            if ranked.len() > max {
-                ranked.select_nth_unstable(max);
-                ranked.truncate(max);
-            }
-            out.extend(ranked.into_iter().map(|(_, product)| (product, 1)));
-        },
-    )
+) -> VecCollection<'scope, Epoch, Item> {
+    items.reduce_named("Recs: sample per session", move |session, products, out| {
+        let mut ranked: Vec<(u64, ProductKey)> = products
+            .iter()
+            .filter(|(_, count)| *count > 0)
+            .map(|(product, _)| (sample_rank(*session, **product), **product))
+            .collect();
+        if ranked.len() > max {
+            ranked.select_nth_unstable(max);
+            ranked.truncate(max);
+        }
+        out.extend(ranked.into_iter().map(|(_, product)| (product, 1)));
+    })
 }

@@ -7,7 +7,7 @@
 //!                                                                              ▼
 //!                              sample ≤ N products per session (reduce, by session)
 //!                                │                                    │
-//!     its output arrangement ──join_core with itself──► pairs a < b ─► count_total
+//!               arranged by session ──join_core with itself──► pairs a < b ─► count_total
 //!                                │                                    │       (pairs.rs)
 //!       products ─► count_total ⋈ names: popularity ─arranged──┐     ▼ both ways
 //!                                │                             ├─► join_core: rank key
@@ -89,7 +89,6 @@ pub fn recommendations<'scope>(
     let names = names::held_names(sightings.into_stream(), reports, seed, config.horizon_ms);
     let sampled = items::sample_per_session(held, config.max_items_per_session);
     let pairs = pairs::co_occurrence(sampled.clone());
-    let sampled = sampled.as_collection(|session, product| (*session, *product));
     let popularity = names::named(pairs::popularity(sampled.clone()), names.clone());
     let neighbours = similar::nearest(pairs, popularity.clone(), config.neighbours);
     let live = live_views.then(|| {

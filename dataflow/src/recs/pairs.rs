@@ -13,7 +13,7 @@ use differential_dataflow::{AsCollection, VecCollection};
 use timely::dataflow::operators::vec::Map;
 
 use crate::operators::pre_aggregate;
-use crate::recs::items::{Item, ProductKey, SampledItems};
+use crate::recs::items::{Item, ProductKey};
 use crate::Epoch;
 
 /// Fewest sessions a pair must share to be ranked at all.
@@ -29,15 +29,8 @@ pub const MIN_CO_SESSIONS: isize = 2;
 /// [`MIN_CO_SESSIONS`] sessions hold, each pair once, with `a < b` (by key): the ranking
 /// turns it both ways. Counting each pair once halves the self-join's output and the
 /// count's sorting against counting both orders (each session's 15 sampled items make 105
-/// pairs, not 210).
-///
-/// Both sides of the join read the sample's own output arrangement ([`SampledItems`]),
-/// which the reduction that draws the sample builds anyway. The sample used to be arranged
-/// by session a second time for the join: on the side-by-side file (2 workers, `run
-/// --profile-operators`, 3 alternating pairs, 6 December 2026) that arrangement took
-/// 0.06–0.07 s of the workers' busy time, and the join took 0.41–0.50 s against
-/// 0.39–0.46 s without it; wall times were within the machine's spread (3.02–3.52 s
-/// against 3.01–3.23 s).
+/// pairs, not 210). The sessions' arrangement is built once and read by both sides of the
+/// join.
 ///
 /// The join's output is merged per pair on its own worker ([`pre_aggregate`]) before the
 /// count exchanges and sorts it: sessions repeat the same pairs of popular products, and
@@ -47,8 +40,9 @@ pub const MIN_CO_SESSIONS: isize = 2;
 /// pairs waiting in its batcher at the heap's peak from 52 MB to 3 MB, for a merge table
 /// of 17 MB that stays allocated between batches.
 pub fn co_occurrence<'scope>(
-    by_session: SampledItems<'scope>,
+    items: VecCollection<'scope, Epoch, Item>,
 ) -> VecCollection<'scope, Epoch, ((ProductKey, ProductKey), isize)> {
+    let by_session = items.arrange_by_key_named("Recs: items by session");
     let pairs = by_session
         .clone()
         .join_core(by_session, |_session, a, b| (a < b).then_some((*a, *b)));
