@@ -99,7 +99,12 @@ struct Holding<R> {
     /// per session with its products in it) took 20 MB less again (399–402 MB) but made
     /// this stage 0.2–0.45 s slower (1.17–1.35 s): a new record is appended to the map's
     /// entries, beside the last one written, where a new member of a group is written into
-    /// its group's entry wherever that lies, and most records are new.
+    /// its group's entry wherever that lies, and most records are new. Tried again once the
+    /// file source read its splits in stints (so a worker's open sessions stay few), with
+    /// one entry in `leaving` per group rather than per record (twenty-first sitting, 6
+    /// December 2026, alternating runs): this stage 0.67–0.70 s against 0.60–0.68 s, the
+    /// side-by-side run's peak RSS 160–166 MB against 188–189 MB, but `clickflow bench`'s
+    /// 402–413 MB against 391 MB (each session's vector of products grows by doubling).
     held: IndexMap<R, Held, RandomState>,
     /// `(until, record)` for every record, with the time it would leave at when it entered: an
     /// entry that comes up for a record held longer since is pushed again with its

@@ -25,6 +25,15 @@ use crate::runtime::watermark::{PartitionReport, ProgressSeed};
 use crate::Epoch;
 
 /// `(product key, product id)` for every product some session of the horizon holds.
+///
+/// Holding the products as [`KeyedId`]s instead, hashed and compared by the key alone,
+/// halved this holding's busy time on the side-by-side file (0.08–0.09 s against
+/// 0.16–0.17 s), but `clickflow bench` peaked at 390–398 MB in 5 runs against 383–399 MB in
+/// 15 of this build, and at 383–412 MB in 13 runs (3 over the 400 MB bar) together with
+/// the change told at [`crate::recs::pairs::co_occurrence`] (6 December 2026, alternating
+/// runs). Neither change alters what a record holds; a faster recommender may do its end of
+/// the epoch's work while the session stage emits every session's row, where the bench's
+/// peak is. Both were left out.
 pub fn held_names<'scope>(
     sightings: StreamVec<'scope, Epoch, Sighting>,
     reports: StreamVec<'scope, Epoch, PartitionReport>,

@@ -32,6 +32,13 @@ pub const MIN_CO_SESSIONS: isize = 2;
 /// pairs, not 210). The sessions' arrangement is built once and read by both sides of the
 /// join.
 ///
+/// It is an arrangement of its own, not the output arrangement of the sample's `reduce`,
+/// though that holds the same updates. Read directly (`reduce_abelian` into a `ValSpine`),
+/// it saved this arrangement's 0.06–0.07 s of busy time on the side-by-side file, but
+/// `clickflow bench` peaked at 383–402 MB in 11 runs against 383–399 MB in 15 of this
+/// build, 4 MB higher on average, next to the 400 MB bar (6 December 2026, twenty-first
+/// sitting, alternating runs; an earlier sitting had seen no gain in time either).
+///
 /// The join's output is merged per pair on its own worker ([`pre_aggregate`]) before the
 /// count exchanges and sorts it: sessions repeat the same pairs of popular products, and
 /// the count's batcher held every one of them until its epoch completed. Measured on 4
