@@ -232,3 +232,53 @@ fn a_topic_filled_before_the_start_is_a_counted_backlog_from_the_first_poll() {
     read_to_the_end(&mut source);
     assert!(!source.backlogged(), "everything held at the start is read");
 }
+
+/// A source resuming a partition from an offset (a restart's committed position) reads from
+/// exactly there to the end, every message once and none before it, while another
+/// partition reads from its start.
+#[test]
+fn a_partition_resumed_at_an_offset_reads_from_exactly_there() {
+    let broker = EmbeddedBroker::start().unwrap();
+    broker.create_topic("user-events", 2).unwrap();
+    let records = shop_records(2_000);
+    produce(broker.bootstrap_servers(), "user-events", &records);
+    let read = read_back(broker.bootstrap_servers(), "user-events", 2, records.len());
+    let sizes: Vec<i64> = read.iter().map(|p| p.len() as i64).collect();
+    assert!(
+        sizes.iter().all(|&n| n > 10),
+        "both partitions hold some: {sizes:?}"
+    );
+    let resume_at = sizes[0] / 2;
+    let mut source = KafkaSource::new(KafkaSourceConfig {
+        brokers: broker.bootstrap_servers().into(),
+        topic: "user-events".into(),
+        partitions: vec![(0, Some(resume_at)), (1, None)],
+        limits: DecodeLimits::default(),
+    })
+    .unwrap();
+    let expected = (sizes[0] - resume_at + sizes[1]) as usize;
+    assert_eq!(source.remaining_messages(), Some(expected));
+    let mut offsets = [Vec::new(), Vec::new()];
+    let mut caught_up = [false, false];
+    let mut batch = SourceBatch::default();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while caught_up != [true, true] {
+        assert!(Instant::now() < deadline, "never read to the end");
+        batch.clear();
+        source.poll(&mut batch, 1_000).unwrap();
+        for event in &batch.events {
+            offsets[event.partition].push(event.offset);
+        }
+        for letter in &batch.dead_letters {
+            offsets[letter.partition.partition as usize].push(letter.offset);
+        }
+        for progress in &batch.progress {
+            caught_up[progress.partition] = progress.caught_up;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // A batch keeps its events and its dead letters apart: order by offset.
+    offsets.iter_mut().for_each(|read| read.sort_unstable());
+    assert_eq!(offsets[0], (resume_at..sizes[0]).collect::<Vec<_>>());
+    assert_eq!(offsets[1], (0..sizes[1]).collect::<Vec<_>>());
+}
