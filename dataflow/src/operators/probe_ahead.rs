@@ -22,10 +22,11 @@
 //! Measured again once the file source read its splits in stints (twentieth sitting, the
 //! same day; chunks of 32 against chunks of 1, which probe each record just before its
 //! update, 3 alternating pairs on a slower machine): with every table, the session stage
-//! 0.70–0.72 s against 0.82–0.88 s, the recommender's items 0.45–0.47 s against 0.68–0.71
-//! s, the funnel's distinct users 0.32–0.33 s against 0.35 s, the run 2.46–2.51 s against 2.69–2.77 s; without the recommender, no difference
-//! (the session stage 0.67–0.74 s against 0.67–0.73 s, the funnel's distinct users
-//! 0.31–0.34 s against 0.31–0.35 s): there its sessions now stay cached.
+//! 0.70–0.72 s against 0.82–0.88 s, the recommender's items 0.45–0.47 s against
+//! 0.68–0.71 s, the funnel's distinct users 0.32–0.33 s against 0.35 s, the run
+//! 2.46–2.51 s against 2.69–2.77 s; without the recommender, no difference (the session
+//! stage 0.67–0.74 s against 0.67–0.73 s, the funnel's distinct users 0.31–0.34 s against
+//! 0.31–0.35 s): there its sessions now stay cached.
 
 /// How many records' keys are looked up before their entries are updated.
 pub const PROBE_AHEAD: usize = 32;
