@@ -19,11 +19,17 @@ use crate::Epoch;
 
 /// A value that absorbs another of its kind (associative and commutative).
 pub trait Merge {
+    /// True when merging never changes a value (the unit of a set's keys): a key already
+    /// held then takes nothing from an update, not even a lookup of its slot.
+    const INERT: bool = false;
+
     /// Folds `other` into `self`.
     fn merge(&mut self, other: Self);
 }
 
 impl Merge for () {
+    const INERT: bool = true;
+
     fn merge(&mut self, _other: ()) {}
 }
 
@@ -132,10 +138,16 @@ impl<S: KeyedStage> KeyedState<S> {
         committed: EventTime,
         out: &mut dyn FnMut(S::Row, isize),
     ) {
+        // The probe's answer picks the lookup: a key held then is only merged into, and
+        // into an inert value not even that. (A probe whose answer went unused would be a
+        // pure lookup the compiler may drop.) For the funnel's distinct users, skipping the
+        // second lookup of a held key took the stage from 0.55–0.59 s to 0.51–0.54 s of busy
+        // time on the side-by-side file (3 alternating pairs, 7 December 2026).
+        if held && S::Value::INERT {
+            return;
+        }
         let closes_at = self.stage.closes_at(&key);
         let keys = self.by_close.entry(closes_at).or_default();
-        // The probe's answer picks the lookup: a key held then is only merged into. (A
-        // probe whose answer went unused would be a pure lookup the compiler may drop.)
         if held && S::ROW_FIXED_AT_INSERT {
             let slot = keys.get_mut(&key).expect("a probed key stays held");
             slot.value.merge(value);
