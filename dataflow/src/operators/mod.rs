@@ -30,6 +30,6 @@ pub use by_epoch::{
 pub use holding::{hold_until, Hold, Keeping};
 pub use keyed::{aggregate_by_key, KeyedStage, Merge};
 pub use pre_aggregate::pre_aggregate;
-pub use probe_ahead::probe_ahead;
+pub use probe_ahead::{prefetch, probe_ahead};
 pub use restamp::at_own_epochs;
 pub use route::{BySession, KeyedId, RouteKey};

@@ -9,6 +9,7 @@ use crate::conversion::paths::{FunnelSteps, Path};
 use crate::conversion::Sealing;
 use crate::input::{product_hash, Accepted};
 use crate::kpi::sessions::SessionRule;
+use crate::operators::prefetch;
 use crate::rows::SessionRow;
 use crate::window::Window;
 
@@ -129,6 +130,13 @@ impl Span {
         self.steps
             .merge(&FunnelSteps::of(event.event_type, event.ts));
         event.user_id
+    }
+
+    /// Brings its product set into the cache ahead of an update, when it lies on the heap.
+    pub(super) fn prefetch_products(&self) {
+        if self.products.spilled() {
+            prefetch(self.products.as_slice());
+        }
     }
 
     /// Folds the events of `other` into this span.
