@@ -213,6 +213,7 @@ pub struct FileSource {
     partitions: Vec<PartitionId>,
     splits: Vec<OpenSplit>,
     limits: DecodeLimits,
+    /// A line that crosses the end of its split's read buffer, gathered here.
     line: Vec<u8>,
     reported_finished: Vec<bool>,
     /// Lines read so far, and their bytes: the average line length that
@@ -373,15 +374,30 @@ impl FileSource {
             let Some(reader) = split.reader.as_mut() else {
                 break;
             };
-            self.line.clear();
-            let read =
-                reader
-                    .read_until(b'\n', &mut self.line)
-                    .map_err(|source| FileSourceError::Io {
-                        path: PathBuf::from(&*self.partitions[i].topic),
-                        source,
-                    })?;
             let offset = split.offset as i64;
+            let read = with_next_line(reader, &mut self.line, |line| {
+                let payload = trim_line(line);
+                if payload.iter().all(u8::is_ascii_whitespace) {
+                    return;
+                }
+                match decode(payload, None, &self.limits) {
+                    Ok(event) => batch.events.push(SourcedEvent {
+                        partition: i,
+                        offset,
+                        event,
+                    }),
+                    Err(rejection) => batch.dead_letters.push(DeadLetter::new(
+                        self.partitions[i].clone(),
+                        offset,
+                        rejection,
+                        payload,
+                    )),
+                }
+            })
+            .map_err(|source| FileSourceError::Io {
+                path: PathBuf::from(&*self.partitions[i].topic),
+                source,
+            })?;
             split.offset += read as u64;
             if read == 0 {
                 // The file shrank under us: treat the split as ended here.
@@ -391,23 +407,6 @@ impl FileSource {
             lines += 1;
             self.lines_read += 1;
             self.bytes_read += read as u64;
-            let payload = trim_line(&self.line);
-            if payload.iter().all(u8::is_ascii_whitespace) {
-                continue;
-            }
-            match decode(payload, None, &self.limits) {
-                Ok(event) => batch.events.push(SourcedEvent {
-                    partition: i,
-                    offset,
-                    event,
-                }),
-                Err(rejection) => batch.dead_letters.push(DeadLetter::new(
-                    self.partitions[i].clone(),
-                    offset,
-                    rejection,
-                    payload,
-                )),
-            }
         }
         Ok(lines)
     }
@@ -422,7 +421,71 @@ fn finished_progress(partition: usize, offset: u64) -> PartitionProgress {
     }
 }
 
+/// Hands the next line of `reader`, its newline included when it has one, to `take`, and
+/// returns its length in bytes (0 at the end of the file, where `take` is not called).
+///
+/// A line that lies whole in the reader's buffer is read there, found by `memchr`'s
+/// vectorised search; only one that crosses the buffer's end is gathered into `spill`.
+/// (`BufRead::read_until` copied every line out of the buffer, after a word-at-a-time
+/// search from `core`: `memchr_aligned` alone took 2.8% of all samples of a run on the
+/// side-by-side file without the recommender. Reading in place, the run executes 2.1%
+/// fewer instructions (callgrind, its first 200,000 lines); its wall time, 9 alternating
+/// pairs on the whole file, 2.14–3.31 s against 2.47–3.25 s, 6 of the 9 faster, on a
+/// machine whose speed drifted by 20%: 7 December 2026.)
+fn with_next_line<R: BufRead>(
+    reader: &mut R,
+    spill: &mut Vec<u8>,
+    take: impl FnOnce(&[u8]),
+) -> io::Result<usize> {
+    let buffered = reader.fill_buf()?;
+    if let Some(newline) = memchr::memchr(b'\n', buffered) {
+        take(&buffered[..=newline]);
+        reader.consume(newline + 1);
+        return Ok(newline + 1);
+    }
+    spill.clear();
+    let read = reader.read_until(b'\n', spill)?;
+    if read > 0 {
+        take(spill);
+    }
+    Ok(read)
+}
+
 fn trim_line(line: &[u8]) -> &[u8] {
     let line = line.strip_suffix(b"\n").unwrap_or(line);
     line.strip_suffix(b"\r").unwrap_or(line)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_come_whole_whether_or_not_they_cross_the_buffer() {
+        // A 4-byte buffer: most of these lines cross its end, some lie inside it.
+        let text: &[u8] = b"ab\n\nlonger than the buffer\r\nxy\nlast without newline";
+        let mut reader = BufReader::with_capacity(4, text);
+        let mut spill = Vec::new();
+        let mut lines: Vec<Vec<u8>> = Vec::new();
+        loop {
+            let mut line = None;
+            let read = with_next_line(&mut reader, &mut spill, |l| line = Some(l.to_vec()))
+                .expect("reading a slice does not fail");
+            if read == 0 {
+                assert!(line.is_none(), "nothing is handed on at the end");
+                break;
+            }
+            let line = line.expect("a line is handed on");
+            assert_eq!(line.len(), read);
+            lines.push(line);
+        }
+        let expected: Vec<&[u8]> = vec![
+            b"ab\n",
+            b"\n",
+            b"longer than the buffer\r\n",
+            b"xy\n",
+            b"last without newline",
+        ];
+        assert_eq!(lines, expected);
+    }
 }
