@@ -17,7 +17,7 @@
 
 /// Fixes glibc's mmap threshold at 1 MiB, unless `MALLOC_MMAP_THRESHOLD_` says otherwise.
 /// Call it first thing, before any thread starts.
-#[allow(unsafe_code)] // The workspace's exception (with the next one): glibc has no safe API.
+#[allow(unsafe_code)] // A workspace exception (with the next one and `prefetch`): no safe API.
 pub fn return_large_blocks() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     if std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_none() {
