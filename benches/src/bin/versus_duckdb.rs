@@ -11,10 +11,18 @@
 //!   one line per system: wall time, events/s, peak RSS, exact or not, and the ratio.
 //!
 //! `cargo build --release && cargo run --release -p clickflow-benches --bin versus_duckdb
-//! [EVENTS] [WORKERS] [CLICKFLOW RUN FLAGS...]` (`DATABASE_URL` names the server, default
-//! the local one). clickflow runs with its defaults, so it also keeps the tables DuckDB is
-//! not asked for (the ordered funnel, the recommender); `--no-recommendations` after the
-//! worker count leaves the recommender out.
+//! [EVENTS] [WORKERS] [--rounds N] [CLICKFLOW RUN FLAGS...]` (`DATABASE_URL` names the
+//! server, default the local one). clickflow runs with its defaults, so it also keeps the
+//! tables DuckDB is not asked for (the ordered funnel, the recommender);
+//! `--no-recommendations` after the worker count leaves the recommender out.
+//!
+//! **Rounds.** On a 2-core virtual machine both systems' times drift by up to 20% from one
+//! minute to the next, more than most changes being measured, so a single pair of runs can
+//! put the ratio anywhere in that band. `--rounds N` (default 1) runs the pair N times on
+//! the same file, alternating which system goes first so that neither always inherits a
+//! warmer page cache or a quieter machine, checks the tables of every round, and prints
+//! each round's ratio, then the median of the rounds' ratios: the figure to hold against
+//! a bar, with its range beside it.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -33,21 +41,51 @@ struct Measured {
     peak_rss_mb: f64,
 }
 
+/// One round: both systems on the same file, and whether their tables were equal.
+struct Round {
+    ours: Measured,
+    theirs: Measured,
+    differences: Vec<String>,
+}
+
+impl Round {
+    /// clickflow's speed against DuckDB's: above 1 when clickflow is faster.
+    fn ratio(&self) -> f64 {
+        self.theirs.seconds / self.ours.seconds
+    }
+}
+
+/// Where both systems run, and on what.
+struct Setup {
+    clickflow: PathBuf,
+    kpis: PathBuf,
+    file: PathBuf,
+    out: PathBuf,
+    server: String,
+    workers: usize,
+    run_flags: Vec<String>,
+}
+
 fn main() -> Fallible<()> {
     let mut args = std::env::args().skip(1);
     let events: usize = args.next().map_or(Ok(2_000_000), |a| a.parse())?;
     let workers: usize = args.next().map_or(Ok(2), |a| a.parse())?;
-    let run_flags: Vec<String> = args.collect();
-    let server = std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    let clickflow = sibling("clickflow")?;
-    let kpis = Path::new(env!("CARGO_MANIFEST_DIR")).join("duckdb/kpis.py");
-
+    let (rounds, run_flags) = take_rounds(args.collect())?;
     let dir = tempfile::tempdir()?;
-    let file = dir.path().join("events.jsonl");
+    let setup = Setup {
+        clickflow: sibling("clickflow")?,
+        kpis: Path::new(env!("CARGO_MANIFEST_DIR")).join("duckdb/kpis.py"),
+        file: dir.path().join("events.jsonl"),
+        out: dir.path().join("duckdb"),
+        server: std::env::var("DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into()),
+        workers,
+        run_flags,
+    };
+
     let generated = Instant::now();
-    write_shop_file(&file, Shop::new(ShopConfig::side_by_side(7)), events)?;
-    let bytes = std::fs::metadata(&file)?.len();
+    write_shop_file(&setup.file, Shop::new(ShopConfig::side_by_side(7)), events)?;
+    let bytes = std::fs::metadata(&setup.file)?.len();
     eprintln!(
         "{events} events, {:.0} MB ({:.0} bytes a line), generated in {:.1} s",
         bytes as f64 / 1e6,
@@ -55,16 +93,71 @@ fn main() -> Fallible<()> {
         generated.elapsed().as_secs_f64()
     );
 
+    let mut done = Vec::with_capacity(rounds);
+    for round in 0..rounds {
+        let ours_first = round % 2 == 0;
+        let (ours, theirs) = if ours_first {
+            let ours = run_clickflow(&setup)?;
+            (ours, run_duckdb(&setup)?)
+        } else {
+            let theirs = run_duckdb(&setup)?;
+            (run_clickflow(&setup)?, theirs)
+        };
+        let differences = compare(&setup)?;
+        let round = Round {
+            ours,
+            theirs,
+            differences,
+        };
+        if rounds > 1 {
+            eprintln!(
+                "round {} of {rounds} ({} first): clickflow {:.2} s, DuckDB {:.2} s, {:.2}x{}",
+                done.len() + 1,
+                if ours_first { "clickflow" } else { "DuckDB" },
+                round.ours.seconds,
+                round.theirs.seconds,
+                round.ratio(),
+                if round.differences.is_empty() {
+                    ""
+                } else {
+                    ", tables differ"
+                }
+            );
+        }
+        done.push(round);
+    }
+    report(&setup, events, &done)
+}
+
+/// Takes `--rounds N` out of the flags meant for `clickflow run`.
+fn take_rounds(mut flags: Vec<String>) -> Fallible<(usize, Vec<String>)> {
+    let Some(at) = flags.iter().position(|flag| flag == "--rounds") else {
+        return Ok((1, flags));
+    };
+    let rounds: usize = flags
+        .get(at + 1)
+        .ok_or("--rounds needs a number")?
+        .parse()
+        .map_err(|_| "--rounds needs a number")?;
+    if rounds == 0 {
+        return Err("--rounds must be at least 1".into());
+    }
+    flags.drain(at..at + 2);
+    Ok((rounds, flags))
+}
+
+/// `clickflow run --input` into a fresh database.
+fn run_clickflow(setup: &Setup) -> Fallible<Measured> {
     psql(
-        &server,
+        &setup.server,
         &format!("DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)"),
     )?;
-    psql(&server, &format!("CREATE DATABASE {DATABASE}"))?;
-    let url = with_database(&server, DATABASE);
-    let ours = measure(
-        Command::new(&clickflow)
+    psql(&setup.server, &format!("CREATE DATABASE {DATABASE}"))?;
+    let url = with_database(&setup.server, DATABASE);
+    measure(
+        Command::new(&setup.clickflow)
             .args(["run", "--input"])
-            .arg(&file)
+            .arg(&setup.file)
             .args([
                 "--database-url",
                 &url,
@@ -72,16 +165,18 @@ fn main() -> Fallible<()> {
                 "2m",
                 "--no-http",
             ])
-            .args(["--workers", &workers.to_string()])
-            .args(&run_flags),
-    )?;
+            .args(["--workers", &setup.workers.to_string()])
+            .args(&setup.run_flags),
+    )
+}
 
-    let out = dir.path().join("duckdb");
+/// `kpis.py` on the same file: DuckDB's own timing, from reading the file to its tables.
+fn run_duckdb(setup: &Setup) -> Fallible<Measured> {
     let output = Command::new("python3")
-        .arg(&kpis)
-        .arg(&file)
-        .arg(&out)
-        .args(["--threads", &workers.to_string()])
+        .arg(&setup.kpis)
+        .arg(&setup.file)
+        .arg(&setup.out)
+        .args(["--threads", &setup.workers.to_string()])
         .output()?;
     if !output.status.success() {
         return Err(format!(
@@ -91,11 +186,16 @@ fn main() -> Fallible<()> {
         .into());
     }
     let reported: serde_json::Value = serde_json::from_slice(&output.stdout)?;
-    let theirs = Measured {
+    Ok(Measured {
         seconds: reported["seconds"].as_f64().unwrap_or(f64::NAN),
         peak_rss_mb: reported["peak_rss_mb"].as_f64().unwrap_or(f64::NAN),
-    };
+    })
+}
 
+/// The three tables of the last clickflow run against DuckDB's, row by row: one line per
+/// table that differs.
+fn compare(setup: &Setup) -> Fallible<Vec<String>> {
+    let url = with_database(&setup.server, DATABASE);
     let mut differences = Vec::new();
     for (table, query) in [
         (
@@ -115,7 +215,9 @@ fn main() -> Fallible<()> {
     ] {
         let query = query.replace("ms(", "clickflow_ms_of(");
         let mut pg = lines(&psql_csv(&url, &query)?);
-        let mut duck = lines(&std::fs::read_to_string(out.join(format!("{table}.csv")))?);
+        let mut duck = lines(&std::fs::read_to_string(
+            setup.out.join(format!("{table}.csv")),
+        )?);
         pg.sort();
         duck.sort();
         if pg != duck {
@@ -127,11 +229,24 @@ fn main() -> Fallible<()> {
             ));
         }
     }
-    let exact = differences.is_empty();
-    let flags: String = run_flags.iter().map(|flag| format!(" {flag}")).collect();
+    Ok(differences)
+}
+
+/// Prints the table of both systems over every round (a range when there are several)
+/// and the median ratio; fails if any round's tables differed.
+fn report(setup: &Setup, events: usize, rounds: &[Round]) -> Fallible<()> {
+    let exact = rounds.iter().all(|round| round.differences.is_empty());
+    let flags: String = setup
+        .run_flags
+        .iter()
+        .map(|flag| format!(" {flag}"))
+        .collect();
+    let workers = setup.workers;
+    let ours: Vec<&Measured> = rounds.iter().map(|round| &round.ours).collect();
+    let theirs: Vec<&Measured> = rounds.iter().map(|round| &round.theirs).collect();
     println!("| system | wall | events/s | peak RSS | exact |");
     println!("|---|---|---|---|---|");
-    for (name, m) in [
+    for (name, measured) in [
         (
             format!("clickflow run --input{flags}, {workers} workers, into PostgreSQL"),
             &ours,
@@ -141,22 +256,81 @@ fn main() -> Fallible<()> {
             &theirs,
         ),
     ] {
+        let seconds = Spread::of(measured.iter().map(|m| m.seconds));
+        let rate = Spread::of(measured.iter().map(|m| events as f64 / m.seconds / 1e6));
+        let rss = Spread::of(measured.iter().map(|m| m.peak_rss_mb));
         println!(
-            "| {name} | {:.2} s | {:.2}M | {:.0} MB | {} |",
-            m.seconds,
-            events as f64 / m.seconds / 1e6,
-            m.peak_rss_mb,
+            "| {name} | {} s | {}M | {} MB | {} |",
+            seconds.shown(2),
+            rate.shown(2),
+            rss.shown(0),
             if exact { "yes" } else { "no" }
         );
     }
-    println!(
-        "clickflow's speed is {:.2}x DuckDB's",
-        theirs.seconds / ours.seconds
-    );
+    let ratios = Spread::of(rounds.iter().map(Round::ratio));
+    if rounds.len() == 1 {
+        println!("clickflow's speed is {:.2}x DuckDB's", ratios.median);
+    } else {
+        println!(
+            "clickflow's speed is {:.2}x DuckDB's (the median of {} rounds' ratios; {:.2}-{:.2}x)",
+            ratios.median,
+            rounds.len(),
+            ratios.min,
+            ratios.max
+        );
+    }
     if !exact {
+        let differences: Vec<String> = rounds
+            .iter()
+            .enumerate()
+            .flat_map(|(i, round)| {
+                round
+                    .differences
+                    .iter()
+                    .map(move |difference| format!("round {}: {difference}", i + 1))
+            })
+            .collect();
         return Err(format!("the results differ:\n{}", differences.join("\n")).into());
     }
     Ok(())
+}
+
+/// The least, the median and the greatest of some measurements.
+struct Spread {
+    min: f64,
+    median: f64,
+    max: f64,
+}
+
+impl Spread {
+    fn of(values: impl Iterator<Item = f64>) -> Spread {
+        let mut values: Vec<f64> = values.collect();
+        values.sort_by(f64::total_cmp);
+        let middle = values.len() / 2;
+        let median = if values.len() % 2 == 1 {
+            values[middle]
+        } else {
+            (values[middle - 1] + values[middle]) / 2.0
+        };
+        Spread {
+            min: values[0],
+            median,
+            max: values[values.len() - 1],
+        }
+    }
+
+    /// `min-max` with `decimals` decimals, or one value when both show the same.
+    fn shown(&self, decimals: usize) -> String {
+        let (min, max) = (
+            format!("{:.*}", decimals, self.min),
+            format!("{:.*}", decimals, self.max),
+        );
+        if min == max {
+            min
+        } else {
+            format!("{min}-{max}")
+        }
+    }
 }
 
 /// The binary `name` beside this one (built by `cargo build --release`).
@@ -251,4 +425,43 @@ fn duckdb_version() -> String {
         .ok()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(flags: &[&str]) -> Vec<String> {
+        flags.iter().map(|flag| flag.to_string()).collect()
+    }
+
+    #[test]
+    fn rounds_are_taken_out_of_the_run_flags() {
+        let (rounds, flags) = take_rounds(strings(&[
+            "--no-recommendations",
+            "--rounds",
+            "5",
+            "--epoch-ms",
+            "9",
+        ]))
+        .unwrap();
+        assert_eq!(rounds, 5);
+        assert_eq!(flags, strings(&["--no-recommendations", "--epoch-ms", "9"]));
+        let (rounds, flags) = take_rounds(strings(&["--no-recommendations"])).unwrap();
+        assert_eq!((rounds, flags), (1, strings(&["--no-recommendations"])));
+        assert!(take_rounds(strings(&["--rounds"])).is_err());
+        assert!(take_rounds(strings(&["--rounds", "0"])).is_err());
+        assert!(take_rounds(strings(&["--rounds", "many"])).is_err());
+    }
+
+    #[test]
+    fn a_spread_has_the_middle_value_or_the_mean_of_the_middle_two() {
+        let odd = Spread::of([1.3, 0.9, 1.1].into_iter());
+        assert_eq!((odd.min, odd.median, odd.max), (0.9, 1.1, 1.3));
+        assert_eq!(odd.shown(1), "0.9-1.3");
+        let even = Spread::of([2.0, 1.0, 4.0, 3.0].into_iter());
+        assert_eq!((even.min, even.median, even.max), (1.0, 2.5, 4.0));
+        assert_eq!(Spread::of([1.234].into_iter()).shown(2), "1.23");
+        assert_eq!(Spread::of([105.9, 106.2].into_iter()).shown(0), "106");
+    }
 }
