@@ -7,6 +7,15 @@
 //! therefore written as an explicit byte string (integers little-endian, strings as their
 //! UTF-8 bytes after their length) and hashed with XXH3-64, whose output the XXH3
 //! specification fixes: the golden values in the tests below hold on any machine.
+//!
+//! The bytes are gathered into one buffer on the stack ([`KeyBytes`]) and hashed in one
+//! call, every step inlined. XXH3's streaming state hashes the same bytes to the same
+//! value, but it copied every piece into a buffer of its own through a call, and a route
+//! is made for every event at every exchange. callgrind on the side-by-side file's first
+//! 200,000 lines without the recommender (7 December 2026): 1.624G instructions against
+//! 1.672G (2.9% fewer), where the streaming hasher and its copies had been about 5% of
+//! them. Gathered into a `SmallVec` instead, the run took 1.713G: its growth checks cost
+//! more than the streaming state's copies.
 
 use std::cmp::Ordering;
 use std::hash::{Hash, Hasher};
@@ -14,7 +23,6 @@ use std::hash::{Hash, Hasher};
 use clickflow_sources::EventType;
 use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
-use xxhash_rust::xxh3::Xxh3Default;
 
 use timely::dataflow::operators::core::Exchange;
 use timely::dataflow::StreamVec;
@@ -23,30 +31,77 @@ use crate::input::Accepted;
 use crate::window::Window;
 use crate::Epoch;
 
+/// A key's canonical bytes, gathered to be hashed in one call: in an array on the stack up
+/// to 64 bytes (a window, an event type and an id of up to 39 bytes), in a vector beyond.
+pub struct KeyBytes {
+    inline: [u8; 64],
+    len: usize,
+    spilled: Vec<u8>,
+}
+
+impl Default for KeyBytes {
+    fn default() -> Self {
+        KeyBytes {
+            inline: [0; 64],
+            len: 0,
+            spilled: Vec::new(),
+        }
+    }
+}
+
+impl KeyBytes {
+    /// Appends `bytes`.
+    #[inline]
+    pub fn put(&mut self, bytes: &[u8]) {
+        let end = self.len + bytes.len();
+        if end <= self.inline.len() {
+            self.inline[self.len..end].copy_from_slice(bytes);
+        } else {
+            if self.spilled.is_empty() {
+                self.spilled.extend_from_slice(&self.inline[..self.len]);
+            }
+            self.spilled.extend_from_slice(bytes);
+        }
+        self.len = end;
+    }
+
+    /// The bytes appended so far.
+    fn bytes(&self) -> &[u8] {
+        if self.len <= self.inline.len() {
+            &self.inline[..self.len]
+        } else {
+            &self.spilled
+        }
+    }
+}
+
 /// A key that can be routed to a worker.
 pub trait RouteKey {
-    /// Feeds the key's canonical bytes to `hasher`.
-    fn feed(&self, hasher: &mut Xxh3Default);
+    /// Appends the key's canonical bytes to `bytes`.
+    fn feed(&self, bytes: &mut KeyBytes);
 
     /// The key's routing hash: XXH3-64 (seed 0) of its canonical bytes.
+    #[inline]
     fn route(&self) -> u64 {
-        let mut hasher = Xxh3Default::new();
-        self.feed(&mut hasher);
-        hasher.digest()
+        let mut bytes = KeyBytes::default();
+        self.feed(&mut bytes);
+        xxhash_rust::xxh3::xxh3_64(bytes.bytes())
     }
 }
 
 impl RouteKey for CompactString {
-    fn feed(&self, hasher: &mut Xxh3Default) {
-        hasher.update(&(self.len() as u64).to_le_bytes());
-        hasher.update(self.as_bytes());
+    #[inline]
+    fn feed(&self, bytes: &mut KeyBytes) {
+        bytes.put(&(self.len() as u64).to_le_bytes());
+        bytes.put(self.as_bytes());
     }
 }
 
 /// A borrowed key routes as the key itself (no clone to build a tuple of keys).
 impl<T: RouteKey + ?Sized> RouteKey for &T {
-    fn feed(&self, hasher: &mut Xxh3Default) {
-        (**self).feed(hasher);
+    #[inline]
+    fn feed(&self, bytes: &mut KeyBytes) {
+        (**self).feed(bytes);
     }
 }
 
@@ -102,8 +157,9 @@ impl Hash for KeyedId {
 
 /// Routes as its id, from the hash it carries.
 impl RouteKey for KeyedId {
-    fn feed(&self, hasher: &mut Xxh3Default) {
-        self.id.feed(hasher);
+    #[inline]
+    fn feed(&self, bytes: &mut KeyBytes) {
+        self.id.feed(bytes);
     }
 
     fn route(&self) -> u64 {
@@ -144,34 +200,38 @@ impl<'scope, D> BySession<'scope, D> {
 }
 
 impl RouteKey for Window {
-    fn feed(&self, hasher: &mut Xxh3Default) {
-        hasher.update(&self.start.to_le_bytes());
+    #[inline]
+    fn feed(&self, bytes: &mut KeyBytes) {
+        bytes.put(&self.start.to_le_bytes());
     }
 }
 
 impl RouteKey for EventType {
-    fn feed(&self, hasher: &mut Xxh3Default) {
+    #[inline]
+    fn feed(&self, bytes: &mut KeyBytes) {
         let code: u8 = match self {
             EventType::Click => 0,
             EventType::AddToCart => 1,
             EventType::Purchase => 2,
         };
-        hasher.update(&[code]);
+        bytes.put(&[code]);
     }
 }
 
 impl<A: RouteKey, B: RouteKey> RouteKey for (A, B) {
-    fn feed(&self, hasher: &mut Xxh3Default) {
-        self.0.feed(hasher);
-        self.1.feed(hasher);
+    #[inline]
+    fn feed(&self, bytes: &mut KeyBytes) {
+        self.0.feed(bytes);
+        self.1.feed(bytes);
     }
 }
 
 impl<A: RouteKey, B: RouteKey, C: RouteKey> RouteKey for (A, B, C) {
-    fn feed(&self, hasher: &mut Xxh3Default) {
-        self.0.feed(hasher);
-        self.1.feed(hasher);
-        self.2.feed(hasher);
+    #[inline]
+    fn feed(&self, bytes: &mut KeyBytes) {
+        self.0.feed(bytes);
+        self.1.feed(bytes);
+        self.2.feed(bytes);
     }
 }
 
@@ -183,7 +243,7 @@ mod tests {
     fn the_hash_is_xxh3_64_as_specified() {
         // Test vectors of the XXH3 reference implementation (seed 0).
         assert_eq!(xxhash_rust::xxh3::xxh3_64(b""), 0x2D06_8005_38D3_94C2);
-        let mut streamed = Xxh3Default::new();
+        let mut streamed = xxhash_rust::xxh3::Xxh3Default::new();
         streamed.update(b"");
         assert_eq!(streamed.digest(), 0x2D06_8005_38D3_94C2);
     }
@@ -210,6 +270,14 @@ mod tests {
             (window, EventType::Click, user).route(),
             0xa935_52ae_0110_c3c8
         );
+        // Past the 64 bytes gathered on the stack: the same hash of the same bytes.
+        let long = CompactString::from("u".repeat(200));
+        let mut streamed = xxhash_rust::xxh3::Xxh3Default::new();
+        streamed.update(&window.start.to_le_bytes());
+        streamed.update(&[0]);
+        streamed.update(&200u64.to_le_bytes());
+        streamed.update(long.as_bytes());
+        assert_eq!((window, EventType::Click, &long).route(), streamed.digest());
         let keyed = KeyedId::new(session.clone());
         assert_eq!(keyed.route(), session.route());
         assert_eq!((&keyed, &keyed).route(), (&session, &session).route());
