@@ -277,7 +277,17 @@ fn missing(field: &str) -> Rejection {
 /// characters in an id are corruption, not data).
 fn id(value: &str, field: &str) -> Result<CompactString, Rejection> {
     let bad = |why: String| Rejection::new(RejectKind::BadField, format!("`{field}` {why}"));
-    if value.trim().is_empty() {
+    // Ids are almost always ASCII: check bytes first, characters only when needed.
+    let ascii_clean = value.bytes().all(|b| (0x20..0x7f).contains(&b));
+    // Printable ASCII holds one white-space character, the space: such an id is blank when
+    // it is all spaces, which its first byte nearly always settles (`str::trim` cost 3.5%
+    // of the decoder's instructions here).
+    let blank = if ascii_clean {
+        value.bytes().all(|b| b == b' ')
+    } else {
+        value.trim().is_empty()
+    };
+    if blank {
         return Err(bad("is empty".into()));
     }
     if value.len() > MAX_ID_BYTES {
@@ -286,8 +296,6 @@ fn id(value: &str, field: &str) -> Result<CompactString, Rejection> {
             value.len()
         )));
     }
-    // Ids are almost always ASCII: check bytes first, characters only when needed.
-    let ascii_clean = value.bytes().all(|b| (0x20..0x7f).contains(&b));
     if let Some((at, c)) = (!ascii_clean)
         .then(|| value.char_indices().find(|(_, c)| c.is_control()))
         .flatten()
@@ -382,4 +390,31 @@ fn price_cents(field: Field<'_>) -> Result<i64, Rejection> {
         return Err(bad(&format!("must be between 0 and {max}")));
     }
     Ok((price * 100.0).round() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reason(value: &str) -> Option<String> {
+        id(value, "user_id").err().map(|rejection| rejection.detail)
+    }
+
+    #[test]
+    fn an_id_is_blank_when_only_white_space_whatever_its_characters() {
+        for blank in ["", " ", "    ", "\t", " \r\n ", "\u{3000}", " \u{2003} "] {
+            assert_eq!(
+                reason(blank).as_deref(),
+                Some("`user_id` is empty"),
+                "{blank:?}"
+            );
+        }
+        for kept in ["u1", " u1", "u 1", "u1 ", "é", " \u{3000}x"] {
+            assert_eq!(reason(kept), None, "{kept:?}");
+        }
+        assert_eq!(
+            reason("u\u{7f}").as_deref(),
+            Some("`user_id` holds the control character U+007F at byte 1")
+        );
+    }
 }
