@@ -113,7 +113,7 @@ fn run(epochs: Arc<Vec<Vec<Accepted>>>, workers: usize, stage: Stage, build: Bui
                     Stage::Funnel => {
                         accepted
                             .map(|event| user_sighting(window(), &event))
-                            .funnel(reports, seed)
+                            .funnel(window(), reports, seed)
                             .inner
                             .probe_with(&probe);
                     }

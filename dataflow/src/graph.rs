@@ -151,7 +151,7 @@ pub fn build_graph(
             events: accepted,
         } = split_by_stage(judged, config.window, config.recommendations.is_some());
         let trends = tallies.event_trends(all_reports.clone(), seed);
-        let funnel = user_sightings.funnel(all_reports.clone(), seed);
+        let funnel = user_sightings.funnel(config.window, all_reports.clone(), seed);
         let rule = SessionRule {
             gap_ms: config.session_gap_ms,
             window: config.window,

@@ -28,7 +28,7 @@ use timely::dataflow::operators::core::Exchange;
 use timely::dataflow::StreamVec;
 
 use crate::input::Accepted;
-use crate::window::Window;
+use crate::window::{Window, WindowStart};
 use crate::Epoch;
 
 /// A key's canonical bytes, gathered to be hashed in one call: in an array on the stack up
@@ -206,6 +206,14 @@ impl RouteKey for Window {
     }
 }
 
+/// The same bytes as its [`Window`]: a key routes alike with either.
+impl RouteKey for WindowStart {
+    #[inline]
+    fn feed(&self, bytes: &mut KeyBytes) {
+        bytes.put(&self.0.to_le_bytes());
+    }
+}
+
 impl RouteKey for EventType {
     #[inline]
     fn feed(&self, bytes: &mut KeyBytes) {
@@ -267,7 +275,11 @@ mod tests {
             0xa935_52ae_0110_c3c8
         );
         assert_eq!(
-            (window, EventType::Click, user).route(),
+            (window, EventType::Click, user.clone()).route(),
+            0xa935_52ae_0110_c3c8
+        );
+        assert_eq!(
+            (WindowStart(window.start), EventType::Click, user).route(),
             0xa935_52ae_0110_c3c8
         );
         // Past the 64 bytes gathered on the stack: the same hash of the same bytes.
