@@ -161,15 +161,12 @@ impl<'scope> Funnel<'scope> for StreamVec<'scope, Epoch, UserSighting> {
 mod tests {
     use super::*;
 
+    /// The size the stage's memory figures above were measured with.
     #[test]
     fn a_distinct_user_key_is_40_bytes() {
         assert_eq!(
             std::mem::size_of::<<DistinctUsers as KeyedStage>::Key>(),
             40
-        );
-        assert_eq!(
-            std::mem::size_of::<(Window, EventType, CompactString)>(),
-            48
         );
     }
 }

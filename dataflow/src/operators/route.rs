@@ -290,6 +290,16 @@ mod tests {
         streamed.update(&200u64.to_le_bytes());
         streamed.update(long.as_bytes());
         assert_eq!((window, EventType::Click, &long).route(), streamed.digest());
+        // Pieces put after the spill go on after the spilled bytes.
+        let mut streamed = xxhash_rust::xxh3::Xxh3Default::new();
+        streamed.update(&200u64.to_le_bytes());
+        streamed.update(long.as_bytes());
+        streamed.update(&window.start.to_le_bytes());
+        streamed.update(&[2]);
+        assert_eq!(
+            (&long, window, EventType::Purchase).route(),
+            streamed.digest()
+        );
         let keyed = KeyedId::new(session.clone());
         assert_eq!(keyed.route(), session.route());
         assert_eq!((&keyed, &keyed).route(), (&session, &session).route());
