@@ -58,20 +58,42 @@ const ORIGIN_GRAIN_MS: EventTime = 1_000;
 /// 0.97–1.01 s with whole seconds (`run --profile-operators`). A replay may start up to a
 /// second earlier than it must: the events it reads again are older than anything the
 /// stage holds, final and sealed, and what a replay rebuilds of them is never written.
+///
+/// The things added to the latest `(partition, second)` are counted beside the tree until
+/// another one comes: what a stage holds arrives partition by partition in event-time order
+/// (a worker reads a split a stint at a time), so most additions fall in the same second as
+/// the one before them, and each took a walk down the tree. Measured on 7 December 2026
+/// (twenty-fourth sitting, side-by-side file, every table): with `run --profile-operators`,
+/// 3 alternating pairs, the recommender's held items took 0.51–0.57 s of busy time against
+/// 0.72–0.75 s and the session stage 0.70–0.88 s against 0.96–1.00 s; callgrind on the
+/// file's first 200,000 lines, one worker, 3.070G instructions against 3.125G.
 #[derive(Debug, Default)]
 pub struct Origins {
+    /// The counts, but for [`Origins::latest`]'s.
     counts: BTreeMap<(u32, EventTime), usize>,
+    /// The `(partition, second)` most recently added to, and how many of its things are not
+    /// in `counts` yet.
+    latest: ((u32, EventTime), usize),
 }
 
 impl Origins {
     /// Counts one more thing held from `partition` at `ts`.
     pub fn add(&mut self, partition: u32, ts: EventTime) {
-        *self.counts.entry((partition, second_of(ts))).or_default() += 1;
+        let key = (partition, second_of(ts));
+        if self.latest.0 != key {
+            self.settle();
+            self.latest.0 = key;
+        }
+        self.latest.1 += 1;
     }
 
     /// Counts one fewer thing held from `partition` at `ts`.
     pub fn remove(&mut self, partition: u32, ts: EventTime) {
         let key = (partition, second_of(ts));
+        if self.latest.0 == key && self.latest.1 > 0 {
+            self.latest.1 -= 1;
+            return;
+        }
         if let Some(count) = self.counts.get_mut(&key) {
             *count -= 1;
             if *count == 0 {
@@ -89,9 +111,17 @@ impl Origins {
         }
     }
 
+    /// Moves the latest second's uncounted things into the tree.
+    fn settle(&mut self) {
+        let (key, uncounted) = std::mem::take(&mut self.latest);
+        if uncounted > 0 {
+            *self.counts.entry(key).or_default() += uncounted;
+        }
+    }
+
     /// Whether nothing is counted.
     pub fn is_empty(&self) -> bool {
-        self.counts.is_empty()
+        self.counts.is_empty() && self.latest.1 == 0
     }
 
     /// `(partition, earliest second)` of every partition counted, by partition: one seek
@@ -106,6 +136,13 @@ impl Origins {
                 let rest = (following, EventTime::MIN)..;
                 self.counts.range(rest).next().map(|(key, _)| *key)
             });
+        }
+        let ((partition, second), uncounted) = self.latest;
+        if uncounted > 0 {
+            match since.binary_search_by_key(&partition, |&(p, _)| p) {
+                Ok(at) => since[at].1 = since[at].1.min(second),
+                Err(at) => since.insert(at, (partition, second)),
+            }
         }
         since
     }
@@ -155,6 +192,8 @@ pub fn replay_monitor(
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     #[test]
@@ -180,5 +219,61 @@ mod tests {
         origins.remove(0, 7_999);
         origins.remove(u32::MAX, EventTime::MIN);
         assert!(origins.is_empty() && origins.since().is_empty());
+    }
+
+    /// One change to what a stage holds: which held thing (by its index among those held,
+    /// modulo their number) leaves or moves, or where a new one comes from.
+    #[derive(Clone, Debug)]
+    enum Change {
+        Add(u32, EventTime),
+        Remove(usize),
+        Move(usize, u32, EventTime),
+    }
+
+    fn change() -> impl Strategy<Value = Change> {
+        // Few partitions and seconds, so that additions often repeat the latest second.
+        let origin = (0u32..3, 0i64..4_000);
+        prop_oneof![
+            3 => origin.clone().prop_map(|(p, ts)| Change::Add(p, ts)),
+            1 => any::<usize>().prop_map(Change::Remove),
+            2 => (any::<usize>(), origin).prop_map(|(i, (p, ts))| Change::Move(i, p, ts)),
+        ]
+    }
+
+    proptest! {
+        /// The counts, with the latest second's kept apart, report what a plain list of
+        /// every held thing's origin says, after every change.
+        #[test]
+        fn origins_report_the_earliest_second_of_each_partition(
+            changes in proptest::collection::vec(change(), 1..200)
+        ) {
+            let mut origins = Origins::default();
+            let mut held: Vec<(u32, EventTime)> = Vec::new();
+            for change in changes {
+                match change {
+                    Change::Add(partition, ts) => {
+                        origins.add(partition, ts);
+                        held.push((partition, ts));
+                    }
+                    Change::Remove(i) if !held.is_empty() => {
+                        let (partition, ts) = held.swap_remove(i % held.len());
+                        origins.remove(partition, ts);
+                    }
+                    Change::Move(i, partition, ts) if !held.is_empty() => {
+                        let at = i % held.len();
+                        origins.moved(held[at], (partition, ts));
+                        held[at] = (partition, ts);
+                    }
+                    _ => {}
+                }
+                let mut expected: BTreeMap<u32, EventTime> = BTreeMap::new();
+                for &(partition, ts) in &held {
+                    let earliest = expected.entry(partition).or_insert(EventTime::MAX);
+                    *earliest = (*earliest).min(second_of(ts));
+                }
+                prop_assert_eq!(origins.since(), expected.into_iter().collect::<Vec<_>>());
+                prop_assert_eq!(origins.is_empty(), held.is_empty());
+            }
+        }
     }
 }
