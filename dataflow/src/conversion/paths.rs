@@ -50,24 +50,25 @@ fn first_from(sorted: &[EventTime], from: Option<EventTime>) -> Option<(usize, E
     sorted.get(at).map(|&ts| (at, ts))
 }
 
-/// Merges the sorted `theirs` into the sorted `ours`.
-fn merge_sorted(ours: &mut SmallVec<[EventTime; 2]>, theirs: &[EventTime]) {
-    for &ts in theirs {
-        let at = ours.partition_point(|&held| held <= ts);
-        ours.insert(at, ts);
-    }
+/// Inserts `ts` into the sorted `times`, after any equal ones.
+fn insert_sorted(times: &mut SmallVec<[EventTime; 2]>, ts: EventTime) {
+    let at = times.partition_point(|&held| held <= ts);
+    times.insert(at, ts);
 }
 
 impl FunnelSteps {
-    /// The steps of one event.
-    pub fn of(kind: EventType, ts: EventTime) -> FunnelSteps {
-        let mut steps = FunnelSteps::default();
+    /// Adds one event: what merging in the steps of that event alone would do, without
+    /// building them. The session stage folds every event in here, and building a
+    /// `FunnelSteps` of two small vectors per event to merge and drop it took 2.8% of a
+    /// `perf` profile of the side-by-side file without the recommender (7 December 2026).
+    pub fn note(&mut self, kind: EventType, ts: EventTime) {
         match kind {
-            EventType::Click => steps.click = Some(ts),
-            EventType::AddToCart => steps.carts.push(ts),
-            EventType::Purchase => steps.purchases.push(ts),
+            EventType::Click if self.click.is_some_and(|held| held <= ts) => return,
+            EventType::Click => self.click = Some(ts),
+            EventType::AddToCart => insert_sorted(&mut self.carts, ts),
+            EventType::Purchase => insert_sorted(&mut self.purchases, ts),
         }
-        steps
+        self.settle();
     }
 
     /// Adds the events summed up in `other`.
@@ -76,8 +77,17 @@ impl FunnelSteps {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        merge_sorted(&mut self.carts, &other.carts);
-        merge_sorted(&mut self.purchases, &other.purchases);
+        for &ts in &other.carts {
+            insert_sorted(&mut self.carts, ts);
+        }
+        for &ts in &other.purchases {
+            insert_sorted(&mut self.purchases, ts);
+        }
+        self.settle();
+    }
+
+    /// Drops the cart adds and purchases that can no longer be a step.
+    fn settle(&mut self) {
         if let Some((at, _)) = first_from(&self.carts, self.click) {
             self.carts.truncate(at + 1);
         }
@@ -151,7 +161,7 @@ mod tests {
     fn folded(events: &[(EventTime, EventType)]) -> FunnelSteps {
         let mut steps = FunnelSteps::default();
         for &(ts, kind) in events {
-            steps.merge(&FunnelSteps::of(kind, ts));
+            steps.note(kind, ts);
         }
         steps
     }

@@ -71,27 +71,34 @@ const ORIGIN_GRAIN_MS: EventTime = 1_000;
 pub struct Origins {
     /// The counts, but for [`Origins::latest`]'s.
     counts: BTreeMap<(u32, EventTime), usize>,
-    /// The `(partition, second)` most recently added to, and how many of its things are not
-    /// in `counts` yet.
-    latest: ((u32, EventTime), usize),
+    /// The `(partition, second)` most recently added to, counted apart.
+    latest: Latest,
+}
+
+/// The `(partition, second)` most recently added to, and how many of its things are not in
+/// the tree yet.
+#[derive(Debug, Default)]
+struct Latest {
+    origin: (u32, EventTime),
+    uncounted: usize,
 }
 
 impl Origins {
     /// Counts one more thing held from `partition` at `ts`.
     pub fn add(&mut self, partition: u32, ts: EventTime) {
         let key = (partition, second_of(ts));
-        if self.latest.0 != key {
+        if self.latest.origin != key {
             self.settle();
-            self.latest.0 = key;
+            self.latest.origin = key;
         }
-        self.latest.1 += 1;
+        self.latest.uncounted += 1;
     }
 
     /// Counts one fewer thing held from `partition` at `ts`.
     pub fn remove(&mut self, partition: u32, ts: EventTime) {
         let key = (partition, second_of(ts));
-        if self.latest.0 == key && self.latest.1 > 0 {
-            self.latest.1 -= 1;
+        if self.latest.origin == key && self.latest.uncounted > 0 {
+            self.latest.uncounted -= 1;
             return;
         }
         if let Some(count) = self.counts.get_mut(&key) {
@@ -113,15 +120,15 @@ impl Origins {
 
     /// Moves the latest second's uncounted things into the tree.
     fn settle(&mut self) {
-        let (key, uncounted) = std::mem::take(&mut self.latest);
+        let Latest { origin, uncounted } = std::mem::take(&mut self.latest);
         if uncounted > 0 {
-            *self.counts.entry(key).or_default() += uncounted;
+            *self.counts.entry(origin).or_default() += uncounted;
         }
     }
 
     /// Whether nothing is counted.
     pub fn is_empty(&self) -> bool {
-        self.counts.is_empty() && self.latest.1 == 0
+        self.counts.is_empty() && self.latest.uncounted == 0
     }
 
     /// `(partition, earliest second)` of every partition counted, by partition: one seek
@@ -137,7 +144,10 @@ impl Origins {
                 self.counts.range(rest).next().map(|(key, _)| *key)
             });
         }
-        let ((partition, second), uncounted) = self.latest;
+        let Latest {
+            origin: (partition, second),
+            uncounted,
+        } = self.latest;
         if uncounted > 0 {
             match since.binary_search_by_key(&partition, |&(p, _)| p) {
                 Ok(at) => since[at].1 = since[at].1.min(second),

@@ -127,8 +127,7 @@ impl Span {
             note_product(&mut self.products, product_hash(product));
         }
         facts.num_products = u32::try_from(self.products.len()).unwrap_or(u32::MAX);
-        self.steps
-            .merge(&FunnelSteps::of(event.event_type, event.ts));
+        self.steps.note(event.event_type, event.ts);
         event.user_id
     }
 
