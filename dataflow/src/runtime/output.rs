@@ -24,9 +24,11 @@ use std::sync::Arc;
 use clickflow_sources::{DeadLetter, EventTime, PartitionId};
 use differential_dataflow::consolidation::consolidate;
 use serde::{Deserialize, Serialize};
+use timely::communication::Pull;
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Exchange;
-use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::channels::Message;
+use timely::dataflow::operators::generic::{InputHandleCore, Operator};
 use timely::dataflow::operators::Capability;
 use timely::dataflow::StreamVec;
 
@@ -312,14 +314,7 @@ pub fn gather<'scope>(
                 window,
             };
             move |(input, frontier), output| {
-                input.for_each_stamp(|stamp, batches| {
-                    if let Some(capability) = stamp.retain_least(output.output_index()) {
-                        let arriving = arriving_at(&mut pending, capability);
-                        batches
-                            .flat_map(|b| b.drain(..))
-                            .for_each(|c| arriving.add(c));
-                    }
-                });
+                take_arrivals(input, output.output_index(), &mut pending, |c| c);
                 while let Some(entry) = pending.first_entry() {
                     if frontier.frontier().less_equal(entry.key()) {
                         break;
@@ -341,7 +336,7 @@ pub fn gather<'scope>(
 
 /// The changes of the epoch of `capability` arriving so far (the capability is kept with
 /// them, for the output's hand-off).
-pub(crate) fn arriving_at(
+fn arriving_at(
     pending: &mut BTreeMap<Epoch, (Capability<Epoch>, Arriving)>,
     capability: Capability<Epoch>,
 ) -> &mut Arriving {
@@ -349,6 +344,27 @@ pub(crate) fn arriving_at(
         .entry(*capability.time())
         .or_insert_with(|| (capability, Arriving::default()));
     arriving
+}
+
+/// Takes every batch waiting at `input` into the epoch it belongs to in `pending`, each
+/// record made a [`Change`] by `change`, keeping a capability of each such epoch for the
+/// operator's output `output`.
+pub(crate) fn take_arrivals<D, P>(
+    input: &mut InputHandleCore<Epoch, Vec<D>, P>,
+    output: usize,
+    pending: &mut BTreeMap<Epoch, (Capability<Epoch>, Arriving)>,
+    change: impl Fn(D) -> Change,
+) where
+    P: Pull<Message<Epoch, Vec<D>>>,
+{
+    input.for_each_stamp(|stamp, batches| {
+        if let Some(capability) = stamp.retain_least(output) {
+            let arriving = arriving_at(pending, capability);
+            for record in batches.flat_map(|b| b.drain(..)) {
+                arriving.add(change(record));
+            }
+        }
+    });
 }
 
 /// What the gathering worker knows across epochs.

@@ -23,7 +23,7 @@ use timely::progress::Antichain;
 
 use crate::rows::SessionRow;
 use crate::runtime::handoff::Offering;
-use crate::runtime::output::{arriving_at, Arriving, Change, Deliver};
+use crate::runtime::output::{take_arrivals, Arriving, Change, Deliver};
 use crate::runtime::watermark::{PartitionReport, ProgressSeed, WatermarkTracker};
 use crate::Epoch;
 
@@ -56,29 +56,11 @@ pub fn worker_rows<'scope>(
         let mut pending: BTreeMap<Epoch, (Capability<Epoch>, Arriving)> = BTreeMap::new();
         let mut tracker = WatermarkTracker::new(seed.partitions);
         move |frontiers| {
-            rows_input.for_each_stamp(|stamp, batches| {
-                if let Some(capability) = stamp.retain_least(0) {
-                    let arriving = arriving_at(&mut pending, capability);
-                    batches
-                        .flat_map(|b| b.drain(..))
-                        .for_each(|c| arriving.add(c));
-                }
+            take_arrivals(&mut rows_input, 0, &mut pending, |change| change);
+            take_arrivals(&mut sessions_input, 0, &mut pending, |(row, _, diff)| {
+                Change::Session(row, diff)
             });
-            sessions_input.for_each_stamp(|stamp, batches| {
-                if let Some(capability) = stamp.retain_least(0) {
-                    let arriving = arriving_at(&mut pending, capability);
-                    batches
-                        .flat_map(|b| b.drain(..))
-                        .for_each(|(row, _, diff)| arriving.add(Change::Session(row, diff)));
-                }
-            });
-            reports_input.for_each_stamp(|stamp, batches| {
-                if let Some(capability) = stamp.retain_least(0) {
-                    let arriving = arriving_at(&mut pending, capability);
-                    let reports = batches.flat_map(|b| b.drain(..));
-                    reports.for_each(|r| arriving.add(Change::Progress(r)));
-                }
-            });
+            take_arrivals(&mut reports_input, 0, &mut pending, Change::Progress);
             let mut frontier = Antichain::new();
             for input in frontiers {
                 for epoch in input.frontier().iter() {
