@@ -87,12 +87,17 @@ pub(super) struct SessionState {
     /// beside `spans` cost every event a second cache-missing probe: 62% of the stage's
     /// absorbing in a profile of the side-by-side file, 4 December 2026; the flag in
     /// `spans` makes it one.)
-    touched: Vec<(CompactString, SmallVec<[StoodBefore; 1]>)>,
+    ///
+    /// Ids are named here, and in `opened`, by their index in `spans`: nothing removes an
+    /// id between the absorbing of an epoch's events and [`SessionState::emit_touched`]
+    /// (only [`SessionState::forget`] removes, after it), and an index takes 8 bytes where
+    /// an id takes 24. At the end of a backlog every session is in one of the two.
+    touched: Vec<(usize, SmallVec<[StoodBefore; 1]>)>,
     /// The ids the open epoch touched so far that held no session before it: only their
-    /// ids. An entry of `touched` takes 200 bytes whether or not it holds a session, and a
+    /// indexes. An entry of `touched` takes 200 bytes whether or not it holds a session, and a
     /// backlog's epoch opens every one of its sessions: on `clickflow bench`'s file that
     /// vector reached 105 MB of the run's peak heap of 570 MB (heaptrack, 6 December 2026).
-    opened: Vec<CompactString>,
+    opened: Vec<usize>,
     /// `(final_at, session_id, session_start)` of every open session.
     closing: BTreeSet<(EventTime, CompactString, EventTime)>,
     /// `(session_id, session_start)` of every closed session, by the time its funnel window
@@ -130,25 +135,28 @@ impl SessionState {
     /// not, though an earlier event of the chunk may have added it since). Nothing removes
     /// an id while events are absorbed, so an index found then still holds that id.
     fn absorb_one(&mut self, event: Accepted, at: Option<usize>, clocks: &Clocks) {
-        let held = match at {
+        let (at, held) = match at {
             Some(at) => {
                 let (id, held) = self.spans.get_index_mut(at).expect("probed ids stay held");
                 debug_assert_eq!(*id, event.session_id);
-                held
+                (at, held)
             }
-            None => self.spans.entry(event.session_id.clone()).or_default(),
+            None => {
+                let entry = self.spans.entry(event.session_id.clone());
+                (entry.index(), entry.or_default())
+            }
         };
         if !held.touched {
             held.touched = true;
             if held.spans.is_empty() {
-                self.opened.push(event.session_id.clone());
+                self.opened.push(at);
             } else {
                 let before = held
                     .spans
                     .iter()
                     .map(|span| (span.facts.clone(), span.path(&clocks.sealing)))
                     .collect();
-                self.touched.push((event.session_id.clone(), before));
+                self.touched.push((at, before));
             }
         }
         absorb(&mut held.spans, event, &clocks.rule);
@@ -169,9 +177,10 @@ impl SessionState {
     ) {
         let opened = std::mem::take(&mut self.opened)
             .into_iter()
-            .map(|id| (id, SmallVec::new()));
-        for (id, old) in std::mem::take(&mut self.touched).into_iter().chain(opened) {
-            let held = self.spans.get_mut(&id).expect("a touched id is held");
+            .map(|at| (at, SmallVec::new()));
+        for (at, old) in std::mem::take(&mut self.touched).into_iter().chain(opened) {
+            let (id, held) = self.spans.get_index_mut(at).expect("a touched id is held");
+            let id = id.clone();
             held.touched = false;
             let new = &held.spans;
             for (gone, _) in old
@@ -211,18 +220,19 @@ impl SessionState {
                 emit(Change::Path(path), -1);
             }
             let old: SmallVec<[SpanFacts; 1]> = old.into_iter().map(|(facts, _)| facts).collect();
-            self.reindex(&id, &old, clocks, after);
+            self.reindex(at, &id, &old, clocks, after);
         }
     }
 
-    /// Moves `id`'s index entries from its spans `old` to its current ones; a span the
-    /// epoch changed that is final at `after` goes straight to the leaving index, its
-    /// closed row given ([`SessionState::emit_touched`]). Most events change a session's
+    /// Moves `id`'s index entries (it is held at `at` in `spans`) from its spans `old` to
+    /// its current ones; a span the epoch changed that is final at `after` goes straight
+    /// to the leaving index, its closed row given ([`SessionState::emit_touched`]). Most events change a session's
     /// counts and last event but neither the window its end falls in nor its partitions'
     /// earliest events: those touch neither index (string-keyed B-tree updates dominated a
     /// profile when every change rewrote both).
     fn reindex(
         &mut self,
+        at: usize,
         id: &CompactString,
         old: &[SpanFacts],
         clocks: &Clocks,
@@ -231,8 +241,8 @@ impl SessionState {
         let rule = &clocks.rule;
         let new = self
             .spans
-            .get(id)
-            .map_or(&[][..], |held| held.spans.as_slice());
+            .get_index(at)
+            .map_or(&[][..], |(_, held)| held.spans.as_slice());
         let closed_now =
             |span: &SpanFacts| rule.final_at(span.last) <= after && !old.iter().any(|o| o == span);
         let new_holds =
