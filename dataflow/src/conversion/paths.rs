@@ -196,6 +196,16 @@ mod tests {
     }
 
     #[test]
+    fn an_earlier_click_replaces_the_one_held() {
+        // The later click arrives first; the path starts from the earlier one.
+        let steps = folded(&[(18, Click), (0, Click), (20, AddToCart)]);
+        let path = steps.path(0, 100);
+        assert_eq!((path.click, path.cart), (Some(0), Some(20)));
+        // A later click once an earlier one is held changes nothing.
+        assert_eq!(folded(&[(0, Click), (18, Click), (20, AddToCart)]), steps);
+    }
+
+    #[test]
     fn only_what_can_still_be_a_step_is_kept() {
         // Clicked at 5: of the carts at and after it, only the first can be the step.
         let steps = folded(&[

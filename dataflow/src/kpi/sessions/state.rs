@@ -181,6 +181,7 @@ impl SessionState {
         for (at, old) in std::mem::take(&mut self.touched).into_iter().chain(opened) {
             let (id, held) = self.spans.get_index_mut(at).expect("a touched id is held");
             let id = id.clone();
+            debug_assert!(held.touched, "the index of a touched id still names it");
             held.touched = false;
             let new = &held.spans;
             for (gone, _) in old
@@ -226,10 +227,10 @@ impl SessionState {
 
     /// Moves `id`'s index entries (it is held at `at` in `spans`) from its spans `old` to
     /// its current ones; a span the epoch changed that is final at `after` goes straight
-    /// to the leaving index, its closed row given ([`SessionState::emit_touched`]). Most events change a session's
-    /// counts and last event but neither the window its end falls in nor its partitions'
-    /// earliest events: those touch neither index (string-keyed B-tree updates dominated a
-    /// profile when every change rewrote both).
+    /// to the leaving index, its closed row given ([`SessionState::emit_touched`]). Most
+    /// events change a session's counts and last event but neither the window its end
+    /// falls in nor its partitions' earliest events: those touch neither index
+    /// (string-keyed B-tree updates dominated a profile when every change rewrote both).
     fn reindex(
         &mut self,
         at: usize,
