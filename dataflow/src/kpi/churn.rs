@@ -52,7 +52,7 @@ use crate::kpi::history::History;
 use crate::kpi::sessions::SessionRule;
 use crate::operators::{by_epoch, EpochWatermarks, RouteKey};
 use crate::rows::{FeatureValues, Probability, ScoreRow, SessionKey, SessionRow};
-use crate::runtime::output::consolidate_in_place;
+use crate::runtime::output::consolidate_shared;
 use crate::runtime::replay::Retention;
 use crate::runtime::watermark::{PartitionReport, ProgressSeed};
 use crate::Epoch;
@@ -75,8 +75,10 @@ pub struct ScoringSetup {
 /// What reaches the scoring stage.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 enum ScoringInput {
-    Session(SessionRow, isize),
-    Retention(Retention),
+    Session(Arc<SessionRow>, isize),
+    /// Boxed: a retention is 56 bytes, and every session row waiting for its epoch to
+    /// complete took an input that large.
+    Retention(Box<Retention>),
     Model(Arc<ChurnModel>),
 }
 
@@ -95,7 +97,7 @@ pub trait ChurnScores<'scope> {
     ) -> VecCollection<'scope, Epoch, ScoreRow>;
 }
 
-impl<'scope> ChurnScores<'scope> for VecCollection<'scope, Epoch, SessionRow> {
+impl<'scope> ChurnScores<'scope> for VecCollection<'scope, Epoch, Arc<SessionRow>> {
     fn churn_scores(
         self,
         setup: ScoringSetup,
@@ -113,7 +115,7 @@ impl<'scope> ChurnScores<'scope> for VecCollection<'scope, Epoch, SessionRow> {
                 _ => 0,
             });
         let everywhere = retention
-            .map(ScoringInput::Retention)
+            .map(|retention| ScoringInput::Retention(Box::new(retention)))
             .concat(models.map(ScoringInput::Model))
             .broadcast();
         let mut state = ScoringState::new(setup, worker, peers);
@@ -224,7 +226,7 @@ impl ScoringState {
                 }
             }
         }
-        consolidate_in_place(&mut changes);
+        consolidate_shared(&mut changes, SessionRow::key);
 
         // Sessions that leave the open set, with the score they had.
         let mut leaving: HashMap<SessionKey, (CompactString, Scored)> = HashMap::default();
@@ -250,7 +252,7 @@ impl ScoringState {
             } else if row.num_purchases == 0 {
                 dirty.insert((row.user_id.clone(), row.key()));
                 user.open.push(Open {
-                    row,
+                    row: Arc::unwrap_or_clone(row),
                     step: 0,
                     scored: None,
                 });

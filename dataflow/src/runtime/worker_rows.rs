@@ -14,6 +14,7 @@
 //! hears how far the epochs are closed even where this worker changed nothing.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
@@ -33,12 +34,13 @@ use crate::Epoch;
 ///
 /// Session rows come as the stage emits them rather than wrapped in a [`Change`]: an
 /// epoch that closes every session (the end of a backlog) has all of them in flight at
-/// once, and a `Change` is 168 bytes where a session row's update is 128. `clickflow
-/// bench` (6 December 2026, nineteenth sitting; heaptrack): the wrapped rows were 46 MB
-/// of the run's peak heap.
+/// once, and a `Change` is 168 bytes where a session row's update is 24 (the row itself
+/// is shared with the churn stage: [`crate::kpi::sessions::SessionStreams::rows`]).
+/// `clickflow bench` (6 December 2026, nineteenth sitting; heaptrack): the wrapped rows
+/// were 46 MB of the run's peak heap.
 pub fn worker_rows<'scope>(
     rows: StreamVec<'scope, Epoch, Change>,
-    sessions: StreamVec<'scope, Epoch, (SessionRow, Epoch, isize)>,
+    sessions: StreamVec<'scope, Epoch, (Arc<SessionRow>, Epoch, isize)>,
     reports: StreamVec<'scope, Epoch, PartitionReport>,
     seed: ProgressSeed,
     deliver: Deliver,
