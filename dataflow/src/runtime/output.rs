@@ -508,16 +508,13 @@ pub fn consolidate_shared<R: Ord, K: Ord>(
     for run in changes.chunk_by_mut(|a, b| key(&a.0) == key(&b.0)) {
         run.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     }
-    let mut kept = 0;
-    for at in 0..changes.len() {
-        if kept > 0 && changes[kept - 1].0 == changes[at].0 {
-            changes[kept - 1].1 += changes[at].1;
-        } else {
-            changes.swap(kept, at);
-            kept += 1;
+    changes.dedup_by(|later, earlier| {
+        let same = later.0 == earlier.0;
+        if same {
+            earlier.1 += later.1;
         }
-    }
-    changes.truncate(kept);
+        same
+    });
     changes.retain(|(_, diff)| *diff != 0);
 }
 
