@@ -8,11 +8,15 @@
 //! s (35.9 s against 10.7 s). Text comes back where a row is built, from the popularity
 //! named with each product's id ([`crate::recs::names`]).
 
+use std::hash::Hash;
+
 use differential_dataflow::operators::join::join_traces;
 use differential_dataflow::operators::CountTotal;
 use differential_dataflow::{AsCollection, VecCollection};
+use differential_dataflow::{ExchangeData, Hashable};
 use timely::container::{CapacityContainerBuilder, PushInto};
 use timely::dataflow::operators::vec::Map;
+use timely::dataflow::StreamVec;
 
 use crate::operators::pre_aggregate;
 use crate::recs::items::{Item, ProductKey};
@@ -73,19 +77,40 @@ pub fn co_occurrence<'scope>(
             }
         },
     );
-    let merged = pre_aggregate(pairs, "Recs: pairs merged", |(pair, time, diff), merge| {
-        merge((*pair, *time), *diff as i64)
-    });
-    merged
-        .flat_map(|((pair, time), diff)| (diff != 0).then_some((pair, time, diff as isize)))
-        .as_collection()
-        .count_total()
-        .filter(|(_, both)| *both >= MIN_CO_SESSIONS)
+    count_merged(pairs, "Recs: pairs merged").filter(|(_, both)| *both >= MIN_CO_SESSIONS)
 }
 
-/// `(product, sessions holding it)`.
+/// `(product, sessions holding it)`, from each session's sample: the updates are merged
+/// per product before they are counted, as the pairs are ([`count_merged`]): a backlog's
+/// epoch brings 15 sampled items for each of its sessions, for a shop's few thousand
+/// products. callgrind on the side-by-side file's first 200,000 lines, one worker, every
+/// table (7 December 2026): 2.805G instructions against 2.835G (1.1% fewer); on the whole
+/// file, 2 workers, the counts' arranging took 0.09 s of busy time against 0.12–0.13 s
+/// (2 alternating pairs), the merge under 0.01 s.
 pub fn popularity<'scope>(
     items: VecCollection<'scope, Epoch, Item>,
 ) -> VecCollection<'scope, Epoch, (ProductKey, isize)> {
-    items.map(|(_, product)| product).count_total()
+    let products = items
+        .inner
+        .map(|((_, product), time, diff)| (product, time, diff));
+    count_merged(products, "Recs: products merged")
+}
+
+/// How many of each key the `updates` hold (differential's `count_total`), their diffs
+/// first summed per key on their own worker ([`pre_aggregate`], named `name`), so that
+/// the count's batcher sorts one update per key and batch rather than one per session.
+fn count_merged<'scope, K>(
+    updates: StreamVec<'scope, Epoch, (K, Epoch, isize)>,
+    name: &str,
+) -> VecCollection<'scope, Epoch, (K, isize)>
+where
+    K: ExchangeData + Hashable + Hash + Copy,
+{
+    let merged = pre_aggregate(updates, name, |(key, time, diff), merge| {
+        merge((*key, *time), *diff as i64)
+    });
+    merged
+        .flat_map(|((key, time), diff)| (diff != 0).then_some((key, time, diff as isize)))
+        .as_collection()
+        .count_total()
 }
