@@ -26,14 +26,15 @@ use crate::Epoch;
 
 /// `(product key, product id)` for every product some session of the horizon holds.
 ///
-/// Holding the products as [`KeyedId`]s instead, hashed and compared by the key alone,
-/// halved this holding's busy time on the side-by-side file (0.08–0.09 s against
-/// 0.16–0.17 s), but `clickflow bench` peaked at 390–398 MB in 5 runs against 383–399 MB in
-/// 15 of this build, and at 383–412 MB in 13 runs (3 over the 400 MB bar) together with
-/// the change told at [`crate::recs::pairs::co_occurrence`] (6 December 2026, alternating
-/// runs). Neither change alters what a record holds; a faster recommender may do its end of
-/// the epoch's work while the session stage emits every session's row, where the bench's
-/// peak is. Both were left out.
+/// The products are held as [`KeyedId`]s, hashed and compared by their key alone, not as
+/// `(key, id)` pairs whose text is hashed and compared too. Tried on 6 December 2026, that
+/// halved this holding's busy time but `clickflow bench` peaked at 383–412 MB (3 of 13 runs
+/// over the 400 MB bar, alternating runs), so it was left out. Once the session rows were
+/// shared by their readers the bench had room: on 7 December (twenty-seventh sitting) this
+/// holding took 0.08–0.09 s of busy time on the side-by-side file against 0.13–0.14 s (2
+/// alternating pairs), callgrind counted 2.769G instructions against 2.805G on the file's
+/// first 200,000 lines (one worker, every table), and the bench peaked at 343–348 MB
+/// against 345–347 MB (3 alternating pairs).
 pub fn held_names<'scope>(
     sightings: StreamVec<'scope, Epoch, Sighting>,
     reports: StreamVec<'scope, Epoch, PartitionReport>,
@@ -41,7 +42,7 @@ pub fn held_names<'scope>(
     horizon_ms: i64,
 ) -> VecCollection<'scope, Epoch, (ProductKey, CompactString)> {
     let updates = sightings.map(|seen| Hold {
-        record: (seen.product.key, seen.product.id),
+        record: seen.product,
         diff: 1,
         ts: seen.ts,
         partition: seen.partition,
@@ -58,7 +59,9 @@ pub fn held_names<'scope>(
             reports_retention: false,
         },
     );
-    per_worker.distinct()
+    per_worker
+        .distinct()
+        .map(|product| (product.key, product.id))
 }
 
 /// `popularity` (sessions holding each product) with each product's id.
