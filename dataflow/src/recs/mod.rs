@@ -7,7 +7,7 @@
 //!                                                                              ▼
 //!                              sample ≤ N products per session (reduce, by session)
 //!                                │                                    │
-//!               arranged by session ──join_core with itself──► pairs a < b ─► count_total
+//!               arranged by session ────join with itself─────► pairs a < b ─► count_total
 //!                                │                                    │       (pairs.rs)
 //!       products ─► count_total ⋈ names: popularity ─arranged──┐     ▼ both ways
 //!                                │                             ├─► join_core: rank key
