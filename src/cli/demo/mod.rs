@@ -231,7 +231,7 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
     // The shop sends until the pipeline has stopped, and the pipeline stops after the
     // epoch under way: what the shop sent after that epoch's last read stays in the
     // broker, unread, and is said so rather than left for the reader to subtract.
-    let unread = (sent as u64).saturating_sub(stats.events + stats.dead_letters);
+    let unread = sent.saturating_sub(stats.events + stats.dead_letters);
     eprintln!(
         "demo stopped: the shop sent {sent} events in {:.1} s ({:.0} events/s); the pipeline counted {} and dead-lettered {}; {unread} sent after its last epoch were left unread",
         sending.as_secs_f64(),
