@@ -12,8 +12,7 @@ use std::hash::Hash;
 
 use differential_dataflow::operators::join::join_traces;
 use differential_dataflow::operators::CountTotal;
-use differential_dataflow::{AsCollection, VecCollection};
-use differential_dataflow::{ExchangeData, Hashable};
+use differential_dataflow::{AsCollection, ExchangeData, Hashable, VecCollection};
 use timely::container::{CapacityContainerBuilder, PushInto};
 use timely::dataflow::operators::vec::Map;
 use timely::dataflow::StreamVec;
@@ -61,8 +60,9 @@ pub const MIN_CO_SESSIONS: isize = 2;
 /// against 3.055G (7.2% fewer), the sorting having been 8.0% of the run's; with
 /// `--profile-operators` on the whole file, 2 workers, the self-join took 0.13–0.22 s of
 /// busy time and the recommender's other joins 0.03–0.05 s, where all of them had taken
-/// 0.36–0.51 s (3 alternating pairs); the merge 0.11–0.18 s against 0.10–0.15 s. The same change to the ranking's join
-/// ([`crate::recs::similar::nearest`]) saved 0.4% more and was not kept.
+/// 0.36–0.51 s (3 alternating pairs); the merge 0.11–0.18 s against 0.10–0.15 s. The
+/// same change to the ranking's join ([`crate::recs::similar::nearest`]) saved 0.4% more
+/// and was not kept.
 pub fn co_occurrence<'scope>(
     items: VecCollection<'scope, Epoch, Item>,
 ) -> VecCollection<'scope, Epoch, ((ProductKey, ProductKey), isize)> {
@@ -82,8 +82,8 @@ pub fn co_occurrence<'scope>(
 
 /// `(product, sessions holding it)`, from each session's sample: the updates are merged
 /// per product before they are counted, as the pairs are ([`count_merged`]): a backlog's
-/// epoch brings 15 sampled items for each of its sessions, for a shop's few thousand
-/// products. callgrind on the side-by-side file's first 200,000 lines, one worker, every
+/// epoch brings 15 sampled items for each of its sessions, and a shop has far fewer
+/// products than sessions. callgrind on the side-by-side file's first 200,000 lines, one worker, every
 /// table (7 December 2026): 2.805G instructions against 2.835G (1.1% fewer); on the whole
 /// file, 2 workers, the counts' arranging took 0.09 s of busy time against 0.12–0.13 s
 /// (2 alternating pairs), the merge under 0.01 s.
