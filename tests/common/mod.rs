@@ -37,11 +37,17 @@ pub fn run_ok(args: &[&str]) -> Output {
 /// Starts `clickflow` with `args` in the background. Its log goes to the test's stderr: a
 /// pipe that nobody reads would fill up and block the child.
 pub fn spawn(args: &[&str]) -> Spawned {
+    spawn_logging_to(args, Stdio::inherit())
+}
+
+/// Starts `clickflow` with `args` in the background, its log going to `log` (a file, for a
+/// test that reads what the command said).
+pub fn spawn_logging_to(args: &[&str], log: impl Into<Stdio>) -> Spawned {
     Spawned(
         clickflow()
             .args(args)
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(log)
             .spawn()
             .expect("clickflow starts"),
     )
@@ -88,15 +94,19 @@ pub fn terminate(child: &mut Child) {
 
 /// The tables in the database at `url`.
 pub fn read_tables(url: &str) -> Tables {
+    try_read_tables(url).unwrap()
+}
+
+/// The tables in the database at `url`, or why they cannot be read (yet).
+pub fn try_read_tables(url: &str) -> anyhow::Result<Tables> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .build()
-        .unwrap();
-    runtime
-        .block_on(clickflow_sinks::postgres::read_tables(
-            &DatabaseUrl::parse(url).unwrap(),
-        ))
-        .unwrap()
+        .build()?;
+    Ok(
+        runtime.block_on(clickflow_sinks::postgres::read_tables(&DatabaseUrl::parse(
+            url,
+        )?))?,
+    )
 }
 
 /// Polls `condition` until it holds or `timeout` passes.
