@@ -27,7 +27,6 @@
 //! retraction, measured end to end, is the open question.
 
 use clickflow_sources::{EventTime, EventType};
-use compact_str::CompactString;
 use differential_dataflow::VecCollection;
 use timely::dataflow::StreamVec;
 
@@ -42,20 +41,32 @@ use crate::Epoch;
 /// window and type alone: what follows counts them, and leaving the user out saves copying
 /// its id into each first sighting (half of all events on the side-by-side file).
 ///
-/// A key names its window by its start ([`WindowStart`]), the stage knowing the length:
-/// every `(window, type, user)` of the open windows is held (465,197 of them on the
-/// side-by-side file, whose watermark keeps nearly every window open to its end), and a
-/// key of 40 bytes makes a map entry of 48 where a whole [`Window`] made them 48 and 56.
-/// Side by side (7 December 2026, twenty-third sitting): peak RSS 97–99 MB against
-/// 105–107 MB without the recommender, 177 MB against 181–184 MB with every table;
-/// `clickflow bench`, whose peak comes when its sessions close, 389–393 MB against
-/// 388–397 MB; every run exact.
+/// A key names its window by its start ([`WindowStart`]), the stage knowing the length,
+/// and its user by the 128-bit hash of the id ([`UserKey`]): every `(window, type, user)`
+/// of the open windows is held (465,197 of them on the side-by-side file, whose watermark
+/// keeps nearly every window open to its end), and the key is 32 bytes, a map entry 40.
+/// With the whole [`Window`] and the id's text they were 48 and 56, with the start and the
+/// text 40 and 48 (twenty-third sitting: peak RSS 97–99 MB against 105–107 MB side by side
+/// without the recommender).
+///
+/// With the user's text in the key, side by side on the whole file (2 workers, `run
+/// --profile-operators`, 3 alternating runs, 7 December 2026, twenty-eighth sitting), this
+/// stage took 0.12–0.13 s of busy time; keyed by the hash, 0.08–0.09 s (the text is hashed
+/// once, in the split, where the key is made; the stage then hashes, compares and routes
+/// three integers). Peak RSS 169–170 MB against 176–177 MB with every table, 90–93 MB
+/// against 98–100 MB without the recommender; `versus_duckdb --rounds 5`, two alternating
+/// sets each: medians 0.82x and 0.84x DuckDB's speed against 0.82x and 0.78x with every
+/// table, 1.33x and 1.35x against 1.33x and 1.29x without the recommender; every round
+/// exact. A 64-bit hash took 0.07–0.08 s, but two users of a minute would then share one
+/// with a chance of 3 in 10^8 among a million of them, and over a year of such minutes
+/// an undercount somewhere with a chance of about 4%. At 128 bits that chance is below 2 in 10^27 per
+/// window and type, under the rate of undetected memory errors: the count stays exact.
 struct DistinctUsers {
     window: WindowSize,
 }
 
 impl KeyedStage for DistinctUsers {
-    type Key = (WindowStart, EventType, CompactString);
+    type Key = (WindowStart, EventType, UserKey);
     type Value = ();
     type Row = (WindowStart, EventType);
 
@@ -92,14 +103,25 @@ impl KeyedStage for UserCounts {
 }
 
 /// What `funnel_summary` reads of one event: its user, under its window and type.
-pub type UserSighting = ((WindowStart, EventType, CompactString), ());
+pub type UserSighting = ((WindowStart, EventType, UserKey), ());
+
+/// A user id as the funnel counts it: its XXH3-128 hash, as two 64-bit words (low, high),
+/// so that the key aligns to 8 bytes (a `u128` would align it to 16 and make it 48).
+/// Distinct ids share one with a chance of about 2^-128 a pair (see [`DistinctUsers`]).
+pub type UserKey = [u64; 2];
+
+/// The [`UserKey`] of `user_id`: XXH3-128 (seed 0) of its UTF-8 bytes.
+pub fn user_key(user_id: &str) -> UserKey {
+    let hash = xxhash_rust::xxh3::xxh3_128(user_id.as_bytes());
+    [hash as u64, (hash >> 64) as u64]
+}
 
 /// The sighting of an accepted event's user in its window and type.
 pub fn user_sighting(window: WindowSize, event: &Accepted) -> UserSighting {
     let key = (
         WindowStart(window.window_of(event.ts).start),
         event.event_type,
-        event.user_id.clone(),
+        user_key(&event.user_id),
     );
     (key, ())
 }
@@ -163,10 +185,25 @@ mod tests {
 
     /// The size the stage's memory figures above were measured with.
     #[test]
-    fn a_distinct_user_key_is_40_bytes() {
+    fn a_distinct_user_key_is_32_bytes() {
         assert_eq!(
             std::mem::size_of::<<DistinctUsers as KeyedStage>::Key>(),
-            40
+            32
+        );
+    }
+
+    /// The key must be the same in every process of a cluster and every release: values
+    /// computed outside Rust, with Python's `xxhash` package.
+    #[test]
+    fn a_user_key_is_the_ids_xxh3_128_and_routes_as_golden() {
+        use crate::operators::RouteKey;
+        let key = user_key("u42");
+        assert_eq!(key, [0x005a_dc13_735b_6feb, 0x459e_51aa_6260_bb33]);
+        assert_ne!(user_key("u43"), key);
+        let start = WindowStart(1_751_952_900_000);
+        assert_eq!(
+            (start, EventType::Click, key).route(),
+            0x5dd6_c0eb_c260_e84e
         );
     }
 }

@@ -214,6 +214,15 @@ impl RouteKey for WindowStart {
     }
 }
 
+/// An id already hashed to 128 bits: its two words, each little-endian.
+impl RouteKey for [u64; 2] {
+    #[inline]
+    fn feed(&self, bytes: &mut KeyBytes) {
+        bytes.put(&self[0].to_le_bytes());
+        bytes.put(&self[1].to_le_bytes());
+    }
+}
+
 impl RouteKey for EventType {
     #[inline]
     fn feed(&self, bytes: &mut KeyBytes) {
