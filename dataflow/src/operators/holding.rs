@@ -24,14 +24,13 @@ use std::rc::Rc;
 
 use clickflow_sources::EventTime;
 use differential_dataflow::{AsCollection, VecCollection};
-use foldhash::fast::RandomState;
-use indexmap::IndexMap;
+use foldhash::HashMap;
 use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::ParallelizationContract;
 use timely::dataflow::StreamVec;
 use timely::ExchangeData;
 
-use crate::operators::{by_epoch_streaming_with_side, probe_ahead, EpochWatermarks};
+use crate::operators::{by_epoch_streaming_with_side, prefetch, probe_ahead, EpochWatermarks};
 use crate::runtime::replay::{Origins, Retention};
 use crate::runtime::watermark::{PartitionReport, ProgressSeed};
 use crate::Epoch;
@@ -83,11 +82,20 @@ impl Held {
 /// Every record held on one worker, with what leaves when.
 struct Holding<R> {
     keeping: Keeping,
-    /// Every held record. An index map, not a hash map, for the reason given at the session
-    /// stage's (`SessionState::spans`): a hash map's doubling holds the old and the new
-    /// table at once, and the recommender's items are the largest map of a run (about 500k
-    /// a worker on `clickflow bench`'s file). It costs this stage 0.10 s more busy time on
-    /// the side-by-side file (0.47–0.48 s before; 6 December 2026).
+    /// Every held record, in a hash map whose buckets hold the record and its [`Held`]
+    /// together (32 bytes for the recommender's items), so that a lookup waits on one
+    /// cache miss.
+    ///
+    /// It was an index map from 6 December 2026 (a table of indexes into one vector of
+    /// entries, which grows in place where a hash map's doubling holds the old and the new
+    /// table at once): that cost this stage 0.10 s of busy time then, for memory the
+    /// session stage's change beside it (`SessionState::spans`, 248-byte entries) bought
+    /// most of. Back to a hash map (twenty-eighth sitting, 7 December 2026, side-by-side
+    /// file, 2 workers, alternating runs): the recommender's items took 0.17 s of busy time
+    /// against 0.20–0.22 s (3 pairs), and `versus_duckdb --rounds 5` gave medians of 0.84x
+    /// and 0.85x DuckDB's speed against 0.80x and 0.81x, at 164–166 MB of peak RSS against
+    /// 167–169 MB; `clickflow bench` peaked at 353–354 MB against 343–349 MB (3 pairs), 46
+    /// MB under its bar, at the same speed within the machine's spread.
     ///
     /// A record's time is its latest event's and its lifetime the holding's, so an entry is
     /// 16 bytes beside its key; it used to keep the time it leaves and the event it came
@@ -105,7 +113,7 @@ struct Holding<R> {
     /// December 2026, alternating runs): this stage 0.67–0.70 s against 0.60–0.68 s, the
     /// side-by-side run's peak RSS 160–166 MB against 188–189 MB, but `clickflow bench`'s
     /// 402–413 MB against 391 MB (each session's vector of products grows by doubling).
-    held: IndexMap<R, Held, RandomState>,
+    held: HashMap<R, Held>,
     /// `(until, record)` for every record, with the time it would leave at when it entered: an
     /// entry that comes up for a record held longer since is pushed again with its
     /// current time, one that comes up for a record that left is dropped. One entry per
@@ -121,7 +129,7 @@ impl<R: Ord + Hash + Clone> Holding<R> {
     fn new(keeping: Keeping) -> Holding<R> {
         Holding {
             keeping,
-            held: IndexMap::default(),
+            held: HashMap::default(),
             leaving: BinaryHeap::new(),
             origins: Origins::default(),
         }
@@ -132,9 +140,9 @@ impl<R: Ord + Hash + Clone> Holding<R> {
         latest.saturating_add(self.keeping.lifetime_ms)
     }
 
-    /// Applies one update, whose record was held at `at` when its chunk was probed
-    /// ([`probe_ahead`]); calls `out` with the record's presence change, if any.
-    fn update(&mut self, hold: Hold<R>, at: Option<usize>, out: &mut impl FnMut(R, isize)) {
+    /// Applies one update (its record looked up once already, when its chunk was probed:
+    /// [`probe_ahead`]); calls `out` with the record's presence change, if any.
+    fn update(&mut self, hold: Hold<R>, out: &mut impl FnMut(R, isize)) {
         let Hold {
             record,
             diff,
@@ -143,16 +151,10 @@ impl<R: Ord + Hash + Clone> Holding<R> {
         } = hold;
         let counted = self.keeping.reports_retention;
         let until = self.until(ts);
-        // The probed index is used only if it still holds this record: an earlier update
-        // of the chunk may have removed an entry (moving the last one into its place) or
-        // added this record since. Otherwise a lookup (in cache after the probe), then an
-        // insert for a new record: the entry API, one probe, measured slower (0.91–0.92 s
-        // of this stage's busy time on the side-by-side file against 0.85 s, 6 December
-        // 2026, before the probing ahead).
-        let at = at
-            .filter(|&at| self.held.get_index(at).is_some_and(|(r, _)| *r == record))
-            .or_else(|| self.held.get_index_of(&record));
-        match at.map(|at| &mut self.held[at]) {
+        // A lookup (in cache after the probe), then an insert for a new record: the entry
+        // API, one probe, measured slower (0.91–0.92 s of this stage's busy time on the
+        // side-by-side file against 0.85 s, 6 December 2026, before the probing ahead).
+        match self.held.get_mut(&record) {
             Some(held) => {
                 if ts > held.latest {
                     let before = held.origin();
@@ -208,7 +210,7 @@ impl<R: Ord + Hash + Clone> Holding<R> {
     }
 
     fn remove(&mut self, record: &R) {
-        if let Some(held) = self.held.swap_remove(record) {
+        if let Some(held) = self.held.remove(record) {
             if self.keeping.reports_retention {
                 self.origins.remove(held.partition, held.latest);
             }
@@ -276,10 +278,17 @@ where
             probe_ahead(
                 &mut *absorbing.borrow_mut(),
                 updates,
-                |holding, hold| holding.held.get_index_of(&hold.record),
-                |holding, hold, at| {
+                // The lookup brings the record's bucket into the cache; prefetching what it
+                // found (already there) keeps the compiler from dropping a lookup whose
+                // answer nothing else reads.
+                |holding, hold| {
+                    if let Some(held) = holding.held.get(&hold.record) {
+                        prefetch(held);
+                    }
+                },
+                |holding, hold, ()| {
                     if hold.ts.saturating_add(keeping.lifetime_ms) > opened {
-                        holding.update(hold, at, &mut emit);
+                        holding.update(hold, &mut emit);
                     }
                 },
             );
@@ -343,7 +352,7 @@ mod tests {
     ) -> Vec<(Record, isize)> {
         let mut out = Vec::new();
         for update in updates {
-            holding.update(update, None, &mut |r, d| out.push((r, d)));
+            holding.update(update, &mut |r, d| out.push((r, d)));
         }
         holding.expire(clock, &mut |r, d| out.push((r, d)));
         out
@@ -506,9 +515,7 @@ mod tests {
     proptest! {
         /// Any sequence of updates (out of order, repeated, retracted) and expiries leaves
         /// the same changes, the same held records and the same retention as the plain
-        /// per-record model. Each step's updates come with the entries probed before any of
-        /// them is applied, as [`probe_ahead`] gives them: stale once an update of the step
-        /// adds or removes a record.
+        /// per-record model.
         #[test]
         fn the_holding_agrees_with_the_plain_model(
             steps in prop::collection::vec(
@@ -522,16 +529,11 @@ mod tests {
             for (updates, advance) in steps {
                 let mut got = Vec::new();
                 let mut want = Vec::new();
-                let probed: Vec<Option<usize>> = updates
-                    .iter()
-                    .map(|&(session, product, ..)| holding.held.get_index_of(&(session, product)))
-                    .collect();
-                for ((session, product, add, ts, partition), at) in updates.into_iter().zip(probed) {
+                for (session, product, add, ts, partition) in updates {
                     let ts = clock + ts;
                     let diff = if add { 1 } else { -1 };
                     holding.update(
                         Hold { record: (session, product), diff, ts, partition },
-                        at,
                         &mut |record, diff| got.push((record, diff)),
                     );
                     let change = plain.update((session, product), diff, ts, partition);

@@ -78,7 +78,7 @@ pub(super) struct SessionState {
     /// every bucket into a new table while the old one is still allocated, and at the end
     /// of a backlog the two workers' tables did so at about the same moment; the vector
     /// grows in place (`mremap`). `clickflow bench` (6 December 2026, with the same change
-    /// in [`crate::operators::holding`]): peak RSS 620–621 MB before, 536–537 MB after,
+    /// in [`crate::operators::holding`], since undone there): peak RSS 620–621 MB before, 536–537 MB after,
     /// for 0.06–0.11 s more of this stage's busy time on the side-by-side file (0.95–0.98 s
     /// before): the index is one more load per event.
     spans: IndexMap<CompactString, IdSessions, RandomState>,
