@@ -2,7 +2,8 @@
 //!
 //! The largest maps of a run (the session stage's sessions, the recommender's held items)
 //! are probed once per event at a key that is almost never in the cache: a lookup waits on
-//! a miss in the map's table and another in its entries. Done one event at a time, each
+//! a miss in the map's table (and, in the session stage's index map, another in its
+//! entries). Done one event at a time, each
 //! update waits for its own misses. Looking up a chunk's keys first, in a loop of
 //! independent lookups, lets the processor have several of those misses outstanding at
 //! once; the updates then find their entries cached.
