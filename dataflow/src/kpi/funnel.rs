@@ -59,8 +59,9 @@ use crate::Epoch;
 /// table, 1.33x and 1.35x against 1.33x and 1.29x without the recommender; every round
 /// exact. A 64-bit hash took 0.07–0.08 s, but two users of a minute would then share one
 /// with a chance of 3 in 10^8 among a million of them, and over a year of such minutes
-/// an undercount somewhere with a chance of about 4%. At 128 bits that chance is below 2 in 10^27 per
-/// window and type, under the rate of undetected memory errors: the count stays exact.
+/// an undercount somewhere with a chance of about 4%. At 128 bits that chance is below 2
+/// in 10^27 per window and type, under the rate of undetected memory errors: the count
+/// stays exact.
 struct DistinctUsers {
     window: WindowSize,
 }
