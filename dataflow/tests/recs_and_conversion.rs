@@ -119,6 +119,18 @@ fn oracle_without_horizon(
     oracle_for(plan, &wide)
 }
 
+/// Epochs of 50 lines a worker, never cut by time: the same epochs on every run, however
+/// busy the machine, for tests that count what the epochs carry.
+fn epochs_of_50_lines() -> EpochConfig {
+    EpochConfig {
+        epoch: Duration::from_secs(600),
+        catch_up_epoch: Duration::from_secs(600),
+        max_epoch_messages: 50,
+        poll_batch: 7,
+        ..EpochConfig::default()
+    }
+}
+
 /// Every output of a run that feeds the live views, in epoch order.
 fn outputs_of(plan: &FileSplits, workers: usize, config: DataflowConfig) -> Vec<EpochOutput> {
     outputs_with(plan, workers, config, stress_epochs(), true)
@@ -160,17 +172,10 @@ fn late_conversions_update_their_window_and_sealed_windows_stay_final() {
     let path = dir.path().join("late.jsonl");
     write_lines(&path, &records);
     let plan = FileSplits::plan(&path, 2).unwrap();
-    // Epochs of 50 lines a worker, never cut by time: how many windows see a late
-    // conversion is then the same on every run (1 ms epochs read more lines each on a
-    // quiet machine than on a busy one, and a run saw as few as 5).
-    let epochs = EpochConfig {
-        epoch: Duration::from_secs(600),
-        catch_up_epoch: Duration::from_secs(600),
-        max_epoch_messages: 50,
-        poll_batch: 7,
-        ..EpochConfig::default()
-    };
-    let outputs = outputs_with(&plan, 2, config, epochs, true);
+    // How many windows see a late conversion is the same on every run with epochs cut by
+    // lines (1 ms epochs read more lines each on a quiet machine than on a busy one, and a
+    // run saw as few as 5).
+    let outputs = outputs_with(&plan, 2, config, epochs_of_50_lines(), true);
     // A window's purchase row that first said fewer sessions than it finally says: a
     // session bought after its window's first row was written.
     let mut first: BTreeMap<Window, i64> = BTreeMap::new();
@@ -276,8 +281,12 @@ fn without_live_views_the_epochs_carry_no_feeds_and_the_same_recommendations() {
         outputs.iter().for_each(|o| tables.apply(o).unwrap());
         tables
     };
-    let fed = outputs_with(&plan, 2, dataflow(), stress_epochs(), true);
-    let unfed = outputs_with(&plan, 2, dataflow(), stress_epochs(), false);
+    // Epochs cut by lines: the top 10 products change from one epoch to the next, so the
+    // feeds carry more than 10 rows of them. (With 1 ms epochs a busy machine read the
+    // whole file in so few epochs that the feed carried only the final 10: the run in CI
+    // of 847451c failed so.)
+    let fed = outputs_with(&plan, 2, dataflow(), epochs_of_50_lines(), true);
+    let unfed = outputs_with(&plan, 2, dataflow(), epochs_of_50_lines(), false);
     let fed_rows = |pick: fn(&EpochOutput) -> usize| fed.iter().map(pick).sum::<usize>();
     assert!(fed_rows(|o| o.session_items.len()) > 100);
     assert!(fed_rows(|o| o.product_names.len()) > 10);
