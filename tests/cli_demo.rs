@@ -7,11 +7,10 @@
 
 mod common;
 
-use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
 use clickflow_sinks::postgres::local_server::LocalServer;
-use clickflow_testkit::free_port;
+use clickflow_testkit::{free_port, shared_tempdir};
 use common::*;
 
 /// The counts of the demo's stop line: sent, counted, dead-lettered, left unread.
@@ -41,21 +40,13 @@ fn stop_counts(log: &str) -> [u64; 4] {
 
 #[test]
 fn the_stop_line_accounts_for_every_event_the_shop_sent() {
-    let dir = tempfile::tempdir().unwrap();
-    // The server runs as `postgres` when the tests run as root: it must reach its directory.
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let dir = shared_tempdir();
     let port = free_port();
     let server = LocalServer::new(&dir.path().join("data"), port)
         .expect("PostgreSQL server binaries under /usr/lib/postgresql");
     server.init(None).unwrap();
     server.start(&[]).unwrap();
-    struct Stop<'a>(&'a LocalServer);
-    impl Drop for Stop<'_> {
-        fn drop(&mut self) {
-            self.0.stop();
-        }
-    }
-    let _stop = Stop(&server);
+    let _stop = server.stop_on_drop();
     let server_url = format!("postgres://postgres@127.0.0.1:{port}/postgres");
     let demo_url = format!("postgres://postgres@127.0.0.1:{port}/clickflow_demo");
 

@@ -56,13 +56,7 @@ fn tls_modes_against_a_server_that_requires_tls() {
             ("ssl_key_file", "server.key"),
         ])
         .unwrap();
-    struct Stop<'a>(&'a LocalServer);
-    impl Drop for Stop<'_> {
-        fn drop(&mut self) {
-            self.0.stop();
-        }
-    }
-    let _stop = Stop(&server);
+    let _stop = server.stop_on_drop();
 
     let at =
         |host: &str, query: &str| format!("postgres://postgres@{host}:{port}/postgres?{query}");

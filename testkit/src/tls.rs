@@ -25,11 +25,9 @@ fn openssl(dir: &Path, args: &[&str]) {
 impl TestCerts {
     /// An empty directory, readable by other users (a server run as `postgres` reads it).
     pub fn new() -> TestCerts {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir().expect("a temporary directory");
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
-            .expect("chmod");
-        TestCerts { dir }
+        TestCerts {
+            dir: crate::shared_tempdir(),
+        }
     }
 
     /// The directory.

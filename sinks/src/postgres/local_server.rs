@@ -118,6 +118,12 @@ impl LocalServer {
         let _ = self.run("pg_ctl", &["-D", &data, "-m", "fast", "-w", "stop"]);
     }
 
+    /// A guard that stops the server when dropped: for a server that lives as long as one
+    /// scope (a test's private cluster), stopped even when that scope panics.
+    pub fn stop_on_drop(&self) -> StopOnDrop<'_> {
+        StopOnDrop(self)
+    }
+
     /// True when the data directory is owned by the user the server runs as and nobody
     /// else may enter it: one found that way was made by us (or that user), not planted.
     pub fn private_to_server_user(&self) -> bool {
@@ -170,6 +176,15 @@ impl LocalServer {
         } else {
             Err(format!("chown {user} {} failed", path.display()))
         }
+    }
+}
+
+/// Stops its server when dropped ([`LocalServer::stop_on_drop`]).
+pub struct StopOnDrop<'a>(&'a LocalServer);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.stop();
     }
 }
 
