@@ -13,6 +13,7 @@ use anyhow::Context;
 use clap::{Args, ValueEnum};
 use clickflow_dataflow::kpi::sessions::SessionRule;
 use clickflow_dataflow::oracle::{recompute, recompute_file};
+use clickflow_dataflow::runtime::profile::OperatorProfile;
 use clickflow_dataflow::runtime::run::{InputSpec, RunConfig};
 use clickflow_dataflow::runtime::watermark::END_OF_INPUT;
 use clickflow_dataflow::{DataflowConfig, EpochConfig, LiveModel};
@@ -82,6 +83,10 @@ pub struct BenchArgs {
     /// Skip the comparison with the oracle (for profiling only).
     #[arg(long)]
     no_check: bool,
+    /// At the end, print how long each dataflow operator was busy, as `clickflow run
+    /// --profile-operators` (timely's logging; costs a few percent).
+    #[arg(long)]
+    profile_operators: bool,
     /// The server; the benchmark recreates its own database `clickflow_bench` there.
     #[command(flatten)]
     database: DatabaseArgs,
@@ -133,12 +138,14 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
                 max_epoch_messages: args.max_epoch_events.max(1),
                 ..EpochConfig::default()
             },
+            profile: args.profile_operators.then(OperatorProfile::default),
             ..RunConfig::default()
         },
         sink: args.database.sink(url.clone()),
         writes: true,
         observe: None,
     };
+    let profile = spec.config.profile.clone();
     let rss_before = peak_rss_mb();
     let started = Instant::now();
     let no_web = WebArgs {
@@ -190,6 +197,9 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
         prepared.describe,
         if model.is_some() { "with churn scoring" } else { "without churn scoring" }
     );
+    if let Some(profile) = profile {
+        eprint!("{profile}");
+    }
     if let Some(feed) = &finished.feed {
         let lag = feed.lag.lock().unwrap_or_else(|e| e.into_inner());
         println!(

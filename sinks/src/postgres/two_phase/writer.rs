@@ -225,12 +225,20 @@ impl PartWriter<'_> {
             writer.finish(&through).await?;
             return Ok(Some(gid));
         }
+        let started = std::time::Instant::now();
         writer.begin().await?;
         let written = writer.apply(fold).await?;
         // PREPARE ends the transaction block; the UPDATE then commits on its own.
         writer
             .finish(&format!("PREPARE TRANSACTION '{gid}'; {through}"))
             .await?;
+        tracing::debug!(
+            writer = self.writer,
+            cut,
+            rows = written.rows,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "prepared a part"
+        );
         self.metrics
             .rows
             .fetch_add(written.rows as u64, Ordering::Relaxed);
@@ -280,6 +288,11 @@ impl Inbox {
         // A replayed epoch was committed before the restart; an empty one only says how far
         // the epochs are closed.
         if !part.replay && part.row_changes() > 0 {
+            tracing::debug!(
+                epoch = part.epoch,
+                rows = part.row_changes(),
+                "a part arrived"
+            );
             if let Some(Ok(mut observe)) = self.observe.as_ref().map(|o| o.lock()) {
                 observe(&part);
             }
