@@ -13,7 +13,7 @@ use clickflow_dataflow::runtime::run::{run, taking, InputSpec, RunConfig};
 use clickflow_dataflow::training::examples_from_file;
 use clickflow_dataflow::window::WindowSize;
 use clickflow_dataflow::{DataflowConfig, EpochConfig, LiveModel, Tables};
-use clickflow_model::{ChurnModel, TrainOptions, TrainParams};
+use clickflow_model::{recency_checkpoints, ChurnModel, TrainOptions, TrainParams};
 use clickflow_sources::file::FileSplits;
 use clickflow_sources::shop::{Shop, ShopConfig};
 use common::*;
@@ -186,6 +186,74 @@ fn the_model_beats_chance_on_later_sessions_and_the_dataflow_scores_like_the_mod
             .values()
             .any(|s| s.features.features().user_sessions_before > 0.0));
         assert_matches_oracle(&tables, &oracle, &format!("{workers} workers"));
+    }
+}
+
+/// Every open session's score is the one it has at the last recency checkpoint the
+/// watermark has passed (1, 5 and 15 minutes of silence within the gap): the stage rescores
+/// a session as the watermark passes its checkpoints, without any new event of its own.
+/// Checked after every epoch, on epochs of 7 lines, so the watermark passes checkpoints in
+/// many different epochs. (The oracle tests see only final tables, where every session is
+/// closed and scored at its last checkpoint.)
+#[test]
+fn open_sessions_are_rescored_as_the_watermark_passes_their_recency_checkpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = Arc::new(trained_model(dir.path(), 31));
+    let path = dir.path().join("live.jsonl");
+    write_lines(&path, &live_records(32));
+    let plan = FileSplits::plan(&path, 1).unwrap();
+    let checkpoints: Vec<i64> = recency_checkpoints(dataflow().session_gap_ms).collect();
+    for workers in [1, 3] {
+        let tables = Arc::new(Mutex::new(Tables::default()));
+        // (open sessions checked, of them past their first silence checkpoint)
+        let checked = Arc::new(Mutex::new((0usize, 0usize)));
+        let (sink, counts, model_seen) = (tables.clone(), checked.clone(), model.clone());
+        let checkpoints = checkpoints.clone();
+        let config = RunConfig {
+            dataflow: dataflow(),
+            epochs: stress_epochs(),
+            model: Some(LiveModel::new(model.clone())),
+            ..RunConfig::default()
+        };
+        let observe = taking(move |output| {
+            let mut tables = sink.lock().unwrap();
+            tables.apply(&output).unwrap();
+            let mut counts = counts.lock().unwrap();
+            for (key, score) in &tables.scores {
+                let session = &tables.sessions[key];
+                if session.closed {
+                    continue;
+                }
+                let recency = checkpoints
+                    .iter()
+                    .rev()
+                    .find(|r| session.last_event.saturating_add(**r) <= output.watermark)
+                    .copied()
+                    .unwrap_or(0);
+                assert_eq!(
+                    score.as_of - session.last_event,
+                    recency,
+                    "{key:?} at watermark {}",
+                    output.watermark
+                );
+                let features = score.features.features();
+                assert_eq!(score.churn_probability.0, model_seen.predict(&features));
+                counts.0 += 1;
+                counts.1 += usize::from(recency > 0);
+            }
+        });
+        run(
+            timely::Config::process(workers),
+            InputSpec::File(plan.clone()),
+            config,
+            Some(observe),
+            Arc::new(AtomicBool::new(false)),
+            Default::default(),
+        )
+        .unwrap();
+        let (open, silent) = *checked.lock().unwrap();
+        eprintln!("{workers} workers: {open} open scores checked, {silent} past a checkpoint");
+        assert!(silent > 100, "{silent} of {open} past a checkpoint");
     }
 }
 
