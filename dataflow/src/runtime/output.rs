@@ -497,25 +497,39 @@ pub fn consolidate_in_place<R: Ord>(changes: &mut Vec<(R, isize)>) {
 
 /// [`consolidate_in_place`] for rows shared through an [`Arc`], which sorting would read
 /// from wherever they lie on the heap, twice for every comparison (an epoch's 136,000
-/// session rows on a worker take about 17 comparisons each). They are sorted by `key` read
-/// once from each row (`sort_by_cached_key`); only the few rows of one key, next to each
-/// other then, are compared whole. The result is consolidated but ordered by key first.
+/// session rows on a worker take about 17 comparisons each). They are sorted by `key`,
+/// computed once for each row and kept beside it; only the few rows of one key, next to
+/// each other then, are compared whole. The result is consolidated but ordered by key
+/// first. Until the twenty-ninth sitting the key was computed again for every pair of
+/// neighbours, and the churn stage's key cloned the session's id each time.
 pub fn consolidate_shared<R: Ord, K: Ord>(
     changes: &mut Vec<(Arc<R>, isize)>,
     key: impl Fn(&R) -> K,
 ) {
-    changes.sort_by_cached_key(|(row, _)| key(row));
-    for run in changes.chunk_by_mut(|a, b| key(&a.0) == key(&b.0)) {
-        run.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    let mut keyed: Vec<(K, Arc<R>, isize)> = changes
+        .drain(..)
+        .map(|(row, diff)| (key(&row), row, diff))
+        .collect();
+    keyed.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    for run in keyed.chunk_by_mut(|a, b| a.0 == b.0) {
+        if run.len() > 1 {
+            run.sort_unstable_by(|a, b| a.1.cmp(&b.1));
+        }
     }
-    changes.dedup_by(|later, earlier| {
-        let same = later.0 == earlier.0;
+    keyed.dedup_by(|later, earlier| {
+        // Rows of different keys differ: only neighbours of one key are read whole.
+        let same = later.0 == earlier.0 && later.1 == earlier.1;
         if same {
-            earlier.1 += later.1;
+            earlier.2 += later.2;
         }
         same
     });
-    changes.retain(|(_, diff)| *diff != 0);
+    changes.extend(
+        keyed
+            .into_iter()
+            .filter(|(_, _, diff)| *diff != 0)
+            .map(|(_, row, diff)| (row, diff)),
+    );
 }
 
 /// Row changes that consolidate themselves as they grow.
