@@ -16,6 +16,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use clap::Args;
+use clickflow_dataflow::runtime::profile::OperatorProfile;
 use clickflow_dataflow::runtime::run::{InputSpec, RunConfig};
 use clickflow_sinks::postgres::{ModelSource, PipelineSpec};
 use clickflow_sources::kafka::{EmbeddedBroker, EventProducer};
@@ -70,6 +71,11 @@ pub struct DemoArgs {
     /// malformed-storm. The detectors judge a series after 20 minutes of history.
     #[arg(long = "incident")]
     incidents: Vec<Incident>,
+    /// When the demo stops, print how long each dataflow operator was busy, as `clickflow
+    /// run --profile-operators` (timely's logging; costs a few percent): what an epoch costs
+    /// at a steady rate, where the backlog runs of `run` and `bench` show the batch costs.
+    #[arg(long)]
+    profile_operators: bool,
     #[command(flatten)]
     alerts: AlertArgs,
     #[command(flatten)]
@@ -171,8 +177,10 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
         dataflow: args.dataflow.dataflow(),
         epochs: args.dataflow.epochs(),
         alerts: args.alerts.detectors()?,
+        profile: args.profile_operators.then(OperatorProfile::default),
         ..RunConfig::default()
     };
+    let profile = config.profile.clone();
     let scoring_args = ScoringArgs {
         model: args.model.clone(),
         log_predictions: true,
@@ -241,6 +249,9 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
     );
     if let Some(metrics) = finished.sink {
         eprintln!("sink: {}", super::run::sink_summary(&metrics));
+    }
+    if let Some(profile) = profile {
+        eprint!("{profile}");
     }
     Ok(())
 }
