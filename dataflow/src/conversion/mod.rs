@@ -4,8 +4,9 @@
 //!
 //! ```text
 //!  accepted events ─► session stage: per session, its counts and its funnel steps
-//!                     (paths.rs) ─► (window of start, path) changes ─► reduce per window:
-//!                                   counts, conversions, medians
+//!                     (paths.rs) ─► (window of start, path) changes
+//!                                 ─► reduce per window and step: count, median
+//!                                 ─► reduce per window: conversions, rows
 //!                                 ─► drop changes of sealed windows     (windows.rs)
 //! ```
 //!
@@ -25,8 +26,8 @@
 //! later updates its window's rows.
 //!
 //! **Per session, not per event.** Each session's path is folded into a few timestamps
-//! kept with the session ([`paths::FunnelSteps`]), and the reduce per window sees a change
-//! only when a path changes. Until 4 December 2026 the funnel held every event and every
+//! kept with the session ([`paths::FunnelSteps`]), and the reductions see a change only
+//! when a path changes, and then only in the steps it reached. Until 4 December 2026 the funnel held every event and every
 //! session start in a holding of its own, until sealed, and recomputed a session id's
 //! paths from all of its events in a `reduce` whenever one arrived. On the side-by-side
 //! file (`versus_duckdb 2000000 2`, 2 workers, one sitting, 4 December 2026) the whole run
