@@ -67,6 +67,7 @@ fn the_stop_line_accounts_for_every_event_the_shop_sent() {
             model.to_str().unwrap(),
             "--database-url",
             &server_url,
+            "--profile-operators",
         ],
         std::fs::File::create(&log_path).unwrap(),
     );
@@ -110,5 +111,12 @@ fn the_stop_line_accounts_for_every_event_the_shop_sent() {
     assert!(
         unread * 20 < sent,
         "{unread} of {sent} left unread, over 5%:\n{log}"
+    );
+    // `--profile-operators`: on stopping, each operator's busy time, the stages' among them.
+    assert!(
+        log.contains("operator busy time, all workers")
+            && log.contains("Sessions: per session")
+            && log.contains("Funnel (ordered): per window and step"),
+        "no operator profile:\n{log}"
     );
 }

@@ -27,10 +27,11 @@
 //!
 //! **Per session, not per event.** Each session's path is folded into a few timestamps
 //! kept with the session ([`paths::FunnelSteps`]), and the reductions see a change only
-//! when a path changes, and then only in the steps it reached. Until 4 December 2026 the funnel held every event and every
-//! session start in a holding of its own, until sealed, and recomputed a session id's
-//! paths from all of its events in a `reduce` whenever one arrived. On the side-by-side
-//! file (`versus_duckdb 2000000 2`, 2 workers, one sitting, 4 December 2026) the whole run
+//! when a path changes, and then only in the steps it reached. Until 4 December 2026 the
+//! funnel held every event and every session start in a holding of its own, until sealed,
+//! and recomputed a session id's paths from all of its events in a `reduce` whenever one
+//! arrived. On the side-by-side file (`versus_duckdb 2000000 2`, 2 workers, one sitting,
+//! 4 December 2026) the whole run
 //! went from 7.4–8.2 s and 1.82–1.95 GB peak RSS to 5.4–6.2 s and 1.27–1.41 GB, and with
 //! `--no-recommendations` from 5.2 s and 1.51 GB to 3.4 s and 1.04 GB. The session stage's
 //! busy time grew from about 0.8 to 1.0 s; the holding (1.0 s) and the arrangement of every
