@@ -37,12 +37,18 @@ fn finish_and_check(
         || committed_offsets(db) == EVENTS,
     );
     terminate(run);
+    let watermark = db.query("SELECT watermark FROM clickflow_pipeline WHERE id = 1");
     let oracle = oracle_for_topic(
         brokers,
         "user-events",
         partitions,
         EVENTS,
         &DataflowConfig::default(),
+        watermark.parse().unwrap(),
+    );
+    assert!(
+        !oracle.tables.recommendations.is_empty(),
+        "{context}: the watermark closed windows with recommendations in them"
     );
     assert_matches(&read_tables(&db.url), &with_open_sessions(oracle), context);
 }

@@ -171,7 +171,8 @@ pub fn build_graph(
             .recommendations
             .zip(product_sightings)
             .map(|(recs, sightings)| {
-                recommendations(sightings, all_reports.clone(), seed, recs, live_views)
+                let reports = all_reports.clone();
+                recommendations(sightings, reports, seed, recs, config.window, live_views)
             });
 
         let scores = scoring.map(|setup| {

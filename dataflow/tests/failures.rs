@@ -5,12 +5,13 @@
 //! stopped; errors that pass (a leader moving, a timeout) are retried and the run's tables
 //! end equal to the oracle.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use clickflow_dataflow::oracle::recompute;
-use clickflow_dataflow::runtime::run::{run, taking, InputSpec, RunConfig, RunError};
+use clickflow_dataflow::oracle::{recompute_streaming, OracleTables};
+use clickflow_dataflow::runtime::run::{run, taking, EpochSink, InputSpec, RunConfig, RunError};
+use clickflow_dataflow::runtime::watermark::NO_WATERMARK;
 use clickflow_dataflow::{PipelineMetrics, Tables};
 use clickflow_sources::kafka::EventProducer;
 use clickflow_sources::shop::{Shop, ShopConfig};
@@ -29,10 +30,11 @@ fn cluster_with_events() -> (
 ) {
     let cluster = MockCluster::new(1).unwrap();
     cluster.create_topic(TOPIC, PARTITIONS, 1).unwrap();
+    // Seven minutes of event time: the recommender counts the windows the watermark closes.
     let shop = Shop::new(ShopConfig {
         seed: 77,
         users: 200,
-        events_per_second: 50.0,
+        events_per_second: 5.0,
         ..ShopConfig::default()
     });
     let mut producer = EventProducer::new(&cluster.bootstrap_servers(), TOPIC).unwrap();
@@ -65,6 +67,32 @@ fn cluster_with_events() -> (
         })
         .collect();
     (cluster, events)
+}
+
+/// A sink applying every epoch to `tables`, and keeping the pipeline watermark of the last.
+fn applying(tables: Arc<Mutex<Tables>>, watermark: Arc<AtomicI64>) -> EpochSink {
+    taking(move |output| {
+        tables.lock().unwrap().apply(&output).unwrap();
+        watermark.store(output.watermark, Ordering::Relaxed);
+    })
+}
+
+/// What a stream read up to `watermark` holds: every event counted, no session closed (the
+/// stream never ends), and the recommender's items of the windows it closed.
+fn oracle_of_stream(events: &[Vec<(i64, Event)>], watermark: &AtomicI64) -> OracleTables {
+    let mut oracle = recompute_streaming(
+        events,
+        &Default::default(),
+        watermark.load(Ordering::Relaxed),
+    );
+    for session in oracle.tables.sessions.values_mut() {
+        session.closed = false;
+    }
+    assert!(
+        !oracle.tables.recommendations.is_empty(),
+        "the watermark closed windows with recommendations in them"
+    );
+    oracle
 }
 
 fn input(cluster: &MockCluster<'static, rdkafka::producer::DefaultProducerContext>) -> InputSpec {
@@ -117,8 +145,9 @@ fn retriable_fetch_errors_are_retried_and_the_run_ends_equal_to_the_oracle() {
     }
     cluster.request_errors(RDKafkaApiKey::Fetch, &errors);
     let tables = Arc::new(Mutex::new(Tables::default()));
+    let watermark = Arc::new(AtomicI64::new(NO_WATERMARK));
     let stop = Arc::new(AtomicBool::new(false));
-    let sink = tables.clone();
+    let sink = applying(tables.clone(), watermark.clone());
     let watcher = {
         let (tables, stop) = (tables.clone(), stop.clone());
         std::thread::spawn(move || {
@@ -137,9 +166,7 @@ fn retriable_fetch_errors_are_retried_and_the_run_ends_equal_to_the_oracle() {
         timely::Config::process(2),
         input(&cluster),
         RunConfig::default(),
-        Some(taking(move |output| {
-            sink.lock().unwrap().apply(&output).unwrap()
-        })),
+        Some(sink),
         stop,
         Arc::new(PipelineMetrics::default()),
     )
@@ -151,12 +178,7 @@ fn retriable_fetch_errors_are_retried_and_the_run_ends_equal_to_the_oracle() {
         offsets as usize, EVENTS,
         "every message was read ({stats:?})"
     );
-    let mut oracle = recompute(&events, &Default::default());
-    // A stream never ends: sessions the watermark has not closed are still open.
-    for session in oracle.tables.sessions.values_mut() {
-        session.closed = false;
-    }
-    let differences = oracle.differences(&tables);
+    let differences = oracle_of_stream(&events, &watermark).differences(&tables);
     assert!(differences.is_empty(), "{}", differences.join("\n"));
 }
 
@@ -165,11 +187,12 @@ fn an_unreachable_broker_is_retried_counted_and_nothing_is_lost() {
     let (cluster, events) = cluster_with_events();
     cluster.broker_down(1).unwrap();
     let tables = Arc::new(Mutex::new(Tables::default()));
+    let watermark = Arc::new(AtomicI64::new(NO_WATERMARK));
     let stop = Arc::new(AtomicBool::new(false));
     let metrics = Arc::new(PipelineMetrics::default());
     let running = {
-        let (tables, stop, metrics, input) = (
-            tables.clone(),
+        let (sink, stop, metrics, input) = (
+            applying(tables.clone(), watermark.clone()),
             stop.clone(),
             metrics.clone(),
             input(&cluster),
@@ -179,9 +202,7 @@ fn an_unreachable_broker_is_retried_counted_and_nothing_is_lost() {
                 timely::Config::process(2),
                 input,
                 RunConfig::default(),
-                Some(taking(move |output| {
-                    tables.lock().unwrap().apply(&output).unwrap()
-                })),
+                Some(sink),
                 stop,
                 metrics,
             )
@@ -205,10 +226,6 @@ fn an_unreachable_broker_is_retried_counted_and_nothing_is_lost() {
     stop.store(true, Ordering::Relaxed);
     running.join().unwrap().unwrap();
     let tables = tables.lock().unwrap().clone();
-    let mut oracle = recompute(&events, &Default::default());
-    for session in oracle.tables.sessions.values_mut() {
-        session.closed = false;
-    }
-    let differences = oracle.differences(&tables);
+    let differences = oracle_of_stream(&events, &watermark).differences(&tables);
     assert!(differences.is_empty(), "{}", differences.join("\n"));
 }

@@ -2,8 +2,9 @@
 //! oracle) on 1, 2 and 4 workers with shuffled arrival; the horizon slides (items leave),
 //! long sessions are sampled, a window's conversion rows are updated by sessions that
 //! convert after its first rows were written, and the stages' state empties once their
-//! windows are sealed. The sessions' items carry the key the live views look a session up
-//! by, with products the session viewed or carted.
+//! windows are sealed. After every epoch the recommendations count the items of the windows
+//! its watermark closed, and no others. The sessions' items carry the key the live views
+//! look a session up by, with products the session viewed or carted.
 
 mod common;
 
@@ -13,13 +14,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use clickflow_dataflow::config::RecsConfig;
+use clickflow_dataflow::oracle::recompute_streaming;
 use clickflow_dataflow::rows::{ConversionRow, ProductName, SessionItem};
 use clickflow_dataflow::runtime::run::{run, taking, InputSpec, RunConfig};
 use clickflow_dataflow::window::{Window, WindowSize};
 use clickflow_dataflow::{DataflowConfig, EpochConfig, EpochOutput, Tables};
-use clickflow_sources::file::FileSplits;
+use clickflow_sources::decode::DecodeLimits;
+use clickflow_sources::file::{FileSource, FileSplits};
 use clickflow_sources::shop::{Shop, ShopConfig, ShopRecord};
-use clickflow_sources::EventType;
+use clickflow_sources::{Event, EventType, SourceBatch};
 use common::*;
 use compact_str::CompactString;
 use rand::seq::SliceRandom;
@@ -103,6 +106,66 @@ fn recommendations_and_the_ordered_funnel_equal_a_plain_recount() {
             assert_matches_oracle(&tables, &oracle, &context);
         }
     }
+}
+
+#[test]
+fn after_every_epoch_the_recommendations_count_the_windows_its_watermark_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dataflow();
+    let records = shop_records(71, 4_000, 40);
+    let path = dir.path().join("as_of.jsonl");
+    write_lines(&path, &records);
+    let plan = FileSplits::plan(&path, 2).unwrap();
+    let events = events_by_split(&plan);
+    let outputs = outputs_with(&plan, 2, config, epochs_of_50_lines(), false);
+    let mut tables = Tables::default();
+    let mut changed = 0;
+    for output in &outputs {
+        tables.apply(output).unwrap();
+        changed += usize::from(!output.recommendations.is_empty());
+        // The events each split had delivered by the end of the epoch.
+        let read: Vec<Vec<(i64, Event)>> = events
+            .iter()
+            .enumerate()
+            .map(|(index, split)| {
+                let next = tables.offsets.get(&plan.partition(index)).copied();
+                let next = next.unwrap_or(0);
+                split
+                    .iter()
+                    .filter(|(offset, _)| *offset < next)
+                    .cloned()
+                    .collect()
+            })
+            .collect();
+        let oracle = recompute_streaming(&read, &config, output.watermark);
+        assert_eq!(
+            tables.recommendations, oracle.tables.recommendations,
+            "epoch {} (watermark {})",
+            output.epoch, output.watermark
+        );
+    }
+    // Lists changed as windows closed during the run, not only at its end.
+    assert!(
+        changed > 5,
+        "the recommendations changed in {changed} epochs"
+    );
+}
+
+/// Every event of each split of `plan`, by offset.
+fn events_by_split(plan: &FileSplits) -> Vec<Vec<(i64, Event)>> {
+    (0..plan.len())
+        .map(|index| {
+            let mut source =
+                FileSource::open(plan, &[(index, None)], DecodeLimits::default()).unwrap();
+            let (mut events, mut batch) = (Vec::new(), SourceBatch::default());
+            while !source.is_finished() {
+                source.poll(&mut batch, 4096).unwrap();
+                events.extend(batch.events.drain(..).map(|e| (e.offset, e.event)));
+                batch.clear();
+            }
+            events
+        })
+        .collect()
 }
 
 /// The oracle with a horizon longer than the input, and no sampling bound.

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use clickflow_dataflow::oracle::{recompute, OracleTables};
+use clickflow_dataflow::oracle::{recompute_streaming, OracleTables};
 use clickflow_dataflow::{DataflowConfig, Tables};
 use clickflow_model::ChurnModel;
 use clickflow_sinks::postgres::DatabaseUrl;
@@ -170,13 +170,15 @@ pub fn read_topic(brokers: &str, topic: &str, partitions: i32, count: usize) -> 
     .unwrap()
 }
 
-/// The oracle over a topic (`count` messages), partition by partition in offset order.
+/// The oracle over a topic (`count` messages), partition by partition in offset order, read
+/// up to the pipeline watermark `watermark` (a Kafka run never ends).
 pub fn oracle_for_topic(
     brokers: &str,
     topic: &str,
     partitions: i32,
     count: usize,
     config: &DataflowConfig,
+    watermark: i64,
 ) -> OracleTables {
     let mut malformed = std::collections::BTreeSet::new();
     let mut events: Vec<Vec<(i64, Event)>> = Vec::new();
@@ -195,7 +197,7 @@ pub fn oracle_for_topic(
         }
         events.push(decoded);
     }
-    let mut oracle = recompute(&events, config);
+    let mut oracle = recompute_streaming(&events, config, watermark);
     oracle.malformed = Some(malformed);
     oracle
 }

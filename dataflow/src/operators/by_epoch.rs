@@ -32,6 +32,10 @@ pub struct EpochWatermarks {
     pub before: clickflow_sources::EventTime,
     /// `W(epoch)`: what is final once this epoch is applied.
     pub after: clickflow_sources::EventTime,
+    /// `W(epoch)` with each finished partition at its own last watermark rather than
+    /// `+infinity` ([`WatermarkTracker::held_at_end`]): the end of a finite input closes
+    /// every window, but leaves this clock at the input's newest events.
+    pub held_at_end: clickflow_sources::EventTime,
     /// True while some partition still replays committed input (see [`crate::runtime::replay`]).
     pub replaying: bool,
 }
@@ -253,6 +257,7 @@ where
                 let watermarks = EpochWatermarks {
                     before: opening.before,
                     after: tracker.advance(),
+                    held_at_end: tracker.held_at_end(),
                     replaying: opening.replaying,
                 };
                 let mut records = records_out.session(&capabilities.records);

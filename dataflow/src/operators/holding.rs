@@ -12,13 +12,18 @@
 //! record seen again later is held for a lifetime past its latest event. Updates whose time
 //! was up before their epoch began are dropped.
 //!
+//! A holding can also wait for a record's window to close before the record enters
+//! ([`Entry::OnceClosed`]): then the collection changes only in the epochs whose watermark
+//! closes a window, and what it holds after an epoch is a function of the input read and
+//! the watermark alone, as every table's rows are (see [`crate::recs`] for why).
+//!
 //! Every epoch it can also say, per partition, the earliest event time its records came
 //! from (a [`Retention`], counted by [`Origins`]): a restart replays each partition from
 //! there, so the held collection is rebuilt exactly.
 
 use std::cell::RefCell;
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BTreeMap, BinaryHeap};
 use std::hash::Hash;
 use std::rc::Rc;
 
@@ -27,12 +32,14 @@ use differential_dataflow::{AsCollection, VecCollection};
 use foldhash::HashMap;
 use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::ParallelizationContract;
+use timely::dataflow::operators::core::OkErr;
 use timely::dataflow::StreamVec;
 use timely::ExchangeData;
 
 use crate::operators::{by_epoch_streaming_with_side, prefetch, probe_ahead, EpochWatermarks};
 use crate::runtime::replay::{Origins, Retention};
-use crate::runtime::watermark::{PartitionReport, ProgressSeed};
+use crate::runtime::watermark::{PartitionReport, ProgressSeed, NO_WATERMARK};
+use crate::window::WindowSize;
 use crate::Epoch;
 
 /// One update of a held record.
@@ -60,12 +67,41 @@ pub struct Keeping {
     /// restart replays from there). One that another holding's replay rebuilds need not
     /// count its origins at all.
     pub reports_retention: bool,
+    /// When a held record enters the collection.
+    pub entry: Entry,
 }
 
-/// What the operator knows of one held record: 16 bytes.
+/// When a held record enters the collection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Entry {
+    /// With its first event.
+    AtOnce,
+    /// Once the pipeline watermark (or the watermark committed before a restart) has closed
+    /// the window of one of its events: in the epoch that closes it, or, for an event whose
+    /// window was closed already (replayed input), at the end of the epoch it came in.
+    OnceClosed {
+        /// The windows whose closing lets records in.
+        window: WindowSize,
+        /// Whether the holding also gives the records as they are seen, each from its
+        /// first event until it leaves, for readers that show what is happening now.
+        shows_seen: bool,
+    },
+}
+
+/// What a holding gives beside its collection: the records as they are seen (with
+/// [`Entry::OnceClosed`]'s `shows_seen`), or a report of how far back it reaches.
+type Side<R> = Result<(R, Epoch, isize), Retention>;
+
+/// [`Held::enters_at`] of a record in the collection.
+const IN_COLLECTION: EventTime = EventTime::MIN;
+
+/// What the operator knows of one held record: 24 bytes.
 struct Held {
     /// The latest event time the record came from: it leaves at this plus the lifetime.
     latest: EventTime,
+    /// The end of the earliest window of its events, at which it enters the collection
+    /// ([`Entry::OnceClosed`]); [`IN_COLLECTION`] once it has.
+    enters_at: EventTime,
     /// The partition of the first event with that time.
     partition: u32,
     /// Its updates summed: always positive (a record whose sum is not is no longer held).
@@ -123,6 +159,15 @@ struct Holding<R> {
     leaving: BinaryHeap<Reverse<(EventTime, R)>>,
     /// How many held records came from each partition and second, when counted.
     origins: Origins,
+    /// The records waiting to enter the collection, by the window end they enter at. A
+    /// record is here at least once, at or after its [`Held::enters_at`]; an entry that
+    /// comes up for one that entered or left since is dropped.
+    entering: BTreeMap<EventTime, Vec<R>>,
+    /// The records' seen presence changed since the epoch's last report (when shown).
+    seen: Vec<(R, isize)>,
+    /// The clock as of the last completed epoch: an update whose time was up by then is
+    /// dropped.
+    clock: EventTime,
 }
 
 impl<R: Ord + Hash + Clone> Holding<R> {
@@ -132,7 +177,29 @@ impl<R: Ord + Hash + Clone> Holding<R> {
             held: HashMap::default(),
             leaving: BinaryHeap::new(),
             origins: Origins::default(),
+            entering: BTreeMap::new(),
+            seen: Vec::new(),
+            clock: NO_WATERMARK,
         }
+    }
+
+    /// Where a record first seen at `ts` enters the collection.
+    fn enters_at(&self, ts: EventTime) -> EventTime {
+        match self.keeping.entry {
+            Entry::AtOnce => IN_COLLECTION,
+            Entry::OnceClosed { window, .. } => window.window_of(ts).end,
+        }
+    }
+
+    /// Whether the records are also given as they are seen.
+    fn shows_seen(&self) -> bool {
+        matches!(
+            self.keeping.entry,
+            Entry::OnceClosed {
+                shows_seen: true,
+                ..
+            }
+        )
     }
 
     /// When a record held since `latest` leaves.
@@ -141,7 +208,7 @@ impl<R: Ord + Hash + Clone> Holding<R> {
     }
 
     /// Applies one update (its record looked up once already, when its chunk was probed:
-    /// [`probe_ahead`]); calls `out` with the record's presence change, if any.
+    /// [`probe_ahead`]); calls `out` with the record's change in the collection, if any.
     fn update(&mut self, hold: Hold<R>, out: &mut impl FnMut(R, isize)) {
         let Hold {
             record,
@@ -151,6 +218,7 @@ impl<R: Ord + Hash + Clone> Holding<R> {
         } = hold;
         let counted = self.keeping.reports_retention;
         let until = self.until(ts);
+        let enters_at = self.enters_at(ts);
         // A lookup (in cache after the probe), then an insert for a new record: the entry
         // API, one probe, measured slower (0.91–0.92 s of this stage's busy time on the
         // side-by-side file against 0.85 s, 6 December 2026, before the probing ahead).
@@ -164,17 +232,25 @@ impl<R: Ord + Hash + Clone> Holding<R> {
                         self.origins.moved(before, held.origin());
                     }
                 }
+                // An event out of order, of a window earlier than the record waits for.
+                if enters_at < held.enters_at {
+                    held.enters_at = enters_at;
+                    self.entering
+                        .entry(enters_at)
+                        .or_default()
+                        .push(record.clone());
+                }
                 let count = held.count as isize + diff;
                 if count > 0 {
                     held.count = i32::try_from(count).unwrap_or(i32::MAX);
                 } else {
-                    self.remove(&record);
-                    out(record, -1);
+                    self.leave(record, out);
                 }
             }
             None if diff > 0 => {
                 let held = Held {
                     latest: ts,
+                    enters_at,
                     partition,
                     count: i32::try_from(diff).unwrap_or(i32::MAX),
                 };
@@ -183,9 +259,33 @@ impl<R: Ord + Hash + Clone> Holding<R> {
                 }
                 self.held.insert(record.clone(), held);
                 self.leaving.push(Reverse((until, record.clone())));
-                out(record, 1);
+                if self.shows_seen() {
+                    self.seen.push((record.clone(), 1));
+                }
+                if enters_at == IN_COLLECTION {
+                    out(record, 1);
+                } else {
+                    self.entering.entry(enters_at).or_default().push(record);
+                }
             }
             None => {}
+        }
+    }
+
+    /// Lets in every record whose window is closed at `closed`.
+    fn enter(&mut self, closed: EventTime, out: &mut impl FnMut(R, isize)) {
+        while let Some(waiting) = self.entering.first_entry() {
+            if *waiting.key() > closed {
+                break;
+            }
+            for record in waiting.remove() {
+                if let Some(held) = self.held.get_mut(&record) {
+                    if held.enters_at != IN_COLLECTION && held.enters_at <= closed {
+                        held.enters_at = IN_COLLECTION;
+                        out(record, 1);
+                    }
+                }
+            }
         }
     }
 
@@ -200,20 +300,26 @@ impl<R: Ord + Hash + Clone> Holding<R> {
                 Some(until) if until > clock => {
                     self.leaving.push(Reverse((until, record)));
                 }
-                Some(_) => {
-                    self.remove(&record);
-                    out(record, -1);
-                }
+                Some(_) => self.leave(record, out),
                 None => {}
             }
         }
     }
 
-    fn remove(&mut self, record: &R) {
-        if let Some(held) = self.held.remove(record) {
-            if self.keeping.reports_retention {
-                self.origins.remove(held.partition, held.latest);
-            }
+    /// Stops holding `record`: it leaves the collection, if it had entered, and the seen
+    /// records.
+    fn leave(&mut self, record: R, out: &mut impl FnMut(R, isize)) {
+        let Some(held) = self.held.remove(&record) else {
+            return;
+        };
+        if self.keeping.reports_retention {
+            self.origins.remove(held.partition, held.latest);
+        }
+        if self.shows_seen() {
+            self.seen.push((record.clone(), -1));
+        }
+        if held.enters_at == IN_COLLECTION {
+            out(record, -1);
         }
     }
 
@@ -221,6 +327,17 @@ impl<R: Ord + Hash + Clone> Holding<R> {
     fn since(&self) -> Vec<(u32, EventTime)> {
         self.origins.since()
     }
+}
+
+/// What [`hold_until`] gives.
+pub struct HeldRecords<'scope, R: 'static> {
+    /// The records in the collection ([`Keeping::entry`]).
+    pub collection: VecCollection<'scope, Epoch, R>,
+    /// Every record held, from its first event ([`Entry::OnceClosed`]'s `shows_seen`;
+    /// empty otherwise).
+    pub seen: VecCollection<'scope, Epoch, R>,
+    /// How far back the held records reach into each partition, if `keeping` says so.
+    pub retention: StreamVec<'scope, Epoch, Retention>,
 }
 
 /// Holds the records of `updates` (brought to workers by `pact`) until the clock passes
@@ -244,10 +361,7 @@ pub fn hold_until<'scope, R, P>(
     seed: ProgressSeed,
     name: &str,
     keeping: Keeping,
-) -> (
-    VecCollection<'scope, Epoch, R>,
-    StreamVec<'scope, Epoch, Retention>,
-)
+) -> HeldRecords<'scope, R>
 where
     R: ExchangeData + Ord + Hash + Clone,
     P: ParallelizationContract<Epoch, Vec<Hold<R>>>,
@@ -258,22 +372,13 @@ where
     let absorbing = holding.clone();
     let mut reported: Option<Vec<(u32, EventTime)>> = None;
     let clock = keeping.clock;
-    let (changes, retention) = by_epoch_streaming_with_side(
+    let (changes, side) = by_epoch_streaming_with_side(
         updates,
         pact,
         reports,
         seed,
         name,
-        move |epoch: Epoch, updates: Vec<Hold<R>>, opening, out| {
-            // No clock of this epoch is earlier than the one it opened with.
-            let opened = clock(
-                EpochWatermarks {
-                    before: opening.before,
-                    after: opening.before,
-                    replaying: opening.replaying,
-                },
-                &seed,
-            );
+        move |epoch: Epoch, updates: Vec<Hold<R>>, _opening, out| {
             let mut emit = |record: R, diff: isize| out((record, epoch, diff));
             probe_ahead(
                 &mut *absorbing.borrow_mut(),
@@ -287,33 +392,43 @@ where
                     }
                 },
                 |holding, hold, ()| {
-                    if hold.ts.saturating_add(keeping.lifetime_ms) > opened {
+                    // No clock of this epoch is earlier than the one it opened with.
+                    if hold.ts.saturating_add(keeping.lifetime_ms) > holding.clock {
                         holding.update(hold, &mut emit);
                     }
                 },
             );
         },
-        move |epoch: Epoch, watermarks, out, report| {
+        move |epoch: Epoch, watermarks, out, side: &mut dyn FnMut(Side<R>)| {
             let mut holding = holding.borrow_mut();
+            let mut emit = |record: R, diff: isize| out((record, epoch, diff));
+            holding.enter(watermarks.after.max(seed.committed_watermark), &mut emit);
             let now = clock(watermarks, &seed);
-            holding.expire(now, &mut |record: R, diff: isize| {
-                out((record, epoch, diff))
-            });
+            holding.expire(now, &mut emit);
+            holding.clock = now;
+            for (record, diff) in holding.seen.drain(..) {
+                side(Ok((record, epoch, diff)));
+            }
             if !keeping.reports_retention {
                 return;
             }
             let since = holding.since();
             if reported.as_ref() != Some(&since) {
-                report(Retention {
+                side(Err(Retention {
                     stage: stage.clone(),
                     worker,
                     since: since.clone(),
-                });
+                }));
                 reported = Some(since);
             }
         },
     );
-    (changes.as_collection(), retention)
+    let (seen, retention) = side.ok_err(|side| side);
+    HeldRecords {
+        collection: changes.as_collection(),
+        seen: seen.as_collection(),
+        retention,
+    }
 }
 
 #[cfg(test)]
@@ -333,6 +448,7 @@ mod tests {
             lifetime_ms: LIFETIME,
             clock: |watermarks, _| watermarks.after,
             reports_retention: true,
+            entry: Entry::AtOnce,
         }
     }
 
@@ -356,6 +472,86 @@ mod tests {
         }
         holding.expire(clock, &mut |r, d| out.push((r, d)));
         out
+    }
+
+    const WINDOW: EventTime = 60_000;
+
+    /// A holding whose records enter once a window of theirs closes, showing what it sees.
+    fn closing(lifetime_ms: EventTime) -> Holding<Record> {
+        Holding::new(Keeping {
+            lifetime_ms,
+            entry: Entry::OnceClosed {
+                window: WindowSize::from_millis(WINDOW),
+                shows_seen: true,
+            },
+            ..keeping()
+        })
+    }
+
+    /// Applies `updates`, then lets in what is closed at `closed` and expires what is up
+    /// at `clock`, as an epoch's completion does; returns the collection's changes.
+    fn epoch(
+        holding: &mut Holding<Record>,
+        updates: Vec<Hold<Record>>,
+        closed: EventTime,
+        clock: EventTime,
+    ) -> Vec<(Record, isize)> {
+        let mut out = Vec::new();
+        for update in updates {
+            holding.update(update, &mut |r, d| out.push((r, d)));
+        }
+        holding.enter(closed, &mut |r, d| out.push((r, d)));
+        holding.expire(clock, &mut |r, d| out.push((r, d)));
+        out
+    }
+
+    #[test]
+    fn a_record_enters_once_the_window_of_its_first_event_closes_and_is_seen_at_once() {
+        let mut holding = closing(3_600_000);
+        let a = ("s", "a");
+        assert_eq!(epoch(&mut holding, vec![hold(a, 1, 10_000)], 0, 0), []);
+        assert_eq!(std::mem::take(&mut holding.seen), [(a, 1)]);
+        // Seen again in later windows: nothing new, neither seen nor in the collection.
+        let later = vec![hold(a, 1, 59_999), hold(a, 1, 75_000)];
+        assert_eq!(epoch(&mut holding, later, WINDOW - 1, 0), []);
+        assert!(holding.seen.is_empty());
+        // The first window closes: in, once, whatever windows its later events are in.
+        assert_eq!(epoch(&mut holding, vec![], WINDOW, 0), [(a, 1)]);
+        assert_eq!(epoch(&mut holding, vec![], 2 * WINDOW, 0), []);
+        assert!(holding.entering.is_empty());
+        // It leaves a lifetime after its latest event, from both.
+        assert_eq!(
+            epoch(&mut holding, vec![], 2 * WINDOW, 3_675_000),
+            [(a, -1)]
+        );
+        assert_eq!(holding.seen, [(a, -1)]);
+    }
+
+    #[test]
+    fn an_event_out_of_order_lets_its_record_in_with_its_earlier_window() {
+        let mut holding = closing(3_600_000);
+        let a = ("s", "a");
+        assert_eq!(epoch(&mut holding, vec![hold(a, 1, 130_000)], 0, 0), []);
+        assert_eq!(epoch(&mut holding, vec![hold(a, 1, 50_000)], 0, 0), []);
+        assert_eq!(epoch(&mut holding, vec![], WINDOW, 0), [(a, 1)]);
+        // Its first event's window, when it closes, finds it in already.
+        assert_eq!(epoch(&mut holding, vec![], 3 * WINDOW, 0), []);
+        assert!(holding.entering.is_empty());
+    }
+
+    #[test]
+    fn a_record_that_leaves_before_its_window_closes_never_enters() {
+        let mut holding = closing(1_000);
+        let a = ("s", "a");
+        assert_eq!(epoch(&mut holding, vec![hold(a, 1, 10_000)], 0, 11_000), []);
+        assert_eq!(holding.seen, [(a, 1), (a, -1)]);
+        assert_eq!(epoch(&mut holding, vec![], WINDOW, 11_000), []);
+        // Back again later, in another window: it waits for that one.
+        assert_eq!(
+            epoch(&mut holding, vec![hold(a, 1, 70_000)], WINDOW, 11_000),
+            []
+        );
+        assert_eq!(epoch(&mut holding, vec![], 2 * WINDOW, 11_000), [(a, 1)]);
     }
 
     #[test]
@@ -452,101 +648,138 @@ mod tests {
         assert_eq!(changes(&mut holding, vec![], 6_000), [(a, -1)]);
     }
 
-    /// What a record's presence should be, kept the plain way: each record's count and
-    /// latest event, checked one by one.
+    /// What a record's presence should be, kept the plain way: each record's count, latest
+    /// event and earliest window end, checked one by one.
     #[derive(Default)]
     struct Plain {
-        held: BTreeMap<(u8, u8), (isize, EventTime, u32)>,
+        held: BTreeMap<(u8, u8), PlainRecord>,
+    }
+
+    #[derive(Clone, Copy)]
+    struct PlainRecord {
+        count: isize,
+        latest: EventTime,
+        from: u32,
+        first_window_end: EventTime,
     }
 
     impl Plain {
-        fn update(
-            &mut self,
-            record: (u8, u8),
-            diff: isize,
-            ts: EventTime,
-            partition: u32,
-        ) -> isize {
-            let (count, latest, from) = self
-                .held
-                .get(&record)
-                .copied()
-                .unwrap_or((0, ts, partition));
-            let (latest, from) = if ts > latest {
-                (ts, partition)
-            } else {
-                (latest, from)
-            };
-            let now = count + diff;
-            if now > 0 {
-                self.held.insert(record, (now, latest, from));
+        fn update(&mut self, record: (u8, u8), diff: isize, ts: EventTime, partition: u32) {
+            let window_end = WindowSize::from_millis(PLAIN_WINDOW).window_of(ts).end;
+            let mut held = self.held.get(&record).copied().unwrap_or(PlainRecord {
+                count: 0,
+                latest: ts,
+                from: partition,
+                first_window_end: window_end,
+            });
+            if ts > held.latest {
+                (held.latest, held.from) = (ts, partition);
+            }
+            held.first_window_end = held.first_window_end.min(window_end);
+            held.count += diff;
+            if held.count > 0 {
+                self.held.insert(record, held);
             } else {
                 self.held.remove(&record);
             }
-            ((now > 0) as isize) - ((count > 0) as isize)
         }
 
-        fn expire(&mut self, clock: EventTime) -> Vec<((u8, u8), isize)> {
-            let gone: Vec<(u8, u8)> = self
-                .held
+        fn expire(&mut self, clock: EventTime) {
+            self.held.retain(|_, held| held.latest + LIFETIME > clock);
+        }
+
+        /// The records in the collection: every one held, or with `closed`, those whose
+        /// earliest window had closed by then.
+        fn collection(&self, closed: Option<EventTime>) -> Vec<(u8, u8)> {
+            let entered = |held: &PlainRecord| closed.is_none_or(|c| held.first_window_end <= c);
+            self.held
                 .iter()
-                .filter(|(_, (_, latest, _))| latest + LIFETIME <= clock)
+                .filter(|(_, held)| entered(held))
                 .map(|(record, _)| *record)
-                .collect();
-            gone.into_iter()
-                .map(|record| {
-                    self.held.remove(&record);
-                    (record, -1)
-                })
                 .collect()
         }
 
         fn since(&self) -> Vec<(u32, EventTime)> {
             let mut since = BTreeMap::new();
-            for (_, latest, partition) in self.held.values() {
-                let second = latest - latest.rem_euclid(1_000);
-                let earliest = since.entry(*partition).or_insert(second);
+            for held in self.held.values() {
+                let second = held.latest - held.latest.rem_euclid(1_000);
+                let earliest = since.entry(held.from).or_insert(second);
                 *earliest = second.min(*earliest);
             }
             since.into_iter().collect()
         }
     }
 
+    /// The windows of the property below: shorter than the updates' spread of times, so
+    /// records wait for windows, enter, and some leave before theirs closes.
+    const PLAIN_WINDOW: EventTime = 700;
+
+    /// The records a stream of presence changes leaves present, asserting each is `+1` from
+    /// absence or `-1` from presence.
+    fn apply(present: &mut BTreeMap<(u8, u8), isize>, changes: Vec<((u8, u8), isize)>) {
+        for (record, diff) in changes {
+            let count = present.entry(record).or_default();
+            *count += diff;
+            assert!(
+                *count == 0 || *count == 1,
+                "{record:?} present {count} times"
+            );
+        }
+        present.retain(|_, count| *count > 0);
+    }
+
     proptest! {
-        /// Any sequence of updates (out of order, repeated, retracted) and expiries leaves
-        /// the same changes, the same held records and the same retention as the plain
-        /// per-record model.
+        /// Any sequence of updates (out of order, repeated, retracted), closing windows and
+        /// expiries leaves the same collection, the same records seen, the same held records
+        /// and the same retention as the plain per-record model: with records entering at
+        /// once, and entering once a window of theirs closes (the entry clock some way
+        /// ahead of the expiry clock, as the watermark is of the recommender's horizon).
         #[test]
         fn the_holding_agrees_with_the_plain_model(
             steps in prop::collection::vec(
-                (prop::collection::vec((0u8..4, 0u8..5, prop::bool::weighted(0.85), 0i64..6_000, 0u32..3), 0..12), 0i64..1_500),
+                (prop::collection::vec((0u8..4, 0u8..5, prop::bool::weighted(0.85), 0i64..6_000, 0u32..3), 0..12), 0i64..1_500, 0i64..2_000),
                 1..25,
-            )
+            ),
+            waits_for_windows in any::<bool>(),
         ) {
-            let mut holding: Holding<(u8, u8)> = Holding::new(keeping());
+            let entry = if waits_for_windows {
+                Entry::OnceClosed { window: WindowSize::from_millis(PLAIN_WINDOW), shows_seen: true }
+            } else {
+                Entry::AtOnce
+            };
+            let mut holding: Holding<(u8, u8)> = Holding::new(Keeping { entry, ..keeping() });
             let mut plain = Plain::default();
-            let mut clock = 0;
-            for (updates, advance) in steps {
-                let mut got = Vec::new();
-                let mut want = Vec::new();
+            let (mut collection, mut seen) = (BTreeMap::new(), BTreeMap::new());
+            let (mut clock, mut closed) = (0, 0);
+            for (updates, advance, ahead) in steps {
+                let mut changes = Vec::new();
                 for (session, product, add, ts, partition) in updates {
                     let ts = clock + ts;
                     let diff = if add { 1 } else { -1 };
                     holding.update(
                         Hold { record: (session, product), diff, ts, partition },
-                        &mut |record, diff| got.push((record, diff)),
+                        &mut |record, diff| changes.push((record, diff)),
                     );
-                    let change = plain.update((session, product), diff, ts, partition);
-                    if change != 0 {
-                        want.push(((session, product), change));
-                    }
+                    plain.update((session, product), diff, ts, partition);
                 }
                 clock += advance;
-                holding.expire(clock, &mut |record, diff| got.push((record, diff)));
-                want.extend(plain.expire(clock));
-                got.sort();
-                want.sort();
-                prop_assert_eq!(got, want);
+                // The watermark never goes back.
+                closed = closed.max(clock + ahead);
+                holding.enter(closed, &mut |record, diff| changes.push((record, diff)));
+                let entered = plain.collection(waits_for_windows.then_some(closed));
+                holding.expire(clock, &mut |record, diff| changes.push((record, diff)));
+                plain.expire(clock);
+                apply(&mut collection, changes);
+                apply(&mut seen, std::mem::take(&mut holding.seen));
+                let still_held = plain.collection(None);
+                let want: Vec<_> =
+                    entered.into_iter().filter(|r| still_held.contains(r)).collect();
+                prop_assert_eq!(collection.keys().copied().collect::<Vec<_>>(), want);
+                if waits_for_windows {
+                    prop_assert_eq!(seen.keys().copied().collect::<Vec<_>>(), still_held);
+                } else {
+                    prop_assert!(seen.is_empty());
+                }
                 prop_assert_eq!(holding.since(), plain.since());
                 prop_assert_eq!(holding.held.len(), plain.held.len());
             }

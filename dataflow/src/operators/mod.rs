@@ -27,7 +27,7 @@ mod route;
 pub use by_epoch::{
     by_epoch, by_epoch_streaming, by_epoch_streaming_with_side, EpochOpening, EpochWatermarks,
 };
-pub use holding::{hold_until, Hold, Keeping};
+pub use holding::{hold_until, Entry, HeldRecords, Hold, Keeping};
 pub use keyed::{aggregate_by_key, KeyedStage, Merge};
 pub use pre_aggregate::pre_aggregate;
 pub use probe_ahead::{prefetch, probe_ahead};

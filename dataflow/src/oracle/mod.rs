@@ -24,6 +24,7 @@ use crate::alerts::detect::{Detector, DetectorConfig};
 use crate::alerts::series::{WindowCounts, WindowPoint};
 use crate::config::DataflowConfig;
 use crate::rows::{FeatureValues, FunnelRow, Probability, ScoreRow, SessionRow, TrendRow};
+use crate::runtime::watermark::END_OF_INPUT;
 use crate::tables::Tables;
 use crate::window::Window;
 
@@ -49,6 +50,27 @@ pub struct OracleTables {
 /// order as `(offset, event)`, as they stand once the input has ended (every window and
 /// session final).
 pub fn recompute(partitions: &[Vec<(i64, Event)>], config: &DataflowConfig) -> OracleTables {
+    recompute_closed_by(partitions, config, END_OF_INPUT)
+}
+
+/// [`recompute`] for an input that has not ended, read up to the pipeline watermark
+/// `watermark`: the recommender counts only the items whose window it has closed. (The
+/// tables of windows and sessions are as [`recompute`] gives them; a caller whose input's
+/// sessions are still open says so.)
+pub fn recompute_streaming(
+    partitions: &[Vec<(i64, Event)>],
+    config: &DataflowConfig,
+    watermark: EventTime,
+) -> OracleTables {
+    recompute_closed_by(partitions, config, watermark)
+}
+
+/// Every table, with the windows ending at or before `closed` closed.
+fn recompute_closed_by(
+    partitions: &[Vec<(i64, Event)>],
+    config: &DataflowConfig,
+    closed: EventTime,
+) -> OracleTables {
     let size = config.window.millis();
     let mut counts: BTreeMap<(i64, EventType), (i64, i64)> = BTreeMap::new();
     let mut users: BTreeMap<(i64, EventType), BTreeSet<CompactString>> = BTreeMap::new();
@@ -134,7 +156,7 @@ pub fn recompute(partitions: &[Vec<(i64, Event)>], config: &DataflowConfig) -> O
             })
             .min()
             .unwrap_or(EventTime::MIN);
-        tables.recommendations = recs::recount(&by_session, clock, recs);
+        tables.recommendations = recs::recount(&by_session, clock, closed, config.window, recs);
     }
     OracleTables {
         tables,

@@ -1,5 +1,5 @@
 //! The recommender's final rows, recounted: every session's items within the horizon of the
-//! final clock, sampled, paired and ranked with plain maps.
+//! final clock whose window had closed, sampled, paired and ranked with plain maps.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -12,29 +12,44 @@ use crate::recs::items::sample_rank;
 use crate::recs::pairs::MIN_CO_SESSIONS;
 use crate::recs::similar::{affinity, similarity};
 use crate::rows::{Measure, RecommendationRow};
+use crate::window::WindowSize;
 
 /// `product_recommendations` as it stands when the horizon clock is at `clock` (the minimum
-/// over partitions of their last watermark), from the accepted events of every session id.
+/// over partitions of their last watermark) and the pipeline watermark at `closed` (windows
+/// of `window` ending at or before it are closed: `+infinity` once the input ended), from
+/// the accepted events of every session id.
+///
+/// An item counts while its latest sighting is within the horizon, once the window of its
+/// earliest has closed. (The pipeline takes the earliest sighting since the item last left
+/// the horizon; every test file's sessions are shorter than its horizon, so no item leaves
+/// and comes back.)
 pub fn recount(
     sessions: &HashMap<CompactString, Vec<&Event>>,
     clock: EventTime,
+    closed: EventTime,
+    window: WindowSize,
     config: &RecsConfig,
 ) -> BTreeMap<(CompactString, i64), RecommendationRow> {
     let mut held: BTreeMap<&CompactString, BTreeSet<&CompactString>> = BTreeMap::new();
     for (session, events) in sessions {
-        let mut latest: BTreeMap<&CompactString, EventTime> = BTreeMap::new();
+        let mut seen: BTreeMap<&CompactString, (EventTime, EventTime)> = BTreeMap::new();
         for event in events
             .iter()
             .filter(|e| e.event_type != EventType::Purchase)
         {
             if let Some(product) = &event.product_id {
-                let at = latest.entry(product).or_insert(event.ts);
-                *at = (*at).max(event.ts);
+                let (earliest, latest) = seen.entry(product).or_insert((event.ts, event.ts));
+                *earliest = (*earliest).min(event.ts);
+                *latest = (*latest).max(event.ts);
             }
         }
-        let within = latest
+        let within = seen
             .into_iter()
-            .filter(|&(_, ts)| ts.saturating_add(config.horizon_ms) > clock);
+            .filter(|&(_, (earliest, latest))| {
+                latest.saturating_add(config.horizon_ms) > clock
+                    && window.window_of(earliest).end <= closed
+            })
+            .map(|(product, (_, latest))| (product, latest));
         let session_key = session.route();
         let mut items: Vec<(u64, &CompactString)> = within
             .map(|(product, _)| {

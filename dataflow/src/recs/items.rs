@@ -7,9 +7,11 @@ use timely::dataflow::operators::vec::Map;
 use timely::dataflow::StreamVec;
 
 use crate::input::Accepted;
-use crate::operators::{hold_until, BySession, EpochWatermarks, Hold, Keeping, KeyedId, RouteKey};
-use crate::runtime::replay::Retention;
+use crate::operators::{
+    hold_until, BySession, Entry, EpochWatermarks, HeldRecords, Hold, Keeping, KeyedId, RouteKey,
+};
 use crate::runtime::watermark::{PartitionReport, ProgressSeed};
+use crate::window::WindowSize;
 use crate::Epoch;
 
 /// A session and a product it viewed or carted, both by the 64-bit hash of their ids
@@ -65,17 +67,18 @@ pub fn product_sighting(event: &Accepted) -> Option<Sighting> {
 }
 
 /// Every `(session, product)` viewed or carted within `horizon_ms` of the horizon clock
-/// (see [`crate::recs`]), and how far back they reach into each partition. Each item is
-/// held on the worker that owns its session, where its sightings are.
+/// (see [`crate::recs`]): in the collection once the window of one of its sightings has
+/// closed, and, with `shows_seen`, as seen from its first sighting; and how far back they
+/// reach into each partition. Each item is held on the worker that owns its session, where
+/// its sightings are.
 pub fn held_items<'scope>(
     sightings: BySession<'scope, Sighting>,
     reports: StreamVec<'scope, Epoch, PartitionReport>,
     seed: ProgressSeed,
     horizon_ms: i64,
-) -> (
-    VecCollection<'scope, Epoch, Item>,
-    StreamVec<'scope, Epoch, Retention>,
-) {
+    window: WindowSize,
+    shows_seen: bool,
+) -> HeldRecords<'scope, Item> {
     let updates = sightings.into_stream().map(|seen| Hold {
         record: (seen.session, seen.product.key),
         diff: 1,
@@ -85,31 +88,23 @@ pub fn held_items<'scope>(
     hold_until(
         updates,
         Pipeline,
-        horizon_reports(reports),
+        reports,
         seed,
         "Recs: items of the horizon",
         Keeping {
             lifetime_ms: horizon_ms,
             clock: horizon_clock,
             reports_retention: true,
+            entry: Entry::OnceClosed { window, shows_seen },
         },
     )
 }
 
-/// The partition reports the horizon clock is read from: a finished partition holds it at
-/// its own last watermark.
-pub(super) fn horizon_reports<'scope>(
-    reports: StreamVec<'scope, Epoch, PartitionReport>,
-) -> StreamVec<'scope, Epoch, PartitionReport> {
-    reports.map(|report| PartitionReport {
-        finished: false,
-        ..report
-    })
-}
-
-/// The horizon's clock: the watermark once the epoch's reports are in.
+/// The horizon's clock: the watermark once the epoch's reports are in, with a finished
+/// partition at its own last watermark (at the end of a file the items stand as of its
+/// newest events rather than all leaving).
 pub(super) fn horizon_clock(watermarks: EpochWatermarks, _: &ProgressSeed) -> EventTime {
-    watermarks.after
+    watermarks.held_at_end
 }
 
 /// Where an item stands in its session's sample: XXH3-64 of the two ids' hashes
@@ -123,12 +118,14 @@ pub fn sample_rank(session: SessionKey, product: ProductKey) -> u64 {
 
 /// At most `max` products per session: those with the smallest [`sample_rank`], a sample
 /// that is uniform, the same on every worker and every run, and stable as items come and
-/// go (an item's membership depends only on the items beside it).
+/// go (an item's membership depends only on the items beside it). `name` names the
+/// operator (the counted items and the live views' seen ones are sampled apart).
 pub fn sample_per_session<'scope>(
     items: VecCollection<'scope, Epoch, Item>,
     max: usize,
+    name: &str,
 ) -> VecCollection<'scope, Epoch, Item> {
-    items.reduce_named("Recs: sample per session", move |session, products, out| {
+    items.reduce_named(name, move |session, products, out| {
         let mut ranked: Vec<(u64, ProductKey)> = products
             .iter()
             .filter(|(_, count)| *count > 0)

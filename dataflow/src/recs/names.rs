@@ -19,8 +19,8 @@ use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::vec::Map;
 use timely::dataflow::StreamVec;
 
-use crate::operators::{hold_until, Hold, Keeping, KeyedId};
-use crate::recs::items::{horizon_clock, horizon_reports, ProductKey, Sighting};
+use crate::operators::{hold_until, Entry, Hold, Keeping, KeyedId};
+use crate::recs::items::{horizon_clock, ProductKey, Sighting};
 use crate::runtime::watermark::{PartitionReport, ProgressSeed};
 use crate::Epoch;
 
@@ -47,18 +47,20 @@ pub fn held_names<'scope>(
         ts: seen.ts,
         partition: seen.partition,
     });
-    let (per_worker, _no_retention) = hold_until(
+    let per_worker = hold_until(
         updates,
         Pipeline,
-        horizon_reports(reports),
+        reports,
         seed,
         "Recs: product names",
         Keeping {
             lifetime_ms: horizon_ms,
             clock: horizon_clock,
             reports_retention: false,
+            entry: Entry::AtOnce,
         },
-    );
+    )
+    .collection;
     per_worker
         .distinct()
         .map(|product| (product.key, product.id))

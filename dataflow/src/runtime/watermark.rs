@@ -57,6 +57,7 @@ pub struct ProgressSeed {
 pub struct WatermarkTracker {
     partitions: Vec<Option<PartitionReport>>,
     current: EventTime,
+    held_at_end: EventTime,
 }
 
 impl WatermarkTracker {
@@ -65,6 +66,7 @@ impl WatermarkTracker {
         WatermarkTracker {
             partitions: vec![None; partitions],
             current: NO_WATERMARK,
+            held_at_end: NO_WATERMARK,
         }
     }
 
@@ -77,22 +79,41 @@ impl WatermarkTracker {
         self.partitions[index] = Some(report);
     }
 
-    /// Recomputes and returns the watermark; it never goes back.
+    /// Recomputes and returns the watermark (and [`WatermarkTracker::held_at_end`]); neither
+    /// ever goes back.
     pub fn advance(&mut self) -> EventTime {
+        if let Some(minimum) = self.minimum(true) {
+            self.current = self.current.max(minimum);
+        }
+        if let Some(minimum) = self.minimum(false) {
+            self.held_at_end = self.held_at_end.max(minimum);
+        }
+        self.current
+    }
+
+    /// The least watermark of the partitions that hold the pipeline back, a finished one
+    /// at `+infinity` if `finished_ends`, at its own last watermark otherwise; `None` when
+    /// every partition is idle.
+    fn minimum(&self, finished_ends: bool) -> Option<EventTime> {
         let mut minimum = None::<EventTime>;
         for report in &self.partitions {
             let own = match report {
                 None => NO_WATERMARK,
-                Some(r) if r.finished => END_OF_INPUT,
+                Some(r) if r.finished && finished_ends => END_OF_INPUT,
                 Some(r) if r.idle => continue,
                 Some(r) => r.watermark.unwrap_or(NO_WATERMARK),
             };
             minimum = Some(minimum.map_or(own, |m| m.min(own)));
         }
-        if let Some(minimum) = minimum {
-            self.current = self.current.max(minimum);
-        }
-        self.current
+        minimum
+    }
+
+    /// The watermark as of the last [`WatermarkTracker::advance`], but with each finished
+    /// partition at its own last watermark rather than `+infinity`: the clock of what should
+    /// stand as of the input's newest events when a finite input ends (the recommender's
+    /// horizon), where the watermark itself closes everything.
+    pub fn held_at_end(&self) -> EventTime {
+        self.held_at_end
     }
 
     /// True once every partition has reported and none is replaying: from then on the
@@ -106,5 +127,45 @@ impl WatermarkTracker {
     /// The watermark as of the last [`WatermarkTracker::advance`].
     pub fn current(&self) -> EventTime {
         self.current
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(partition: u32, watermark: EventTime, finished: bool, idle: bool) -> PartitionReport {
+        PartitionReport {
+            partition,
+            watermark: Some(watermark),
+            highest: Some(watermark),
+            next_offset: 0,
+            finished,
+            idle,
+            replaying: false,
+            arrived: 0,
+            opened_at_ms: 0,
+        }
+    }
+
+    #[test]
+    fn a_finished_partition_ends_the_watermark_but_holds_the_clock_held_at_end() {
+        let mut tracker = WatermarkTracker::new(3);
+        tracker.update(report(0, 5_000, false, false));
+        tracker.update(report(1, 9_000, false, false));
+        tracker.update(report(2, 1_000, false, true));
+        // The idle partition is left out of both.
+        assert_eq!(tracker.advance(), 5_000);
+        assert_eq!(tracker.held_at_end(), 5_000);
+        tracker.update(report(0, 7_000, true, false));
+        assert_eq!(tracker.advance(), 9_000);
+        assert_eq!(tracker.held_at_end(), 7_000);
+        tracker.update(report(1, 12_000, true, false));
+        assert_eq!(tracker.advance(), END_OF_INPUT);
+        assert_eq!(tracker.held_at_end(), 7_000);
+        // Neither goes back.
+        tracker.update(report(0, 6_000, false, false));
+        assert_eq!(tracker.advance(), END_OF_INPUT);
+        assert_eq!(tracker.held_at_end(), 7_000);
     }
 }
