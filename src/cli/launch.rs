@@ -59,7 +59,7 @@ pub(super) fn launch(
     let views = Arc::new(LiveViews::default());
     let dataflow = &spec.config.dataflow;
     views.configure(
-        dataflow.recommendations.is_some(),
+        dataflow.recommendations.map(|r| r.max_items_per_session),
         dataflow.funnel_window_ms,
     );
     if let Some((scoring, _)) = &scoring {

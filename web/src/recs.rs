@@ -6,13 +6,15 @@
 //! | `GET /api/v1/products/{id}/similar?k=N` | a product's nearest neighbours |
 //!
 //! Both read the dataflow's rows kept in memory ([`RecsBoard`]): the neighbours of every
-//! product (`product_recommendations`), the counted items of every open session, and the
-//! most popular products of the horizon. A session the views do not know (new, closed, or
-//! with no product yet) gets the popular products: that is what "a new session" is to a
-//! recommender, so it is an answer, not an error. An unknown product is a 404.
+//! product (`product_recommendations`, changed once per closed window), the items of every
+//! open session (as they are seen), and the most popular products of the horizon. A
+//! session the views do not know (new, closed, or with no product yet) gets the popular
+//! products: that is what "a new session" is to a recommender, so it is an answer, not an
+//! error. An unknown product is a 404.
 
 use std::collections::HashMap;
 
+use clickflow_dataflow::config::RecsConfig;
 use clickflow_dataflow::recs::serve::{recommend, Suggestion};
 use clickflow_dataflow::rows::{PopularRow, ProductName, RecommendationRow, SessionItem};
 use compact_str::CompactString;
@@ -39,9 +41,12 @@ pub struct RecsBoard {
     pub enabled: bool,
     /// Each product's neighbours by rank.
     neighbours: HashMap<CompactString, RankedNeighbours>,
-    /// Each open session's items, by product key in the order they were first counted, by
-    /// the session's key ([`SessionItem::key_of`]).
+    /// Each open session's latest [`RecsBoard::items_per_session`] items, by product key in
+    /// the order they were first seen, by the session's key ([`SessionItem::key_of`]).
     items: HashMap<u64, Vec<u64>>,
+    /// How many of a session's latest items its recommendations are drawn from: the
+    /// recommender's `--recs-items-per-session`, as `clickflow evaluate-recs` judges them.
+    pub items_per_session: usize,
     /// The id of every product key the items hold. An item is shown by its id, so one whose
     /// name has not arrived yet is left out until it does: with a sink that writes from
     /// every worker, the views take each worker's part of an epoch as it is written, and a
@@ -57,6 +62,7 @@ impl Default for RecsBoard {
             enabled: true,
             neighbours: HashMap::new(),
             items: HashMap::new(),
+            items_per_session: RecsConfig::default().max_items_per_session,
             names: HashMap::new(),
             popular: Vec::new(),
         }
@@ -111,6 +117,9 @@ impl RecsBoard {
             let held = self.items.entry(item.session_key).or_default();
             if !held.contains(&item.product_key) {
                 held.push(item.product_key);
+                if held.len() > self.items_per_session {
+                    held.remove(0);
+                }
             }
         }
         for (name, _) in names.iter().filter(|(_, d)| *d < 0) {
@@ -353,4 +362,41 @@ fn percent_decoded(raw: &str) -> Result<String, Rejection> {
         .decode_utf8()
         .map(|id| id.into_owned())
         .map_err(|_| refuse(StatusCode::BAD_REQUEST, "the product id is not UTF-8"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(product_key: u64, diff: isize) -> (SessionItem, isize) {
+        let session_key = 7;
+        (
+            SessionItem {
+                session_key,
+                product_key,
+            },
+            diff,
+        )
+    }
+
+    #[test]
+    fn a_session_keeps_its_latest_items_in_the_order_first_seen() {
+        let mut board = RecsBoard {
+            items_per_session: 3,
+            ..RecsBoard::default()
+        };
+        board.apply(
+            &[],
+            &[item(1, 1), item(2, 1), item(1, 1), item(3, 1)],
+            &[],
+            &[],
+        );
+        assert_eq!(board.items[&7], [1, 2, 3]);
+        board.apply(&[], &[item(4, 1), item(2, 1)], &[], &[]);
+        assert_eq!(board.items[&7], [2, 3, 4]);
+        // A retraction of an item it no longer keeps changes nothing; of one it keeps,
+        // removes it.
+        board.apply(&[], &[item(1, -1), item(3, -1)], &[], &[]);
+        assert_eq!(board.items[&7], [2, 4]);
+    }
 }

@@ -198,14 +198,18 @@ impl LiveViews {
         )
     }
 
-    /// Tells the views how the pipeline runs: with or without the recommender (without,
-    /// its routes answer 503), and the ordered funnel's conversion window (default 30
-    /// minutes), after which a window's conversion is complete.
-    pub fn configure(&self, recommendations: bool, funnel_window_ms: i64) {
-        self.recs
+    /// Tells the views how the pipeline runs: with the recommender, how many of a session's
+    /// latest items its recommendations are drawn from (`None`: without it, and its routes
+    /// answer 503), and the ordered funnel's conversion window (default 30 minutes), after
+    /// which a window's conversion is complete.
+    pub fn configure(&self, session_items: Option<usize>, funnel_window_ms: i64) {
+        let mut board = self
+            .recs
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .enabled = recommendations;
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        board.enabled = session_items.is_some();
+        board.items_per_session = session_items.unwrap_or(board.items_per_session);
+        drop(board);
         self.lock().funnel_window_ms = Some(funnel_window_ms);
     }
 

@@ -1499,7 +1499,7 @@ async fn bad_recommendation_requests_get_a_json_error() {
         assert!(error_of(&body).contains(mention), "{path}: {body}");
     }
     // Without the recommender both routes say so.
-    server.context.views.configure(false, 30 * MINUTE);
+    server.context.views.configure(None, 30 * MINUTE);
     for path in [
         "/api/v1/recommendations?session_id=s1",
         "/api/v1/products/p1/similar",
@@ -1516,7 +1516,7 @@ async fn the_ordered_funnel_is_served_and_drawn_once_complete() {
     let views = &server.context.views;
     // A 10-minute conversion window: the window of minute -20 is complete at the watermark
     // (T0 + 2 minutes), the one of minute 1 is not.
-    views.configure(true, 10 * MINUTE);
+    views.configure(Some(15), 10 * MINUTE);
     let mut later = EpochOutput {
         epoch: 2,
         watermark: T0 + 2 * MINUTE,

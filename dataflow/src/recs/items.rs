@@ -118,14 +118,12 @@ pub fn sample_rank(session: SessionKey, product: ProductKey) -> u64 {
 
 /// At most `max` products per session: those with the smallest [`sample_rank`], a sample
 /// that is uniform, the same on every worker and every run, and stable as items come and
-/// go (an item's membership depends only on the items beside it). `name` names the
-/// operator (the counted items and the live views' seen ones are sampled apart).
+/// go (an item's membership depends only on the items beside it).
 pub fn sample_per_session<'scope>(
     items: VecCollection<'scope, Epoch, Item>,
     max: usize,
-    name: &str,
 ) -> VecCollection<'scope, Epoch, Item> {
-    items.reduce_named(name, move |session, products, out| {
+    items.reduce_named("Recs: sample per session", move |session, products, out| {
         let mut ranked: Vec<(u64, ProductKey)> = products
             .iter()
             .filter(|(_, count)| *count > 0)
