@@ -34,12 +34,15 @@
 //! watermark closes the window of its first sighting, not with the sighting: the pairs,
 //! the popularity and every product's list change once per window (with all of the
 //! window's new items at once), and the epochs between change nothing downstream of the
-//! holding. At a steady rate that is most of what the recommender cost: on the
-//! thirtieth sitting's machine (8 December 2026, `demo --rate 20000 --partitions 16`,
-//! 14.3k events/s for 150 s) it was about half of the workers' busy time, a fifth of the
-//! rows written, and what made the pipeline fall behind (freshness p50 0.6–1.2 s, p99
-//! 2.7–3.5 s, against 145 ms and 622 ms without the recommender). A shopper sees a
-//! product's list change once a minute at most either way.
+//! holding. At a steady rate that was most of what the recommender cost, and what made
+//! the pipeline fall behind. Measured on 8 December 2026 (150 s of `demo --rate 20000
+//! --partitions 16 --profile-operators`, 14.2–14.4k events/s, one run of each build): the
+//! recommender's operators busy 3.2 s against 63.3 s, all operators 49.9 s against
+//! 129.7 s, freshness p50 109 ms and p99 378 ms against 220 ms and 2.7 s, 3.1 rows written
+//! per event against 4.4 (that run also had the live views' items unsampled, below). A
+//! backlog's one epoch lets all of its items in at its end either way: `clickflow bench`
+//! ran at the same speed and peaked at 375–376 MB against 360 MB (the items waiting for
+//! their windows). A shopper sees a product's list change once a minute at most either way.
 //!
 //! The closing window is what keeps the counts exactly-once across restarts: what the
 //! holding counts after an epoch is a function of the input read and the watermark alone,
