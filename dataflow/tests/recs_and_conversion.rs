@@ -75,9 +75,7 @@ fn recommendations_and_the_ordered_funnel_equal_a_plain_recount() {
         .enumerate()
     {
         let records = shop_records(seed, 12_000, block);
-        let path = dir.path().join(format!("case{case}.jsonl"));
-        write_lines(&path, &records);
-        let plan = FileSplits::plan(&path, splits).unwrap();
+        let plan = planned(&dir, format!("case{case}.jsonl"), &records, splits);
         let oracle = oracle_for(&plan, &config);
         let recs = &oracle.tables.recommendations;
         let conversion = &oracle.tables.conversion;
@@ -113,9 +111,7 @@ fn after_every_epoch_the_recommendations_count_the_windows_its_watermark_closed(
     let dir = tempfile::tempdir().unwrap();
     let config = dataflow();
     let records = shop_records(71, 4_000, 40);
-    let path = dir.path().join("as_of.jsonl");
-    write_lines(&path, &records);
-    let plan = FileSplits::plan(&path, 2).unwrap();
+    let plan = planned(&dir, "as_of.jsonl", &records, 2);
     let events = events_by_split(&plan);
     let outputs = outputs_with(&plan, 2, config, epochs_of_50_lines(), false);
     let mut tables = Tables::default();
@@ -149,6 +145,18 @@ fn after_every_epoch_the_recommendations_count_the_windows_its_watermark_closed(
         changed > 5,
         "the recommendations changed in {changed} epochs"
     );
+}
+
+/// `records` written to the file `name` in `dir`, planned in `splits` splits.
+fn planned(
+    dir: &tempfile::TempDir,
+    name: impl AsRef<std::path::Path>,
+    records: &[ShopRecord],
+    splits: usize,
+) -> FileSplits {
+    let path = dir.path().join(name);
+    write_lines(&path, records);
+    FileSplits::plan(&path, splits).unwrap()
 }
 
 /// Every event of each split of `plan`, by offset.
@@ -232,9 +240,7 @@ fn late_conversions_update_their_window_and_sealed_windows_stay_final() {
     let dir = tempfile::tempdir().unwrap();
     let config = dataflow();
     let records = shop_records(31, 8_000, 1);
-    let path = dir.path().join("late.jsonl");
-    write_lines(&path, &records);
-    let plan = FileSplits::plan(&path, 2).unwrap();
+    let plan = planned(&dir, "late.jsonl", &records, 2);
     // How many windows see a late conversion is the same on every run with epochs cut by
     // lines (1 ms epochs read more lines each on a quiet machine than on a busy one, and a
     // run saw as few as 5).
@@ -267,9 +273,7 @@ fn recommendations_can_be_switched_off() {
     let mut config = dataflow();
     config.recommendations = None;
     let records = shop_records(41, 2_000, 1);
-    let path = dir.path().join("off.jsonl");
-    write_lines(&path, &records);
-    let plan = FileSplits::plan(&path, 1).unwrap();
+    let plan = planned(&dir, "off.jsonl", &records, 1);
     let outputs = outputs_of(&plan, 1, config);
     assert!(outputs.iter().all(|o| o.recommendations.is_empty()
         && o.session_items.is_empty()
@@ -281,9 +285,7 @@ fn recommendations_can_be_switched_off() {
 fn session_items_carry_the_keys_the_live_views_look_up_and_every_product_has_its_name() {
     let dir = tempfile::tempdir().unwrap();
     let records = shop_records(51, 4_000, 1);
-    let path = dir.path().join("items.jsonl");
-    write_lines(&path, &records);
-    let plan = FileSplits::plan(&path, 2).unwrap();
+    let plan = planned(&dir, "items.jsonl", &records, 2);
     // What each session viewed or carted, under the key the live views compute from its id.
     let mut products: HashMap<u64, HashSet<CompactString>> = HashMap::new();
     for record in &records {
@@ -336,9 +338,7 @@ fn session_items_carry_the_keys_the_live_views_look_up_and_every_product_has_its
 fn without_live_views_the_epochs_carry_no_feeds_and_the_same_recommendations() {
     let dir = tempfile::tempdir().unwrap();
     let records = shop_records(61, 4_000, 1);
-    let path = dir.path().join("unread.jsonl");
-    write_lines(&path, &records);
-    let plan = FileSplits::plan(&path, 2).unwrap();
+    let plan = planned(&dir, "unread.jsonl", &records, 2);
     let tables_of = |outputs: &[EpochOutput]| {
         let mut tables = Tables::default();
         outputs.iter().for_each(|o| tables.apply(o).unwrap());

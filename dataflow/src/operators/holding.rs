@@ -461,17 +461,14 @@ mod tests {
         }
     }
 
+    /// Applies `updates`, then expires what is up at `clock`; returns the collection's
+    /// changes (no window closes: what waits for one stays out).
     fn changes(
         holding: &mut Holding<Record>,
         updates: Vec<Hold<Record>>,
         clock: EventTime,
     ) -> Vec<(Record, isize)> {
-        let mut out = Vec::new();
-        for update in updates {
-            holding.update(update, &mut |r, d| out.push((r, d)));
-        }
-        holding.expire(clock, &mut |r, d| out.push((r, d)));
-        out
+        epoch(holding, updates, NO_WATERMARK, clock)
     }
 
     const WINDOW: EventTime = 60_000;
