@@ -55,7 +55,10 @@
 //! should see next" answers from its latest click. At the end of a finite input every
 //! window closes, so the lists stand as of all of it.
 //!
-//! **After a restart** the held items are rebuilt by replay: the stage reports how far back
+//! **After a restart** an item that waited for its window waits for the same one again: its
+//! earliest sighting lies in a window still open at the commit, and every partition
+//! replays at least from the start of the open windows, so the replay sees it. The held
+//! items are rebuilt by replay: the stage reports how far back
 //! its items reach into each partition, so a restart replays up to a horizon of input (a
 //! day at the default) before it writes again. Set a shorter horizon where that is too long.
 
