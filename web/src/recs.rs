@@ -177,7 +177,8 @@ struct SessionAnswer {
     session_id: String,
     /// True when the views hold items of the session.
     known_session: bool,
-    /// The session's counted items, oldest first (never recommended back).
+    /// The session's latest items (up to `--recs-items-per-session`), oldest first (never
+    /// recommended back).
     items: Vec<String>,
     recommendations: Vec<Recommended>,
 }
